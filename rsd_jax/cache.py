@@ -1,0 +1,68 @@
+"""Explicit KV cache: one pytree stacked over layers, with a valid length per row.
+
+Layout (right-padded, each row starts at slot 0):
+    k, v:     [L, B, S, KVH, D]   S = capacity in tokens
+    lengths:  [B] int32          slots [0, lengths[b]) of row b are valid; the rest is stale and masked
+
+Writes go in place at per-row offsets (a scatter with out-of-range slots dropped), attention masks come
+from `lengths`, and rolling a row back is lowering its length: stale slots are masked, then overwritten.
+Always built with zeros (`jnp.empty` is uninitialised memory in recent JAX).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from rsd_jax.models.config import ModelConfig
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+    k: jax.Array  # [L, B, S, KVH, D]
+    v: jax.Array  # [L, B, S, KVH, D]
+    lengths: jax.Array  # [B] int32
+
+    @classmethod
+    def zeros(cls, config: ModelConfig, batch: int, capacity: int, dtype=None) -> "KVCache":
+        shape = (config.num_layers, batch, capacity, config.num_kv_heads, config.head_dim)
+        dtype = dtype or config.jnp_dtype
+        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+                   lengths=jnp.zeros((batch,), jnp.int32))
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    def with_lengths(self, lengths: jax.Array) -> "KVCache":
+        """Same buffers, new valid lengths (rollback when lower)."""
+        return dataclasses.replace(self, lengths=jnp.asarray(lengths, jnp.int32))
+
+    def write_layer(self, layer: int, slots: jax.Array, k_new: jax.Array, v_new: jax.Array) -> "KVCache":
+        """Writes k_new, v_new [B, T, KVH, D] of layer `layer` at slots [B, T] (slot >= S: not written)."""
+        rows = jnp.arange(self.batch)[:, None]
+        k = self.k.at[layer, rows, slots].set(k_new.astype(self.k.dtype), mode="drop")
+        v = self.v.at[layer, rows, slots].set(v_new.astype(self.v.dtype), mode="drop")
+        return dataclasses.replace(self, k=k, v=v)
+
+
+def chunk_slots(starts: jax.Array, n_valid: jax.Array, chunk: int, capacity: int) -> jax.Array:
+    """Cache slots [B, T] of a chunk of T tokens starting at `starts` [B]; invalid tokens map to `capacity`."""
+    offsets = jnp.arange(chunk, dtype=jnp.int32)[None, :]
+    slots = starts[:, None] + offsets
+    return jnp.where(offsets < n_valid[:, None], slots, capacity)
+
+
+def attention_mask(starts: jax.Array, n_valid: jax.Array, chunk: int, capacity: int) -> jax.Array:
+    """Boolean mask [B, T, S]: query t of row b sees key slot s iff s <= starts+t and s < starts+n_valid."""
+    q_pos = starts[:, None] + jnp.arange(chunk, dtype=jnp.int32)[None, :]  # [B, T]
+    k_pos = jnp.arange(capacity, dtype=jnp.int32)[None, None, :]  # [1, 1, S]
+    end = (starts + n_valid)[:, None, None]
+    return (k_pos <= q_pos[:, :, None]) & (k_pos < end)

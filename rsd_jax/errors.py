@@ -1,0 +1,17 @@
+"""The project's exceptions: each names the problem (file, key, tensor) in its message."""
+
+
+class RSDError(Exception):
+    """Base class of every error rsd_jax raises on bad input."""
+
+
+class ConfigError(RSDError, ValueError):
+    """A config key or value is wrong (unknown key, wrong type, out of range)."""
+
+
+class CheckpointError(RSDError):
+    """A checkpoint folder or file is missing, corrupt, or does not fit the model."""
+
+
+class InputError(RSDError, ValueError):
+    """A prompt or dataset cannot be used as given (too long, empty, malformed, not UTF-8)."""

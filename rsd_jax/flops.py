@@ -1,0 +1,51 @@
+"""Analytic forward FLOPs of a decoder, per token (multiply-add = 2 FLOPs).
+
+For one token at context length c (keys it attends to, itself included):
+    matmuls   = 2 · L · (E·H·D + 2·E·K·D + H·D·E + 3·E·F)
+    attention = 4 · L · H · D · c            (q·kᵀ and p·v)
+    head      = 2 · E · V  (LM head)  or  2 · E  (value head)
+These functions accept Python numbers or jnp arrays, so the decoding loop counts work with them as arrays.
+"""
+
+from __future__ import annotations
+
+from rsd_jax.models.config import ModelConfig
+
+
+def matmul_flops_per_token(cfg: ModelConfig) -> int:
+    """Projection and MLP FLOPs of one token through all layers (no attention scores, no head)."""
+    e, d, f = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
+    attn_proj = e * cfg.num_heads * d * 2 + 2 * e * cfg.num_kv_heads * d
+    mlp = 3 * e * f
+    return 2 * cfg.num_layers * (attn_proj + mlp)
+
+
+def attention_flops_per_key(cfg: ModelConfig) -> int:
+    """Attention-score FLOPs of one token per attended key, all layers."""
+    return 4 * cfg.num_layers * cfg.num_heads * cfg.head_dim
+
+
+def head_flops_per_token(cfg: ModelConfig) -> int:
+    return 2 * cfg.hidden_size * (cfg.vocab_size if cfg.has_lm_head else 1)
+
+
+def flops_per_token(cfg: ModelConfig, context, with_head: bool = True):
+    """FLOPs of one token that attends to `context` keys."""
+    base = matmul_flops_per_token(cfg) + (head_flops_per_token(cfg) if with_head else 0)
+    return base + attention_flops_per_key(cfg) * context
+
+
+def span_flops(cfg: ModelConfig, start, n, with_head: bool = True):
+    """Useful FLOPs of n tokens at positions start .. start+n-1 (token at position p attends to p+1 keys).
+
+    Closed form: n·base + a·(n·start + n·(n+1)/2). Works elementwise on arrays of starts and counts.
+    """
+    base = matmul_flops_per_token(cfg) + (head_flops_per_token(cfg) if with_head else 0)
+    keys = n * start + n * (n + 1) / 2
+    return n * base + attention_flops_per_key(cfg) * keys
+
+
+def executed_flops(cfg: ModelConfig, batch: int, chunk: int, capacity: int, with_head: bool = True):
+    """FLOPs a forward over a [batch, chunk] block with a cache of `capacity` slots actually executes
+    (every row and padded token, attention over the whole cache)."""
+    return batch * chunk * flops_per_token(cfg, capacity, with_head)

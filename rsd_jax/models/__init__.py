@@ -1,0 +1,7 @@
+"""Decoder models (Qwen2 / Llama family) and PRM heads."""
+
+from rsd_jax.models.config import ModelConfig, RopeConfig
+from rsd_jax.models.decoder import Decoder
+from rsd_jax.models.model import Model, forward, full_forward, score
+
+__all__ = ["ModelConfig", "RopeConfig", "Decoder", "Model", "forward", "full_forward", "score"]

@@ -1,0 +1,89 @@
+"""Orbax save / restore of a `Model`: `DIR/model_config.json` plus `DIR/params` (an orbax checkpoint).
+
+Restore builds the abstract tree from the config (shapes, dtypes and, when given, shardings), so arrays are
+read straight into their target devices, never whole onto one device first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from rsd_jax.errors import CheckpointError
+from rsd_jax.models.config import ModelConfig
+from rsd_jax.models.model import Model
+
+CONFIG_FILE = "model_config.json"
+PARAMS_DIR = "params"
+
+
+def save_model(model: Model, directory: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Writes the model to `directory` (created; an existing params checkpoint is replaced)."""
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"model": model.config.to_dict(), **({"metadata": metadata} if metadata else {})}
+    (directory / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(directory / PARAMS_DIR, model.pure_dict(), force=True)
+    checkpointer.wait_until_finished()
+    return directory
+
+
+def read_config(directory: str | Path) -> ModelConfig:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"not an rsd_jax checkpoint: {path} is missing")
+    try:
+        return ModelConfig.from_dict(json.loads(path.read_text())["model"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: malformed model config ({e})") from None
+
+
+def is_orbax_checkpoint(directory: str | Path) -> bool:
+    return (Path(directory) / CONFIG_FILE).is_file()
+
+
+def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | None = None) -> Model:
+    """Restores a model saved by `save_model`.
+
+    shardings: optional params-shaped tree (nnx.State or pure dict) of `jax.sharding.Sharding`s; each array
+    is restored straight into its sharding. dtype: cast to this dtype on restore (default: as saved).
+    """
+    directory = Path(directory).absolute()
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {directory}")
+    config = read_config(directory)
+    if dtype is not None:
+        config = config.replace(dtype=dtype)
+    abstract = nnx.to_pure_dict(Model.abstract(config).params)
+    if isinstance(shardings, nnx.State):
+        shardings = nnx.to_pure_dict(shardings)
+    if shardings is None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shardings = jax.tree.map(lambda _: device, abstract)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    params_dir = directory / PARAMS_DIR
+    if not params_dir.is_dir():
+        raise CheckpointError(f"checkpoint {directory} has no {PARAMS_DIR}/ folder")
+    try:
+        pure = ocp.StandardCheckpointer().restore(params_dir, target)
+    except (ValueError, KeyError, FileNotFoundError, OSError) as e:
+        raise CheckpointError(f"cannot restore {params_dir}: {e}") from None
+    return Model.from_pure_dict(config, pure)
+
+
+def load_model(path: str | Path, **kw: Any) -> Model:
+    """An orbax checkpoint written by `save_model`, or an HF snapshot folder."""
+    from rsd_jax.weights.hf import load_hf_model
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"model folder not found: {path}")
+    if is_orbax_checkpoint(path):
+        return restore_model(path, shardings=kw.get("shardings"), dtype=kw.get("dtype"))
+    return load_hf_model(path, **kw)

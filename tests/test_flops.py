@@ -1,0 +1,24 @@
+"""Analytic FLOPs against a count of the decoder's matmuls."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from rsd_jax.flops import flops_per_token, matmul_flops_per_token, span_flops
+from rsd_jax.models import Model, ModelConfig
+
+CFG = ModelConfig(vocab_size=100, hidden_size=32, intermediate_size=48, num_layers=3, num_heads=4,
+                  num_kv_heads=2, head_dim=8)
+
+
+def test_matmul_flops_equal_twice_the_weight_matrix_entries():
+    params = Model.init(CFG).pure_dict()
+    layer = params["layers"][0]
+    per_layer = sum(v["kernel"].size for m in ("self_attn", "mlp") for v in layer[m].values())
+    assert matmul_flops_per_token(CFG) == 2 * CFG.num_layers * per_layer
+
+
+def test_span_flops_is_the_sum_over_positions():
+    total = sum(flops_per_token(CFG, p + 1) for p in range(5, 12))
+    assert span_flops(CFG, 5, 7) == total
+    arr = span_flops(CFG, jnp.array([5, 0]), jnp.array([7, 0]))
+    np.testing.assert_allclose(arr, [total, 0])
