@@ -12,11 +12,13 @@ Always built with zeros (`jnp.empty` is uninitialised memory in recent JAX).
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
-from rsd_jax.models.config import ModelConfig
+if TYPE_CHECKING:
+    from rsd_jax.models.config import ModelConfig
 
 
 @jax.tree_util.register_dataclass

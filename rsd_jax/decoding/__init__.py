@@ -1,0 +1,1 @@
+"""Decoding: sampling, the step generator, the RSD loop, single-model baselines and the slow reference."""

@@ -1,0 +1,126 @@
+"""The step generator: catch a model's cache up on committed tokens, then write one step per live row.
+
+One generator serves the draft, the target and single-model decoding. Cache invariant between calls: a
+model's cache holds all committed tokens but the last; writing a step first feeds that last token, so a
+row that just committed a step costs no prefill, and a model that is behind (the lazy target, or the draft
+after a rejection) prefills what it missed in chunks of `chunk` tokens.
+
+Shapes: B rows, T committed-token buffer, M = max tokens in one step, V vocabulary, E hidden size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from rsd_jax.cache import KVCache
+from rsd_jax.decoding.sampling import Sampling, sample
+from rsd_jax.decoding.work import Work
+from rsd_jax.models.model import Model
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TokenTables:
+    """Host-precomputed token sets as dense lookups over the vocabulary (traced arrays, not static)."""
+
+    stop: jax.Array  # [V] bool: the token's text contains the step delimiter
+    eos: jax.Array  # [V] bool
+
+
+def catch_up(model: Model, cache: KVCache, view: jax.Array, target_len: jax.Array, active: jax.Array,
+             chunk: int, work: Work) -> tuple[KVCache, jax.Array, Work]:
+    """Feeds view[b, cache.lengths[b] : target_len[b]] into the cache for active rows, `chunk` at a time.
+
+    view [B, T] tokens; target_len [B]; active [B] bool. Returns the cache (lengths = target_len on
+    active rows), the last hidden state of each row's final fed token [B, E] (zeros if none), the work.
+    """
+    target = jnp.where(active, target_len, cache.lengths)
+    batch, t_view = view.shape
+    offsets = jnp.arange(chunk, dtype=jnp.int32)[None, :]
+
+    def cond(carry):
+        cache, _, _ = carry
+        return jnp.any(cache.lengths < target)
+
+    def body(carry):
+        cache, last, work = carry
+        start = cache.lengths
+        n = jnp.clip(target - start, 0, chunk)
+        tokens = jnp.take_along_axis(view, jnp.clip(start[:, None] + offsets, 0, t_view - 1), axis=1)
+        out = model.backbone(tokens, start, cache, n)
+        final = jnp.take_along_axis(out.hidden, jnp.maximum(n - 1, 0)[:, None, None], axis=1)[:, 0]
+        last = jnp.where((n > 0)[:, None], final, last)
+        work = work.add_forward(model.config, start, n, chunk, cache.capacity, head_tokens=0)
+        return out.cache, last, work
+
+    last = jnp.zeros((batch, model.config.hidden_size), model.config.jnp_dtype)
+    return jax.lax.while_loop(cond, body, (cache, last, work))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One step written by one model for each row."""
+
+    tokens: jax.Array  # [B, M] int32, valid up to `length`
+    length: jax.Array  # [B] int32 (0 for rows that did not write)
+    ended_eos: jax.Array  # [B] bool
+    ended_stop: jax.Array  # [B] bool: ended on a step-delimiter token
+    nonfinite: jax.Array  # [B] bool: some logits were NaN or inf
+    cache: KVCache
+    work: Work
+
+
+def write_step(model: Model, cache: KVCache, tokens: jax.Array, length: jax.Array, active: jax.Array,
+               cap: jax.Array, key: jax.Array, tables: TokenTables, *, sampling: Sampling,
+               max_step_tokens: int, chunk: int, work: Work) -> Step:
+    """Writes at most min(cap, max_step_tokens) tokens per active row, stopping a row at a step-delimiter
+    token, at EOS, or at the cap (inner `lax.while_loop`, one token per iteration).
+
+    tokens [B, T] committed tokens, length [B] committed length (>= 1), active [B] bool, cap [B] int32.
+    """
+    batch = tokens.shape[0]
+    rows = jnp.arange(batch)
+    cache, _, work = catch_up(model, cache, tokens, length - 1, active, chunk, work)
+    last_committed = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], axis=1)[:, 0]
+    cap = jnp.minimum(cap, max_step_tokens)
+    init = dict(
+        current=last_committed, live=active & (cap > 0), n=jnp.zeros((batch,), jnp.int32),
+        out=jnp.zeros((batch, max_step_tokens), jnp.int32), eos=jnp.zeros((batch,), bool),
+        stop=jnp.zeros((batch,), bool), bad=jnp.zeros((batch,), bool), cache=cache, key=key, work=work)
+
+    def cond(s):
+        return jnp.any(s["live"])
+
+    def body(s):
+        live, cache = s["live"], s["cache"]
+        start = cache.lengths
+        out = model.backbone(s["current"][:, None], start, cache, live.astype(jnp.int32))
+        logits = model.logits(out.hidden[:, 0])
+        key, sub = jax.random.split(s["key"])
+        token = sample(sampling, logits, sub)
+        slot = jnp.where(live, s["n"], max_step_tokens)
+        n = s["n"] + live
+        is_eos, is_stop = tables.eos[token] & live, tables.stop[token] & live
+        finished = is_eos | is_stop | (n >= cap)
+        return dict(
+            current=jnp.where(live, token, s["current"]), live=live & ~finished, n=n,
+            out=s["out"].at[rows, slot].set(token, mode="drop"), eos=s["eos"] | is_eos,
+            stop=s["stop"] | is_stop, bad=s["bad"] | (live & ~jnp.all(jnp.isfinite(logits), axis=-1)),
+            cache=out.cache, key=key,
+            work=s["work"].add_forward(model.config, start, live.astype(jnp.int32), 1, cache.capacity, 1))
+
+    s = jax.lax.while_loop(cond, body, init)
+    return Step(tokens=s["out"], length=s["n"], ended_eos=s["eos"], ended_stop=s["stop"],
+                nonfinite=s["bad"], cache=s["cache"], work=s["work"])
+
+
+def commit(tokens: jax.Array, length: jax.Array, step_tokens: jax.Array, step_len: jax.Array) -> jax.Array:
+    """Writes each row's step [B, M] (first step_len[b] tokens) into tokens [B, T] at length[b]."""
+    m = step_tokens.shape[1]
+    offsets = jnp.arange(m, dtype=jnp.int32)[None, :]
+    slots = jnp.where(offsets < step_len[:, None], length[:, None] + offsets, tokens.shape[1])
+    return tokens.at[jnp.arange(tokens.shape[0])[:, None], slots].set(step_tokens, mode="drop")

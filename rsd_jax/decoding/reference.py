@@ -1,0 +1,105 @@
+"""A slow, obviously correct RSD on the host, for tests only.
+
+Plain Python over one row at a time; every token comes from a full forward over the whole sequence (no KV
+cache), the PRM scores each step by a full forward over its whole view; greedy sampling and the binary
+threshold, so every decision is deterministic. The jitted loop must reproduce it token for token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rsd_jax.models.model import Model, full_forward
+
+
+@dataclasses.dataclass(frozen=True)
+class HostTables:
+    stop_ids: frozenset[int]
+    eos_ids: frozenset[int]
+    prm_text: dict[int, tuple[int, ...]]  # stop token -> its text part, tokenised on its own
+    delimiter: int
+
+
+@dataclasses.dataclass
+class ReferenceResult:
+    tokens: list[int]  # prompt + response
+    sources: list[int]  # 0 draft, 1 target, per step
+    rewards: list[float]  # the draft's reward per step
+    ends: list[int]  # committed length after each step
+
+
+@functools.partial(jax.jit, static_argnames=())
+def _full(model: Model, tokens: jax.Array):
+    logits, hidden = full_forward(model, tokens)
+    return logits, hidden
+
+
+class _Scorer:
+    """Full forwards over a fixed-size buffer: causal attention makes later padding irrelevant."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+
+    def _run(self, model: Model, seq: list[int]):
+        buf = np.zeros((1, self.capacity), np.int32)
+        buf[0, :len(seq)] = seq
+        return _full(model, jnp.asarray(buf))
+
+    def next_token(self, model: Model, seq: list[int]) -> int:
+        logits, _ = self._run(model, seq)
+        return int(np.argmax(np.asarray(logits[0, len(seq) - 1])))
+
+    def reward(self, prm: Model, seq: list[int]) -> float:
+        _, hidden = self._run(prm, seq)
+        return float(prm.rewards(hidden[0, len(seq) - 1]))
+
+
+def prm_step_view(step: list[int], tables: HostTables) -> list[int]:
+    """The PRM's view of one generated step: body + text part of its last token + delimiter."""
+    last = step[-1]
+    if last in tables.stop_ids:
+        tail = list(tables.prm_text[last])
+    elif last in tables.eos_ids:
+        tail = []
+    else:
+        tail = [last]
+    return step[:-1] + tail + [tables.delimiter]
+
+
+def _write_step(scorer: _Scorer, model: Model, seq: list[int], cap: int, tables: HostTables) -> list[int]:
+    step: list[int] = []
+    while True:
+        token = scorer.next_token(model, seq + step)
+        step.append(token)
+        if token in tables.eos_ids or token in tables.stop_ids or len(step) >= cap:
+            return step
+
+
+def reference_rsd(draft: Model, target: Model, prm: Model, prompt: list[int], prm_prompt: list[int],
+                  tables: HostTables, *, delta: float, max_new_tokens: int, max_steps: int,
+                  max_step_tokens: int, capacity: int) -> ReferenceResult:
+    """Greedy RSD with the binary threshold δ for one prompt."""
+    scorer = _Scorer(capacity)
+    seq, prm_seq = list(prompt), list(prm_prompt)
+    result = ReferenceResult(tokens=seq, sources=[], rewards=[], ends=[])
+    while True:
+        cap = min(max_step_tokens, len(prompt) + max_new_tokens - len(seq))
+        proposal = _write_step(scorer, draft, seq, cap, tables)
+        reward = scorer.reward(prm, prm_seq + prm_step_view(proposal, tables))
+        if reward >= delta:
+            step, source = proposal, 0
+        else:
+            step, source = _write_step(scorer, target, seq, cap, tables), 1
+        seq += step
+        prm_seq += prm_step_view(step, tables)
+        result.sources.append(source)
+        result.rewards.append(reward)
+        result.ends.append(len(seq))
+        if (step[-1] in tables.eos_ids or len(seq) - len(prompt) >= max_new_tokens
+                or len(result.sources) >= max_steps):
+            return result

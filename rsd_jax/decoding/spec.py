@@ -1,0 +1,46 @@
+"""The static part of a decoding run: budgets, chunk sizes, sampling and the weighting family.
+
+`DecodeSpec` is frozen and hashable and is the only static argument of the jitted loops; everything that
+may change between calls without recompiling (thresholds, budgets, prompts) is a traced array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rsd_jax.decoding.acceptance import WEIGHTINGS
+from rsd_jax.decoding.sampling import Sampling
+from rsd_jax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+    """max_new_tokens: response token budget per row. max_steps: reasoning-step budget per row.
+    max_step_tokens: cap on one step's tokens. chunk: tokens per forward when a cache catches up.
+    weighting: the ω family of the acceptance criterion. online_budget: set δ inside the loop from a
+    running quantile of the draft's rewards so that at most `budget` of the steps go to the target.
+    """
+
+    max_new_tokens: int = 512
+    max_steps: int = 100
+    max_step_tokens: int = 256
+    chunk: int = 32
+    sampling: Sampling = Sampling()
+    weighting: str = "binary"
+    online_budget: bool = False
+    histogram_bins: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "max_steps", "max_step_tokens", "chunk", "histogram_bins"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"decoding.{name} must be >= 1, got {getattr(self, name)}")
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"rsd.weighting {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
+
+    @property
+    def step_tokens(self) -> int:
+        """Width of one step's buffer: no step can be longer than the whole budget."""
+        return min(self.max_step_tokens, self.max_new_tokens)
+
+    def replace(self, **changes) -> "DecodeSpec":
+        return dataclasses.replace(self, **changes)
