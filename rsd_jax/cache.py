@@ -20,6 +20,9 @@ import jax.numpy as jnp
 if TYPE_CHECKING:
     from rsd_jax.models.config import ModelConfig
 
+#: Mesh axis names of the project: batch over DATA_AXIS, heads over MODEL_AXIS.
+DATA_AXIS, MODEL_AXIS = "data", "model"
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +35,21 @@ class KVCache:
     def zeros(cls, config: ModelConfig, batch: int, capacity: int, dtype=None) -> "KVCache":
         shape = (config.num_layers, batch, capacity, config.num_kv_heads, config.head_dim)
         dtype = dtype or config.jnp_dtype
-        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
-                   lengths=jnp.zeros((batch,), jnp.int32))
+        cache = cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), lengths=jnp.zeros((batch,), jnp.int32))
+        return cache.on_current_mesh()
+
+    def on_current_mesh(self) -> "KVCache":
+        """Under `jax.set_mesh` with ("data", "model") axes: batch over data, KV heads over model when they
+        split evenly (else replicated). Without a mesh: unchanged."""
+        mesh = jax.sharding.get_abstract_mesh()
+        if mesh.empty or DATA_AXIS not in mesh.axis_names or MODEL_AXIS not in mesh.axis_names:
+            return self
+        model = mesh.shape[MODEL_AXIS]
+        kv = MODEL_AXIS if model > 1 and self.k.shape[3] % model == 0 else None
+        spec = jax.sharding.PartitionSpec(None, DATA_AXIS, None, kv, None)
+        constrain = jax.lax.with_sharding_constraint
+        return KVCache(k=constrain(self.k, spec), v=constrain(self.v, spec),
+                       lengths=constrain(self.lengths, jax.sharding.PartitionSpec(DATA_AXIS)))
 
     @property
     def capacity(self) -> int:

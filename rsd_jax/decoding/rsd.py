@@ -209,8 +209,7 @@ def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, 
                     stats=stats, key=key)
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def rsd_decode(draft: Model, target: Model, prm: Model, prompts: Prompts, tables: TokenTables,
+def rsd_decode_impl(draft: Model, target: Model, prm: Model, prompts: Prompts, tables: TokenTables,
                prm_tables: PRMTables, params: acceptance.AcceptanceParams, budget: jax.Array,
                histogram: acceptance.RewardHistogram, key: jax.Array, spec: DecodeSpec) -> RSDOutput:
     """Reward-guided speculative decoding of a batch of prompts, in one jitted loop.
@@ -231,3 +230,6 @@ def rsd_decode(draft: Model, target: Model, prm: Model, prompts: Prompts, tables
     return RSDOutput(tokens=final.tokens, length=final.length, prompt_length=final.prompt_length,
                      n_steps=final.n_steps, prm_tokens=final.prm_tokens, prm_length=final.prm_length,
                      trace=final.trace, stats=final.stats, histogram=final.histogram)
+
+
+rsd_decode = jax.jit(rsd_decode_impl, static_argnames=("spec",))

@@ -7,7 +7,6 @@ reference for its invariants (accept-everything RSD = the draft's decoding; reje
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +29,7 @@ class SingleOutput:
     work: Work
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def single_decode(model: Model, prompts: Prompts, tables: TokenTables, key: jax.Array,
+def single_decode_impl(model: Model, prompts: Prompts, tables: TokenTables, key: jax.Array,
                   spec: DecodeSpec) -> SingleOutput:
     """Decodes up to spec.max_new_tokens per row with one model, stopping rows at EOS."""
     batch, t_cap = prompts.tokens.shape
@@ -43,3 +41,6 @@ def single_decode(model: Model, prompts: Prompts, tables: TokenTables, key: jax.
     return SingleOutput(tokens=commit(prompts.tokens, prompts.length, step.tokens, step.length),
                         length=prompts.length + step.length, prompt_length=prompts.length,
                         ended_eos=step.ended_eos, nonfinite=step.nonfinite, work=step.work)
+
+
+single_decode = jax.jit(single_decode_impl, static_argnames=("spec",))

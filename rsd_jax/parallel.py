@@ -1,0 +1,95 @@
+"""RSD and single-model decoding jitted over a mesh: `jax.jit` with in/out shardings and donated buffers.
+
+Weights keep the layout of `rsd_jax.sharding` (tensor parallel over "model"), every batch-major array is
+split over "data", and the caches the loop creates are constrained to the same layout (they are built
+under `jax.set_mesh`). This is what `pjit` became; nothing here uses `with mesh:`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+
+from rsd_jax import sharding as sh
+from rsd_jax.decoding import acceptance
+from rsd_jax.decoding.generator import TokenTables
+from rsd_jax.decoding.prm_view import PRMTables
+from rsd_jax.decoding.rsd import Prompts, RSDOutput, rsd_decode_impl
+from rsd_jax.decoding.single import SingleOutput, single_decode_impl
+from rsd_jax.decoding.spec import DecodeSpec
+from rsd_jax.models.model import Model
+
+
+def _output_shardings(out_shape, mesh, replicated_fields=()):
+    tree = sh.batch_tree_shardings(out_shape, mesh)
+    return dataclasses.replace(tree, **{f: sh.replicated(getattr(out_shape, f), mesh) for f in replicated_fields})
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_rsd(mesh, spec: DecodeSpec, shapes):
+    draft, target, prm, prompts_shape, tables_shape, prm_tables_shape, params_shape, hist_shape = shapes
+    out_shape = jax.eval_shape(functools.partial(rsd_decode_impl, spec=spec), draft, target, prm,
+                               prompts_shape, tables_shape, prm_tables_shape, params_shape,
+                               jax.ShapeDtypeStruct((), "float32"), hist_shape,
+                               jax.ShapeDtypeStruct((), jax.random.key(0).dtype))
+    rep = functools.partial(sh.replicated, mesh=mesh)
+    in_shardings = (sh.model_sharding_tree(draft, mesh), sh.model_sharding_tree(target, mesh),
+                    sh.model_sharding_tree(prm, mesh), sh.batch_tree_shardings(prompts_shape, mesh),
+                    rep(tables_shape), rep(prm_tables_shape), rep(params_shape), rep(0.0), rep(hist_shape),
+                    rep(0))
+    return jax.jit(functools.partial(rsd_decode_impl, spec=spec), in_shardings=in_shardings,
+                   out_shardings=_output_shardings(out_shape, mesh, ("histogram",)), donate_argnums=(3,))
+
+
+def _shape_key(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def _hashable(tree):
+    leaves, treedef = jax.tree.flatten(_shape_key(tree))
+    return tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves), treedef
+
+
+class _Shapes(tuple):
+    """A tuple of abstract pytrees that hashes by structure, shapes and dtypes (the jit cache key)."""
+
+    def __hash__(self):
+        return hash(tuple(_hashable(t) for t in self))
+
+    def __eq__(self, other):
+        return tuple(_hashable(t) for t in self) == tuple(_hashable(t) for t in other)
+
+
+def rsd_decode_on_mesh(mesh, draft: Model, target: Model, prm: Model, prompts: Prompts, tables: TokenTables,
+                       prm_tables: PRMTables, params: acceptance.AcceptanceParams, budget, histogram,
+                       key, *, spec: DecodeSpec) -> RSDOutput:
+    """`rsd_decode` with every input placed in its sharding on `mesh` (the batch must split over "data")."""
+    sh.check_batch(prompts.tokens.shape[0], mesh)
+    shapes = _Shapes(tuple(map(_shape_key, (draft, target, prm, prompts, tables, prm_tables, params, histogram))))
+    fn = _jitted_rsd(mesh, spec, shapes)
+    with jax.set_mesh(mesh):
+        return fn(draft, target, prm, prompts, tables, prm_tables, params, budget, histogram, key)
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_single(mesh, spec: DecodeSpec, shapes):
+    model, prompts_shape, tables_shape = shapes
+    out_shape = jax.eval_shape(functools.partial(single_decode_impl, spec=spec), model, prompts_shape,
+                               tables_shape, jax.ShapeDtypeStruct((), jax.random.key(0).dtype))
+    rep = functools.partial(sh.replicated, mesh=mesh)
+    out = sh.batch_tree_shardings(out_shape, mesh)
+    return jax.jit(functools.partial(single_decode_impl, spec=spec),
+                   in_shardings=(sh.model_sharding_tree(model, mesh), sh.batch_tree_shardings(prompts_shape, mesh),
+                                 rep(tables_shape), rep(0)),
+                   out_shardings=out, donate_argnums=(1,))
+
+
+def single_decode_on_mesh(mesh, model: Model, prompts: Prompts, tables: TokenTables, key, *,
+                          spec: DecodeSpec) -> SingleOutput:
+    """`single_decode` (target-only / draft-only) with its inputs sharded on `mesh`."""
+    sh.check_batch(prompts.tokens.shape[0], mesh)
+    fn = _jitted_single(mesh, spec, _Shapes(tuple(map(_shape_key, (model, prompts, tables)))))
+    with jax.set_mesh(mesh):
+        return fn(model, prompts, tables, key)

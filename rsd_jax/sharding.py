@@ -1,0 +1,122 @@
+"""Meshes and logical-axis rules: how weights, caches and loop state are laid out over ("data", "model").
+
+Weights use tensor parallelism over "model" (attention heads, KV heads, MLP width, vocabulary), each only
+when the dimension divides evenly over the axis (otherwise that dimension is replicated: e.g. 2 KV heads on
+an 8-way model axis); everything with a batch dimension is split over "data". One table of logical axes per
+parameter is the single description from which every sharding is derived.
+
+The mesh uses Auto axes, so XLA's partitioner propagates shardings through the loop from the declared
+inputs and outputs; the entry points are `jax.jit(..., in_shardings=..., out_shardings=...)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from rsd_jax.cache import DATA_AXIS as DATA, MODEL_AXIS as MODEL
+from rsd_jax.errors import ConfigError
+from rsd_jax.models.config import ModelConfig
+from rsd_jax.models.model import Model
+
+# (module, leaf) -> logical axis of each dimension
+_PARAM_AXES: dict[tuple[str, str], tuple[str | None, ...]] = {
+    ("embed_tokens", "embedding"): ("vocab", None),
+    ("q_proj", "kernel"): (None, "heads"), ("q_proj", "bias"): ("heads",),
+    ("k_proj", "kernel"): (None, "kv_heads"), ("k_proj", "bias"): ("kv_heads",),
+    ("v_proj", "kernel"): (None, "kv_heads"), ("v_proj", "bias"): ("kv_heads",),
+    ("o_proj", "kernel"): ("heads", None), ("o_proj", "bias"): (None,),
+    ("gate_proj", "kernel"): (None, "mlp"), ("gate_proj", "bias"): ("mlp",),
+    ("up_proj", "kernel"): (None, "mlp"), ("up_proj", "bias"): ("mlp",),
+    ("down_proj", "kernel"): ("mlp", None), ("down_proj", "bias"): (None,),
+    ("lm_head", "kernel"): (None, "vocab"),
+}
+
+
+def make_mesh(data: int = -1, model: int = 1, devices=None) -> jax.sharding.Mesh:
+    """A ("data", "model") mesh; data=-1 takes all devices left over after the model axis."""
+    devices = list(devices if devices is not None else jax.devices())
+    if model < 1 or len(devices) % model:
+        raise ConfigError(f"mesh.model={model} does not divide the {len(devices)} devices")
+    data = len(devices) // model if data == -1 else data
+    if data * model != len(devices):
+        raise ConfigError(f"mesh.data={data} x mesh.model={model} != {len(devices)} devices")
+    auto = (jax.sharding.AxisType.Auto,) * 2
+    return jax.make_mesh((data, model), (DATA, MODEL), axis_types=auto, devices=devices)
+
+
+def _divisible_axes(cfg: ModelConfig, model_size: int) -> dict[str, str | None]:
+    """Logical axis -> mesh axis, replicating any dimension that does not split evenly."""
+    def over_model(n: int) -> str | None:
+        return MODEL if model_size > 1 and n % model_size == 0 else None
+
+    return {"heads": over_model(cfg.num_heads), "kv_heads": over_model(cfg.num_kv_heads),
+            "mlp": over_model(cfg.intermediate_size), "vocab": over_model(cfg.vocab_size), None: None}
+
+
+def param_specs(model: Model, mesh: jax.sharding.Mesh) -> Any:
+    """A params-shaped tree (pure dict) of PartitionSpecs."""
+    rules = _divisible_axes(model.config, mesh.shape[MODEL])
+
+    def spec(path, leaf) -> P:
+        keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
+        axes = _PARAM_AXES.get((str(keys[-2]), str(keys[-1])), (None,) * len(leaf.shape))
+        return P(*(rules[a] for a in axes))
+
+    return jax.tree_util.tree_map_with_path(spec, model.pure_dict())
+
+
+def param_shardings(model: Model, mesh: jax.sharding.Mesh) -> Any:
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs(model, mesh),
+                        is_leaf=lambda x: isinstance(x, P))
+
+
+def shard_model(model: Model, mesh: jax.sharding.Mesh) -> Model:
+    """Places the model's weights into their shardings."""
+    placed = jax.tree.map(jax.device_put, model.pure_dict(), param_shardings(model, mesh))
+    return Model.from_pure_dict(model.config, placed)
+
+
+def model_sharding_tree(model: Model, mesh: jax.sharding.Mesh) -> Model:
+    """The model's pytree with NamedShardings as leaves (an `in_shardings` entry for `jax.jit`)."""
+    return Model.from_pure_dict(model.config, param_shardings(model, mesh))
+
+
+def batch_sharding(mesh: jax.sharding.Mesh, ndim: int) -> NamedSharding:
+    """Batch over "data", everything else replicated."""
+    return NamedSharding(mesh, P(DATA, *([None] * (ndim - 1))))
+
+
+def batch_tree_shardings(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Shards every array of a batch-major pytree over "data" (scalars replicated)."""
+    def one(x):
+        ndim = np.ndim(x)
+        return NamedSharding(mesh, P()) if ndim == 0 else batch_sharding(mesh, ndim)
+
+    return jax.tree.map(one, tree)
+
+
+def replicated(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    return jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
+
+
+def check_batch(batch: int, mesh: jax.sharding.Mesh) -> None:
+    if batch % mesh.shape[DATA]:
+        raise ConfigError(f"batch of {batch} rows is not a multiple of mesh.data={mesh.shape[DATA]}; "
+                          "pad it (rsd_jax.api.encode_prompts does)")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshInfo:
+    """What a run prints about its layout."""
+
+    shape: dict[str, int]
+    devices: int
+
+    @classmethod
+    def of(cls, mesh: jax.sharding.Mesh) -> "MeshInfo":
+        return cls(shape=dict(mesh.shape), devices=mesh.devices.size)
