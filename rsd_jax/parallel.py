@@ -16,7 +16,8 @@ from rsd_jax import sharding as sh
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.generator import TokenTables
 from rsd_jax.decoding.prm_view import PRMTables
-from rsd_jax.decoding.rsd import Prompts, RSDOutput, rsd_decode_impl
+from rsd_jax.decoding.prompts import Prompts
+from rsd_jax.decoding.rsd import RSDOutput, rsd_decode_impl
 from rsd_jax.decoding.single import SingleOutput, single_decode_impl
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.models.model import Model

@@ -1,9 +1,9 @@
 """The step generator: catch a model's cache up on committed tokens, then write one step per live row.
 
 One generator serves the draft, the target and single-model decoding. Cache invariant between calls: a
-model's cache holds all committed tokens but the last; writing a step first feeds that last token, so a
-row that just committed a step costs no prefill, and a model that is behind (the lazy target, or the draft
-after a rejection) prefills what it missed in chunks of `chunk` tokens.
+model's cache holds only committed tokens, and all of them but (possibly) the last; writing a step first
+(re-)feeds that last token, so a row that just committed a step costs no prefill, and a model that is
+behind (the lazy target, or the draft after a rejection) prefills what it missed in chunks of `chunk`.
 
 Shapes: B rows, T committed-token buffer, M = max tokens in one step, V vocabulary, E hidden size.
 """
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
-from rsd_jax.decoding.sampling import Sampling, sample
+from rsd_jax.decoding.sampling import Sampling, sample, token_probs
 from rsd_jax.decoding.work import Work
 from rsd_jax.models.model import Model
 
@@ -72,25 +72,31 @@ class Step:
     nonfinite: jax.Array  # [B] bool: some logits were NaN or inf
     cache: KVCache
     work: Work
+    probs: jax.Array | None = None  # [B, M, V] the distribution each token was drawn from (record_probs)
 
 
 def write_step(model: Model, cache: KVCache, tokens: jax.Array, length: jax.Array, active: jax.Array,
                cap: jax.Array, key: jax.Array, tables: TokenTables, *, sampling: Sampling,
-               max_step_tokens: int, chunk: int, work: Work) -> Step:
+               max_step_tokens: int, chunk: int, work: Work, record_probs: bool = False) -> Step:
     """Writes at most min(cap, max_step_tokens) tokens per active row, stopping a row at a step-delimiter
     token, at EOS, or at the cap (inner `lax.while_loop`, one token per iteration).
 
     tokens [B, T] committed tokens, length [B] committed length (>= 1), active [B] bool, cap [B] int32.
+    record_probs: also return the distribution of every drawn token (speculative decoding needs q).
     """
     batch = tokens.shape[0]
     rows = jnp.arange(batch)
     cache, _, work = catch_up(model, cache, tokens, length - 1, active, chunk, work)
+    # a cache that already holds the last committed token (right after a rollback) re-feeds it
+    cache = cache.with_lengths(jnp.where(active, length - 1, cache.lengths))
     last_committed = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], axis=1)[:, 0]
     cap = jnp.minimum(cap, max_step_tokens)
     init = dict(
         current=last_committed, live=active & (cap > 0), n=jnp.zeros((batch,), jnp.int32),
         out=jnp.zeros((batch, max_step_tokens), jnp.int32), eos=jnp.zeros((batch,), bool),
         stop=jnp.zeros((batch,), bool), bad=jnp.zeros((batch,), bool), cache=cache, key=key, work=work)
+    if record_probs:
+        init["probs"] = jnp.zeros((batch, max_step_tokens, model.config.vocab_size), jnp.float32)
 
     def cond(s):
         return jnp.any(s["live"])
@@ -106,16 +112,19 @@ def write_step(model: Model, cache: KVCache, tokens: jax.Array, length: jax.Arra
         n = s["n"] + live
         is_eos, is_stop = tables.eos[token] & live, tables.stop[token] & live
         finished = is_eos | is_stop | (n >= cap)
-        return dict(
+        new = dict(
             current=jnp.where(live, token, s["current"]), live=live & ~finished, n=n,
             out=s["out"].at[rows, slot].set(token, mode="drop"), eos=s["eos"] | is_eos,
             stop=s["stop"] | is_stop, bad=s["bad"] | (live & ~jnp.all(jnp.isfinite(logits), axis=-1)),
             cache=out.cache, key=key,
             work=s["work"].add_forward(model.config, start, live.astype(jnp.int32), 1, cache.capacity, 1))
+        if record_probs:
+            new["probs"] = s["probs"].at[rows, slot].set(token_probs(sampling, logits), mode="drop")
+        return new
 
     s = jax.lax.while_loop(cond, body, init)
     return Step(tokens=s["out"], length=s["n"], ended_eos=s["eos"], ended_stop=s["stop"],
-                nonfinite=s["bad"], cache=s["cache"], work=s["work"])
+                nonfinite=s["bad"], cache=s["cache"], work=s["work"], probs=s.get("probs"))
 
 
 def commit(tokens: jax.Array, length: jax.Array, step_tokens: jax.Array, step_len: jax.Array) -> jax.Array:

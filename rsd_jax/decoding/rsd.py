@@ -24,22 +24,13 @@ from rsd_jax.cache import KVCache
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, write_step
 from rsd_jax.decoding.prm_view import PRMTables, step_view
+from rsd_jax.decoding.prompts import Prompts
+from rsd_jax.decoding.speculative import speculative_write
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.decoding.work import Work
 from rsd_jax.models.model import Model
 
 DRAFT, TARGET, NO_STEP = 0, 1, -1
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Prompts:
-    """A batch of prompts laid out in fixed buffers (right-padded with zeros)."""
-
-    tokens: jax.Array  # [B, T] prompt in [0, length), room for the response after it
-    length: jax.Array  # [B] int32 prompt lengths (>= 1; 0 marks a padding row, done from the start)
-    prm_tokens: jax.Array  # [B, Tp] the PRM's prompt (BOS + question + "\n"), room for its view of the steps
-    prm_length: jax.Array  # [B] int32
 
 
 @jax.tree_util.register_dataclass
@@ -140,6 +131,21 @@ def _skipped_step(cache: KVCache, work: Work, batch: int, width: int) -> Step:
                 ended_eos=false, ended_stop=false, nonfinite=false, cache=cache, work=work)
 
 
+def _target_step(draft: Model, target: Model, draft_cache: KVCache, s: "RSDState", reject: jax.Array,
+                 cap: jax.Array, key: jax.Array, tables: TokenTables, spec: DecodeSpec,
+                 draft_work: Work) -> tuple[Step, KVCache, Work]:
+    """The target writes the step of the rejected rows: alone, or by speculative decoding with the draft."""
+    if spec.speculative_gamma:
+        step, draft_cache, draft_work, _ = speculative_write(
+            draft, target, draft_cache, s.target_cache, s.tokens, s.length, reject, cap, key, tables,
+            sampling=spec.sampling, gamma=spec.speculative_gamma, max_step_tokens=spec.step_tokens,
+            chunk=spec.chunk, draft_work=draft_work, target_work=s.stats.target)
+        return step, draft_cache, draft_work
+    step = write_step(target, s.target_cache, s.tokens, s.length, reject, cap, key, tables, sampling=spec.sampling,
+                      max_step_tokens=spec.step_tokens, chunk=spec.chunk, work=s.stats.target)
+    return step, draft_cache, draft_work
+
+
 def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, prm_tables: PRMTables,
                   params: acceptance.AcceptanceParams, budget: jax.Array, spec: DecodeSpec,
                   s: RSDState) -> RSDState:
@@ -171,19 +177,20 @@ def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, 
     accepted = live & acceptance.accept(spec.weighting, decision_params, reward, k_accept)
     reject = live & ~accepted
 
-    # 5. the target, only when some row rejected
-    t = jax.lax.cond(
+    # 5. the target, only when some row rejected; the rejected draft step is rolled back first
+    draft_cache = d.cache.with_lengths(jnp.where(reject, s.length, d.cache.lengths))
+    t, draft_cache, draft_work = jax.lax.cond(
         jnp.any(reject),
-        lambda: write(target, s.target_cache, s.tokens, s.length, reject, cap, k_target, work=s.stats.target),
-        lambda: _skipped_step(s.target_cache, s.stats.target, live.shape[0], spec.step_tokens))
+        lambda: _target_step(draft, target, draft_cache, s, reject, cap, k_target, tables, spec, d.work),
+        lambda: (_skipped_step(s.target_cache, s.stats.target, live.shape[0], spec.step_tokens), draft_cache,
+                 d.work))
 
-    # 6. commit the chosen step; roll back what was not chosen
+    # 6. commit the chosen step; the PRM's view gets the target's step where it wrote one
     step_tokens = jnp.where(reject[:, None], t.tokens, d.tokens)
     step_len = jnp.where(reject, t.length, jnp.where(live, d.length, 0))
     ended_eos = jnp.where(reject, t.ended_eos, d.ended_eos)
     tokens = commit(s.tokens, s.length, step_tokens, step_len)
     length = s.length + step_len
-    draft_cache = d.cache.with_lengths(jnp.where(reject, s.length, d.cache.lengths))
     t_view, t_width = step_view(prm_tables, t.tokens, t.length)
     prm_tokens = _place(prm_tokens, s.prm_length, t_view, jnp.where(reject, t_width, 0))
     prm_length = s.prm_length + jnp.where(reject, t_width, jnp.where(accepted, width, 0))
@@ -202,7 +209,7 @@ def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, 
         target_tokens=st.target_tokens + jnp.where(reject, t.length, 0),
         draft_steps=st.draft_steps + accepted, target_steps=st.target_steps + reject,
         target_invocations=st.target_invocations + jnp.any(reject), iterations=st.iterations + 1,
-        nonfinite=nonfinite, draft=d.work, target=t.work, prm=prm_work)
+        nonfinite=nonfinite, draft=draft_work, target=t.work, prm=prm_work)
     return RSDState(tokens=tokens, length=length, prompt_length=s.prompt_length, done=done, n_steps=n_steps,
                     prm_tokens=prm_tokens, prm_length=prm_length, draft_cache=draft_cache,
                     target_cache=t.cache, prm_cache=prm_cache, histogram=histogram, trace=trace,

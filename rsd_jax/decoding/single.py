@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from rsd_jax.decoding.generator import TokenTables, commit, write_step
-from rsd_jax.decoding.rsd import Prompts
+from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.decoding.work import Work
 from rsd_jax.models.model import Model

@@ -19,6 +19,8 @@ class DecodeSpec:
     max_step_tokens: cap on one step's tokens. chunk: tokens per forward when a cache catches up.
     weighting: the ω family of the acceptance criterion. online_budget: set δ inside the loop from a
     running quantile of the draft's rewards so that at most `budget` of the steps go to the target.
+    speculative_gamma: when > 0, the target writes its steps by token-level speculative decoding with the
+    draft proposing this many tokens per round (greedy output unchanged, fewer target forwards).
     """
 
     max_new_tokens: int = 512
@@ -29,8 +31,11 @@ class DecodeSpec:
     weighting: str = "binary"
     online_budget: bool = False
     histogram_bins: int = 256
+    speculative_gamma: int = 0
 
     def __post_init__(self) -> None:
+        if self.speculative_gamma < 0:
+            raise ConfigError(f"rsd.speculative_gamma must be >= 0, got {self.speculative_gamma}")
         for name in ("max_new_tokens", "max_steps", "max_step_tokens", "chunk", "histogram_bins"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"decoding.{name} must be >= 1, got {getattr(self, name)}")

@@ -1,0 +1,169 @@
+"""Token-level speculative decoding (Leviathan et al. 2023; Chen et al. 2023), jitted and batched.
+
+Each round, per live row: the draft proposes up to γ tokens (q), the target scores all of them in one
+forward (p); token i is kept with probability min(1, p(x_i)/q(x_i)); at the first rejection a token is drawn
+from the residual max(0, p − q) (normalised), and if all γ are kept a bonus token comes from p. Greedy
+decoding is the special case where p and q are one-hot: keep while the target's argmax agrees. Rows accept
+different numbers of tokens (ragged); both caches are rolled back by lowering their lengths.
+
+`speculative_write` runs rounds until each row's step ends (a step delimiter, EOS or the cap): the target
+side of RSD with speculative target steps, and (with no step delimiters) plain speculative decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from rsd_jax.cache import KVCache
+from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, write_step
+from rsd_jax.decoding.prompts import Prompts
+from rsd_jax.decoding.sampling import Sampling, token_probs
+from rsd_jax.decoding.spec import DecodeSpec
+from rsd_jax.decoding.work import Work
+from rsd_jax.models.model import Model
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Round:
+    tokens: jax.Array  # [B, T] with the round's tokens committed
+    length: jax.Array  # [B]
+    n_new: jax.Array  # [B] tokens committed this round
+    ended_eos: jax.Array  # [B]
+    ended_stop: jax.Array  # [B]
+    proposed: jax.Array  # [B] draft tokens proposed
+    kept: jax.Array  # [B] draft tokens kept
+    draft_cache: KVCache
+    target_cache: KVCache
+    draft_work: Work
+    target_work: Work
+
+
+def first_false(ok: jax.Array) -> jax.Array:
+    """Index of the first False in each row of ok [B, G] (G if none): the number of leading Trues."""
+    return jnp.sum(jnp.cumprod(ok.astype(jnp.int32), axis=1), axis=1)
+
+
+def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_cache: KVCache,
+                      tokens: jax.Array, length: jax.Array, active: jax.Array, cap: jax.Array, key: jax.Array,
+                      tables: TokenTables, *, sampling: Sampling, gamma: int, chunk: int,
+                      draft_work: Work, target_work: Work) -> Round:
+    """One propose / verify round. Commits between 1 and min(γ + 1, cap) tokens per active row, cut after
+    the first EOS or step-delimiter token."""
+    batch = tokens.shape[0]
+    k_draft, k_accept, k_residual = jax.random.split(key, 3)
+    no_ends = TokenTables(stop=jnp.zeros_like(tables.stop), eos=jnp.zeros_like(tables.eos))
+    d = write_step(draft, draft_cache, tokens, length, active, jnp.minimum(cap, gamma), k_draft, no_ends,
+                   sampling=sampling, max_step_tokens=gamma, chunk=chunk, work=draft_work, record_probs=True)
+
+    target_cache, _, target_work = catch_up(target, target_cache, tokens, length - 1, active, chunk, target_work)
+    target_cache = target_cache.with_lengths(jnp.where(active, length - 1, target_cache.lengths))
+    last = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], axis=1)
+    n_in = jnp.where(active, d.length + 1, 0)
+    out = target.backbone(jnp.concatenate([last, d.tokens], axis=1), target_cache.lengths, target_cache, n_in)
+    target_work = target_work.add_forward(target.config, target_cache.lengths, n_in, gamma + 1,
+                                          target_cache.capacity, gamma + 1)
+    p = token_probs(sampling, target.logits(out.hidden))  # [B, γ+1, V]
+    q = d.probs  # [B, γ, V]
+    p_x = jnp.take_along_axis(p[:, :gamma], d.tokens[..., None], axis=2)[..., 0]
+    q_x = jnp.take_along_axis(q, d.tokens[..., None], axis=2)[..., 0]
+    u = 1.0 - jax.random.uniform(k_accept, (batch, gamma))  # (0, 1]
+    proposed_mask = jnp.arange(gamma)[None, :] < d.length[:, None]
+    kept = jnp.minimum(first_false((u * q_x <= p_x) & proposed_mask), d.length)
+
+    rows = jnp.arange(batch)
+    p_j = p[rows, kept]
+    q_j = jnp.where((kept < d.length)[:, None], q[rows, jnp.minimum(kept, gamma - 1)], 0.0)
+    residual = jnp.maximum(p_j - q_j, 0.0)
+    residual = jnp.where(jnp.sum(residual, -1, keepdims=True) > 0, residual, p_j)
+    if sampling.greedy:
+        extra = jnp.argmax(residual, axis=-1).astype(jnp.int32)
+    else:
+        extra = jax.random.categorical(k_residual, jnp.log(residual), axis=-1).astype(jnp.int32)
+
+    j = jnp.arange(gamma + 1)[None, :]
+    padded = jnp.pad(d.tokens, ((0, 0), (0, 1)))
+    new = jnp.where(j < kept[:, None], padded, jnp.where(j == kept[:, None], extra[:, None], 0))  # [B, γ+1]
+    n_new = jnp.minimum(kept + 1, cap)
+    ends = (tables.eos[new] | tables.stop[new]) & (j < n_new[:, None])
+    n_new = jnp.where(active, jnp.minimum(n_new, first_false(~ends) + 1), 0)
+    last_new = new[rows, jnp.maximum(n_new - 1, 0)]
+    new_length = length + n_new
+    return Round(
+        tokens=commit(tokens, length, new, n_new), length=new_length, n_new=n_new,
+        ended_eos=active & tables.eos[last_new], ended_stop=active & tables.stop[last_new],
+        proposed=jnp.where(active, d.length, 0), kept=jnp.where(active, jnp.minimum(kept, n_new), 0),
+        draft_cache=d.cache.with_lengths(jnp.where(active, jnp.minimum(d.cache.lengths, new_length - 1),
+                                                   d.cache.lengths)),
+        target_cache=out.cache.with_lengths(jnp.where(active, new_length - 1, target_cache.lengths)),
+        draft_work=d.work, target_work=target_work)
+
+
+def speculative_write(draft: Model, target: Model, draft_cache: KVCache, target_cache: KVCache,
+                      tokens: jax.Array, length: jax.Array, active: jax.Array, cap: jax.Array, key: jax.Array,
+                      tables: TokenTables, *, sampling: Sampling, gamma: int, max_step_tokens: int, chunk: int,
+                      draft_work: Work, target_work: Work) -> tuple[Step, KVCache, Work, jax.Array]:
+    """Writes one step per active row with speculative rounds until a delimiter, EOS or the cap.
+
+    Returns the target's Step (tokens [B, max_step_tokens]), the draft cache and work, and the draft
+    tokens kept [B] (those the target did not have to decode itself).
+    """
+    cap = jnp.minimum(cap, max_step_tokens)
+    batch = tokens.shape[0]
+    zeros = jnp.zeros((batch,), jnp.int32)
+    init = (tokens, length, active, jnp.zeros((batch,), bool), jnp.zeros((batch,), bool), zeros,
+            draft_cache, target_cache, draft_work, target_work, key)
+
+    def cond(c):
+        return jnp.any(c[2])
+
+    def body(c):
+        toks, cur, live, eos, stop, kept, dcache, tcache, dwork, twork, key = c
+        key, sub = jax.random.split(key)
+        r = speculative_round(draft, target, dcache, tcache, toks, cur, live, cap - (cur - length), sub, tables,
+                              sampling=sampling, gamma=gamma, chunk=chunk, draft_work=dwork, target_work=twork)
+        finished = r.ended_eos | r.ended_stop | (r.length - length >= cap)
+        return (r.tokens, r.length, live & ~finished, eos | r.ended_eos, stop | r.ended_stop, kept + r.kept,
+                r.draft_cache, r.target_cache, r.draft_work, r.target_work, key)
+
+    toks, cur, _, eos, stop, kept, dcache, tcache, dwork, twork, _ = jax.lax.while_loop(cond, body, init)
+    offsets = length[:, None] + jnp.arange(max_step_tokens)[None, :]
+    step_tokens = jnp.take_along_axis(toks, jnp.clip(offsets, 0, toks.shape[1] - 1), axis=1)
+    n = cur - length
+    step_tokens = jnp.where(jnp.arange(max_step_tokens)[None, :] < n[:, None], step_tokens, 0)
+    step = Step(tokens=step_tokens, length=n, ended_eos=eos, ended_stop=stop,
+                nonfinite=jnp.zeros((batch,), bool), cache=tcache, work=twork)
+    return step, dcache, dwork, kept
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SpeculativeOutput:
+    tokens: jax.Array  # [B, T]
+    length: jax.Array  # [B]
+    prompt_length: jax.Array  # [B]
+    ended_eos: jax.Array  # [B]
+    draft_kept: jax.Array  # [B] tokens taken from the draft's proposals
+    draft: Work
+    target: Work
+
+
+def speculative_decode_impl(draft: Model, target: Model, prompts: Prompts, tables: TokenTables, key: jax.Array,
+                            spec: DecodeSpec, gamma: int = 4) -> SpeculativeOutput:
+    """Speculative decoding of whole responses: the target's distribution (its greedy output when greedy)."""
+    batch, t_cap = prompts.tokens.shape
+    no_steps = dataclasses.replace(tables, stop=jnp.zeros_like(tables.stop))
+    step, _, dwork, kept = speculative_write(
+        draft, target, draft.init_cache(batch, t_cap), target.init_cache(batch, t_cap), prompts.tokens,
+        prompts.length, prompts.length > 0, jnp.full((batch,), spec.max_new_tokens, jnp.int32), key, no_steps,
+        sampling=spec.sampling, gamma=gamma, max_step_tokens=spec.max_new_tokens, chunk=spec.chunk,
+        draft_work=Work.zeros(batch), target_work=Work.zeros(batch))
+    return SpeculativeOutput(tokens=commit(prompts.tokens, prompts.length, step.tokens, step.length),
+                             length=prompts.length + step.length, prompt_length=prompts.length,
+                             ended_eos=step.ended_eos, draft_kept=kept, draft=dwork, target=step.work)
+
+
+speculative_decode = jax.jit(speculative_decode_impl, static_argnames=("spec", "gamma"))
