@@ -216,27 +216,36 @@ def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, 
                     stats=stats, key=key)
 
 
-def rsd_decode_impl(draft: Model, target: Model, prm: Model, prompts: Prompts, tables: TokenTables,
-               prm_tables: PRMTables, params: acceptance.AcceptanceParams, budget: jax.Array,
-               histogram: acceptance.RewardHistogram, key: jax.Array, spec: DecodeSpec) -> RSDOutput:
-    """Reward-guided speculative decoding of a batch of prompts, in one jitted loop.
-
-    params (δ, p, α) and budget are traced: a threshold sweep compiles once. histogram seeds the online
-    quantile estimate (e.g. with a calibration run's rewards) when spec.online_budget is set.
-    """
+def initial_state(draft: Model, target: Model, prm: Model, prompts: Prompts,
+                  histogram: acceptance.RewardHistogram, key: jax.Array, spec: DecodeSpec) -> RSDState:
+    """The loop state before the first step: empty caches, no steps, rows of length 0 already done."""
     batch, t_cap = prompts.tokens.shape
-    state = RSDState(
+    return RSDState(
         tokens=prompts.tokens, length=prompts.length, prompt_length=prompts.length,
         done=prompts.length == 0, n_steps=jnp.zeros((batch,), jnp.int32),
         prm_tokens=prompts.prm_tokens, prm_length=prompts.prm_length,
         draft_cache=draft.init_cache(batch, t_cap), target_cache=target.init_cache(batch, t_cap),
         prm_cache=prm.init_cache(batch, prompts.prm_tokens.shape[1]), histogram=histogram,
         trace=Trace.empty(batch, spec.max_steps), stats=RSDStats.zeros(batch), key=key)
-    body = functools.partial(rsd_iteration, draft, target, prm, tables, prm_tables, params, budget, spec)
-    final = jax.lax.while_loop(lambda s: jnp.any(~s.done), body, state)
+
+
+def output(final: RSDState) -> RSDOutput:
     return RSDOutput(tokens=final.tokens, length=final.length, prompt_length=final.prompt_length,
                      n_steps=final.n_steps, prm_tokens=final.prm_tokens, prm_length=final.prm_length,
                      trace=final.trace, stats=final.stats, histogram=final.histogram)
+
+
+def rsd_decode_impl(draft: Model, target: Model, prm: Model, prompts: Prompts, tables: TokenTables,
+                    prm_tables: PRMTables, params: acceptance.AcceptanceParams, budget: jax.Array,
+                    histogram: acceptance.RewardHistogram, key: jax.Array, spec: DecodeSpec) -> RSDOutput:
+    """Reward-guided speculative decoding of a batch of prompts, in one jitted loop.
+
+    params (δ, p, α) and budget are traced: a threshold sweep compiles once. histogram seeds the online
+    quantile estimate (e.g. with a calibration run's rewards) when spec.online_budget is set.
+    """
+    state = initial_state(draft, target, prm, prompts, histogram, key, spec)
+    body = functools.partial(rsd_iteration, draft, target, prm, tables, prm_tables, params, budget, spec)
+    return output(jax.lax.while_loop(lambda s: jnp.any(~s.done), body, state))
 
 
 rsd_decode = jax.jit(rsd_decode_impl, static_argnames=("spec",))
