@@ -1,0 +1,245 @@
+"""The public Python API: `generate(models, prompts, ...)` runs RSD (or one model alone) on text prompts.
+
+    from rsd_jax import RSDModels, generate
+    models = RSDModels.load("checkpoints/arith_draft", "checkpoints/arith_target", "checkpoints/arith_prm")
+    for r in generate(models, ["Start with 5. Add 7. ..."], delta=0.7):
+        print(r.text, [(s.source, s.reward) for s in r.steps], r.accounting["flops_ratio_vs_target"])
+
+Host side only: tokenise, lay the batch out in bucketed buffers, call the jitted loop once, and turn the
+arrays it returns into per-prompt records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rsd_jax import flops
+from rsd_jax.decoding import acceptance
+from rsd_jax.decoding.generator import TokenTables
+from rsd_jax.decoding.prm_view import PRMTables
+from rsd_jax.decoding.prompts import Prompts
+from rsd_jax.decoding.rsd import RSDOutput, rsd_decode
+from rsd_jax.decoding.single import SingleOutput, single_decode
+from rsd_jax.decoding.spec import DecodeSpec
+from rsd_jax.errors import InputError
+from rsd_jax.models.model import Model
+from rsd_jax.tokenizer import Tokenizer, build_prm_stop_table, prm_prompt_ids, step_stop_ids
+
+METHODS = ("rsd", "target", "draft")
+SOURCES = {0: "draft", 1: "target"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RSDModels:
+    """Draft, target and PRM, and the tokenizer they share (the PRM may have its own)."""
+
+    draft: Model
+    target: Model
+    prm: Model
+    tokenizer: Tokenizer
+    prm_tokenizer: Tokenizer | None = None
+    delimiter: str = "\n\n"
+
+    def __post_init__(self) -> None:
+        sizes = {m.config.vocab_size for m in (self.draft, self.target)}
+        if len(sizes) != 1:
+            raise InputError(f"draft and target vocabularies differ: {sorted(sizes)}")
+        if self.tokenizer.vocab_size > self.draft.config.vocab_size:
+            raise InputError(f"tokenizer has {self.tokenizer.vocab_size} tokens but the models only "
+                             f"{self.draft.config.vocab_size}")
+
+    @property
+    def prm_tok(self) -> Tokenizer:
+        return self.prm_tokenizer or self.tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRecord:
+    source: str  # "draft" or "target"
+    reward: float  # the PRM's reward of the draft's proposal for this step
+    text: str
+    n_tokens: int
+    token_ids: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationResult:
+    prompt: str
+    token_ids: tuple[int, ...]  # the response
+    text: str
+    steps: tuple[StepRecord, ...]
+    accounting: dict[str, Any]
+    error: str | None = None  # e.g. NaN logits in this row: its output is not to be trusted
+
+
+def _bucket(n: int, minimum: int = 16) -> int:
+    return max(minimum, 1 << (max(n, 1) - 1).bit_length())
+
+
+def _host_tables(models: RSDModels) -> tuple[TokenTables, PRMTables]:
+    tok, vocab = models.tokenizer, models.draft.config.vocab_size
+    stop = np.zeros((vocab,), bool)
+    stop[list(step_stop_ids(tok, models.delimiter))] = True
+    eos = np.zeros((vocab,), bool)
+    eos[list(tok.eos_ids)] = True
+    table = build_prm_stop_table(models.prm_tok, models.delimiter)
+    prm_tables = PRMTables.build(vocab, table.stop_ids, table.text_ids, table.text_len, table.delimiter_id,
+                                 tok.eos_ids)
+    return TokenTables(stop=jnp.asarray(stop), eos=jnp.asarray(eos)), prm_tables
+
+
+def encode_prompts(models: RSDModels, prompts: Sequence[str], questions: Sequence[str] | None,
+                   spec: DecodeSpec, batch_multiple: int = 1) -> Prompts:
+    """Tokenises prompts (and the PRM's raw questions) into bucketed, right-padded buffers.
+
+    The batch is padded with empty rows (length 0: done from the start) to a multiple of batch_multiple.
+    """
+    if not prompts:
+        raise InputError("no prompts given")
+    questions = list(questions) if questions is not None else list(prompts)
+    tok = models.tokenizer
+    ids = [([tok.bos_id] if tok.bos_id is not None else []) + tok.encode(p) for p in prompts]
+    prm_ids = [prm_prompt_ids(models.prm_tok, q) for q in questions]
+    limit = min(m.config.max_position_embeddings for m in (models.draft, models.target, models.prm))
+    for i, seq in enumerate(ids):
+        if not seq:
+            raise InputError(f"prompt {i} is empty")
+        if len(seq) + spec.max_new_tokens > limit:
+            raise InputError(f"prompt {i} has {len(seq)} tokens; with max_new_tokens={spec.max_new_tokens} "
+                             f"it exceeds the models' context of {limit} tokens")
+    table = build_prm_stop_table(models.prm_tok, models.delimiter)
+    tail = max(1, int(np.max(table.text_len, initial=0)))
+    t_cap = _bucket(max(map(len, ids))) + spec.max_new_tokens
+    tp_cap = _bucket(max(map(len, prm_ids))) + spec.max_new_tokens + spec.max_steps * tail + spec.step_tokens
+    batch = -(-len(ids) // batch_multiple) * batch_multiple
+    tokens = np.zeros((batch, t_cap), np.int32)
+    prm_tokens = np.zeros((batch, tp_cap), np.int32)
+    length = np.zeros((batch,), np.int32)
+    prm_length = np.zeros((batch,), np.int32)
+    for i, (seq, pseq) in enumerate(zip(ids, prm_ids)):
+        tokens[i, :len(seq)], length[i] = seq, len(seq)
+        prm_tokens[i, :len(pseq)], prm_length[i] = pseq, len(pseq)
+    return Prompts(tokens=jnp.asarray(tokens), length=jnp.asarray(length),
+                   prm_tokens=jnp.asarray(prm_tokens), prm_length=jnp.asarray(prm_length))
+
+
+def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
+             spec: DecodeSpec = DecodeSpec(), delta: float = 0.7, p: float = 0.5, alpha: float = 20.0,
+             budget: float | None = None, calibration_rewards: np.ndarray | None = None,
+             questions: Sequence[str] | None = None, seed: int = 0) -> list[GenerationResult]:
+    """Decodes each prompt with RSD ("rsd") or one model alone ("target", "draft").
+
+    delta, p, alpha: parameters of spec.weighting (traced: changing them does not recompile).
+    budget: the largest fraction of steps that may go to the target; with spec.online_budget δ follows a
+    running quantile of the draft's rewards, seeded by calibration_rewards when given.
+    questions: the raw question of each prompt, as the PRM reads it (default: the prompt itself).
+    """
+    if method not in METHODS:
+        raise InputError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    batch = encode_prompts(models, prompts, questions, spec)
+    tables, prm_tables = _host_tables(models)
+    key = jax.random.key(seed)
+    if method == "rsd":
+        histogram = acceptance.RewardHistogram.create(spec.histogram_bins, calibration_rewards)
+        params = acceptance.AcceptanceParams.create(delta=delta, p=p, alpha=alpha)
+        out = rsd_decode(models.draft, models.target, models.prm, batch, tables, prm_tables, params,
+                         jnp.float32(budget if budget is not None else 0.0), histogram, key, spec=spec)
+        return rsd_results(models, prompts, jax.device_get(out))
+    model = models.target if method == "target" else models.draft
+    out = single_decode(model, batch, tables, key, spec=spec)
+    return single_results(models, prompts, jax.device_get(out), method)
+
+
+def target_only_flops(target: Model, prompt_length: int, length: int) -> float:
+    """FLOPs the target alone spends to write the same tokens (prefill all but the last prompt token,
+    then one decode step with the LM head per response token)."""
+    cfg = target.config
+    return float(flops.span_flops(cfg, 0, length - 1, with_head=False)
+                 + (length - prompt_length) * flops.head_flops_per_token(cfg))
+
+
+def _steps_from_trace(models: RSDModels, out: RSDOutput, row: int) -> tuple[StepRecord, ...]:
+    tokens = out.tokens[row]
+    start = int(out.prompt_length[row])
+    steps = []
+    for k in range(int(out.n_steps[row])):
+        end = int(out.trace.end[row, k])
+        ids = tuple(int(t) for t in tokens[start:end])
+        steps.append(StepRecord(source=SOURCES[int(out.trace.source[row, k])],
+                                reward=float(out.trace.reward[row, k]),
+                                text=models.tokenizer.decode(ids), n_tokens=len(ids), token_ids=ids))
+        start = end
+    return tuple(steps)
+
+
+def split_steps(ids: tuple[int, ...], stop_ids: frozenset[int]) -> list[tuple[int, ...]]:
+    """Cuts a response after every step-delimiter token (the last part may end without one)."""
+    parts, start = [], 0
+    for k, token in enumerate(ids):
+        if token in stop_ids:
+            parts.append(ids[start:k + 1])
+            start = k + 1
+    if start < len(ids):
+        parts.append(ids[start:])
+    return parts
+
+
+def _nonfinite_message(flags: int) -> str | None:
+    names = [name for bit, name in ((1, "draft logits"), (2, "target logits"), (4, "PRM reward")) if flags & bit]
+    return f"non-finite values in {', '.join(names)}" if names else None
+
+
+def rsd_results(models: RSDModels, prompts: Sequence[str], out: RSDOutput) -> list[GenerationResult]:
+    st = out.stats
+    results = []
+    for i, prompt in enumerate(prompts):
+        plen, length = int(out.prompt_length[i]), int(out.length[i])
+        ids = tuple(int(t) for t in out.tokens[i, plen:length])
+        useful = {name: float(getattr(st, name).useful_flops[i]) for name in ("draft", "target", "prm")}
+        total = sum(useful.values())
+        target_only = target_only_flops(models.target, plen, length)
+        steps = _steps_from_trace(models, out, i)
+        accounting = {
+            "draft_accepted_tokens": int(st.draft_accepted_tokens[i]),
+            "draft_discarded_tokens": int(st.draft_discarded_tokens[i]),
+            "target_tokens": int(st.target_tokens[i]),
+            "draft_steps": int(st.draft_steps[i]), "target_steps": int(st.target_steps[i]),
+            "tokens_processed": {n: int(getattr(st, n).tokens[i]) for n in ("draft", "target", "prm")},
+            "useful_flops": useful, "useful_flops_total": total,
+            "target_only_flops": target_only,
+            "flops_ratio_vs_target": target_only / total if total else float("nan"),
+        }
+        results.append(GenerationResult(prompt=prompt, token_ids=ids, text=models.tokenizer.decode(ids),
+                                        steps=steps, accounting=accounting,
+                                        error=_nonfinite_message(int(st.nonfinite[i]))))
+    return results
+
+
+def single_results(models: RSDModels, prompts: Sequence[str], out: SingleOutput,
+                   method: str) -> list[GenerationResult]:
+    model = models.target if method == "target" else models.draft
+    results = []
+    for i, prompt in enumerate(prompts):
+        plen, length = int(out.prompt_length[i]), int(out.length[i])
+        ids = tuple(int(t) for t in out.tokens[i, plen:length])
+        text = models.tokenizer.decode(ids)
+        useful = float(out.work.useful_flops[i])
+        stops = frozenset(step_stop_ids(models.tokenizer, models.delimiter))
+        target_only = target_only_flops(models.target, plen, length)
+        accounting = {
+            f"{method}_tokens": len(ids), "tokens_processed": {method: int(out.work.tokens[i])},
+            "useful_flops": {method: useful}, "useful_flops_total": useful,
+            "target_only_flops": target_only,
+            "flops_ratio_vs_target": target_only / useful if useful else float("nan"),
+        }
+        steps = tuple(StepRecord(source=method, reward=float("nan"), text=models.tokenizer.decode(part),
+                                 n_tokens=len(part), token_ids=part) for part in split_steps(ids, stops))
+        results.append(GenerationResult(prompt=prompt, token_ids=ids, text=text, steps=steps,
+                                        accounting=accounting,
+                                        error="non-finite logits" if bool(out.nonfinite[i]) else None))
+    return results

@@ -1,0 +1,133 @@
+"""PRM training data and loss (Math-Shepherd style, with exact labels).
+
+Solutions are sampled from the draft and the target; the exact checker labels every step (is the prefix up
+to this step still correct); the PRM reads its own view of the solution (BOS + question + "\\n", then each
+step's text and the delimiter token) and learns sigmoid(v_head(h)) = P(step correct) at each delimiter by
+binary cross-entropy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from scipy.stats import rankdata
+
+from rsd_jax.data import arith
+from rsd_jax.decoding.generator import TokenTables
+from rsd_jax.decoding.prompts import Prompts
+from rsd_jax.decoding.sampling import Sampling
+from rsd_jax.decoding.single import single_decode
+from rsd_jax.decoding.spec import DecodeSpec
+from rsd_jax.models.model import Model
+
+if TYPE_CHECKING:
+    from rsd_jax.tokenizer import Tokenizer
+
+
+def lm_prompts(tok: "Tokenizer", problems: Sequence[arith.Problem], max_new_tokens: int) -> Prompts:
+    """The draft/target prompt of each problem in one right-padded buffer (the PRM fields are unused)."""
+    ids = [[tok.bos_id] + tok.encode(arith.format_prompt(p)) for p in problems]
+    width = max(map(len, ids)) + max_new_tokens
+    tokens = np.zeros((len(ids), width), np.int32)
+    for i, seq in enumerate(ids):
+        tokens[i, :len(seq)] = seq
+    n = len(ids)
+    return Prompts(tokens=jnp.asarray(tokens), length=jnp.asarray([len(s) for s in ids], jnp.int32),
+                   prm_tokens=jnp.zeros((n, 1), jnp.int32), prm_length=jnp.ones((n,), jnp.int32))
+
+
+def eos_tables(tok: "Tokenizer", vocab_size: int) -> TokenTables:
+    eos = np.zeros((vocab_size,), bool)
+    eos[list(tok.eos_ids)] = True
+    return TokenTables(stop=jnp.zeros((vocab_size,), bool), eos=jnp.asarray(eos))
+
+
+def sample_solutions(model: Model, tok: "Tokenizer", problems: Sequence[arith.Problem], *, temperature: float,
+                     seed: int, max_new_tokens: int = 96, batch_size: int = 512) -> list[str]:
+    """One sampled (temperature > 0) or greedy solution text per problem."""
+    spec = DecodeSpec(max_new_tokens=max_new_tokens, chunk=32, sampling=Sampling(temperature=temperature))
+    tables = eos_tables(tok, model.config.vocab_size)
+    texts: list[str] = []
+    for start in range(0, len(problems), batch_size):
+        chunk = list(problems[start:start + batch_size])
+        chunk += [chunk[-1]] * (batch_size - len(chunk))  # one shape: one compilation
+        out = jax.device_get(single_decode(model, lm_prompts(tok, chunk, max_new_tokens), tables,
+                                           jax.random.key(seed * 100_003 + start), spec=spec))
+        for i in range(min(batch_size, len(problems) - start)):
+            ids = [t for t in out.tokens[i, out.prompt_length[i]:out.length[i]] if t not in tok.eos_ids]
+            texts.append(tok.decode(ids))
+    return texts
+
+
+def prm_example(tok: "Tokenizer", problem: arith.Problem, text: str) -> tuple[list[int], list[int], list[float]]:
+    """(PRM-view tokens, delimiter positions, labels) of one solution."""
+    from rsd_jax.tokenizer import prm_delimiter_id, prm_prompt_ids, prm_step_ids
+
+    steps = arith.split_steps(text)
+    labels = arith.check_steps(problem, steps)
+    tokens = prm_prompt_ids(tok, problem.question)
+    positions = []
+    delimiter = prm_delimiter_id(tok)
+    for step in steps:
+        tokens += prm_step_ids(tok, step)
+        assert tokens[-1] == delimiter
+        positions.append(len(tokens) - 1)
+    return tokens, positions, [float(x) for x in labels]
+
+
+def encode_prm_examples(tok: "Tokenizer", problems: Sequence[arith.Problem], texts: Sequence[str],
+                        length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """tokens [N, length], label mask [N, length], labels [N, length] (examples longer than length dropped)."""
+    rows = []
+    for p, text in zip(problems, texts):
+        tokens, positions, labels = prm_example(tok, p, text)
+        if positions and len(tokens) <= length:
+            rows.append((tokens, positions, labels))
+    tokens = np.zeros((len(rows), length), np.int32)
+    mask = np.zeros((len(rows), length), np.float32)
+    labels = np.zeros((len(rows), length), np.float32)
+    for i, (t, pos, lab) in enumerate(rows):
+        tokens[i, :len(t)] = t
+        mask[i, pos] = 1.0
+        labels[i, pos] = lab
+    return tokens, mask, labels
+
+
+def prm_loss(model: Model, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    tokens, mask, labels = batch
+    b, t = tokens.shape
+    out = model.backbone(tokens, jnp.zeros((b,), jnp.int32), model.init_cache(b, t))
+    logits = model.module().v_head(out.hidden)
+    bce = optax.sigmoid_binary_cross_entropy(logits, labels)
+    loss = jnp.sum(bce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    acc = jnp.sum(((logits > 0) == (labels > 0.5)) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    return loss, {"step_acc": acc}
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: P(a random positive outscores a random negative), ties counting half."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)  # average ranks over ties
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def score_examples(prm: Model, tokens: np.ndarray, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The PRM's reward at every masked position, flattened in row order."""
+    @jax.jit
+    def rewards(toks):
+        b, t = toks.shape
+        out = prm.backbone(toks, jnp.zeros((b,), jnp.int32), prm.init_cache(b, t))
+        return prm.rewards(out.hidden)
+
+    outs = []
+    for s in range(0, len(tokens), batch_size):
+        r = np.asarray(rewards(jnp.asarray(tokens[s:s + batch_size])))
+        outs.append(r[mask[s:s + batch_size] > 0])
+    return np.concatenate(outs)
