@@ -130,4 +130,4 @@ def score_examples(prm: Model, tokens: np.ndarray, mask: np.ndarray, batch_size:
     for s in range(0, len(tokens), batch_size):
         r = np.asarray(rewards(jnp.asarray(tokens[s:s + batch_size])))
         outs.append(r[mask[s:s + batch_size] > 0])
-    return np.concatenate(outs)
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)

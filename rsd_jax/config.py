@@ -1,0 +1,182 @@
+"""The config schemas of the project's commands (decode, evaluate, train): every key documented.
+
+Load with `rsd_jax.configlib.load_config(RunConfig, "configs/arith_tiny.yaml", ["rsd.delta=0.8"])`;
+print every key with `python -m rsd_jax.decode --print-config`. Relative model paths are resolved against
+the directory of the config file's parent (the repository root for files in configs/), then the current
+directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from rsd_jax.configlib import doc
+from rsd_jax.decoding.acceptance import WEIGHTINGS
+from rsd_jax.decoding.sampling import Sampling
+from rsd_jax.decoding.spec import DecodeSpec
+from rsd_jax.errors import ConfigError
+
+#: The methods `decode` and `evaluate` know (one place: the CLI, the evaluator and the docs read it).
+METHODS = ("rsd", "target", "draft", "speculative", "best_of_n", "majority", "beam_search")
+DATASETS = ("arith", "math500", "gsm8k", "gaokao2023en", "olympiadbench", "minerva_math", "gpqa", "mmlu_stem",
+            "prompts")
+
+
+def resolve_path(raw: str, config_file: str | Path | None) -> Path:
+    """A path from a config: absolute, or relative to the repository root (the config's parent's parent),
+    the config's folder, or the current directory — the first that exists."""
+    path = Path(raw).expanduser()
+    if path.is_absolute():
+        return path
+    candidates = []
+    if config_file is not None:
+        here = Path(config_file).resolve().parent
+        candidates += [here.parent / path, here / path]
+    candidates.append(Path.cwd() / path)
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRef:
+    path: str = doc("", "an HF snapshot folder (config.json + safetensors) or an orbax checkpoint folder")
+    dtype: Literal["float32", "bfloat16"] = doc("float32", "parameter dtype: float32 on CPU, bfloat16 on TPU/GPU")
+    head: Literal["value", "token_logit"] | None = doc(None, "PRMs only: override the head the checkpoint implies")
+    good_token_id: int = doc(-1, "token_logit PRMs: the id whose probability means a good step")
+    bad_token_id: int = doc(-1, "token_logit PRMs: the id whose probability means a bad step")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelsConfig:
+    draft: ModelRef = doc(ModelRef(), "the small model that writes every step first")
+    target: ModelRef = doc(ModelRef(), "the large model that rewrites rejected steps")
+    prm: ModelRef = doc(ModelRef(), "the process reward model that scores each draft step")
+    tokenizer: str | None = doc(None, "tokenizer.json or HF folder; None: char_tokenizer.json beside the draft")
+    prm_tokenizer: str | None = doc(None, "the PRM's tokenizer when it differs from the draft's")
+
+
+@dataclasses.dataclass(frozen=True)
+class RSDConfig:
+    method: str = doc("rsd", "what decode runs: " + ", ".join(METHODS))
+    methods: tuple[str, ...] = doc((), "evaluate: the methods to compare (default: rsd, target, draft)")
+    weighting: Literal[WEIGHTINGS] = doc("binary", "the weighting function ω of the acceptance criterion")
+    delta: float = doc(0.7, "threshold δ of binary and logistic ω (> 1 rejects every step)", (0.0, 2.0))
+    p: float = doc(0.5, "acceptance probability of the constant ω", (0.0, 1.0))
+    alpha: float = doc(20.0, "slope α of the logistic ω", (0.0, 1000.0))
+    budget: float | None = doc(None, "largest fraction of steps that may go to the target (budget-aware δ)",
+                               (0.0, 1.0))
+    online_budget: bool = doc(False, "with budget: set δ inside the loop from a running quantile of rewards")
+    thresholds: tuple[float, ...] = doc((), "evaluate: extra δ values to sweep")
+    speculative_gamma: int = doc(0, "> 0: the target writes its steps by speculative decoding, γ drafts a round",
+                                 (0, 64))
+    n: int = doc(4, "best_of_n / majority: samples per problem", (1, 1024))
+    aggregate: Literal["last", "min", "prod"] = doc("min", "best_of_n: how step rewards make a sample's score")
+    beam_width: int = doc(4, "beam_search: beams kept", (1, 256))
+    beam_expansions: int = doc(4, "beam_search: sampled steps per beam", (1, 256))
+
+    def __post_init__(self) -> None:
+        for m in (self.method, *self.methods):
+            if m not in METHODS:
+                raise ConfigError(f"rsd.method(s): {m!r} is not one of {', '.join(METHODS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodingConfig:
+    temperature: float = doc(0.0, "0 is greedy", (0.0, 100.0))
+    top_k: int = doc(0, "keep the k most likely tokens (0: off)", (0, 1_000_000))
+    top_p: float = doc(1.0, "nucleus sampling mass (1: off)", (1e-6, 1.0))
+    max_new_tokens: int = doc(512, "response token budget per problem (the paper: 4096)", (1, 1_000_000))
+    max_steps: int = doc(100, "reasoning-step budget per problem", (1, 100_000))
+    max_step_tokens: int = doc(256, "cap on one step's tokens", (1, 1_000_000))
+    chunk: int = doc(64, "tokens per forward when a model catches up on committed tokens", (1, 65_536))
+    batch_size: int = doc(64, "problems decoded together", (1, 1_000_000))
+    seed: int = doc(0, "PRNG seed of sampling and stochastic acceptance")
+    delimiter: str = doc("\n\n", "the text that ends a reasoning step")
+    truncate_prompts: bool = doc(False, "cut prompts longer than the context from the left instead of failing")
+
+    def spec(self, rsd: RSDConfig) -> DecodeSpec:
+        return DecodeSpec(max_new_tokens=self.max_new_tokens, max_steps=self.max_steps,
+                          max_step_tokens=self.max_step_tokens, chunk=self.chunk,
+                          sampling=Sampling(self.temperature, self.top_k, self.top_p), weighting=rsd.weighting,
+                          online_budget=rsd.online_budget, speculative_gamma=rsd.speculative_gamma)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: Literal[DATASETS] = doc("arith", "the problems: the embedded task, a paper dataset, or prompts")
+    path: str | None = doc(None, "JSONL file of a paper dataset (e.g. ../shared/data/math500.jsonl)")
+    prompts: tuple[str, ...] = doc((), "source=prompts: the questions to decode")
+    prompts_file: str | None = doc(None, "source=prompts: a text file, one question per line ('-': stdin)")
+    n: int | None = doc(None, "use only the first n problems", (1, 10_000_000))
+    seed: int = doc(12345, "arith: seed of the held-out problems (training uses other seeds)")
+    levels: tuple[int, ...] = doc((2, 3, 4, 5), "arith: difficulty levels (operations per problem)")
+    template: Literal["plain", "qwen25-math-cot"] = doc("plain", "prompt template of the draft and target")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    data: int = doc(-1, "devices on the batch axis (-1: all devices left after model)")
+    model: int = doc(1, "devices on the tensor-parallel axis", (1, 4096))
+    distributed: bool = doc(False, "multi-host: call jax.distributed.initialize() first (TPU pods)")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """decode and evaluate."""
+
+    models: ModelsConfig = doc(ModelsConfig(), "the three models and their tokenizer")
+    rsd: RSDConfig = doc(RSDConfig(), "the method and its acceptance rule")
+    decoding: DecodingConfig = doc(DecodingConfig(), "sampling and budgets")
+    data: DataConfig = doc(DataConfig(), "the problems")
+    mesh: MeshConfig = doc(MeshConfig(), "device layout")
+    output: str | None = doc(None, "folder for results (the --out flag overrides it)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchConfig:
+    hidden_size: int = doc(64, "model width", (8, 65_536))
+    intermediate_size: int = doc(128, "MLP width", (8, 1_000_000))
+    num_layers: int = doc(1, "decoder layers", (1, 1024))
+    num_heads: int = doc(4, "query heads", (1, 1024))
+    num_kv_heads: int = doc(2, "key/value heads (grouped-query attention)", (1, 1024))
+    rope_theta: float = doc(10000.0, "RoPE base", (1.0, 1e9))
+    tie_word_embeddings: bool = doc(True, "share the embedding and the LM head")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainDataConfig:
+    n_train: int = doc(20000, "training problems", (1, 10_000_000))
+    n_eval: int = doc(512, "held-out problems for the final evaluation", (1, 1_000_000))
+    seed: int = doc(1, "seed of the training problems (evaluation uses seed + 1000)")
+    levels: tuple[int, ...] = doc((2, 3, 4, 5), "difficulty levels")
+    sample_from: tuple[str, ...] = doc((), "prm: orbax checkpoints of the LMs whose sampled steps are labelled")
+    samples_per_problem: int = doc(2, "prm: solutions sampled per problem and model", (1, 64))
+    temperature: float = doc(1.0, "prm: sampling temperature of those solutions", (0.0, 10.0))
+    sequence_length: int = doc(160, "padded training sequence length", (8, 100_000))
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = doc(2e-3, "peak AdamW learning rate", (0.0, 1.0))
+    warmup_steps: int = doc(100, "linear warm-up steps", (0, 10_000_000))
+    total_steps: int = doc(1500, "optimizer steps (cosine decay to 5% of the peak)", (1, 10_000_000))
+    weight_decay: float = doc(0.01, "AdamW weight decay", (0.0, 1.0))
+    batch_size: int = doc(64, "sequences per step", (1, 1_000_000))
+    grad_clip: float = doc(1.0, "global gradient-norm clip", (0.0, 1e9))
+    b1: float = doc(0.9, "AdamW beta1", (0.0, 1.0))
+    b2: float = doc(0.98, "AdamW beta2", (0.0, 1.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """python -m rsd_jax.train."""
+
+    kind: Literal["lm", "prm"] = doc("lm", "a causal LM (draft or target) or a value-head PRM")
+    out: str = doc("checkpoints/model", "where the final model (orbax) and its manifest go")
+    work_dir: str = doc("runs/train", "resumable training state (optimizer, step); safe to delete after")
+    model: ArchConfig = doc(ArchConfig(), "architecture (vocabulary: the char tokenizer's)")
+    data: TrainDataConfig = doc(TrainDataConfig(), "training problems")
+    optim: OptimConfig = doc(OptimConfig(), "optimizer")
+    checkpoint_every: int = doc(250, "steps between resumable checkpoints", (1, 10_000_000))
+    seed: int = doc(0, "initialisation seed")

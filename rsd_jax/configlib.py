@@ -1,0 +1,196 @@
+"""Typed, frozen config schemas from YAML plus `key.path=value` overrides, with strict validation.
+
+A schema is a tree of frozen dataclasses whose fields all have defaults and a one-line doc in their
+metadata (`doc(...)`), optionally a range. `load_config` fails with a `ConfigError` that names the key: an
+unknown key (with the nearest valid one), a wrong type, a value out of range, a missing or malformed file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+from rsd_jax.errors import ConfigError
+
+
+def doc(default: Any, text: str, range: tuple[float, float] | None = None) -> Any:
+    """A dataclass field with a default, a one-line doc and an optional closed range."""
+    meta = {"doc": text, "range": range}
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _all_keys(cls, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        hint = _hints(cls)[f.name]
+        keys.append(prefix + f.name)
+        if dataclasses.is_dataclass(hint):
+            keys += _all_keys(hint, prefix + f.name + ".")
+    return keys
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(hint)))
+    return getattr(hint, "__name__", str(hint)).replace("typing.", "")
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """Checks (and lightly converts) one value against a type hint; raises ConfigError naming the key."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {_type_name(hint)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is Any:
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key + ".")
+    raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def build(cls, data: Any, prefix: str = ""):
+    """Builds dataclass `cls` from a nested dict, validating every key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in data:
+        if name not in fields:
+            valid = [prefix + k for k in _all_keys(cls)]
+            guess = difflib.get_close_matches(prefix + str(name), valid, n=1, cutoff=0.5)
+            hint = f"; did you mean {guess[0]!r}?" if guess else f"; valid keys here: {', '.join(fields)}"
+            raise ConfigError(f"unknown config key {prefix + str(name)!r}{hint}")
+    values = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        key = prefix + name
+        value = _convert(data[name], hints[name], key)
+        bounds = f.metadata.get("range")
+        if bounds is not None and value is not None and not bounds[0] <= value <= bounds[1]:
+            raise ConfigError(f"{key} must be in [{bounds[0]}, {bounds[1]}], got {value!r}")
+        values[name] = value
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: cannot parse value ({e})") from None
+    return key.strip().split("."), value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data or {}
+
+
+def load_config(cls, path: str | Path | None = None, overrides: Sequence[str] = ()):
+    """The config of schema `cls` from a YAML file (optional) and `key.path=value` overrides."""
+    data = read_yaml(path) if path else {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k!r} is not a section")
+        node[keys[-1]] = value
+    return build(cls, data)
+
+
+def to_dict(config) -> dict:
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        return list(map(plain, v)) if isinstance(v, tuple) else v
+
+    return plain(config)
+
+
+def to_yaml(config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def describe(cls, prefix: str = "") -> str:
+    """Every key of the schema with its type, default and doc, one per line."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        hint = _hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            lines.append(f"{prefix}{f.name}:  # {f.metadata.get('doc', '')}")
+            lines.append(describe(hint, prefix + f.name + "."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        bounds = f.metadata.get("range")
+        extra = f" in [{bounds[0]}, {bounds[1]}]" if bounds else ""
+        lines.append(f"{prefix}{f.name} = {default!r}  ({_type_name(hint)}{extra}) {f.metadata.get('doc', '')}")
+    return "\n".join(lines)

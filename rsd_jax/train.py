@@ -1,0 +1,144 @@
+"""Train an embedded model: `python -m rsd_jax.train --config configs/train_<model>.yaml [key=value ...]`.
+
+kind=lm trains a causal LM (the draft or the target) on the arithmetic task; kind=prm trains a value-head
+PRM on exact step labels of solutions sampled from the LMs in data.sample_from. Interrupted runs resume
+from work_dir; the final model goes to `out` (orbax) with `manifest.json`: the model config, the command,
+seed, data version and the measured metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rsd_jax import flops
+from rsd_jax.config import TrainConfig, resolve_path
+from rsd_jax.configlib import describe, load_config, to_dict, to_yaml
+from rsd_jax.data import arith
+from rsd_jax.data.char_tokenizer import CharTokenizer
+from rsd_jax.errors import RSDError
+from rsd_jax.models import Model, ModelConfig, RopeConfig
+from rsd_jax.training import lm, prm
+from rsd_jax.training.loop import OptimSettings, train
+from rsd_jax.weights import restore_model, save_model
+
+TOKENIZER_FILE = "char_tokenizer.json"
+
+
+def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
+    a = cfg.model
+    return ModelConfig(vocab_size=vocab_size, hidden_size=a.hidden_size, intermediate_size=a.intermediate_size,
+                       num_layers=a.num_layers, num_heads=a.num_heads, num_kv_heads=a.num_kv_heads,
+                       head_dim=a.hidden_size // a.num_heads, rope=RopeConfig(theta=a.rope_theta),
+                       tie_word_embeddings=a.tie_word_embeddings,
+                       head="value" if cfg.kind == "prm" else "lm", max_position_embeddings=1024,
+                       bos_token_id=CharTokenizer.bos_id, eos_token_id=CharTokenizer.eos_ids)
+
+
+def lm_accuracy(model: Model, tok: CharTokenizer, problems: list[arith.Problem]) -> dict[str, float]:
+    """Greedy accuracy overall and per level."""
+    texts = prm.sample_solutions(model, tok, problems, temperature=0.0, seed=0)
+    right = np.array([arith.is_correct(p, t) for p, t in zip(problems, texts)])
+    levels = np.array([p.level for p in problems])
+    return {"accuracy": float(right.mean()),
+            **{f"accuracy_level_{L}": float(right[levels == L].mean()) for L in sorted(set(levels.tolist()))}}
+
+
+def run_lm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: OptimSettings, work: Path):
+    problems = arith.generate_problems(cfg.data.n_train, cfg.data.seed, cfg.data.levels)
+    tokens, mask = lm.encode_examples(tok, problems, cfg.data.sequence_length)
+    model = train(config, Model.init(config, cfg.seed).pure_dict(), lm.lm_loss,
+                  lm.batch_sampler(tokens, mask, cfg.optim.batch_size, cfg.seed), optim, work,
+                  checkpoint_every=cfg.checkpoint_every, desc=f"train {Path(cfg.out).name}")
+    held_out = arith.generate_problems(cfg.data.n_eval, cfg.data.seed + 1000, cfg.data.levels)
+    return model, lm_accuracy(model, tok, held_out)
+
+
+def prm_dataset(cfg: TrainConfig, tok: CharTokenizer, problems: list[arith.Problem], seed: int,
+                lms: list[Model], temperature: float, copies: int):
+    rows_p, rows_t = [], []
+    for k, model in enumerate(lms):
+        for c in range(copies):
+            rows_t += prm.sample_solutions(model, tok, problems, temperature=temperature, seed=seed + 97 * k + c)
+            rows_p += problems
+    return prm.encode_prm_examples(tok, rows_p, rows_t, cfg.data.sequence_length)
+
+
+def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: OptimSettings, work: Path,
+            config_file: str | None):
+    if not cfg.data.sample_from:
+        raise RSDError("a PRM needs data.sample_from: the LM checkpoints whose steps it learns to score")
+    lms = [restore_model(resolve_path(p, config_file)) for p in cfg.data.sample_from]
+    problems = arith.generate_problems(cfg.data.n_train, cfg.data.seed, cfg.data.levels)
+    print(f"sampling {len(problems) * len(lms) * cfg.data.samples_per_problem} solutions to label ...")
+    tokens, mask, labels = prm_dataset(cfg, tok, problems, cfg.data.seed, lms, cfg.data.temperature,
+                                       cfg.data.samples_per_problem)
+    print(f"{int(mask.sum())} labelled steps, {labels[mask > 0].mean():.1%} correct")
+
+    def batch_at(step: int):
+        idx = np.random.default_rng([cfg.seed, step]).integers(0, len(tokens), cfg.optim.batch_size)
+        return tokens[idx], mask[idx], labels[idx]
+
+    model = train(config, Model.init(config, cfg.seed).pure_dict(), prm.prm_loss, batch_at, optim, work,
+                  checkpoint_every=cfg.checkpoint_every, desc=f"train {Path(cfg.out).name}")
+    held_out = arith.generate_problems(cfg.data.n_eval, cfg.data.seed + 1000, cfg.data.levels)
+    metrics = {}
+    for name, model_lm in zip(("draft", "target", "lm2", "lm3"), lms):
+        for label, temp in (("greedy", 0.0), ("sampled", cfg.data.temperature)):
+            t, m, y = prm_dataset(cfg, tok, held_out, cfg.data.seed + 1000, [model_lm], temp, 1)
+            scores = prm.score_examples(model, t, m)
+            metrics[f"auroc_{name}_{label}"] = prm.auroc(scores, y[m > 0])
+            metrics[f"step_accuracy_{name}_{label}"] = float(y[m > 0].mean())
+    return model, metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rsd_jax.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="YAML config (configs/train_*.yaml)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--describe", action="store_true", help="list every config key with its doc and exit")
+    parser.add_argument("overrides", nargs="*", help="key.path=value")
+    args = parser.parse_args(argv)
+    if args.describe:
+        print(describe(TrainConfig))
+        return 0
+    try:
+        cfg = load_config(TrainConfig, args.config, args.overrides)
+        if args.print_config:
+            print(to_yaml(cfg), end="")
+            return 0
+        tok = CharTokenizer()
+        config = model_config(cfg, tok.vocab_size)
+        o = cfg.optim
+        optim = OptimSettings(o.learning_rate, o.warmup_steps, o.total_steps, o.weight_decay, o.grad_clip, o.b1, o.b2)
+        out, work = resolve_path(cfg.out, args.config), resolve_path(cfg.work_dir, args.config)
+        start = time.time()
+        if cfg.kind == "lm":
+            model, metrics = run_lm(cfg, tok, config, optim, work)
+        else:
+            model, metrics = run_prm(cfg, tok, config, optim, work, args.config)
+    except RSDError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    manifest = {
+        "model": config.to_dict(), "params": model.num_params(),
+        "flops_per_token_at_128": flops.flops_per_token(config, 128),
+        "command": "python -m rsd_jax.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "config": to_dict(cfg), "seed": cfg.seed, "data_version": arith.DATA_VERSION,
+        "train_seconds": round(time.time() - start, 1), "metrics": metrics,
+    }
+    save_model(model, out, metadata={"data_version": arith.DATA_VERSION})
+    tok.save(out / TOKENIZER_FILE)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(json.dumps({"out": str(out), **metrics}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
