@@ -131,17 +131,19 @@ def encode_prompts(models: RSDModels, prompts: Sequence[str], questions: Sequenc
 def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
              spec: DecodeSpec = DecodeSpec(), delta: float = 0.7, p: float = 0.5, alpha: float = 20.0,
              budget: float | None = None, calibration_rewards: np.ndarray | None = None,
-             questions: Sequence[str] | None = None, seed: int = 0) -> list[GenerationResult]:
+             questions: Sequence[str] | None = None, seed: int = 0,
+             pad_batch_to: int = 1) -> list[GenerationResult]:
     """Decodes each prompt with RSD ("rsd") or one model alone ("target", "draft").
 
     delta, p, alpha: parameters of spec.weighting (traced: changing them does not recompile).
     budget: the largest fraction of steps that may go to the target; with spec.online_budget δ follows a
     running quantile of the draft's rewards, seeded by calibration_rewards when given.
     questions: the raw question of each prompt, as the PRM reads it (default: the prompt itself).
+    pad_batch_to: pad the batch with empty rows to a multiple of this (one compilation for every batch).
     """
     if method not in METHODS:
         raise InputError(f"method {method!r} is not one of {', '.join(METHODS)}")
-    batch = encode_prompts(models, prompts, questions, spec)
+    batch = encode_prompts(models, prompts, questions, spec, batch_multiple=pad_batch_to)
     tables, prm_tables = _host_tables(models)
     key = jax.random.key(seed)
     if method == "rsd":

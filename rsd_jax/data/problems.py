@@ -1,0 +1,75 @@
+"""Problems from any source as one record type: what the models read, and how an answer is graded."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Callable
+
+from rsd_jax.config import DataConfig, resolve_path
+from rsd_jax.data import arith
+from rsd_jax.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    uid: str
+    question: str  # the raw question (what the PRM reads)
+    prompt: str  # what the draft and the target read
+    answer: str | None = None  # the reference answer, when known
+    grade: Callable[[str], bool] | None = dataclasses.field(default=None, compare=False)  # response -> correct?
+    level: int | str | None = None
+
+
+def arith_items(data: DataConfig) -> list[Item]:
+    problems = arith.generate_problems(data.n or 500, data.seed, data.levels)
+    return [Item(uid=p.uid, question=p.question, prompt=arith.format_prompt(p), answer=str(p.answer),
+                 grade=lambda text, p=p: arith.is_correct(p, text), level=p.level) for p in problems]
+
+
+def prompt_items(data: DataConfig, config_file: str | None) -> list[Item]:
+    lines = list(data.prompts)
+    if data.prompts_file:
+        if data.prompts_file == "-":
+            raw = sys.stdin.buffer.read()
+            where = "standard input"
+        else:
+            path = resolve_path(data.prompts_file, config_file)
+            if not path.is_file():
+                raise InputError(f"prompts file not found: {path}")
+            raw, where = path.read_bytes(), str(path)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{where} is not UTF-8 (byte {e.start})") from None
+        lines += [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise InputError("no prompts: set data.prompts or data.prompts_file")
+    lines = lines[: data.n] if data.n else lines
+    suffix = "\n" if data.template == "plain" else ""
+    return [Item(uid=f"prompt-{i}", question=q, prompt=q + suffix) for i, q in enumerate(lines)]
+
+
+def load_items(data: DataConfig, config_file: str | None = None) -> list[Item]:
+    """The problems a run decodes, from data.source."""
+    if data.source == "arith":
+        items = arith_items(data)
+    elif data.source == "prompts":
+        items = prompt_items(data, config_file)
+    else:
+        from rsd_jax.data.datasets import dataset_items
+
+        items = dataset_items(data, config_file)
+    if not items:
+        raise InputError(f"the dataset {data.source!r} has no problems")
+    return items
+
+
+def path_of(data: DataConfig, config_file: str | None) -> Path:
+    if not data.path:
+        raise InputError(f"data.path is needed for data.source={data.source!r}")
+    path = resolve_path(data.path, config_file)
+    if not path.is_file():
+        raise InputError(f"dataset file not found: {path}")
+    return path

@@ -1,0 +1,85 @@
+"""Running a decoding method over a list of problems in batches, and summarising the results.
+
+Shared by `decode` and `evaluate`: each batch becomes a list of JSON-ready records with the response, its
+steps (source, reward, text, tokens), the accounting and, when the problem has a reference, the grade.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from rsd_jax.api import GenerationResult, RSDModels, generate
+from rsd_jax.config import RunConfig
+from rsd_jax.data.problems import Item
+from rsd_jax.decoding.acceptance import calibrate_threshold
+from rsd_jax.errors import ConfigError
+
+
+def to_record(item: Item, result: GenerationResult, method: str) -> dict:
+    return {
+        "uid": item.uid, "method": method, "question": item.question, "prompt": item.prompt,
+        "text": result.text, "token_ids": list(result.token_ids),
+        "steps": [{"source": s.source, "reward": s.reward, "text": s.text, "n_tokens": s.n_tokens}
+                  for s in result.steps],
+        "accounting": result.accounting, "answer": item.answer,
+        "correct": item.grade(result.text) if item.grade is not None else None,
+        "level": item.level, "error": result.error,
+    }
+
+
+def calibrated_delta(models: RSDModels, items: Sequence[Item], cfg: RunConfig) -> float:
+    """δ from a calibration run: the draft's step rewards with every step accepted, at the budget quantile."""
+    spec = cfg.decoding.spec(cfg.rsd)
+    results = generate(models, [i.prompt for i in items], questions=[i.question for i in items], method="rsd",
+                       spec=spec.replace(online_budget=False, weighting="binary"), delta=0.0,
+                       seed=cfg.decoding.seed)
+    rewards = np.array([s.reward for r in results for s in r.steps])
+    return calibrate_threshold(rewards, cfg.rsd.budget)
+
+
+def run_method(models: RSDModels, items: Sequence[Item], method: str, cfg: RunConfig,
+               delta: float | None = None) -> Iterator[list[dict]]:
+    """Yields the records of each batch of `items` decoded with `method` (rsd, target or draft)."""
+    if method not in ("rsd", "target", "draft"):
+        raise ConfigError(f"method {method!r} is not available in this command yet")
+    spec = cfg.decoding.spec(cfg.rsd)
+    bs = cfg.decoding.batch_size
+    r = cfg.rsd
+    delta = r.delta if delta is None else delta
+    if method == "rsd" and r.budget is not None and not r.online_budget:
+        delta = calibrated_delta(models, items[:bs], cfg)
+    for start in range(0, len(items), bs):
+        chunk = items[start:start + bs]
+        results = generate(models, [i.prompt for i in chunk], questions=[i.question for i in chunk],
+                           method=method, spec=spec, delta=delta, p=r.p, alpha=r.alpha, budget=r.budget,
+                           seed=cfg.decoding.seed + start, pad_batch_to=bs)
+        records = [to_record(i, res, method) for i, res in zip(chunk, results)]
+        for rec in records:
+            rec["delta"] = delta
+        yield records
+
+
+def summarize(records: Sequence[dict], wall_seconds: float | None = None) -> dict:
+    """Accuracy, draft share of steps, tokens by model, FLOPs and their ratio to target-only decoding."""
+    graded = [r["correct"] for r in records if r["correct"] is not None]
+    steps = [s for r in records for s in r["steps"]]
+    useful = sum(r["accounting"]["useful_flops_total"] for r in records)
+    target_only = sum(r["accounting"]["target_only_flops"] for r in records)
+    out = {"n_problems": len(records)}
+    if graded:
+        out["accuracy"] = float(np.mean(graded))
+    if steps and all(s["source"] in ("draft", "target") for s in steps):
+        out["draft_acceptance_rate"] = float(np.mean([s["source"] == "draft" for s in steps]))
+    for model in ("draft", "target", "prm"):
+        n = sum(r["accounting"].get("tokens_processed", {}).get(model, 0) for r in records)
+        if n:
+            out[f"tokens_{model}"] = n
+    out["useful_flops"] = useful
+    out["flops_ratio_vs_target"] = target_only / useful if useful else float("nan")
+    if wall_seconds is not None:
+        out["wall_seconds"] = wall_seconds
+    return out
+
+
