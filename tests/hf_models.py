@@ -39,9 +39,9 @@ def save_causal_lm(config, folder: Path, seed: int = 0, max_shard_size: str | No
     return model
 
 
-def save_skywork_prm(folder: Path, seed: int = 0):
+def save_skywork_prm(folder: Path, seed: int = 0, **config_overrides):
     """A Skywork-o1-Open-PRM-shaped folder: Qwen2 backbone + `v_head.summary`; returns (backbone, v_head)."""
-    config = qwen2_config(tie_word_embeddings=False)
+    config = qwen2_config(**{"tie_word_embeddings": False, **config_overrides})
     torch.manual_seed(seed)
     lm = save_causal_lm(config, folder, seed)
     v_head = torch.nn.Linear(config.hidden_size, 1)
