@@ -12,6 +12,7 @@ arrays it returns into per-prompt records.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Sequence
 
 import jax
@@ -132,7 +133,7 @@ def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
              spec: DecodeSpec = DecodeSpec(), delta: float = 0.7, p: float = 0.5, alpha: float = 20.0,
              budget: float | None = None, calibration_rewards: np.ndarray | None = None,
              questions: Sequence[str] | None = None, seed: int = 0,
-             pad_batch_to: int = 1) -> list[GenerationResult]:
+             pad_batch_to: int = 1, mesh: jax.sharding.Mesh | None = None) -> list[GenerationResult]:
     """Decodes each prompt with RSD ("rsd") or one model alone ("target", "draft").
 
     delta, p, alpha: parameters of spec.weighting (traced: changing them does not recompile).
@@ -140,20 +141,33 @@ def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
     running quantile of the draft's rewards, seeded by calibration_rewards when given.
     questions: the raw question of each prompt, as the PRM reads it (default: the prompt itself).
     pad_batch_to: pad the batch with empty rows to a multiple of this (one compilation for every batch).
+    mesh: run sharded on this ("data", "model") mesh (the batch is padded to a multiple of its data axis).
     """
     if method not in METHODS:
         raise InputError(f"method {method!r} is not one of {', '.join(METHODS)}")
-    batch = encode_prompts(models, prompts, questions, spec, batch_multiple=pad_batch_to)
+    multiple = math.lcm(pad_batch_to, mesh.shape["data"]) if mesh is not None else pad_batch_to
+    batch = encode_prompts(models, prompts, questions, spec, batch_multiple=multiple)
     tables, prm_tables = _host_tables(models)
     key = jax.random.key(seed)
     if method == "rsd":
         histogram = acceptance.RewardHistogram.create(spec.histogram_bins, calibration_rewards)
         params = acceptance.AcceptanceParams.create(delta=delta, p=p, alpha=alpha)
-        out = rsd_decode(models.draft, models.target, models.prm, batch, tables, prm_tables, params,
-                         jnp.float32(budget if budget is not None else 0.0), histogram, key, spec=spec)
+        args = (models.draft, models.target, models.prm, batch, tables, prm_tables, params,
+                jnp.float32(budget if budget is not None else 0.0), histogram, key)
+        if mesh is not None:
+            from rsd_jax.parallel import rsd_decode_on_mesh
+
+            out = rsd_decode_on_mesh(mesh, *args, spec=spec)
+        else:
+            out = rsd_decode(*args, spec=spec)
         return rsd_results(models, prompts, jax.device_get(out))
     model = models.target if method == "target" else models.draft
-    out = single_decode(model, batch, tables, key, spec=spec)
+    if mesh is not None:
+        from rsd_jax.parallel import single_decode_on_mesh
+
+        out = single_decode_on_mesh(mesh, model, batch, tables, key, spec=spec)
+    else:
+        out = single_decode(model, batch, tables, key, spec=spec)
     return single_results(models, prompts, jax.device_get(out), method)
 
 

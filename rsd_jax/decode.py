@@ -12,12 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+
 from rsd_jax.config import RunConfig
 from rsd_jax.configlib import describe, load_config, to_yaml
 from rsd_jax.data.problems import Item, load_items
 from rsd_jax.errors import RSDError
 from rsd_jax.loading import load_models
-from rsd_jax.methods import run_method, summarize
+from rsd_jax.methods import make_mesh, run_method, summarize
 
 _COLORS = {"draft": "\033[32m", "target": "\033[35m"}
 _RESET = "\033[0m"
@@ -37,6 +39,18 @@ def format_record(record: dict, color: bool) -> str:
     return "\n".join(lines)
 
 
+def gather_host_files(out_dir: Path, hosts: int) -> None:
+    """Multi-host: after every host finished, host 0 merges the per-host files into results.jsonl
+    (the output folder must be on a filesystem all hosts share)."""
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("rsd_jax.decode: results written")
+    if jax.process_index() == 0:
+        with (out_dir / "results.jsonl").open("a", encoding="utf-8") as merged:
+            for h in range(hosts):
+                merged.write((out_dir / f"results.host{h}.jsonl").read_text(encoding="utf-8"))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.decode", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="YAML config (configs/*.yaml)")
@@ -45,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--describe", action="store_true", help="list every config key with its doc and exit")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     parser.add_argument("overrides", nargs="*", help="key.path=value")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,15 +74,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         items: list[Item] = load_items(cfg.data, args.config)
         models = load_models(cfg, args.config)
+        mesh = make_mesh(cfg)
+        host, hosts = jax.process_index(), jax.process_count()
+        items = items[host::hosts]  # multi-host: each host decodes its share
         out_dir = Path(args.out or cfg.output) if (args.out or cfg.output) else None
         sink = None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            sink = (out_dir / "results.jsonl").open("a", encoding="utf-8")
+            name = "results.jsonl" if hosts == 1 else f"results.host{host}.jsonl"
+            sink = (out_dir / name).open("a", encoding="utf-8")
         color = sys.stdout.isatty()
         start = time.time()
         records = []
-        for batch_records in run_method(models, items, cfg.rsd.method, cfg):
+        for batch_records in run_method(models, items, cfg.rsd.method, cfg, mesh=mesh):
             for record in batch_records:
                 if not args.quiet:
                     print(format_record(record, color), flush=True)
@@ -78,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
                 sink.flush()
             records += batch_records
         summary = summarize(records, wall_seconds=time.time() - start)
+        if sink is not None:
+            sink.close()
+            if hosts > 1:
+                gather_host_files(out_dir, hosts)
     except RSDError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

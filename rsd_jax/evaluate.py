@@ -23,7 +23,7 @@ from rsd_jax.configlib import load_config, to_yaml
 from rsd_jax.data.problems import load_items
 from rsd_jax.errors import InputError, RSDError
 from rsd_jax.loading import load_models
-from rsd_jax.methods import run_method, summarize
+from rsd_jax.methods import make_mesh, run_method, summarize
 
 DEFAULT_METHODS = ("rsd", "target", "draft")
 
@@ -52,6 +52,7 @@ def read_records(path: Path) -> list[dict]:
 def evaluate(cfg: RunConfig, out: Path, config_file: str | None) -> dict:
     items = load_items(cfg.data, config_file)
     models = load_models(cfg, config_file)
+    mesh = make_mesh(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(to_yaml(cfg))
     summaries = {}
@@ -63,7 +64,7 @@ def evaluate(cfg: RunConfig, out: Path, config_file: str | None) -> dict:
         with path.open("a", encoding="utf-8") as sink, tqdm(total=len(items), initial=len(items) - len(todo),
                                                               desc=key) as bar:
             start = time.time()
-            for batch in run_method(models, todo, method, cfg, delta=delta):
+            for batch in run_method(models, todo, method, cfg, delta=delta, mesh=mesh):
                 seconds = time.time() - start
                 for record in batch:
                     record["wall_seconds"] = seconds / len(batch)
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML config")
     parser.add_argument("--out", help="results folder (default: the config's output)")
     parser.add_argument("overrides", nargs="*", help="key.path=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         cfg = load_config(RunConfig, args.config, args.overrides)
         out = args.out or cfg.output

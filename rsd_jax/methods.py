@@ -39,8 +39,21 @@ def calibrated_delta(models: RSDModels, items: Sequence[Item], cfg: RunConfig) -
     return calibrate_threshold(rewards, cfg.rsd.budget)
 
 
+def make_mesh(cfg: RunConfig):
+    """The configured mesh, or None for one device (after jax.distributed.initialize when asked)."""
+    import jax
+
+    from rsd_jax.sharding import make_mesh as build
+
+    if cfg.mesh.distributed:
+        jax.distributed.initialize()
+    if jax.device_count() == 1 and cfg.mesh.model == 1:
+        return None
+    return build(cfg.mesh.data, cfg.mesh.model)
+
+
 def run_method(models: RSDModels, items: Sequence[Item], method: str, cfg: RunConfig,
-               delta: float | None = None) -> Iterator[list[dict]]:
+               delta: float | None = None, mesh=None) -> Iterator[list[dict]]:
     """Yields the records of each batch of `items` decoded with `method` (rsd, target or draft)."""
     if method not in ("rsd", "target", "draft"):
         raise ConfigError(f"method {method!r} is not available in this command yet")
@@ -54,7 +67,7 @@ def run_method(models: RSDModels, items: Sequence[Item], method: str, cfg: RunCo
         chunk = items[start:start + bs]
         results = generate(models, [i.prompt for i in chunk], questions=[i.question for i in chunk],
                            method=method, spec=spec, delta=delta, p=r.p, alpha=r.alpha, budget=r.budget,
-                           seed=cfg.decoding.seed + start, pad_batch_to=bs)
+                           seed=cfg.decoding.seed + start, pad_batch_to=bs, mesh=mesh)
         records = [to_record(i, res, method) for i, res in zip(chunk, results)]
         for rec in records:
             rec["delta"] = delta

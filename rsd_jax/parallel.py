@@ -40,8 +40,9 @@ def _jitted_rsd(mesh, spec: DecodeSpec, shapes):
                     sh.model_sharding_tree(prm, mesh), sh.batch_tree_shardings(prompts_shape, mesh),
                     rep(tables_shape), rep(prm_tables_shape), rep(params_shape), rep(0.0), rep(hist_shape),
                     rep(0))
-    return jax.jit(functools.partial(rsd_decode_impl, spec=spec), in_shardings=in_shardings,
-                   out_shardings=_output_shardings(out_shape, mesh, ("histogram",)), donate_argnums=(3,))
+    fn = jax.jit(functools.partial(rsd_decode_impl, spec=spec), in_shardings=in_shardings,
+                 out_shardings=_output_shardings(out_shape, mesh, ("histogram",)), donate_argnums=(3,))
+    return fn, in_shardings
 
 
 def _shape_key(tree):
@@ -69,9 +70,11 @@ def rsd_decode_on_mesh(mesh, draft: Model, target: Model, prm: Model, prompts: P
     """`rsd_decode` with every input placed in its sharding on `mesh` (the batch must split over "data")."""
     sh.check_batch(prompts.tokens.shape[0], mesh)
     shapes = _Shapes(tuple(map(_shape_key, (draft, target, prm, prompts, tables, prm_tables, params, histogram))))
-    fn = _jitted_rsd(mesh, spec, shapes)
+    fn, in_shardings = _jitted_rsd(mesh, spec, shapes)
+    args = jax.device_put((draft, target, prm, prompts, tables, prm_tables, params, budget, histogram, key),
+                          in_shardings)  # weights restored elsewhere move once; placed ones stay
     with jax.set_mesh(mesh):
-        return fn(draft, target, prm, prompts, tables, prm_tables, params, budget, histogram, key)
+        return fn(*args)
 
 
 @functools.lru_cache(maxsize=32)
@@ -81,16 +84,18 @@ def _jitted_single(mesh, spec: DecodeSpec, shapes):
                                tables_shape, jax.ShapeDtypeStruct((), jax.random.key(0).dtype))
     rep = functools.partial(sh.replicated, mesh=mesh)
     out = sh.batch_tree_shardings(out_shape, mesh)
-    return jax.jit(functools.partial(single_decode_impl, spec=spec),
-                   in_shardings=(sh.model_sharding_tree(model, mesh), sh.batch_tree_shardings(prompts_shape, mesh),
-                                 rep(tables_shape), rep(0)),
-                   out_shardings=out, donate_argnums=(1,))
+    in_shardings = (sh.model_sharding_tree(model, mesh), sh.batch_tree_shardings(prompts_shape, mesh),
+                    rep(tables_shape), rep(0))
+    fn = jax.jit(functools.partial(single_decode_impl, spec=spec), in_shardings=in_shardings,
+                 out_shardings=out, donate_argnums=(1,))
+    return fn, in_shardings
 
 
 def single_decode_on_mesh(mesh, model: Model, prompts: Prompts, tables: TokenTables, key, *,
                           spec: DecodeSpec) -> SingleOutput:
     """`single_decode` (target-only / draft-only) with its inputs sharded on `mesh`."""
     sh.check_batch(prompts.tokens.shape[0], mesh)
-    fn = _jitted_single(mesh, spec, _Shapes(tuple(map(_shape_key, (model, prompts, tables)))))
+    fn, in_shardings = _jitted_single(mesh, spec, _Shapes(tuple(map(_shape_key, (model, prompts, tables)))))
+    args = jax.device_put((model, prompts, tables, key), in_shardings)
     with jax.set_mesh(mesh):
-        return fn(model, prompts, tables, key)
+        return fn(*args)

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--describe", action="store_true", help="list every config key with its doc and exit")
     parser.add_argument("overrides", nargs="*", help="key.path=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.describe:
         print(describe(TrainConfig))
         return 0
