@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +31,7 @@ from rsd_jax.errors import InputError
 from rsd_jax.models.model import Model
 from rsd_jax.tokenizer import Tokenizer, build_prm_stop_table, prm_prompt_ids, step_stop_ids
 
-METHODS = ("rsd", "target", "draft")
+METHODS = ("rsd", "target", "draft", "speculative", "best_of_n", "majority", "beam_search")
 SOURCES = {0: "draft", 1: "target"}
 
 
@@ -133,7 +133,9 @@ def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
              spec: DecodeSpec = DecodeSpec(), delta: float = 0.7, p: float = 0.5, alpha: float = 20.0,
              budget: float | None = None, calibration_rewards: np.ndarray | None = None,
              questions: Sequence[str] | None = None, seed: int = 0,
-             pad_batch_to: int = 1, mesh: jax.sharding.Mesh | None = None) -> list[GenerationResult]:
+             pad_batch_to: int = 1, mesh: jax.sharding.Mesh | None = None, n: int = 4, aggregate: str = "min",
+             gamma: int = 4, beam_width: int = 4, beam_expansions: int = 4,
+             extract: Callable[[str], object] | None = None) -> list[GenerationResult]:
     """Decodes each prompt with RSD ("rsd") or one model alone ("target", "draft").
 
     delta, p, alpha: parameters of spec.weighting (traced: changing them does not recompile).
@@ -142,6 +144,8 @@ def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
     questions: the raw question of each prompt, as the PRM reads it (default: the prompt itself).
     pad_batch_to: pad the batch with empty rows to a multiple of this (one compilation for every batch).
     mesh: run sharded on this ("data", "model") mesh (the batch is padded to a multiple of its data axis).
+    Baselines: "speculative" (token-level, γ = gamma), "best_of_n" (n draft samples, PRM `aggregate`),
+    "majority" (n samples, the most common answer by `extract`), "beam_search" (PRM process beam search).
     """
     if method not in METHODS:
         raise InputError(f"method {method!r} is not one of {', '.join(METHODS)}")
@@ -161,6 +165,12 @@ def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
         else:
             out = rsd_decode(*args, spec=spec)
         return rsd_results(models, prompts, jax.device_get(out))
+    if method in ("speculative", "best_of_n", "majority", "beam_search"):
+        if mesh is not None:
+            raise InputError(f"method {method!r} runs on one device (no mesh) for now")
+        return baseline_results(models, prompts, batch, tables, prm_tables, key, spec, method, n=n,
+                                aggregate=aggregate, gamma=gamma, width=beam_width, expansions=beam_expansions,
+                                extract=extract)
     model = models.target if method == "target" else models.draft
     if mesh is not None:
         from rsd_jax.parallel import single_decode_on_mesh
@@ -259,3 +269,65 @@ def single_results(models: RSDModels, prompts: Sequence[str], out: SingleOutput,
                                         accounting=accounting,
                                         error="non-finite logits" if bool(out.nonfinite[i]) else None))
     return results
+
+
+def baseline_results(models: RSDModels, prompts: Sequence[str], batch: Prompts, tables: TokenTables,
+                     prm_tables: PRMTables, key: jax.Array, spec: DecodeSpec, method: str, *, n: int,
+                     aggregate: str, gamma: int, width: int, expansions: int,
+                     extract: Callable[[str], object] | None) -> list[GenerationResult]:
+    """Token-level speculative decoding, Best-of-N, majority voting and beam search, with RSD's accounting."""
+    from rsd_jax.decoding.beam_search import beam_search
+    from rsd_jax.decoding.best_of_n import aggregate_rewards, majority_vote, sample_n
+    from rsd_jax.decoding.speculative import speculative_decode
+
+    if method == "speculative":
+        out = jax.device_get(speculative_decode(models.draft, models.target, batch, tables, key, spec=spec,
+                                                gamma=gamma))
+        single = SingleOutput(tokens=out.tokens, length=out.length, prompt_length=out.prompt_length,
+                              ended_eos=out.ended_eos, nonfinite=np.zeros_like(out.ended_eos), work=out.target)
+        results = single_results(models, prompts, single, "target")
+        for r, i in zip(results, range(len(prompts))):
+            draft = float(out.draft.useful_flops[i])
+            acc = r.accounting
+            acc["useful_flops"]["draft"] = draft
+            acc["tokens_processed"]["draft"] = int(out.draft.tokens[i])
+            acc["draft_kept_tokens"] = int(out.draft_kept[i])
+            acc["useful_flops_total"] += draft
+            acc["flops_ratio_vs_target"] = acc["target_only_flops"] / acc["useful_flops_total"]
+        return results
+    if method == "beam_search":
+        out = jax.device_get(beam_search(models.draft, models.prm, batch, tables, prm_tables, key, spec=spec,
+                                         width=width, expansions=expansions))
+        k = width * expansions
+        rows = rsd_results(models, [p for p in prompts for _ in range(k)], out.beams)
+        beam_work = np.asarray(out.beams.stats.draft.useful_flops) + np.asarray(out.beams.stats.prm.useful_flops)
+        share = beam_work / max(beam_work.sum(), 1.0) * float(out.useful_flops)
+        return [_grouped(rows[b * k:(b + 1) * k], 0, k, float(share[b * k:(b + 1) * k].sum()))
+                for b in range(len(prompts))]
+    out = jax.device_get(sample_n(models.draft, models.prm, batch, tables, prm_tables, key, spec=spec, n=n))
+    rows = rsd_results(models, [p for p in prompts for _ in range(n)], out)
+    if method == "best_of_n":
+        scores = np.asarray(aggregate_rewards(out, aggregate)).reshape(-1, n)
+        chosen = np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=1)
+    else:
+        if extract is None:
+            raise InputError("majority voting needs an answer extractor for these problems")
+        chosen = []
+        for b in range(len(prompts)):
+            answers = [extract(r.text) for r in rows[b * n:(b + 1) * n]]
+            winner = majority_vote(answers)
+            chosen.append(answers.index(winner) if winner is not None else 0)
+    return [_grouped(rows[b * n:(b + 1) * n], int(chosen[b]), n) for b in range(len(prompts))]
+
+
+def _grouped(group: list[GenerationResult], chosen: int, n: int, total: float | None = None) -> GenerationResult:
+    """The chosen sample of a group, with the whole group's work in its accounting."""
+    best = group[chosen]
+    acc = dict(best.accounting)
+    models = ("draft", "prm")
+    acc["useful_flops"] = {m: sum(r.accounting["useful_flops"].get(m, 0.0) for r in group) for m in models}
+    acc["tokens_processed"] = {m: sum(r.accounting["tokens_processed"].get(m, 0) for r in group) for m in models}
+    acc["useful_flops_total"] = total if total is not None else sum(acc["useful_flops"].values())
+    acc["samples"] = n
+    acc["flops_ratio_vs_target"] = acc["target_only_flops"] / acc["useful_flops_total"]
+    return dataclasses.replace(best, accounting=acc)

@@ -14,7 +14,6 @@ from rsd_jax.api import GenerationResult, RSDModels, generate
 from rsd_jax.config import RunConfig
 from rsd_jax.data.problems import Item
 from rsd_jax.decoding.acceptance import calibrate_threshold
-from rsd_jax.errors import ConfigError
 
 
 def to_record(item: Item, result: GenerationResult, method: str) -> dict:
@@ -54,9 +53,7 @@ def make_mesh(cfg: RunConfig):
 
 def run_method(models: RSDModels, items: Sequence[Item], method: str, cfg: RunConfig,
                delta: float | None = None, mesh=None) -> Iterator[list[dict]]:
-    """Yields the records of each batch of `items` decoded with `method` (rsd, target or draft)."""
-    if method not in ("rsd", "target", "draft"):
-        raise ConfigError(f"method {method!r} is not available in this command yet")
+    """Yields the records of each batch of `items` decoded with `method` (any of config.METHODS)."""
     spec = cfg.decoding.spec(cfg.rsd)
     bs = cfg.decoding.batch_size
     r = cfg.rsd
@@ -67,7 +64,9 @@ def run_method(models: RSDModels, items: Sequence[Item], method: str, cfg: RunCo
         chunk = items[start:start + bs]
         results = generate(models, [i.prompt for i in chunk], questions=[i.question for i in chunk],
                            method=method, spec=spec, delta=delta, p=r.p, alpha=r.alpha, budget=r.budget,
-                           seed=cfg.decoding.seed + start, pad_batch_to=bs, mesh=mesh)
+                           seed=cfg.decoding.seed + start, pad_batch_to=bs, mesh=mesh, n=r.n, aggregate=r.aggregate,
+                           gamma=r.speculative_gamma or 4, beam_width=r.beam_width,
+                           beam_expansions=r.beam_expansions, extract=chunk[0].extract)
         records = [to_record(i, res, method) for i, res in zip(chunk, results)]
         for rec in records:
             rec["delta"] = delta

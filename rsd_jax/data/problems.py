@@ -20,12 +20,14 @@ class Item:
     answer: str | None = None  # the reference answer, when known
     grade: Callable[[str], bool] | None = dataclasses.field(default=None, compare=False)  # response -> correct?
     level: int | str | None = None
+    extract: Callable[[str], object] | None = dataclasses.field(default=None, compare=False)  # response -> answer
 
 
 def arith_items(data: DataConfig) -> list[Item]:
     problems = arith.generate_problems(data.n or 500, data.seed, data.levels)
     return [Item(uid=p.uid, question=p.question, prompt=arith.format_prompt(p), answer=str(p.answer),
-                 grade=lambda text, p=p: arith.is_correct(p, text), level=p.level) for p in problems]
+                 grade=lambda text, p=p: arith.is_correct(p, text), level=p.level, extract=arith.extract_answer)
+            for p in problems]
 
 
 def prompt_items(data: DataConfig, config_file: str | None) -> list[Item]:
