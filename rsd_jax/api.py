@@ -130,7 +130,8 @@ def encode_prompts(models: RSDModels, prompts: Sequence[str], questions: Sequenc
 
 
 def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
-             spec: DecodeSpec = DecodeSpec(), delta: float = 0.7, p: float = 0.5, alpha: float = 20.0,
+             spec: DecodeSpec = DecodeSpec(), delta: float | Sequence[float] = 0.7, p: float = 0.5,
+             alpha: float = 20.0,
              budget: float | None = None, calibration_rewards: np.ndarray | None = None,
              questions: Sequence[str] | None = None, seed: int = 0,
              pad_batch_to: int = 1, mesh: jax.sharding.Mesh | None = None, n: int = 4, aggregate: str = "min",
@@ -138,7 +139,8 @@ def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
              extract: Callable[[str], object] | None = None) -> list[GenerationResult]:
     """Decodes each prompt with RSD ("rsd") or one model alone ("target", "draft").
 
-    delta, p, alpha: parameters of spec.weighting (traced: changing them does not recompile).
+    delta, p, alpha: parameters of spec.weighting (traced: changing them does not recompile); delta may be
+    one threshold per prompt.
     budget: the largest fraction of steps that may go to the target; with spec.online_budget δ follows a
     running quantile of the draft's rewards, seeded by calibration_rewards when given.
     questions: the raw question of each prompt, as the PRM reads it (default: the prompt itself).
@@ -155,6 +157,8 @@ def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
     key = jax.random.key(seed)
     if method == "rsd":
         histogram = acceptance.RewardHistogram.create(spec.histogram_bins, calibration_rewards)
+        if np.ndim(delta) == 1:  # one threshold per prompt (per-context δ): pad rows with the last value
+            delta = np.pad(np.asarray(delta, np.float32), (0, batch.length.shape[0] - len(delta)), mode="edge")
         params = acceptance.AcceptanceParams.create(delta=delta, p=p, alpha=alpha)
         args = (models.draft, models.target, models.prm, batch, tables, prm_tables, params,
                 jnp.float32(budget if budget is not None else 0.0), histogram, key)

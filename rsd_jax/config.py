@@ -181,3 +181,20 @@ class TrainConfig:
     optim: OptimConfig = doc(OptimConfig(), "optimizer")
     checkpoint_every: int = doc(250, "steps between resumable checkpoints", (1, 10_000_000))
     seed: int = doc(0, "initialisation seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class TheoryConfig:
+    """python -m rsd_jax.theory."""
+
+    experiment: Literal["analytic", "empirical", "end_to_end"] = doc("analytic", "which experiment to run")
+    run: RunConfig = doc(RunConfig(), "empirical / end_to_end: the models, problems and decoding")
+    beta: tuple[tuple[float, ...], ...] = doc(((2.0, 2.0), (5.0, 2.0), (2.0, 5.0), (0.5, 0.5)),
+                                              "analytic: Beta(a, b) draft reward distributions")
+    mu_target: tuple[float, ...] = doc((0.6, 0.8), "analytic: the target's expected step reward μ_M")
+    discrete_rewards: tuple[float, ...] = doc((0.1, 0.3, 0.5, 0.7, 0.9), "analytic: a discrete distribution's atoms")
+    discrete_probs: tuple[float, ...] = doc((0.1, 0.2, 0.2, 0.3, 0.2), "analytic: and their probabilities")
+    deltas: tuple[float, ...] = doc((0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01), "thresholds to sweep")
+    weightings: tuple[str, ...] = doc(("binary", "constant", "logistic", "clipping", "sigmoidal"),
+                                      "end_to_end: the weighting families compared")
+    budgets: tuple[float, ...] = doc((0.1, 0.2, 0.3, 0.5), "per-context thresholds: target-rate budgets")

@@ -1,0 +1,50 @@
+"""`python -m rsd_jax.theory --config configs/theory_<name>.yaml --out DIR`: one of the theory experiments,
+writing DIR/summary.json, PNG plots and DIR/report.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rsd_jax.config import TheoryConfig
+from rsd_jax.configlib import load_config, to_yaml
+from rsd_jax.errors import InputError, RSDError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rsd_jax.theory", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="YAML config (configs/theory_*.yaml)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("overrides", nargs="*", help="key.path=value")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        cfg = load_config(TheoryConfig, args.config, args.overrides)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(cfg))
+        from rsd_jax.theory import experiments
+
+        if cfg.experiment == "analytic":
+            summary = experiments.analytic(cfg, out)
+        else:
+            from rsd_jax.data.problems import load_items
+            from rsd_jax.loading import load_models
+
+            items = load_items(cfg.run.data, args.config)
+            if items[0].grade is None and cfg.experiment == "end_to_end":
+                raise InputError("end_to_end needs problems with reference answers")
+            models = load_models(cfg.run, args.config)
+            run = experiments.empirical if cfg.experiment == "empirical" else experiments.end_to_end
+            summary = run(cfg, models, items, out)
+    except RSDError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print((out / "report.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
