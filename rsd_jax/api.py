@@ -234,7 +234,9 @@ def rsd_results(models: RSDModels, prompts: Sequence[str], out: RSDOutput) -> li
         total = sum(useful.values())
         target_only = target_only_flops(models.target, plen, length)
         steps = _steps_from_trace(models, out, i)
+        executed = sum(float(getattr(st, m).executed_flops) for m in ("draft", "target", "prm")) / len(prompts)
         accounting = {
+            "executed_flops": executed,  # this row's share of what the batch executed (padding included)
             "draft_accepted_tokens": int(st.draft_accepted_tokens[i]),
             "draft_discarded_tokens": int(st.draft_discarded_tokens[i]),
             "target_tokens": int(st.target_tokens[i]),
@@ -262,6 +264,7 @@ def single_results(models: RSDModels, prompts: Sequence[str], out: SingleOutput,
         stops = frozenset(step_stop_ids(models.tokenizer, models.delimiter))
         target_only = target_only_flops(models.target, plen, length)
         accounting = {
+            "executed_flops": float(out.work.executed_flops) / len(prompts),
             f"{method}_tokens": len(ids), "tokens_processed": {method: int(out.work.tokens[i])},
             "useful_flops": {method: useful}, "useful_flops_total": useful,
             "target_only_flops": target_only,
@@ -296,6 +299,7 @@ def baseline_results(models: RSDModels, prompts: Sequence[str], batch: Prompts, 
             acc["useful_flops"]["draft"] = draft
             acc["tokens_processed"]["draft"] = int(out.draft.tokens[i])
             acc["draft_kept_tokens"] = int(out.draft_kept[i])
+            acc["executed_flops"] += float(out.draft.executed_flops) / len(prompts)
             acc["useful_flops_total"] += draft
             acc["flops_ratio_vs_target"] = acc["target_only_flops"] / acc["useful_flops_total"]
         return results

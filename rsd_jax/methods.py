@@ -89,6 +89,7 @@ def summarize(records: Sequence[dict], wall_seconds: float | None = None) -> dic
         if n:
             out[f"tokens_{model}"] = n
     out["useful_flops"] = useful
+    out["executed_flops"] = sum(r["accounting"].get("executed_flops", 0.0) for r in records)
     out["flops_ratio_vs_target"] = target_only / useful if useful else float("nan")
     if wall_seconds is not None:
         out["wall_seconds"] = wall_seconds

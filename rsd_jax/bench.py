@@ -1,0 +1,193 @@
+"""Side-by-side benchmark: `python -m rsd_jax.bench --out FILE.json [--quick]`, a table printed last.
+
+decode   tokens/s of our jitted decoder and of transformers' `generate` (torch CPU, the same weights) on a
+         GPT-2-small-sized Qwen2 config at batch 1 and 16, their ratio, and our fraction of the memory-bandwidth
+         roofline (bytes read per step over a copy bandwidth measured in the same run).
+rsd      the embedded benchmark at batch 1, 8 and 64: wall-clock speedup of RSD over target-only decoding of the
+         same problems, next to the useful- and executed-FLOPs ratios.
+compile  seconds to compile the RSD loop, and the compilations over a δ sweep and over new prompts of the same
+         length bucket.
+Ratios are measured in one process, one after the other: report ratios, not absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from rsd_jax.api import RSDModels, encode_prompts, generate, _host_tables
+from rsd_jax.data import arith
+from rsd_jax.decoding import acceptance
+from rsd_jax.decoding.rsd import rsd_decode
+from rsd_jax.decoding.single import single_decode
+from rsd_jax.decoding.spec import DecodeSpec
+
+GPT2_SMALL = dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                  num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=1024,
+                  tie_word_embeddings=True)
+
+
+def copy_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
+    """Bytes per second of a large array copy (read + write), the roofline's bandwidth."""
+    src = np.ones(megabytes * 2**20 // 4, np.float32)
+    dst = np.empty_like(src)
+    best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(repeats))
+    return 2 * src.nbytes / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_decode(quick: bool) -> dict:
+    import torch
+    import transformers
+
+    from rsd_jax.decoding.generator import TokenTables
+    from rsd_jax.decoding.prompts import Prompts
+    from rsd_jax.weights import load_hf_model
+
+    torch.set_num_threads(max(1, len(jax.devices("cpu")) and torch.get_num_threads()))
+    new, prompt_len = (32, 16) if quick else (128, 32)
+    folder = Path(tempfile.mkdtemp()) / "gpt2-small-qwen2"
+    torch.manual_seed(0)
+    hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**GPT2_SMALL)).eval()
+    hf.save_pretrained(folder)
+    model = load_hf_model(folder)
+    bandwidth = copy_bandwidth()
+    weight_bytes = model.num_params() * 4
+    cfg = model.config
+    kv_per_token = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4
+    spec = DecodeSpec(max_new_tokens=new, chunk=prompt_len)
+    no_ends = TokenTables(stop=jax.numpy.zeros(cfg.vocab_size, bool), eos=jax.numpy.zeros(cfg.vocab_size, bool))
+    out = {}
+    for batch in (1, 16):
+        ids = np.random.default_rng(batch).integers(0, cfg.vocab_size, (batch, prompt_len))
+        tokens = np.zeros((batch, prompt_len + new), np.int32)
+        tokens[:, :prompt_len] = ids
+        prompts = Prompts(jax.numpy.asarray(tokens), jax.numpy.full((batch,), prompt_len, jax.numpy.int32),
+                          jax.numpy.zeros((batch, 1), jax.numpy.int32), jax.numpy.ones((batch,), jax.numpy.int32))
+        run = lambda: jax.block_until_ready(single_decode(model, prompts, no_ends, jax.random.key(0), spec=spec))  # noqa
+        run()  # compile
+        ours = min(_timed(run) for _ in range(2 if quick else 3))
+        with torch.no_grad():
+            t_ids = torch.tensor(ids)
+            gen = lambda: hf.generate(t_ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,  # noqa
+                                      pad_token_id=0, eos_token_id=None)
+            gen()
+            theirs = min(_timed(gen) for _ in range(2 if quick else 3))
+        step = ours / new
+        bytes_per_step = weight_bytes + batch * (prompt_len + new / 2) * kv_per_token
+        out[f"batch_{batch}"] = {"ours_tok_s": batch * new / ours, "hf_tok_s": batch * new / theirs,
+                                 "ratio_vs_hf": theirs / ours,
+                                 "roofline_fraction": bytes_per_step / step / bandwidth}
+    out["copy_bandwidth_gb_s"] = bandwidth / 1e9
+    out["params"] = model.num_params()
+    return out
+
+
+def embedded_models(root: Path) -> RSDModels:
+    from rsd_jax.config import RunConfig
+    from rsd_jax.configlib import load_config
+    from rsd_jax.loading import load_models
+
+    cfg = load_config(RunConfig, str(root / "configs" / "arith_tiny.yaml"))
+    return load_models(cfg, str(root / "configs" / "arith_tiny.yaml"))
+
+
+def bench_rsd(models: RSDModels, quick: bool) -> dict:
+    spec = DecodeSpec(max_new_tokens=96, max_steps=12, max_step_tokens=24, chunk=32)
+    out = {}
+    for batch in (1, 8, 64):
+        n = batch * (2 if batch < 64 else 1) if quick else max(batch, 16)
+        problems = arith.generate_problems(n, seed=777)
+        prompts, questions = [arith.format_prompt(p) for p in problems], [p.question for p in problems]
+        timings, flops = {}, {}
+        for method in ("target", "rsd"):
+            def run():
+                return [r for s in range(0, n, batch) for r in generate(
+                    models, prompts[s:s + batch], questions=questions[s:s + batch], method=method, spec=spec,
+                    delta=0.7, pad_batch_to=batch)]
+
+            run()  # compile
+            start = time.perf_counter()
+            results = run()
+            timings[method] = time.perf_counter() - start
+            flops[method] = (sum(r.accounting["useful_flops_total"] for r in results),
+                             sum(r.accounting.get("executed_flops", r.accounting["useful_flops_total"])
+                                 for r in results))
+        out[f"batch_{batch}"] = {"wall_speedup": timings["target"] / timings["rsd"],
+                                 "useful_flops_ratio": flops["target"][0] / flops["rsd"][0],
+                                 "executed_flops_ratio": flops["target"][1] / flops["rsd"][1]}
+    return out
+
+
+def bench_compile(models: RSDModels) -> dict:
+    spec = DecodeSpec(max_new_tokens=64, max_steps=10, max_step_tokens=24, chunk=32)
+    problems = arith.generate_problems(16, seed=4242)
+    tables, prm_tables = _host_tables(models)
+
+    def batch_of(ps):
+        return encode_prompts(models, [arith.format_prompt(p) for p in ps], [p.question for p in ps], spec)
+
+    args = lambda b, d: (models.draft, models.target, models.prm, b, tables, prm_tables,  # noqa: E731
+                         acceptance.AcceptanceParams.create(delta=d), jax.numpy.float32(0),
+                         acceptance.RewardHistogram.create(spec.histogram_bins), jax.random.key(0))
+    start = time.perf_counter()
+    rsd_decode.lower(*args(batch_of(problems[:8]), 0.7), spec=spec).compile()
+    seconds = time.perf_counter() - start
+    before = rsd_decode._cache_size()
+    for d in (0.3, 0.5, 0.7, 0.9):
+        jax.block_until_ready(rsd_decode(*args(batch_of(problems[:8]), d), spec=spec))
+    sweep = rsd_decode._cache_size() - before
+    before = rsd_decode._cache_size()
+    jax.block_until_ready(rsd_decode(*args(batch_of(problems[8:16]), 0.7), spec=spec))
+    return {"seconds": seconds, "compilations": sweep, "compilations_new_prompts_same_bucket":
+            rsd_decode._cache_size() - before}
+
+
+def table(result: dict) -> str:
+    lines = ["| section | case | metric | value |", "|---|---|---|---|"]
+    for section, cases in result.items():
+        for case, metrics in cases.items():
+            if isinstance(metrics, dict):
+                for k, v in metrics.items():
+                    lines.append(f"| {section} | {case} | {k} | {v:.3f} |")
+            else:
+                lines.append(f"| {section} | – | {case} | {metrics:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rsd_jax.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="JSON file for the results")
+    parser.add_argument("--quick", action="store_true", help="fewer tokens and problems (under five minutes)")
+    parser.add_argument("--only", choices=("decode", "rsd", "compile"), action="append", help="sections to run")
+    args = parser.parse_args(argv)
+    sections = args.only or ["decode", "rsd", "compile"]
+    root = Path(__file__).resolve().parents[1]
+    result = {}
+    if "decode" in sections:
+        result["decode"] = bench_decode(args.quick)
+    if "rsd" in sections or "compile" in sections:
+        models = embedded_models(root)
+        if "rsd" in sections:
+            result["rsd"] = bench_rsd(models, args.quick)
+        if "compile" in sections:
+            result["compile"] = bench_compile(models)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
