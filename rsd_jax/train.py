@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         o = cfg.optim
         optim = OptimSettings(o.learning_rate, o.warmup_steps, o.total_steps, o.weight_decay, o.grad_clip, o.b1, o.b2)
         out, work = resolve_path(cfg.out, args.config), resolve_path(cfg.work_dir, args.config)
+        resumed = sorted(int(p.name) for p in work.glob("[0-9]*") if p.name.isdigit()) if work.is_dir() else []
         start = time.time()
         if cfg.kind == "lm":
             model, metrics = run_lm(cfg, tok, config, optim, work)
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m rsd_jax.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "config": to_dict(cfg), "seed": cfg.seed, "data_version": arith.DATA_VERSION,
         "train_seconds": round(time.time() - start, 1), "metrics": metrics,
+        "resumed_from_step": resumed[-1] if resumed else None,
     }
     save_model(model, out, metadata={"data_version": arith.DATA_VERSION})
     tok.save(out / TOKENIZER_FILE)
