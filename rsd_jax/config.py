@@ -181,6 +181,7 @@ class TrainConfig:
     optim: OptimConfig = doc(OptimConfig(), "optimizer")
     checkpoint_every: int = doc(250, "steps between resumable checkpoints", (1, 10_000_000))
     seed: int = doc(0, "initialisation seed")
+    init_from: str | None = doc(None, "prm: an LM checkpoint of the same architecture whose backbone starts the PRM")
 
 
 @dataclasses.dataclass(frozen=True)

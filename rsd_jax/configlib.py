@@ -42,10 +42,15 @@ def _all_keys(cls, prefix: str = "") -> list[str]:
 
 
 def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
+    """A readable name of a type hint: `float | None`, `tuple[int, ...]`, `one of 'a', 'b'`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(hint)))
-    return getattr(hint, "__name__", str(hint)).replace("typing.", "")
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
+    if origin is tuple:
+        return "tuple[" + ", ".join("..." if a is Ellipsis else _type_name(a) for a in args) + "]"
+    return getattr(hint, "__name__", str(hint))
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:
@@ -160,7 +165,9 @@ def load_config(cls, path: str | Path | None = None, overrides: Sequence[str] = 
         keys, value = parse_override(text)
         node = data
         for k in keys[:-1]:
-            node = node.setdefault(k, {})
+            if node.get(k) is None:  # a missing section, or one left empty in the YAML file
+                node[k] = {}
+            node = node[k]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {text!r}: {k!r} is not a section")
         node[keys[-1]] = value

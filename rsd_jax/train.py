@@ -85,7 +85,11 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
         idx = np.random.default_rng([cfg.seed, step]).integers(0, len(tokens), cfg.optim.batch_size)
         return tokens[idx], mask[idx], labels[idx]
 
-    model = train(config, Model.init(config, cfg.seed).pure_dict(), prm.prm_loss, batch_at, optim, work,
+    init = Model.init(config, cfg.seed).pure_dict()
+    if cfg.init_from:  # the backbone of an LM (e.g. the draft); the value head starts fresh
+        base = restore_model(resolve_path(cfg.init_from, config_file)).pure_dict()
+        init = merge_backbone(init, base)
+    model = train(config, init, prm.prm_loss, batch_at, optim, work,
                   checkpoint_every=cfg.checkpoint_every, desc=f"train {Path(cfg.out).name}")
     held_out = arith.generate_problems(cfg.data.n_eval, cfg.data.seed + 1000, cfg.data.levels)
     metrics = {}
@@ -96,6 +100,16 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
             metrics[f"auroc_{name}_{label}"] = prm.auroc(scores, y[m > 0])
             metrics[f"step_accuracy_{name}_{label}"] = float(y[m > 0].mean())
     return model, metrics
+
+
+def merge_backbone(init: dict, base: dict) -> dict:
+    """init with every array that `base` has at the same path and shape (the LM head and value head differ)."""
+    def merge(a, b):
+        if isinstance(a, dict):
+            return {k: merge(v, b.get(k)) if isinstance(b, dict) else v for k, v in a.items()}
+        return b if b is not None and getattr(b, "shape", None) == a.shape else a
+
+    return merge(init, base)
 
 
 def main(argv: list[str] | None = None) -> int:
