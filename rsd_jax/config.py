@@ -59,8 +59,8 @@ class ModelsConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RSDConfig:
-    method: str = doc("rsd", "what decode runs: " + ", ".join(METHODS))
-    methods: tuple[str, ...] = doc((), "evaluate: the methods to compare (default: rsd, target, draft)")
+    method: Literal[METHODS] = doc("rsd", "what decode runs")
+    methods: tuple[Literal[METHODS], ...] = doc((), "evaluate: the methods to compare (default: rsd, target, draft)")
     weighting: Literal[WEIGHTINGS] = doc("binary", "the weighting function ω of the acceptance criterion")
     delta: float = doc(0.7, "threshold δ of binary and logistic ω (> 1 rejects every step)", (0.0, 2.0))
     p: float = doc(0.5, "acceptance probability of the constant ω", (0.0, 1.0))
@@ -75,11 +75,14 @@ class RSDConfig:
     aggregate: Literal["last", "min", "prod"] = doc("min", "best_of_n: how step rewards make a sample's score")
     beam_width: int = doc(4, "beam_search: beams kept", (1, 256))
     beam_expansions: int = doc(4, "beam_search: sampled steps per beam", (1, 256))
+    sample_temperature: float = doc(0.8, "best_of_n / majority / beam_search: temperature of their draft samples",
+                                    (0.0, 100.0))
 
     def __post_init__(self) -> None:
-        for m in (self.method, *self.methods):
+        """Guards direct construction (load_config checks the same through the Literal types first)."""
+        for key, m in [("rsd.method", self.method), *((f"rsd.methods[{i}]", m) for i, m in enumerate(self.methods))]:
             if m not in METHODS:
-                raise ConfigError(f"rsd.method(s): {m!r} is not one of {', '.join(METHODS)}")
+                raise ConfigError(f"{key} must be one of {', '.join(METHODS)}; got {m!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,10 +42,10 @@ def _all_keys(cls, prefix: str = "") -> list[str]:
 
 
 def _type_name(hint: Any) -> str:
-    """A readable name of a type hint: `float | None`, `tuple[int, ...]`, `one of 'a', 'b'`."""
+    """A readable name of a type hint: `float | None`, `tuple[int, ...]`, `'a' | 'b'` (a Literal's choices)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Literal:
-        return "one of " + ", ".join(map(repr, args))
+        return " | ".join(map(repr, args))
     if origin in (typing.Union, types.UnionType):
         return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
     if origin is tuple:
@@ -131,6 +131,7 @@ def build(cls, data: Any, prefix: str = ""):
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` as (["a", "b", "c"], value), the value parsed as YAML (`3`, `0.7`, `true`, `[1, 2]`, `null`)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key.path=value")
     key, raw = text.split("=", 1)
@@ -142,6 +143,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def read_yaml(path: str | Path) -> dict:
+    """The top-level mapping of a YAML file; ConfigError naming the file (and the line of a syntax error)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -175,6 +177,7 @@ def load_config(cls, path: str | Path | None = None, overrides: Sequence[str] = 
 
 
 def to_dict(config) -> dict:
+    """A config as plain nested dicts and lists (tuples become lists), ready for YAML or JSON."""
     def plain(v):
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
@@ -184,6 +187,7 @@ def to_dict(config) -> dict:
 
 
 def to_yaml(config) -> str:
+    """A config as YAML text that `load_config` reads back into an equal config."""
     return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
 
 

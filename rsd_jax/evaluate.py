@@ -23,15 +23,15 @@ from rsd_jax.configlib import load_config, to_yaml
 from rsd_jax.data.problems import load_items
 from rsd_jax.errors import InputError, RSDError
 from rsd_jax.loading import load_models
-from rsd_jax.methods import make_mesh, run_method, summarize
+from rsd_jax.methods import make_mesh, parse_method, run_method, summarize
 
 DEFAULT_METHODS = ("rsd", "target", "draft")
 
 
-def method_keys(cfg: RunConfig) -> list[tuple[str, str, float | None]]:
-    """(key, method, δ) for each run: the methods, then "rsd@δ" for each extra threshold."""
-    runs = [(m, m, None) for m in (cfg.rsd.methods or DEFAULT_METHODS)]
-    runs += [(f"rsd@{d:g}", "rsd", d) for d in cfg.rsd.thresholds]
+def method_keys(cfg: RunConfig) -> list[tuple[str, str, RunConfig, float | None]]:
+    """(key, method, config, δ) for each run: the methods (with their overrides), then "rsd@δ" per threshold."""
+    runs = [(m, *parse_method(m, cfg), None) for m in (cfg.rsd.methods or DEFAULT_METHODS)]
+    runs += [(f"rsd@{d:g}", "rsd", cfg, d) for d in cfg.rsd.thresholds]
     return runs
 
 
@@ -56,7 +56,7 @@ def evaluate(cfg: RunConfig, out: Path, config_file: str | None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(to_yaml(cfg))
     summaries = {}
-    for key, method, delta in method_keys(cfg):
+    for key, method, run_cfg, delta in method_keys(cfg):
         path = out / f"{key}.jsonl"
         records = read_records(path)
         done = {r["uid"] for r in records}
@@ -64,7 +64,7 @@ def evaluate(cfg: RunConfig, out: Path, config_file: str | None) -> dict:
         with path.open("a", encoding="utf-8") as sink, tqdm(total=len(items), initial=len(items) - len(todo),
                                                               desc=key) as bar:
             start = time.time()
-            for batch in run_method(models, todo, method, cfg, delta=delta, mesh=mesh):
+            for batch in run_method(models, todo, method, run_cfg, delta=delta, mesh=mesh):
                 seconds = time.time() - start
                 for record in batch:
                     record["wall_seconds"] = seconds / len(batch)

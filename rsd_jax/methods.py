@@ -6,14 +6,16 @@ steps (source, reward, text, tokens), the accounting and, when the problem has a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from rsd_jax.api import GenerationResult, RSDModels, generate
-from rsd_jax.config import RunConfig
+from rsd_jax.config import RSDConfig, RunConfig
 from rsd_jax.data.problems import Item
 from rsd_jax.decoding.acceptance import calibrate_threshold
+from rsd_jax.errors import ConfigError
 
 
 def to_record(item: Item, result: GenerationResult, method: str) -> dict:
@@ -51,10 +53,30 @@ def make_mesh(cfg: RunConfig):
     return build(cfg.mesh.data, cfg.mesh.model)
 
 
+def parse_method(text: str, cfg: RunConfig) -> tuple[str, RunConfig]:
+    """'name' or 'name:key=value,key=value' (keys of the rsd section) -> (name, config with the overrides)."""
+    import yaml
+
+    from rsd_jax.configlib import build, to_dict
+
+    name, _, args = text.partition(":")
+    if not args:
+        return name, cfg
+    rsd = to_dict(cfg.rsd)
+    for pair in args.split(","):
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise ConfigError(f"method {text!r}: {pair!r} is not key=value")
+        rsd[key.strip()] = yaml.safe_load(value)
+    return name, dataclasses.replace(cfg, rsd=build(RSDConfig, rsd, "rsd."))
+
+
 def run_method(models: RSDModels, items: Sequence[Item], method: str, cfg: RunConfig,
                delta: float | None = None, mesh=None) -> Iterator[list[dict]]:
     """Yields the records of each batch of `items` decoded with `method` (any of config.METHODS)."""
     spec = cfg.decoding.spec(cfg.rsd)
+    if method in ("best_of_n", "majority", "beam_search"):  # they need distinct samples
+        spec = spec.replace(sampling=dataclasses.replace(spec.sampling, temperature=cfg.rsd.sample_temperature))
     bs = cfg.decoding.batch_size
     r = cfg.rsd
     delta = r.delta if delta is None else delta
