@@ -1,14 +1,15 @@
 """The config schemas of the project's commands (decode, evaluate, train): every key documented.
 
 Load with `rsd_jax.configlib.load_config(RunConfig, "configs/arith_tiny.yaml", ["rsd.delta=0.8"])`;
-print every key with `python -m rsd_jax.decode --print-config`. Relative model paths are resolved against
-the directory of the config file's parent (the repository root for files in configs/), then the current
-directory.
+print every key with `python -m rsd_jax.decode --print-config`. A config keeps paths as written; `resolve_path`
+resolves a relative one against the config file's folder's parent (the repository root for files in configs/),
+then the config file's folder, then the current directory: the first that exists.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from pathlib import Path
 from typing import Literal
 
@@ -60,7 +61,8 @@ class ModelsConfig:
 @dataclasses.dataclass(frozen=True)
 class RSDConfig:
     method: Literal[METHODS] = doc("rsd", "what decode runs")
-    methods: tuple[Literal[METHODS], ...] = doc((), "evaluate: the methods to compare (default: rsd, target, draft)")
+    methods: tuple[str, ...] = doc((), "evaluate: the methods to compare, each 'name' or 'name:key=value,...' "
+                                       "with keys of this section (e.g. best_of_n:n=16); default rsd, target, draft")
     weighting: Literal[WEIGHTINGS] = doc("binary", "the weighting function ω of the acceptance criterion")
     delta: float = doc(0.7, "threshold δ of binary and logistic ω (> 1 rejects every step)", (0.0, 2.0))
     p: float = doc(0.5, "acceptance probability of the constant ω", (0.0, 1.0))
@@ -79,10 +81,28 @@ class RSDConfig:
                                     (0.0, 100.0))
 
     def __post_init__(self) -> None:
-        """Guards direct construction (load_config checks the same through the Literal types first)."""
-        for key, m in [("rsd.method", self.method), *((f"rsd.methods[{i}]", m) for i, m in enumerate(self.methods))]:
-            if m not in METHODS:
-                raise ConfigError(f"{key} must be one of {', '.join(METHODS)}; got {m!r}")
+        """Checks the method names (also on direct construction) and the keys of each `methods` variant."""
+        if self.method not in METHODS:
+            raise ConfigError(f"rsd.method must be one of {', '.join(METHODS)}; got {self.method!r}")
+        for i, text in enumerate(self.methods):
+            _check_method_variant(f"rsd.methods[{i}]", text)
+
+
+def _check_method_variant(key: str, text: str) -> None:
+    """'name' or 'name:key=value,...': a known method name and keys of the rsd section (values are checked
+    when the variant is built)."""
+    name, _, args = text.partition(":")
+    if name not in METHODS:
+        raise ConfigError(f"{key} must start with one of {', '.join(METHODS)}; got {text!r}")
+    fields = [f.name for f in dataclasses.fields(RSDConfig)]
+    for pair in filter(None, args.split(",")):
+        field, eq, _ = pair.partition("=")
+        if not eq:
+            raise ConfigError(f"{key}: {pair!r} in {text!r} is not key=value")
+        if field.strip() not in fields:
+            guess = difflib.get_close_matches(field.strip(), fields, n=1)
+            hint = f"; did you mean {guess[0]!r}?" if guess else ""
+            raise ConfigError(f"{key}: unknown rsd key {field.strip()!r} in {text!r}{hint}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,13 +117,22 @@ class DecodingConfig:
     batch_size: int = doc(64, "problems decoded together", (1, 1_000_000))
     seed: int = doc(0, "PRNG seed of sampling and stochastic acceptance")
     delimiter: str = doc("\n\n", "the text that ends a reasoning step")
-    truncate_prompts: bool = doc(False, "cut prompts longer than the context from the left instead of failing")
+    target_subbatch: bool = doc(True, "gather the rejected rows into a sub-batch of B/8, B/4 or B/2 rows before "
+                                      "the target writes their step (batches of 16 or more)")
 
     def spec(self, rsd: RSDConfig) -> DecodeSpec:
         return DecodeSpec(max_new_tokens=self.max_new_tokens, max_steps=self.max_steps,
                           max_step_tokens=self.max_step_tokens, chunk=self.chunk,
                           sampling=Sampling(self.temperature, self.top_k, self.top_p), weighting=rsd.weighting,
-                          online_budget=rsd.online_budget, speculative_gamma=rsd.speculative_gamma)
+                          online_budget=rsd.online_budget, speculative_gamma=rsd.speculative_gamma,
+                          target_buckets=self.buckets())
+
+    def buckets(self) -> tuple[int, ...]:
+        """Sub-batch sizes for the target's rows (none for small batches or when switched off)."""
+        if not self.target_subbatch or self.batch_size < 16:
+            return ()
+        bs = self.batch_size
+        return tuple(sorted({b for b in (bs // 8, bs // 4, bs // 2) if b >= 2}))
 
 
 @dataclasses.dataclass(frozen=True)

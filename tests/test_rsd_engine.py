@@ -156,3 +156,12 @@ def test_online_budget_limits_target_share(setup):
     share = float(out.stats.target_steps.sum()) / float(out.n_steps.sum())
     assert share <= 0.25 + 0.15  # the estimate starts empty; it settles within a few steps
     assert np.isfinite(out.trace.delta[out.trace.source != NO_STEP]).all()
+
+
+def test_target_on_a_gathered_sub_batch_gives_the_same_result(setup):
+    plain = run_rsd(setup, 0.5)
+    gathered = run_rsd(setup, 0.5, spec=SPEC.replace(target_buckets=(1, 2)))
+    np.testing.assert_array_equal(gathered.tokens, plain.tokens)
+    np.testing.assert_array_equal(gathered.trace.source, plain.trace.source)
+    np.testing.assert_array_equal(gathered.stats.target.useful_flops, plain.stats.target.useful_flops)
+    assert float(gathered.stats.target.executed_flops) < float(plain.stats.target.executed_flops)
