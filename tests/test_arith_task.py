@@ -1,37 +1,74 @@
-"""The synthetic arithmetic task: determinism, exact checkers, difficulty levels."""
+"""The synthetic arithmetic task: determinism, difficulty levels, and the exact answer and step checkers."""
+
+import pytest
 
 from rsd_jax.data import arith
+from rsd_jax.errors import ConfigError
 
 
-def test_generation_is_deterministic_and_levels_set_the_length():
-    a, b = arith.generate_problems(30, seed=4), arith.generate_problems(30, seed=4)
-    assert a == b and a != arith.generate_problems(30, seed=5)
-    for p in a:
-        assert len(p.steps) == p.level + 1 and p.level in arith.LEVELS
-        assert all(0 <= int(s.split("=")[1]) <= arith.MAX_VALUE for s in p.steps[:-1])
+def test_generation_is_deterministic_by_seed():
+    a = arith.generate_problems(50, seed=4)
+    assert a == arith.generate_problems(50, seed=4) and a != arith.generate_problems(50, seed=5)
+    assert arith.generate_problems(20, seed=4) == a[:20]
+    assert len({p.uid for p in a}) == 50 and all(p.uid.startswith(arith.DATA_VERSION) for p in a)
+
+
+def test_levels_set_the_number_of_steps_and_values_stay_bounded():
+    for level in (2, 4, 6):
+        for p in arith.generate_problems(100, seed=level, levels=(level,)):
+            assert p.level == level and len(p.steps) == level + 1 and len(p.operations) == level
+            assert p.question.count(".") == level + 1 and p.steps[-1] == f"The answer is {p.answer}."
+            results = [int(s.split("=")[1]) for s in p.steps[:-1]]
+            assert all(0 <= v <= arith.MAX_VALUE for v in results) and results[-1] == p.answer
+            assert all(b <= 9 for op, b in p.operations if op == "*")
+    assert {p.level for p in arith.generate_problems(200, seed=0)} == set(arith.LEVELS)
+    with pytest.raises(ConfigError):
+        arith.generate_problems(1, seed=0, levels=())
 
 
 def test_reference_solutions_pass_every_check():
-    for p in arith.generate_problems(200, seed=0):
+    for p in arith.generate_problems(300, seed=0):
         text = arith.solution_text(p)
-        assert arith.is_correct(p, text)
+        assert arith.split_steps(text) == list(p.steps)
+        assert arith.is_correct(p, text) and arith.extract_answer(text) == p.answer
         assert all(arith.check_steps(p, arith.split_steps(text)))
+        assert all(arith.check_steps(p, [s.replace("=", " = ") for s in p.steps]))  # spacing is tolerated
 
 
-def test_errors_are_caught_and_propagate():
+def _equation(a: int, op: str, b: int, error: int = 0) -> str:
+    return f"{a}{op}{b}={arith.apply_operation(op, a, b) + error}"
+
+
+def test_a_wrong_result_is_caught_and_later_steps_are_judged_on_it():
     p = arith.generate_problems(1, seed=1, levels=(4,))[0]
-    steps = list(p.steps)
-    lhs, result = steps[1].split("=")
-    steps[1] = f"{lhs}={int(result) + 1}"
-    assert arith.check_steps(p, steps) == [True] + [False] * (len(steps) - 1)
-    wrong_op = list(p.steps)
-    wrong_op[0] = wrong_op[0].replace(wrong_op[0][len(str(p.start))], "?", 1)
-    assert arith.check_steps(p, wrong_op)[0] is False
+    (op1, b1), (op2, b2), (op3, b3) = p.operations[:3]
+    first = arith.apply_operation(op1, p.start, b1)
+    wrong_second = arith.apply_operation(op2, first, b2) + 1
+    steps = [_equation(p.start, op1, b1), _equation(first, op2, b2, error=1), _equation(wrong_second, op3, b3)]
+    assert arith.check_steps(p, steps) == [True, False, True]  # step 3 applies the right operation to step 2
+    assert arith.check_steps(p, [_equation(p.start + 1, op1, b1)]) == [False]  # not the previous result
+    assert arith.check_steps(p, [p.steps[1]]) == [False]  # the operations out of order
+
+
+def test_wrong_operations_and_answers_are_caught():
+    p = arith.generate_problems(1, seed=2, levels=(3,))[0]
+    (op, b), start = p.operations[0], p.start
+    assert arith.check_steps(p, [_equation(start, "+" if op != "+" else "-", b)]) == [False]  # another operator
+    assert arith.check_steps(p, [_equation(start, op, b + 1)]) == [False]  # another operand
+    wrong_answer = list(p.steps[:-1]) + [f"The answer is {p.answer + 1}."]
+    assert arith.check_steps(p, wrong_answer) == [True] * 3 + [False]
     assert not arith.is_correct(p, arith.solution_text(p).replace(f"is {p.answer}.", f"is {p.answer + 1}."))
+    early = [p.steps[0], f"The answer is {p.answer}."]  # the answer before the operations are done
+    assert arith.check_steps(p, early) == [True, False]
+    assert arith.check_steps(p, list(p.steps) + [p.steps[-1]]) == [True] * 4 + [False]  # a step too many
 
 
-def test_malformed_text_is_incorrect_not_an_error():
-    p = arith.generate_problems(1, seed=2)[0]
-    assert arith.extract_answer("no answer here") is None
-    assert arith.check_steps(p, ["garbage", "", "1+1="]) == [False, False, False]
-    assert not arith.is_correct(p, "The answer is")
+def test_malformed_text_is_incorrect_never_an_error():
+    p = arith.generate_problems(1, seed=2, levels=(4,))[0]
+    for text in ("no answer here", "The answer is", "The answer is 12", "The answer is x.", "The answer is 012.", ""):
+        assert arith.extract_answer(text) is None and not arith.is_correct(p, text)
+    assert arith.extract_answer("The answer is 3. The answer is 7.") == 7
+    garbage = ["garbage", "", "1+1=", "3++4=7", "=", "12*3=36=36", "The answer is.", "\u0000", "9" * 400]
+    assert arith.check_steps(p, garbage) == [False] * len(garbage)
+    assert arith.check_steps(p, [p.steps[0], "oops", p.steps[2]])[1:] == [False, False]  # no result to build on
+    assert arith.check_steps(p, []) == []

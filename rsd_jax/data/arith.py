@@ -1,14 +1,13 @@
 """The synthetic multi-step reasoning task of the embedded default: chained arithmetic, one step per operation.
 
     question:  "Start with 37. Add 48. Multiply by 3. Subtract 19."
+    prompt:    question + "\\n"            (what the draft and target read; the PRM reads BOS + question + "\\n")
     solution:  "37+48=85\\n\\n85*3=255\\n\\n255-19=236\\n\\nThe answer is 236."
 
-Every step is an equation that applies the next operation of the question to the previous result; the last
-step states the answer. Values stay in 0..999 and multipliers are single digits, so that tiny char-level
-models can learn it and their mistakes are honest arithmetic slips. The level is the number of operations.
-Every step can be checked exactly: a step is correct when it is well formed, applies the right operation
-to the previous step's result and computes it right, and every step before it is correct (the label a
-process reward model learns: "this prefix still leads to the right answer").
+The level is the number of operations (one equation step each), then the answer phrase is its own last step.
+Values stay in 0..MAX_VALUE, added and subtracted operands are 2..99, multipliers single digits and there is no
+division, so tiny char-level models can learn it and their mistakes are honest arithmetic slips. Everything is
+checked exactly: `is_correct` (the final answer), `check_steps` (each step given the previous ones).
 """
 
 from __future__ import annotations
@@ -18,34 +17,39 @@ import re
 
 import numpy as np
 
+from rsd_jax.errors import ConfigError
+
 DATA_VERSION = "arith-v1"
 DELIMITER = "\n\n"
 LEVELS = (2, 3, 4, 5)
-_OPS = {"+": ("Add", "{}"), "-": ("Subtract", "{}"), "*": ("Multiply by", "{}")}
-_EQUATION = re.compile(r"^(\d+)([+\-*])(\d+)=(\d+)$")
-_ANSWER = re.compile(r"The answer is (\d+)\.")
 MAX_VALUE = 999
+_WORDS = {"+": "Add", "-": "Subtract", "*": "Multiply by"}
+_NUMBER = r"(0|[1-9]\d*)"  # canonical: no leading zeros
+_EQUATION = re.compile(rf"^\s*{_NUMBER}\s*([+\-*])\s*{_NUMBER}\s*=\s*{_NUMBER}\s*$")
+_ANSWER_STEP = re.compile(rf"^\s*The answer is {_NUMBER}\.\s*$")
+_ANSWER = re.compile(rf"The answer is {_NUMBER}\.")
 
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
     question: str
-    steps: tuple[str, ...]  # equations, then "The answer is N."
+    steps: tuple[str, ...]  # the reference solution: `level` equations, then "The answer is N."
     answer: int
-    level: int
+    level: int  # number of operations
     uid: str
-    operations: tuple[tuple[str, int], ...]  # (op, operand) in order
     start: int
+    operations: tuple[tuple[str, int], ...]  # (operator "+" "-" "*", operand), in order
 
 
-def _apply(op: str, a: int, b: int) -> int:
+def apply_operation(op: str, a: int, b: int) -> int:
+    """a <op> b for op in "+", "-", "*"."""
     return a + b if op == "+" else a - b if op == "-" else a * b
 
 
 def _pick_operation(rng: np.random.Generator, value: int) -> tuple[str, int]:
-    choices = ["+", "-", "*"]
+    """A random operation whose result stays in 0..MAX_VALUE (one always exists for value in 0..MAX_VALUE)."""
     while True:
-        op = choices[rng.integers(3)]
+        op = "+-*"[rng.integers(3)]
         if op == "+" and value < MAX_VALUE - 10:
             return op, int(rng.integers(2, min(99, MAX_VALUE - value) + 1))
         if op == "-" and value >= 12:
@@ -55,41 +59,48 @@ def _pick_operation(rng: np.random.Generator, value: int) -> tuple[str, int]:
 
 
 def make_problem(rng: np.random.Generator, level: int, uid: str) -> Problem:
+    """One problem with `level` operations, drawn from rng."""
     value = start = int(rng.integers(2, 100))
     operations, steps, sentences = [], [], [f"Start with {start}."]
     for _ in range(level):
         op, b = _pick_operation(rng, value)
-        result = _apply(op, value, b)
+        result = apply_operation(op, value, b)
         operations.append((op, b))
         steps.append(f"{value}{op}{b}={result}")
-        sentences.append(f"{_OPS[op][0]} {b}.")
+        sentences.append(f"{_WORDS[op]} {b}.")
         value = result
     steps.append(f"The answer is {value}.")
     return Problem(question=" ".join(sentences), steps=tuple(steps), answer=value, level=level, uid=uid,
-                   operations=tuple(operations), start=start)
+                   start=start, operations=tuple(operations))
 
 
 def generate_problems(n: int, seed: int, levels: tuple[int, ...] = LEVELS) -> list[Problem]:
-    """n problems, levels drawn uniformly from `levels`; the same (n, seed, levels) gives the same problems."""
+    """n problems, levels drawn uniformly from `levels`; the same (n, seed, levels) gives the same problems,
+    and the first n of a longer list are the n of a shorter one."""
+    if not levels or any(level < 1 for level in levels):
+        raise ConfigError(f"levels must be positive operation counts, got {levels}")
     rng = np.random.default_rng(seed)
-    return [make_problem(rng, int(levels[rng.integers(len(levels))]), f"{DATA_VERSION}-{seed}-{i}") for i in range(n)]
+    return [make_problem(rng, int(levels[rng.integers(len(levels))]), f"{DATA_VERSION}-{seed}-{i}")
+            for i in range(n)]
 
 
 def solution_text(problem: Problem) -> str:
+    """The reference solution: steps joined by the delimiter (no trailing delimiter)."""
     return DELIMITER.join(problem.steps)
 
 
 def format_prompt(problem: Problem) -> str:
-    """What the draft and the target read before the solution (the PRM reads the raw question)."""
+    """What the draft and the target read before the solution; the first step follows the "\\n" directly."""
     return problem.question + "\n"
 
 
 def split_steps(text: str) -> list[str]:
-    """A response's steps (delimiters removed, empty pieces dropped)."""
+    """A response's steps: split on the delimiter, surrounding whitespace stripped, empty pieces dropped."""
     return [s.strip() for s in text.split(DELIMITER) if s.strip()]
 
 
 def extract_answer(text: str) -> int | None:
+    """The number of the last "The answer is N." in text, None when there is none."""
     matches = _ANSWER.findall(text)
     return int(matches[-1]) if matches else None
 
@@ -99,19 +110,22 @@ def is_correct(problem: Problem, text: str) -> bool:
 
 
 def check_steps(problem: Problem, steps: list[str]) -> list[bool]:
-    """Prefix correctness of each step: well formed, the right operation on the previous result, the right
-    value, and every earlier step correct. The answer step is correct iff it states the right answer after
-    all operations were done correctly. Malformed text is incorrect, never an error."""
-    labels, value, ok = [], problem.start, True
+    """Whether each step is correct given the steps before it (one bool per step; never raises).
+
+    Step i < level is correct iff it is an equation "a<op>b=c" whose a is the previous step's stated result (the
+    start value for i = 0), whose <op> b is the question's i-th operation, and whose c = a <op> b. A malformed
+    equation states no result, so the step after it is incorrect too. Step `level` is correct iff it is
+    "The answer is N." with N the problem's answer; any further step is incorrect.
+    """
+    labels, previous = [], problem.start
     for i, step in enumerate(steps):
-        if i < len(problem.operations):
-            op, b = problem.operations[i]
-            m = _EQUATION.match(step.strip())
-            good = (m is not None and int(m.group(1)) == value and m.group(2) == op and int(m.group(3)) == b
-                    and int(m.group(4)) == _apply(op, value, b))
-            value = _apply(op, value, b)
+        if i < problem.level:
+            m = _EQUATION.match(step)
+            a, op, b, c = (int(m[1]), m[2], int(m[3]), int(m[4])) if m else (None, None, None, None)
+            labels.append(m is not None and a == previous and (op, b) == problem.operations[i]
+                          and c == apply_operation(op, a, b))
+            previous = c
         else:
-            good = i == len(problem.operations) and step.strip() == f"The answer is {problem.answer}."
-        ok = ok and good
-        labels.append(ok)
+            m = _ANSWER_STEP.match(step)
+            labels.append(i == problem.level and m is not None and int(m[1]) == problem.answer)
     return labels

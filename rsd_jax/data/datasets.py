@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 from rsd_jax.config import DataConfig
@@ -76,32 +77,46 @@ def extract_answer(text: str, multiple_choice: bool = False) -> str | None:
                 return letters[-1] if source is text else letters[0]
         return None
     if candidate is not None:
-        return candidate.strip().rstrip(".")
+        return strip_math(candidate)
     numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?", text)
     return numbers[-1].replace(",", "") if numbers else None
 
 
+def strip_math(text: str) -> str:
+    """An answer without its math delimiters ($, not an escaped \\$), surrounding spaces or a final period."""
+    return re.sub(r"(?<!\\)\$", "", text).strip().rstrip(".").strip()
+
+
+def equivalent(reference: str, predicted: str, timeout: int | None = 3) -> bool:
+    """math-verify's judgement (symbolic, numeric, sets, intervals) of two LaTeX answers; an error or a timeout is
+    "not equal" (the timeout is 3 s per call in the main thread, none elsewhere). The answers are tried as inline math
+    and as \\boxed{}; verify(gold, prediction) is asymmetric."""
+    from math_verify import parse, verify
+
+    if threading.current_thread() is not threading.main_thread():
+        timeout = None  # math-verify times out with SIGALRM, which only the main thread may set
+    try:
+        for wrap in ("${}$", "\\boxed{{{}}}"):
+            gold = parse(wrap.format(reference), parsing_timeout=timeout)
+            pred = parse(wrap.format(predicted), parsing_timeout=timeout)
+            if gold and pred and verify(gold, pred, timeout_seconds=timeout):
+                return True
+    except Exception:  # math-verify parses arbitrary LaTeX; any failure is a wrong answer
+        return False
+    return False
+
+
 def grade(response: str, reference: str, multiple_choice: bool = False) -> bool:
-    """Is the response's final answer equal to the reference? (math-verify for free-form answers)."""
+    """Is the response's final answer equal to the reference? Multiple choice compares letters; free-form answers
+    are equal as strings (after stripping delimiters, as the Qwen harness checks first) or by math-verify."""
     predicted = extract_answer(response, multiple_choice)
     if predicted is None:
         return False
     if multiple_choice:
         return predicted.upper() == reference.strip().upper()
-    if predicted.strip() == reference.strip():  # identical strings (also the two empty references of GaoKao)
+    if strip_math(predicted) == strip_math(reference):  # identical strings (also the two empty GaoKao references)
         return True
-    from math_verify import parse, verify
-
-    try:
-        gold = parse(f"${reference}$", parsing_timeout=3)
-        pred = parse(f"${predicted}$", parsing_timeout=3)
-        if verify(gold, pred, timeout_seconds=3):
-            return True
-        gold_b, pred_b = parse(f"\\boxed{{{reference}}}", parsing_timeout=3), parse(f"\\boxed{{{predicted}}}",
-                                                                                  parsing_timeout=3)
-        return bool(verify(gold_b, pred_b, timeout_seconds=3))
-    except Exception:  # math-verify parses arbitrary LaTeX; any failure is a wrong answer
-        return False
+    return equivalent(strip_math(reference), strip_math(predicted))
 
 
 def _choices_question(row: dict) -> str:
@@ -113,15 +128,15 @@ def question_and_answer(source: str, row: dict) -> tuple[str, str]:
     """(question text, reference answer) of one row of a dataset in its published format."""
     try:
         if source == "math500":
-            return row["problem"], row["answer"]
+            return row["problem"], row["answer"].strip()
         if source == "gsm8k":
             return row["question"], row["answer"].split("####")[-1].strip().replace(",", "")
         if source == "gaokao2023en":
-            return row["question"], row["answer"].strip().strip("$")
+            return row["question"], strip_math(row["answer"])
         if source == "olympiadbench":
-            return row["question"], row["final_answer"][0].strip().strip("$")
+            return row["question"], strip_math(row["final_answer"][0])
         if source == "minerva_math":
-            return row["problem"], last_boxed(row["solution"]) or ""
+            return row["problem"], (last_boxed(row["solution"]) or "").strip()
         if source in MULTIPLE_CHOICE:
             return _choices_question(row), LETTERS[int(row["answer"])]
     except (KeyError, IndexError, TypeError, ValueError) as e:

@@ -36,7 +36,7 @@ class Work:
         head = flops.head_flops_per_token(cfg)
         useful = flops.span_flops(cfg, starts.astype(jnp.float32), n_valid.astype(jnp.float32),
                                   with_head=False) + jnp.where(n_valid > 0, head * head_tokens, 0)
-        executed = flops.executed_flops(cfg, batch, chunk, capacity, with_head=False) + batch * head * head_tokens
+        executed = float(flops.executed_flops(cfg, batch, chunk, capacity, with_head=False) + batch * head * head_tokens)
         return Work(tokens=self.tokens + n_valid, useful_flops=self.useful_flops + useful,
                     executed_flops=self.executed_flops + executed, forwards=self.forwards + 1)
 
@@ -44,7 +44,7 @@ class Work:
         """Counts the head applied to one token of each row in mask [B] (e.g. a PRM reading a reward)."""
         head = flops.head_flops_per_token(cfg)
         return dataclasses.replace(self, useful_flops=self.useful_flops + jnp.where(mask, head, 0),
-                                   executed_flops=self.executed_flops + mask.shape[0] * head)
+                                   executed_flops=self.executed_flops + float(mask.shape[0] * head))
 
     def __add__(self, other: "Work") -> "Work":
         return jax.tree.map(jnp.add, self, other)
