@@ -115,7 +115,8 @@ def check_steps(problem: Problem, steps: list[str]) -> list[bool]:
     Step i < level is correct iff it is an equation "a<op>b=c" whose a is the previous step's stated result (the
     start value for i = 0), whose <op> b is the question's i-th operation, and whose c = a <op> b. A malformed
     equation states no result, so the step after it is incorrect too. Step `level` is correct iff it is
-    "The answer is N." with N the problem's answer; any further step is incorrect.
+    "The answer is N." with N the previous step's stated result (given the previous steps, it concludes
+    correctly; whether N is the problem's answer is `is_correct`); any further step is incorrect.
     """
     labels, previous = [], problem.start
     for i, step in enumerate(steps):
@@ -127,5 +128,5 @@ def check_steps(problem: Problem, steps: list[str]) -> list[bool]:
             previous = c
         else:
             m = _ANSWER_STEP.match(step)
-            labels.append(i == problem.level and m is not None and int(m[1]) == problem.answer)
+            labels.append(i == problem.level and m is not None and previous is not None and int(m[1]) == previous)
     return labels
