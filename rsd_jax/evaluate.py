@@ -118,7 +118,8 @@ def plot(summaries: dict, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "accuracy_vs_flops.png", dpi=120)
     plt.close(fig)
-    sweep = sorted((s["delta"], s) for k, s in graded.items() if k.startswith("rsd") and s.get("delta") is not None)
+    sweep = sorted(((s["delta"], s) for k, s in graded.items() if (k == "rsd" or k.startswith("rsd@"))
+                    and s.get("delta") is not None), key=lambda pair: pair[0])
     if len(sweep) > 1:
         fig, ax = plt.subplots(figsize=(5, 4))
         deltas = [d for d, _ in sweep]

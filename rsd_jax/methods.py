@@ -74,6 +74,8 @@ def parse_method(text: str, cfg: RunConfig) -> tuple[str, RunConfig]:
 def run_method(models: RSDModels, items: Sequence[Item], method: str, cfg: RunConfig,
                delta: float | None = None, mesh=None) -> Iterator[list[dict]]:
     """Yields the records of each batch of `items` decoded with `method` (any of config.METHODS)."""
+    if not items:
+        return
     spec = cfg.decoding.spec(cfg.rsd)
     if method in ("best_of_n", "majority", "beam_search"):  # they need distinct samples
         spec = spec.replace(sampling=dataclasses.replace(spec.sampling, temperature=cfg.rsd.sample_temperature))
