@@ -102,7 +102,7 @@ def encode_prompts(models: RSDModels, prompts: Sequence[str], questions: Sequenc
     """
     if not prompts:
         raise InputError("no prompts given")
-    questions = list(questions) if questions is not None else list(prompts)
+    questions = list(questions) if questions is not None else [p.strip() for p in prompts]
     tok = models.tokenizer
     ids = [([tok.bos_id] if tok.bos_id is not None else []) + tok.encode(p) for p in prompts]
     prm_ids = [prm_prompt_ids(models.prm_tok, q) for q in questions]
@@ -143,7 +143,7 @@ def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
     one threshold per prompt.
     budget: the largest fraction of steps that may go to the target; with spec.online_budget δ follows a
     running quantile of the draft's rewards, seeded by calibration_rewards when given.
-    questions: the raw question of each prompt, as the PRM reads it (default: the prompt itself).
+    questions: the raw question of each prompt, as the PRM reads it (default: the prompt, stripped).
     pad_batch_to: pad the batch with empty rows to a multiple of this (one compilation for every batch).
     mesh: run sharded on this ("data", "model") mesh (the batch is padded to a multiple of its data axis).
     Baselines: "speculative" (token-level, γ = gamma), "best_of_n" (n draft samples, PRM `aggregate`),
