@@ -41,25 +41,28 @@ class AcceptanceParams:
                    alpha=jnp.asarray(alpha, jnp.float32))
 
 
-def weight(kind: str, params: AcceptanceParams, rewards: jax.Array) -> jax.Array:
-    """ω(r) of the family `kind` (static), float32 of the shape of rewards [...].
-
-    constant p; binary 1(r >= δ); clipping min(1, max(0, r)); sigmoidal max(0, r)/(1 + max(0, r)) (equal to the
-    paper's max(0, r/(1+r)) for r > -1); logistic 1/(1 + exp(-α(r - δ))).
-    """
-    r = jnp.asarray(rewards, jnp.float32)
+def omega(kind: str, r, *, delta, p, alpha, xp=jnp):
+    """ω(r) of the Table-1 family `kind` with the array namespace `xp` (jax.numpy in the loop, numpy in
+    rsd_jax.theory): constant p; binary 1(r >= δ); clipping min(1, max(0, r)); sigmoidal max(0, r)/(1 + max(0, r))
+    (the paper's max(0, r/(1+r)) for r > -1); logistic 1/(1 + exp(-α(r - δ)))."""
     if kind == "constant":
-        return jnp.full(r.shape, params.p, jnp.float32)
+        return xp.full(r.shape, p, r.dtype)
     if kind == "binary":
-        return (r >= params.delta).astype(jnp.float32)
+        return (r >= delta).astype(r.dtype)
     if kind == "clipping":
-        return jnp.clip(r, 0.0, 1.0)
+        return xp.clip(r, 0.0, 1.0)
     if kind == "sigmoidal":
-        positive = jnp.maximum(r, 0.0)
+        positive = xp.maximum(r, 0.0)
         return positive / (1.0 + positive)
     if kind == "logistic":
-        return jax.nn.sigmoid(params.alpha * (r - params.delta))
+        return 1.0 / (1.0 + xp.exp(-alpha * (r - delta)))
     raise ValueError(f"weighting {kind!r} is not one of {', '.join(WEIGHTINGS)}")
+
+
+def weight(kind: str, params: AcceptanceParams, rewards: jax.Array) -> jax.Array:
+    """ω(r) of the family `kind` (static), float32 of the shape of rewards [...]."""
+    r = jnp.asarray(rewards, jnp.float32)
+    return omega(kind, r, delta=params.delta, p=params.p, alpha=params.alpha).astype(jnp.float32)
 
 
 def accept(kind: str, params: AcceptanceParams, rewards: jax.Array, key: jax.Array) -> jax.Array:

@@ -42,9 +42,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 
-from rsd_jax.decoding.acceptance import DEFAULT_ALPHA, DEFAULT_DELTA, DEFAULT_P, WEIGHTINGS
+from rsd_jax.decoding.acceptance import DEFAULT_ALPHA, DEFAULT_DELTA, DEFAULT_P, omega
 
 _PROB_TOLERANCE = 1e-6  # |sum(probs) - 1| allowed
 _BUDGET_SLACK = 1e-12  # cumulative sums of probs may fall short of gamma by rounding
@@ -77,20 +77,8 @@ def _check_gamma(gamma: float) -> None:
 
 def weighting_values(kind: str, rewards: np.ndarray, delta: float = DEFAULT_DELTA, p: float = DEFAULT_P,
                      alpha: float = DEFAULT_ALPHA) -> np.ndarray:
-    """ω(r) [n] of a Table-1 family, the same formulas as rsd_jax.decoding.acceptance.weight, in float64."""
-    r = np.asarray(rewards, np.float64)
-    if kind == "constant":
-        return np.full(r.shape, float(p))
-    if kind == "binary":
-        return (r >= delta).astype(np.float64)
-    if kind == "clipping":
-        return np.clip(r, 0.0, 1.0)
-    if kind == "sigmoidal":
-        positive = np.maximum(r, 0.0)
-        return positive / (1.0 + positive)
-    if kind == "logistic":
-        return special.expit(alpha * (r - delta))
-    raise ValueError(f"weighting {kind!r} is not one of {', '.join(WEIGHTINGS)}")
+    """ω(r) [n] of a Table-1 family in float64: the engine's formulas (acceptance.omega) with numpy."""
+    return omega(kind, np.asarray(rewards, np.float64), delta=delta, p=float(p), alpha=alpha, xp=np)
 
 
 def mean_reward(rewards: np.ndarray, probs: np.ndarray) -> float:
