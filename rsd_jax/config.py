@@ -85,24 +85,27 @@ class RSDConfig:
         if self.method not in METHODS:
             raise ConfigError(f"rsd.method must be one of {', '.join(METHODS)}; got {self.method!r}")
         for i, text in enumerate(self.methods):
-            _check_method_variant(f"rsd.methods[{i}]", text)
+            split_method_variant(text, f"rsd.methods[{i}]")
 
 
-def _check_method_variant(key: str, text: str) -> None:
-    """'name' or 'name:key=value,...': a known method name and keys of the rsd section (values are checked
-    when the variant is built)."""
+def split_method_variant(text: str, key: str = "method") -> tuple[str, dict[str, str]]:
+    """'name' or 'name:key=value,...' -> (name, {rsd key: raw value}); checks the name and the keys (the
+    values are checked when the variant's RSDConfig is built)."""
     name, _, args = text.partition(":")
     if name not in METHODS:
         raise ConfigError(f"{key} must start with one of {', '.join(METHODS)}; got {text!r}")
     fields = [f.name for f in dataclasses.fields(RSDConfig)]
+    overrides = {}
     for pair in filter(None, args.split(",")):
-        field, eq, _ = pair.partition("=")
+        field, eq, value = pair.partition("=")
         if not eq:
             raise ConfigError(f"{key}: {pair!r} in {text!r} is not key=value")
         if field.strip() not in fields:
             guess = difflib.get_close_matches(field.strip(), fields, n=1)
             hint = f"; did you mean {guess[0]!r}?" if guess else ""
             raise ConfigError(f"{key}: unknown rsd key {field.strip()!r} in {text!r}{hint}")
+        overrides[field.strip()] = value
+    return name, overrides
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,10 +12,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from rsd_jax.api import GenerationResult, RSDModels, generate
-from rsd_jax.config import RSDConfig, RunConfig
+from rsd_jax.config import RSDConfig, RunConfig, split_method_variant
 from rsd_jax.data.problems import Item
 from rsd_jax.decoding.acceptance import calibrate_threshold
-from rsd_jax.errors import ConfigError
 
 
 def to_record(item: Item, result: GenerationResult, method: str) -> dict:
@@ -59,15 +58,10 @@ def parse_method(text: str, cfg: RunConfig) -> tuple[str, RunConfig]:
 
     from rsd_jax.configlib import build, to_dict
 
-    name, _, args = text.partition(":")
-    if not args:
+    name, overrides = split_method_variant(text)
+    if not overrides:
         return name, cfg
-    rsd = to_dict(cfg.rsd)
-    for pair in args.split(","):
-        key, eq, value = pair.partition("=")
-        if not eq:
-            raise ConfigError(f"method {text!r}: {pair!r} is not key=value")
-        rsd[key.strip()] = yaml.safe_load(value)
+    rsd = {**to_dict(cfg.rsd), **{k: yaml.safe_load(v) for k, v in overrides.items()}}
     return name, dataclasses.replace(cfg, rsd=build(RSDConfig, rsd, "rsd."))
 
 
