@@ -98,7 +98,8 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
             t, m, y = prm_dataset(cfg, tok, held_out, cfg.data.seed + 1000, [model_lm], temp, 1)
             scores = prm.score_examples(model, t, m)
             metrics[f"auroc_{name}_{label}"] = prm.auroc(scores, y[m > 0])
-            metrics[f"step_accuracy_{name}_{label}"] = float(y[m > 0].mean())
+            labels = y[m > 0]
+            metrics[f"step_accuracy_{name}_{label}"] = float(labels.mean()) if labels.size else float("nan")
     return model, metrics
 
 

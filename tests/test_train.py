@@ -1,0 +1,32 @@
+"""The train command: an LM and a PRM on tiny settings, resume after an interruption, manifests."""
+
+from __future__ import annotations
+
+import json
+
+from rsd_jax.train import main
+from rsd_jax.weights import load_model
+
+TINY = ["model.hidden_size=16", "model.intermediate_size=32", "optim.warmup_steps=1", "optim.batch_size=4",
+        "data.n_train=32", "data.n_eval=8", "checkpoint_every=2"]
+
+
+def test_lm_then_prm_with_resume(tmp_path):
+    lm = [f"out={tmp_path / 'lm'}", f"work_dir={tmp_path / 'lm_work'}", "kind=lm"] + TINY
+    assert main(lm + ["optim.total_steps=2"]) == 0  # "interrupted" after 2 steps
+    assert main(lm + ["optim.total_steps=4"]) == 0  # resumes at step 2
+    manifest = json.loads((tmp_path / "lm" / "manifest.json").read_text())
+    assert manifest["resumed_from_step"] == 2 and 0.0 <= manifest["metrics"]["accuracy"] <= 1.0
+    assert manifest["data_version"] == "arith-v1" and manifest["command"].startswith("python -m rsd_jax.train")
+    assert load_model(tmp_path / "lm").config.hidden_size == 16
+    prm = [f"out={tmp_path / 'prm'}", f"work_dir={tmp_path / 'prm_work'}", "kind=prm", "optim.total_steps=2",
+           f"data.sample_from=[{tmp_path / 'lm'}]", f"init_from={tmp_path / 'lm'}", "data.temperature=2.0"] + TINY
+    assert main(prm) == 0
+    metrics = json.loads((tmp_path / "prm" / "manifest.json").read_text())["metrics"]
+    assert "auroc_draft_greedy" in metrics
+    assert load_model(tmp_path / "prm").config.head == "value"
+
+
+def test_a_prm_needs_sample_sources(tmp_path, capsys):
+    assert main([f"out={tmp_path / 'p'}", "kind=prm"] + TINY) == 2
+    assert "data.sample_from" in capsys.readouterr().err
