@@ -11,7 +11,6 @@ inputs and outputs; the entry points are `jax.jit(..., in_shardings=..., out_sha
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -108,15 +107,3 @@ def check_batch(batch: int, mesh: jax.sharding.Mesh) -> None:
     if batch % mesh.shape[DATA]:
         raise ConfigError(f"batch of {batch} rows is not a multiple of mesh.data={mesh.shape[DATA]}; "
                           "pad it (rsd_jax.api.encode_prompts does)")
-
-
-@dataclasses.dataclass(frozen=True)
-class MeshInfo:
-    """What a run prints about its layout."""
-
-    shape: dict[str, int]
-    devices: int
-
-    @classmethod
-    def of(cls, mesh: jax.sharding.Mesh) -> "MeshInfo":
-        return cls(shape=dict(mesh.shape), devices=mesh.devices.size)

@@ -121,11 +121,6 @@ class RSDOutput:
     histogram: acceptance.RewardHistogram
 
 
-def _place(buffer: jax.Array, at: jax.Array, chunk: jax.Array, width: jax.Array) -> jax.Array:
-    """Writes chunk [B, W] (first width[b] tokens) into buffer [B, N] at per-row offsets `at`."""
-    return commit(buffer, at, chunk, width)
-
-
 def _skipped_step(cache: KVCache, work: Work, batch: int, width: int) -> Step:
     false = jnp.zeros((batch,), bool)
     return Step(tokens=jnp.zeros((batch, width), jnp.int32), length=jnp.zeros((batch,), jnp.int32),
@@ -163,7 +158,7 @@ def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, 
 
     # 3. the PRM scores it in its own view, from its own cache
     view, width = step_view(prm_tables, d.tokens, d.length)
-    prm_tokens = _place(s.prm_tokens, s.prm_length, view, width)
+    prm_tokens = commit(s.prm_tokens, s.prm_length, view, width)
     prm_cache, hidden, prm_work = catch_up(prm, s.prm_cache, prm_tokens, s.prm_length + width, live,
                                            spec.chunk, s.stats.prm)
     reward = prm.rewards(hidden)
@@ -194,7 +189,7 @@ def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, 
     tokens = commit(s.tokens, s.length, step_tokens, step_len)
     length = s.length + step_len
     t_view, t_width = step_view(prm_tables, t.tokens, t.length)
-    prm_tokens = _place(prm_tokens, s.prm_length, t_view, jnp.where(reject, t_width, 0))
+    prm_tokens = commit(prm_tokens, s.prm_length, t_view, jnp.where(reject, t_width, 0))
     prm_length = s.prm_length + jnp.where(reject, t_width, jnp.where(accepted, width, 0))
     prm_cache = prm_cache.with_lengths(jnp.where(reject, s.prm_length, prm_cache.lengths))
 
