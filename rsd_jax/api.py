@@ -254,14 +254,13 @@ def rsd_results(models: RSDModels, prompts: Sequence[str], out: RSDOutput) -> li
 
 def single_results(models: RSDModels, prompts: Sequence[str], out: SingleOutput,
                    method: str) -> list[GenerationResult]:
-    model = models.target if method == "target" else models.draft
+    stops = frozenset(step_stop_ids(models.tokenizer, models.delimiter))
     results = []
     for i, prompt in enumerate(prompts):
         plen, length = int(out.prompt_length[i]), int(out.length[i])
         ids = tuple(int(t) for t in out.tokens[i, plen:length])
         text = models.tokenizer.decode(ids)
         useful = float(out.work.useful_flops[i])
-        stops = frozenset(step_stop_ids(models.tokenizer, models.delimiter))
         target_only = target_only_flops(models.target, plen, length)
         accounting = {
             "executed_flops": float(out.work.executed_flops) / len(prompts),

@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from rsd_jax import flops
-from rsd_jax.config import TrainConfig, resolve_path
+from rsd_jax.config import OptimConfig, TrainConfig, resolve_path
 from rsd_jax.configlib import describe, load_config, to_dict, to_yaml
 from rsd_jax.data import arith
 from rsd_jax.data.char_tokenizer import CharTokenizer
 from rsd_jax.errors import RSDError
 from rsd_jax.models import Model, ModelConfig, RopeConfig
 from rsd_jax.training import lm, prm
-from rsd_jax.training.loop import OptimSettings, train
+from rsd_jax.training.loop import train
 from rsd_jax.weights import restore_model, save_model
 
 TOKENIZER_FILE = "char_tokenizer.json"
@@ -50,7 +50,7 @@ def lm_accuracy(model: Model, tok: CharTokenizer, problems: list[arith.Problem])
             **{f"accuracy_level_{L}": float(right[levels == L].mean()) for L in sorted(set(levels.tolist()))}}
 
 
-def run_lm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: OptimSettings, work: Path):
+def run_lm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: OptimConfig, work: Path):
     problems = arith.generate_problems(cfg.data.n_train, cfg.data.seed, cfg.data.levels)
     tokens, mask = lm.encode_examples(tok, problems, cfg.data.sequence_length)
     model = train(config, Model.init(config, cfg.seed).pure_dict(), lm.lm_loss,
@@ -70,7 +70,7 @@ def prm_dataset(cfg: TrainConfig, tok: CharTokenizer, problems: list[arith.Probl
     return prm.encode_prm_examples(tok, rows_p, rows_t, cfg.data.sequence_length)
 
 
-def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: OptimSettings, work: Path,
+def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: OptimConfig, work: Path,
             config_file: str | None):
     if not cfg.data.sample_from:
         raise RSDError("a PRM needs data.sample_from: the LM checkpoints whose steps it learns to score")
@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         tok = CharTokenizer()
         config = model_config(cfg, tok.vocab_size)
-        o = cfg.optim
-        optim = OptimSettings(o.learning_rate, o.warmup_steps, o.total_steps, o.weight_decay, o.grad_clip, o.b1, o.b2)
+        optim = cfg.optim
         out, work = resolve_path(cfg.out, args.config), resolve_path(cfg.work_dir, args.config)
         resumed = sorted(int(p.name) for p in work.glob("[0-9]*") if p.name.isdigit()) if work.is_dir() else []
         start = time.time()

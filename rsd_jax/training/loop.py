@@ -7,7 +7,6 @@ The loss is `loss_fn(model, batch) -> (loss, metrics)` on a `Model`; parameters 
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,24 +16,14 @@ import optax
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
+from rsd_jax.config import OptimConfig
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
 
 LossFn = Callable[[Model, Any], tuple[jax.Array, dict[str, jax.Array]]]
 
 
-@dataclasses.dataclass(frozen=True)
-class OptimSettings:
-    learning_rate: float = 1e-3
-    warmup_steps: int = 100
-    total_steps: int = 2000
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    b1: float = 0.9
-    b2: float = 0.98
-
-
-def make_optimizer(o: OptimSettings) -> optax.GradientTransformation:
+def make_optimizer(o: OptimConfig) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, o.warmup_steps, o.total_steps,
                                                   end_value=o.learning_rate * 0.05)
     return optax.chain(optax.clip_by_global_norm(o.grad_clip),
@@ -55,7 +44,7 @@ def _train_step_fn(config: ModelConfig, loss_fn: LossFn, tx: optax.GradientTrans
 
 
 def train(config: ModelConfig, init_params: dict, loss_fn: LossFn, batch_at: Callable[[int], Any],
-          optim: OptimSettings, state_dir: Path, *, checkpoint_every: int = 200,
+          optim: OptimConfig, state_dir: Path, *, checkpoint_every: int = 200,
           on_checkpoint: Callable[[int, Model], None] | None = None, desc: str = "train") -> Model:
     """Runs optim.total_steps steps from scratch or from the latest checkpoint in state_dir; returns the model.
 
