@@ -1,8 +1,11 @@
 """The public Python API: `generate(models, prompts, ...)` runs RSD (or one model alone) on text prompts.
 
-    from rsd_jax import RSDModels, generate
-    models = RSDModels.load("checkpoints/arith_draft", "checkpoints/arith_target", "checkpoints/arith_prm")
-    for r in generate(models, ["Start with 5. Add 7. ..."], delta=0.7):
+    from rsd_jax.api import RSDModels, generate
+    from rsd_jax.data.char_tokenizer import CharTokenizer
+    from rsd_jax.weights import load_model
+    models = RSDModels(draft=load_model("checkpoints/arith_draft"), target=load_model("checkpoints/arith_target"),
+                       prm=load_model("checkpoints/arith_prm"), tokenizer=CharTokenizer())
+    for r in generate(models, ["Start with 37. Add 48. Multiply by 3.\n"], delta=0.7):
         print(r.text, [(s.source, s.reward) for s in r.steps], r.accounting["flops_ratio_vs_target"])
 
 Host side only: tokenise, lay the batch out in bucketed buffers, call the jitted loop once, and turn the

@@ -2,7 +2,9 @@
 
 decode   tokens/s of our jitted decoder and of transformers' `generate` (torch CPU, the same weights) on a
          GPT-2-small-sized Qwen2 config at batch 1 and 16, their ratio, and our fraction of the memory-bandwidth
-         roofline (bytes read per step over a copy bandwidth measured in the same run).
+         roofline (bytes read per step over a copy bandwidth measured in the same run); transformers' fraction
+         of the same roofline and of the machine's matmul peak (a large f32 GEMM timed in the same run) say how
+         far either could still go: `ceiling_ratio_vs_hf` is the largest ratio the roofline allows.
 rsd      the embedded benchmark at batch 1, 8 and 64: wall-clock speedup of RSD over target-only decoding of the
          same problems, next to the useful- and executed-FLOPs ratios.
 compile  seconds to compile the RSD loop, and the compilations over a δ sweep and over new prompts of the same
@@ -42,6 +44,14 @@ def copy_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
     return 2 * src.nbytes / best
 
 
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large f32 matrix product under jit, the compute roofline."""
+    a = jax.numpy.ones((n, n), jax.numpy.float32)
+    dot = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(dot(a))
+    return 2 * n**3 / min(_timed(lambda: jax.block_until_ready(dot(a))) for _ in range(repeats))
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -63,7 +73,7 @@ def bench_decode(quick: bool) -> dict:
     hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**GPT2_SMALL)).eval()
     hf.save_pretrained(folder)
     model = load_hf_model(folder)
-    bandwidth = copy_bandwidth()
+    bandwidth, peak = copy_bandwidth(), matmul_peak()
     weight_bytes = model.num_params() * 4
     cfg = model.config
     kv_per_token = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4
@@ -85,26 +95,33 @@ def bench_decode(quick: bool) -> dict:
                                       pad_token_id=0, eos_token_id=None)
             gen()
             theirs = min(_timed(gen) for _ in range(2 if quick else 3))
-        step = ours / new
         bytes_per_step = weight_bytes + batch * (prompt_len + new / 2) * kv_per_token
+        flops_per_step = batch * 2 * model.num_params()
+        floor = max(bytes_per_step / bandwidth, flops_per_step / peak)  # seconds per step at the roofline
         out[f"batch_{batch}"] = {"ours_tok_s": batch * new / ours, "hf_tok_s": batch * new / theirs,
                                  "ratio_vs_hf": theirs / ours,
-                                 "roofline_fraction": bytes_per_step / step / bandwidth}
+                                 "roofline_fraction": bytes_per_step / (ours / new) / bandwidth,
+                                 "hf_roofline_fraction": bytes_per_step / (theirs / new) / bandwidth,
+                                 "matmul_peak_fraction": flops_per_step / (ours / new) / peak,
+                                 "hf_matmul_peak_fraction": flops_per_step / (theirs / new) / peak,
+                                 "ceiling_ratio_vs_hf": (theirs / new) / floor}
     out["copy_bandwidth_gb_s"] = bandwidth / 1e9
+    out["matmul_peak_gflop_s"] = peak / 1e9
     out["params"] = model.num_params()
     return out
 
 
-def embedded_models(root: Path) -> RSDModels:
+def embedded_models(root: Path) -> tuple[RSDModels, float]:
+    """The embedded default's models and its default δ (configs/arith_tiny.yaml)."""
     from rsd_jax.config import RunConfig
     from rsd_jax.configlib import load_config
     from rsd_jax.loading import load_models
 
     cfg = load_config(RunConfig, str(root / "configs" / "arith_tiny.yaml"))
-    return load_models(cfg, str(root / "configs" / "arith_tiny.yaml"))
+    return load_models(cfg, str(root / "configs" / "arith_tiny.yaml")), cfg.rsd.delta
 
 
-def bench_rsd(models: RSDModels, quick: bool) -> dict:
+def bench_rsd(models: RSDModels, delta: float, quick: bool) -> dict:
     spec = DecodeSpec(max_new_tokens=96, max_steps=12, max_step_tokens=24, chunk=32)
     out = {}
     for batch in (1, 8, 64):
@@ -116,7 +133,7 @@ def bench_rsd(models: RSDModels, quick: bool) -> dict:
             def run():
                 return [r for s in range(0, n, batch) for r in generate(
                     models, prompts[s:s + batch], questions=questions[s:s + batch], method=method, spec=spec,
-                    delta=0.7, pad_batch_to=batch)]
+                    delta=delta, pad_batch_to=batch)]
 
             run()  # compile
             start = time.perf_counter()
@@ -179,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     if "decode" in sections:
         result["decode"] = bench_decode(args.quick)
     if "rsd" in sections or "compile" in sections:
-        models = embedded_models(root)
+        models, delta = embedded_models(root)
         if "rsd" in sections:
-            result["rsd"] = bench_rsd(models, args.quick)
+            result["rsd"] = bench_rsd(models, delta, args.quick)
         if "compile" in sections:
             result["compile"] = bench_compile(models)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

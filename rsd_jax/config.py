@@ -203,6 +203,11 @@ class OptimConfig:
     b1: float = doc(0.9, "AdamW beta1", (0.0, 1.0))
     b2: float = doc(0.98, "AdamW beta2", (0.0, 1.0))
 
+    def __post_init__(self) -> None:
+        if self.warmup_steps >= self.total_steps:
+            raise ConfigError(f"optim.warmup_steps ({self.warmup_steps}) must be below optim.total_steps "
+                              f"({self.total_steps})")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:

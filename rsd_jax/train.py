@@ -42,12 +42,19 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
 
 
 def lm_accuracy(model: Model, tok: CharTokenizer, problems: list[arith.Problem]) -> dict[str, float]:
-    """Greedy accuracy overall and per level."""
+    """Greedy accuracy overall and per level, and the share of correct steps by kind (each step judged given
+    the previous ones): easy "+"/"-" steps, hard "*" steps, answer steps."""
     texts = prm.sample_solutions(model, tok, problems, temperature=0.0, seed=0)
     right = np.array([arith.is_correct(p, t) for p, t in zip(problems, texts)])
     levels = np.array([p.level for p in problems])
+    by_kind: dict[str, list[bool]] = {"add_sub": [], "multiply": [], "answer": []}
+    for p, t in zip(problems, texts):
+        for i, ok in enumerate(arith.check_steps(p, arith.split_steps(t))):
+            kind = "answer" if i >= p.level else "multiply" if p.operations[i][0] == "*" else "add_sub"
+            by_kind[kind].append(ok)
     return {"accuracy": float(right.mean()),
-            **{f"accuracy_level_{L}": float(right[levels == L].mean()) for L in sorted(set(levels.tolist()))}}
+            **{f"accuracy_level_{L}": float(right[levels == L].mean()) for L in sorted(set(levels.tolist()))},
+            **{f"step_accuracy_{k}": float(np.mean(v)) for k, v in by_kind.items() if v}}
 
 
 def run_lm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: OptimConfig, work: Path):

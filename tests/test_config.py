@@ -116,6 +116,11 @@ def test_out_of_range_names_key(override, key):
     assert error_of([override]).startswith(key + " must be in [")
 
 
+def test_warmup_must_end_before_training_does():
+    assert error_of(["optim.warmup_steps=100", "optim.total_steps=60"], TrainConfig) == (
+        "optim.warmup_steps (100) must be below optim.total_steps (60)")
+
+
 def test_delta_above_one_rejects_all_is_allowed():
     assert load_config(RunConfig, None, ["rsd.delta=1.01"]).rsd.delta == 1.01
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from rsd_jax.data import arith
 from rsd_jax.train import main
 from rsd_jax.weights import load_model
 
@@ -17,7 +18,7 @@ def test_lm_then_prm_with_resume(tmp_path):
     assert main(lm + ["optim.total_steps=4"]) == 0  # resumes at step 2
     manifest = json.loads((tmp_path / "lm" / "manifest.json").read_text())
     assert manifest["resumed_from_step"] == 2 and 0.0 <= manifest["metrics"]["accuracy"] <= 1.0
-    assert manifest["data_version"] == "arith-v1" and manifest["command"].startswith("python -m rsd_jax.train")
+    assert manifest["data_version"] == arith.DATA_VERSION and manifest["command"].startswith("python -m rsd_jax.train")
     assert load_model(tmp_path / "lm").config.hidden_size == 16
     prm = [f"out={tmp_path / 'prm'}", f"work_dir={tmp_path / 'prm_work'}", "kind=prm", "optim.total_steps=2",
            f"data.sample_from=[{tmp_path / 'lm'}]", f"init_from={tmp_path / 'lm'}", "data.temperature=2.0"] + TINY
