@@ -1,7 +1,9 @@
 """Explicit KV cache: one pytree stacked over layers, with a valid length per row.
 
 Layout (right-padded, each row starts at slot 0):
-    k, v:     [L, B, S, KVH, D]   S = capacity in tokens
+    k, v:     [L, B, KVH, S, D]   S = capacity in tokens; each (row, head) reads its keys as one contiguous
+                                  [S, D] block, so attention is a plain batched matmul (no transposed copy
+                                  of the cache per layer: on CPU that copy cost 16x the attention itself)
     lengths:  [B] int32          slots [0, lengths[b]) of row b are valid; the rest is stale and masked
 
 Writes go in place at per-row offsets (a scatter with out-of-range slots dropped), attention masks come
@@ -27,13 +29,13 @@ DATA_AXIS, MODEL_AXIS = "data", "model"
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class KVCache:
-    k: jax.Array  # [L, B, S, KVH, D]
-    v: jax.Array  # [L, B, S, KVH, D]
+    k: jax.Array  # [L, B, KVH, S, D]
+    v: jax.Array  # [L, B, KVH, S, D]
     lengths: jax.Array  # [B] int32
 
     @classmethod
     def zeros(cls, config: ModelConfig, batch: int, capacity: int, dtype=None) -> "KVCache":
-        shape = (config.num_layers, batch, capacity, config.num_kv_heads, config.head_dim)
+        shape = (config.num_layers, batch, config.num_kv_heads, capacity, config.head_dim)
         dtype = dtype or config.jnp_dtype
         cache = cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), lengths=jnp.zeros((batch,), jnp.int32))
         return cache.on_current_mesh()
@@ -45,15 +47,15 @@ class KVCache:
         if mesh.empty or DATA_AXIS not in mesh.axis_names or MODEL_AXIS not in mesh.axis_names:
             return self
         model = mesh.shape[MODEL_AXIS]
-        kv = MODEL_AXIS if model > 1 and self.k.shape[3] % model == 0 else None
-        spec = jax.sharding.PartitionSpec(None, DATA_AXIS, None, kv, None)
+        kv = MODEL_AXIS if model > 1 and self.k.shape[2] % model == 0 else None
+        spec = jax.sharding.PartitionSpec(None, DATA_AXIS, kv, None, None)
         constrain = jax.lax.with_sharding_constraint
         return KVCache(k=constrain(self.k, spec), v=constrain(self.v, spec),
                        lengths=constrain(self.lengths, jax.sharding.PartitionSpec(DATA_AXIS)))
 
     @property
     def capacity(self) -> int:
-        return self.k.shape[2]
+        return self.k.shape[3]
 
     @property
     def batch(self) -> int:
@@ -65,9 +67,14 @@ class KVCache:
 
     def write_layer(self, layer: int, slots: jax.Array, k_new: jax.Array, v_new: jax.Array) -> "KVCache":
         """Writes k_new, v_new [B, T, KVH, D] of layer `layer` at slots [B, T] (slot >= S: not written)."""
-        rows = jnp.arange(self.batch)[:, None]
-        k = self.k.at[layer, rows, slots].set(k_new.astype(self.k.dtype), mode="drop")
-        v = self.v.at[layer, rows, slots].set(v_new.astype(self.v.dtype), mode="drop")
+        rows = jnp.arange(self.batch)[:, None, None]  # [B, 1, 1]
+        heads = jnp.arange(self.k.shape[2])[None, :, None]  # [1, KVH, 1]
+        at = (layer, rows, heads, slots[:, None, :])  # index [B, KVH, T]
+
+        def put(buf: jax.Array, new: jax.Array) -> jax.Array:
+            return buf.at[at].set(new.transpose(0, 2, 1, 3).astype(buf.dtype), mode="drop")
+
+        k, v = put(self.k, k_new), put(self.v, v_new)
         return dataclasses.replace(self, k=k, v=v)
 
 

@@ -126,8 +126,8 @@ def test_masked_tokens_are_not_written(pair):
     ids = jnp.ones((2, 6), jnp.int32)
     _, _, cache = forward(model, ids, jnp.array([0, 0]), cache, jnp.array([6, 2]))
     np.testing.assert_array_equal(cache.lengths, [6, 2])
-    assert not np.any(np.asarray(cache.k[:, 1, 2:]))  # row 1 wrote slots 0..1 only
-    assert np.any(np.asarray(cache.k[:, 0, :6]))
+    assert not np.any(np.asarray(cache.k[:, 1, :, 2:]))  # row 1 wrote slots 0..1 only
+    assert np.any(np.asarray(cache.k[:, 0, :, :6]))
 
 
 def test_rollback_is_lowering_the_length(pair):
