@@ -47,7 +47,7 @@ class KVCache:
         if mesh.empty or DATA_AXIS not in mesh.axis_names or MODEL_AXIS not in mesh.axis_names:
             return self
         model = mesh.shape[MODEL_AXIS]
-        kv = MODEL_AXIS if model > 1 and self.k.shape[2] % model == 0 else None
+        kv = MODEL_AXIS if model > 1 and self.num_kv_heads % model == 0 else None
         spec = jax.sharding.PartitionSpec(None, DATA_AXIS, kv, None, None)
         constrain = jax.lax.with_sharding_constraint
         return KVCache(k=constrain(self.k, spec), v=constrain(self.v, spec),
@@ -56,6 +56,10 @@ class KVCache:
     @property
     def capacity(self) -> int:
         return self.k.shape[3]
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.k.shape[2]
 
     @property
     def batch(self) -> int:
@@ -68,7 +72,7 @@ class KVCache:
     def write_layer(self, layer: int, slots: jax.Array, k_new: jax.Array, v_new: jax.Array) -> "KVCache":
         """Writes k_new, v_new [B, T, KVH, D] of layer `layer` at slots [B, T] (slot >= S: not written)."""
         rows = jnp.arange(self.batch)[:, None, None]  # [B, 1, 1]
-        heads = jnp.arange(self.k.shape[2])[None, :, None]  # [1, KVH, 1]
+        heads = jnp.arange(self.num_kv_heads)[None, :, None]  # [1, KVH, 1]
         at = (layer, rows, heads, slots[:, None, :])  # index [B, KVH, T]
 
         def put(buf: jax.Array, new: jax.Array) -> jax.Array:
