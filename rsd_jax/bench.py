@@ -6,7 +6,8 @@ decode   tokens/s of our jitted decoder and of transformers' `generate` (torch C
          of the same roofline and of the machine's matmul peak (a large f32 GEMM timed in the same run) say how
          far either could still go: `ceiling_ratio_vs_hf` is the largest ratio the roofline allows.
 rsd      the embedded benchmark at batch 1, 8 and 64: wall-clock speedup of RSD over target-only decoding of the
-         same problems, next to the useful- and executed-FLOPs ratios.
+         same problems, next to the useful- and executed-FLOPs ratios, and what the draft and PRM loops alone
+         (every step accepted) cost relative to target-only, in wall-clock and in useful FLOPs.
 compile  seconds to compile the RSD loop, and the compilations over a δ sweep and over new prompts of the same
          length bucket.
 Ratios are measured in one process, one after the other: report ratios, not absolute times.
@@ -129,22 +130,25 @@ def bench_rsd(models: RSDModels, delta: float, quick: bool) -> dict:
         problems = arith.generate_problems(n, seed=777)
         prompts, questions = [arith.format_prompt(p) for p in problems], [p.question for p in problems]
         timings, flops = {}, {}
-        for method in ("target", "rsd"):
+        # "rsd@0" accepts every draft step: the draft and PRM loops alone, what RSD pays before any target work
+        for name, method, d in (("target", "target", delta), ("rsd", "rsd", delta), ("rsd@0", "rsd", 0.0)):
             def run():
                 return [r for s in range(0, n, batch) for r in generate(
                     models, prompts[s:s + batch], questions=questions[s:s + batch], method=method, spec=spec,
-                    delta=delta, pad_batch_to=batch)]
+                    delta=d, pad_batch_to=batch)]
 
             run()  # compile
             start = time.perf_counter()
             results = run()
-            timings[method] = time.perf_counter() - start
-            flops[method] = (sum(r.accounting["useful_flops_total"] for r in results),
+            timings[name] = time.perf_counter() - start
+            flops[name] = (sum(r.accounting["useful_flops_total"] for r in results),
                              sum(r.accounting.get("executed_flops", r.accounting["useful_flops_total"])
                                  for r in results))
         out[f"batch_{batch}"] = {"wall_speedup": timings["target"] / timings["rsd"],
                                  "useful_flops_ratio": flops["target"][0] / flops["rsd"][0],
-                                 "executed_flops_ratio": flops["target"][1] / flops["rsd"][1]}
+                                 "executed_flops_ratio": flops["target"][1] / flops["rsd"][1],
+                                 "draft_prm_wall_fraction": timings["rsd@0"] / timings["target"],
+                                 "draft_prm_flops_fraction": flops["rsd@0"][0] / flops["target"][0]}
     return out
 
 
