@@ -3,7 +3,7 @@
 Layout (right-padded, each row starts at slot 0):
     k, v:     [L, B, KVH, S, D]   S = capacity in tokens; each (row, head) reads its keys as one contiguous
                                   [S, D] block, so attention is a plain batched matmul (no transposed copy
-                                  of the cache per layer: on CPU that copy cost 16x the attention itself)
+                                  of the cache per layer, which on CPU cost far more than the attention itself)
     lengths:  [B] int32          slots [0, lengths[b]) of row b are valid; the rest is stale and masked
 
 Writes go in place at per-row offsets (a scatter with out-of-range slots dropped), attention masks come
