@@ -123,7 +123,7 @@ def embedded_models(root: Path) -> tuple[RSDModels, float]:
 
 
 def bench_rsd(models: RSDModels, delta: float, quick: bool) -> dict:
-    spec = DecodeSpec(max_new_tokens=96, max_steps=12, max_step_tokens=24, chunk=32)
+    spec = DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24, chunk=32)
     out = {}
     for batch in (1, 8, 64):
         n = batch * (2 if batch < 64 else 1) if quick else max(batch, 16)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from rsd_jax.configlib import doc
+from rsd_jax.data import arith
 from rsd_jax.decoding.acceptance import WEIGHTINGS
 from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.decoding.spec import DecodeSpec
@@ -146,7 +147,7 @@ class DataConfig:
     prompts_file: str | None = doc(None, "source=prompts: a text file, one question per line ('-': stdin)")
     n: int | None = doc(None, "use only the first n problems", (1, 10_000_000))
     seed: int = doc(12345, "arith: seed of the held-out problems (training uses other seeds)")
-    levels: tuple[int, ...] = doc((2, 3, 4, 5), "arith: difficulty levels (operations per problem)")
+    levels: tuple[int, ...] = doc(arith.LEVELS, "arith: difficulty levels (operations per problem)")
     template: Literal["plain", "qwen25-math-cot"] = doc("plain", "prompt template of the draft and target")
 
 
@@ -185,10 +186,11 @@ class TrainDataConfig:
     n_train: int = doc(20000, "training problems", (1, 10_000_000))
     n_eval: int = doc(512, "held-out problems for the final evaluation", (1, 1_000_000))
     seed: int = doc(1, "seed of the training problems (evaluation uses seed + 1000)")
-    levels: tuple[int, ...] = doc((2, 3, 4, 5), "difficulty levels")
+    levels: tuple[int, ...] = doc(arith.LEVELS, "difficulty levels (operations per problem)")
     sample_from: tuple[str, ...] = doc((), "prm: orbax checkpoints of the LMs whose sampled steps are labelled")
     samples_per_problem: int = doc(2, "prm: solutions sampled per problem and model", (1, 64))
     temperature: float = doc(1.0, "prm: sampling temperature of those solutions", (0.0, 10.0))
+    greedy: bool = doc(True, "prm: also label each LM's greedy solution of every problem (what RSD decodes)")
     sequence_length: int = doc(160, "padded training sequence length", (8, 100_000))
 
 

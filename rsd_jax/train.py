@@ -68,11 +68,13 @@ def run_lm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Opt
 
 
 def prm_dataset(cfg: TrainConfig, tok: CharTokenizer, problems: list[arith.Problem], seed: int,
-                lms: list[Model], temperature: float, copies: int):
+                lms: list[Model], temperature: float, copies: int, greedy: bool = False):
+    """Token, mask and label arrays of `copies` solutions per problem sampled from each LM at `temperature`, plus
+    each LM's greedy solution when `greedy`, every step labelled by the exact checker."""
     rows_p, rows_t = [], []
     for k, model in enumerate(lms):
-        for c in range(copies):
-            rows_t += prm.sample_solutions(model, tok, problems, temperature=temperature, seed=seed + 97 * k + c)
+        for c, temp in enumerate([temperature] * copies + [0.0] * greedy):
+            rows_t += prm.sample_solutions(model, tok, problems, temperature=temp, seed=seed + 97 * k + c)
             rows_p += problems
     return prm.encode_prm_examples(tok, rows_p, rows_t, cfg.data.sequence_length)
 
@@ -83,9 +85,10 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
         raise RSDError("a PRM needs data.sample_from: the LM checkpoints whose steps it learns to score")
     lms = [restore_model(resolve_path(p, config_file)) for p in cfg.data.sample_from]
     problems = arith.generate_problems(cfg.data.n_train, cfg.data.seed, cfg.data.levels)
-    print(f"sampling {len(problems) * len(lms) * cfg.data.samples_per_problem} solutions to label ...")
+    copies = cfg.data.samples_per_problem + cfg.data.greedy
+    print(f"sampling {len(problems) * len(lms) * copies} solutions to label ...")
     tokens, mask, labels = prm_dataset(cfg, tok, problems, cfg.data.seed, lms, cfg.data.temperature,
-                                       cfg.data.samples_per_problem)
+                                       cfg.data.samples_per_problem, cfg.data.greedy)
     print(f"{int(mask.sum())} labelled steps, {labels[mask > 0].mean():.1%} correct")
 
     def batch_at(step: int):

@@ -17,13 +17,24 @@ def test_levels_set_the_number_of_steps_and_values_stay_bounded():
     for level in (2, 4, 6):
         for p in arith.generate_problems(100, seed=level, levels=(level,)):
             assert p.level == level and len(p.steps) == level + 1 and len(p.operations) == level
-            assert p.question.count(".") == level + 1 and p.steps[-1] == f"The answer is {p.answer}."
+            assert p.steps[-1] == f"The answer is {p.answer}."
             results = [int(s.split("=")[1]) for s in p.steps[:-1]]
             assert all(0 <= v <= arith.MAX_VALUE for v in results) and results[-1] == p.answer
-            assert all(b <= 9 for op, b in p.operations if op == "*")
     assert {p.level for p in arith.generate_problems(200, seed=0)} == set(arith.LEVELS)
     with pytest.raises(ConfigError):
         arith.generate_problems(1, seed=0, levels=())
+
+
+def test_one_hard_multiplication_first_then_easy_single_digit_steps():
+    problems = arith.generate_problems(500, seed=7)
+    for p in problems:
+        (first, factor), rest = p.operations[0], p.operations[1:]
+        assert first == "*" and 3 <= factor <= 9 and 10 <= p.start <= 99
+        assert all(op in "+-" and 1 <= b <= 9 for op, b in rest)
+        assert p.question == str(p.start) + "".join(f"{op}{b}" for op, b in p.operations)
+        assert eval(p.question) == p.answer  # an ordinary expression: precedence and left-to-right agree
+    assert {op for p in problems for op, _ in p.operations[1:]} == {"+", "-"}
+    assert {b for p in problems for _, b in p.operations[:1]} == set(range(3, 10))
 
 
 def test_reference_solutions_pass_every_check():

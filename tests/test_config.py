@@ -209,7 +209,7 @@ def test_describe_shows_type_default_and_range():
     assert "rsd.delta = 0.7  (float in [0.0, 2.0])" in text
     assert "rsd.budget = None  (float | None in [0.0, 1.0])" in text
     assert "models.prm.head = None  ('value' | 'token_logit' | None)" in text
-    assert "data.levels = (2, 3, 4, 5)  (tuple[int, ...])" in text
+    assert "data.levels = (3, 4, 5)  (tuple[int, ...])" in text
 
 
 @pytest.mark.parametrize("cls", SCHEMAS)

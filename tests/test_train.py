@@ -31,3 +31,30 @@ def test_lm_then_prm_with_resume(tmp_path):
 def test_a_prm_needs_sample_sources(tmp_path, capsys):
     assert main([f"out={tmp_path / 'p'}", "kind=prm"] + TINY) == 2
     assert "data.sample_from" in capsys.readouterr().err
+
+
+def test_prm_data_holds_sampled_and_greedy_solutions_of_every_lm(monkeypatch):
+    from rsd_jax.config import TrainConfig
+    from rsd_jax.configlib import load_config
+    from rsd_jax.data.char_tokenizer import CharTokenizer
+    from rsd_jax.train import prm, prm_dataset
+
+    calls = []
+
+    def fake_sample(model, tok, problems, *, temperature, seed):  # greedy: the reference; sampled: a slip
+        calls.append((model, temperature))
+        return [arith.solution_text(p) if temperature == 0 else arith.solution_text(p).replace("=", "=1", 1)
+                for p in problems]
+
+    monkeypatch.setattr(prm, "sample_solutions", fake_sample)
+    cfg = load_config(TrainConfig, None, TINY + ["data.sequence_length=160"])
+    problems = arith.generate_problems(3, seed=0)
+    tokens, mask, labels = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft", "target"], temperature=1.0,
+                                       copies=2, greedy=True)
+    assert calls == [("draft", 1.0), ("draft", 1.0), ("draft", 0.0), ("target", 1.0), ("target", 1.0),
+                     ("target", 0.0)]
+    first_step_label = [row[m > 0][0] for row, m in zip(labels, mask)]
+    assert len(tokens) == 18 and first_step_label == ([0.0] * 6 + [1.0] * 3) * 2
+    calls.clear()
+    assert len(prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=2)[0]) == 6 and \
+        calls == [("draft", 1.0)] * 2

@@ -1,13 +1,17 @@
-"""The synthetic multi-step reasoning task of the embedded default: chained arithmetic, one step per operation.
+"""The synthetic multi-step reasoning task of the embedded default: a chained calculation, one step per operation.
 
-    question:  "Start with 37. Add 48. Multiply by 3. Subtract 19."
-    prompt:    question + "\\n"            (what the draft and target read; the PRM reads BOS + question + "\\n")
-    solution:  "37+48=85\\n\\n85*3=255\\n\\n255-19=236\\n\\nThe answer is 236."
+    question:  "37*6+4-3+8"                 (a multiplication first, then single-digit additions and subtractions)
+    prompt:    question + "\\n"             (what the draft and target read; the PRM reads BOS + question + "\\n")
+    solution:  "37*6=222\\n\\n222+4=226\\n\\n226-3=223\\n\\n223+8=231\\n\\nThe answer is 231."
 
-The level is the number of operations (one equation step each), then the answer phrase is its own last step.
-Values stay in 0..MAX_VALUE, added and subtracted operands are 2..99, multipliers single digits and there is no
-division, so tiny char-level models can learn it and their mistakes are honest arithmetic slips. Everything is
-checked exactly: `is_correct` (the final answer), `check_steps` (each step given the previous ones).
+The level is the number of operations (one equation step each), then the answer phrase is its own last step. The
+first operation multiplies a two-digit start value by a digit 3..9: the one hard step, where a small model slips
+and a larger one does not. The rest add or subtract a digit 1..9: easy steps that every model should get right.
+With the multiplication first, the usual precedence and left-to-right evaluation agree, so the question is an
+ordinary expression. This is the regime reward-guided speculative decoding is built for: a draft that is right
+on most steps, a few hard steps for the target, and the hard step early, so that rewriting it costs the target
+only a short prefix. Values stay in 0..MAX_VALUE. Everything is checked exactly: `is_correct` (the final
+answer), `check_steps` (each step given the previous ones).
 """
 
 from __future__ import annotations
@@ -19,11 +23,10 @@ import numpy as np
 
 from rsd_jax.errors import ConfigError
 
-DATA_VERSION = "arith-v1"
+DATA_VERSION = "arith-v2"
 DELIMITER = "\n\n"
-LEVELS = (2, 3, 4, 5)
+LEVELS = (3, 4, 5)
 MAX_VALUE = 999
-_WORDS = {"+": "Add", "-": "Subtract", "*": "Multiply by"}
 _NUMBER = r"(0|[1-9]\d*)"  # canonical: no leading zeros
 _EQUATION = re.compile(rf"^\s*{_NUMBER}\s*([+\-*])\s*{_NUMBER}\s*=\s*{_NUMBER}\s*$")
 _ANSWER_STEP = re.compile(rf"^\s*The answer is {_NUMBER}\.\s*$")
@@ -46,32 +49,37 @@ def apply_operation(op: str, a: int, b: int) -> int:
     return a + b if op == "+" else a - b if op == "-" else a * b
 
 
-def _pick_operation(rng: np.random.Generator, value: int) -> tuple[str, int]:
-    """A random operation whose result stays in 0..MAX_VALUE (one always exists for value in 0..MAX_VALUE)."""
-    while True:
-        op = "+-*"[rng.integers(3)]
-        if op == "+" and value < MAX_VALUE - 10:
-            return op, int(rng.integers(2, min(99, MAX_VALUE - value) + 1))
-        if op == "-" and value >= 12:
-            return op, int(rng.integers(2, min(99, value) + 1))
-        if op == "*" and 2 <= value <= MAX_VALUE // 2:
-            return op, int(rng.integers(2, min(9, MAX_VALUE // value) + 1))
+def _pick_easy_operation(rng: np.random.Generator, value: int) -> tuple[str, int]:
+    """An addition or subtraction of a digit 1..9 whose result stays in 0..MAX_VALUE."""
+    b = int(rng.integers(1, 10))
+    if value - b < 0:
+        return "+", b
+    if value + b > MAX_VALUE:
+        return "-", b
+    return "+-"[rng.integers(2)], b
 
 
 def make_problem(rng: np.random.Generator, level: int, uid: str) -> Problem:
-    """One problem with `level` operations, drawn from rng."""
-    value = start = int(rng.integers(2, 100))
-    operations, steps, sentences = [], [], [f"Start with {start}."]
-    for _ in range(level):
-        op, b = _pick_operation(rng, value)
-        result = apply_operation(op, value, b)
-        operations.append((op, b))
-        steps.append(f"{value}{op}{b}={result}")
-        sentences.append(f"{_WORDS[op]} {b}.")
-        value = result
+    """One problem with `level` operations drawn from rng: a two-digit start times a digit 3..9, then `level` - 1
+    single-digit additions and subtractions."""
+    value = start = int(rng.integers(10, 100))
+    operations, values = [("*", int(rng.integers(3, 10)))], []
+    for i in range(level):
+        if i > 0:
+            operations.append(_pick_easy_operation(rng, value))
+        op, b = operations[i]
+        value = apply_operation(op, value, b)
+        values.append(value)
+    previous = [start] + values[:-1]
+    steps = [f"{a}{op}{b}={v}" for a, (op, b), v in zip(previous, operations, values)]
     steps.append(f"The answer is {value}.")
-    return Problem(question=" ".join(sentences), steps=tuple(steps), answer=value, level=level, uid=uid,
-                   start=start, operations=tuple(operations))
+    return Problem(question=f"{start}{expression_tail(operations)}", steps=tuple(steps), answer=value,
+                   level=level, uid=uid, start=start, operations=tuple(operations))
+
+
+def expression_tail(operations) -> str:
+    """"+4-3" for [("+", 4), ("-", 3)]."""
+    return "".join(f"{op}{b}" for op, b in operations)
 
 
 def generate_problems(n: int, seed: int, levels: tuple[int, ...] = LEVELS) -> list[Problem]:

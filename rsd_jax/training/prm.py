@@ -47,7 +47,7 @@ def eos_tables(tok: "Tokenizer", vocab_size: int) -> TokenTables:
 
 
 def sample_solutions(model: Model, tok: "Tokenizer", problems: Sequence[arith.Problem], *, temperature: float,
-                     seed: int, max_new_tokens: int = 96, batch_size: int = 512) -> list[str]:
+                     seed: int, max_new_tokens: int = 128, batch_size: int = 512) -> list[str]:
     """One sampled (temperature > 0) or greedy solution text per problem."""
     spec = DecodeSpec(max_new_tokens=max_new_tokens, chunk=32, sampling=Sampling(temperature=temperature))
     tables = eos_tables(tok, model.config.vocab_size)
