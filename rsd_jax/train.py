@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     except RSDError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    metrics = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in metrics.items()}  # JSON null
     manifest = {
         "model": config.to_dict(), "params": model.num_params(),
         "flops_per_token_at_128": flops.flops_per_token(config, 128),

@@ -23,7 +23,11 @@ def test_lm_then_prm_with_resume(tmp_path):
     prm = [f"out={tmp_path / 'prm'}", f"work_dir={tmp_path / 'prm_work'}", "kind=prm", "optim.total_steps=2",
            f"data.sample_from=[{tmp_path / 'lm'}]", f"init_from={tmp_path / 'lm'}", "data.temperature=2.0"] + TINY
     assert main(prm) == 0
-    metrics = json.loads((tmp_path / "prm" / "manifest.json").read_text())["metrics"]
+
+    def no_nan(constant):
+        raise AssertionError(f"{constant} in the manifest: not JSON")
+
+    metrics = json.loads((tmp_path / "prm" / "manifest.json").read_text(), parse_constant=no_nan)["metrics"]
     assert "auroc_draft_greedy" in metrics
     assert load_model(tmp_path / "prm").config.head == "value"
 

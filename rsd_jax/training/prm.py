@@ -109,7 +109,8 @@ def prm_loss(model: Model, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve: P(a random positive outscores a random negative), ties counting half."""
+    """Area under the ROC curve: P(a random positive outscores a random negative), ties counting half; NaN when
+    the labels hold one class only (e.g. a target whose every step is correct)."""
     scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
