@@ -63,23 +63,17 @@ def make_problem(rng: np.random.Generator, level: int, uid: str) -> Problem:
     """One problem with `level` operations drawn from rng: a two-digit start times a digit 3..9, then `level` - 1
     single-digit additions and subtractions."""
     value = start = int(rng.integers(10, 100))
-    operations, values = [("*", int(rng.integers(3, 10)))], []
+    operations, steps = [], []
     for i in range(level):
-        if i > 0:
-            operations.append(_pick_easy_operation(rng, value))
-        op, b = operations[i]
-        value = apply_operation(op, value, b)
-        values.append(value)
-    previous = [start] + values[:-1]
-    steps = [f"{a}{op}{b}={v}" for a, (op, b), v in zip(previous, operations, values)]
+        op, b = ("*", int(rng.integers(3, 10))) if i == 0 else _pick_easy_operation(rng, value)
+        result = apply_operation(op, value, b)
+        operations.append((op, b))
+        steps.append(f"{value}{op}{b}={result}")
+        value = result
     steps.append(f"The answer is {value}.")
-    return Problem(question=f"{start}{expression_tail(operations)}", steps=tuple(steps), answer=value,
-                   level=level, uid=uid, start=start, operations=tuple(operations))
-
-
-def expression_tail(operations) -> str:
-    """"+4-3" for [("+", 4), ("-", 3)]."""
-    return "".join(f"{op}{b}" for op, b in operations)
+    question = str(start) + "".join(f"{op}{b}" for op, b in operations)
+    return Problem(question=question, steps=tuple(steps), answer=value, level=level, uid=uid, start=start,
+                   operations=tuple(operations))
 
 
 def generate_problems(n: int, seed: int, levels: tuple[int, ...] = LEVELS) -> list[Problem]:
