@@ -5,7 +5,7 @@
     from rsd_jax.weights import load_model
     models = RSDModels(draft=load_model("checkpoints/arith_draft"), target=load_model("checkpoints/arith_target"),
                        prm=load_model("checkpoints/arith_prm"), tokenizer=CharTokenizer())
-    for r in generate(models, ["37*6+4-3+8\n"], delta=0.94):
+    for r in generate(models, ["37*6+4-3+8\n"], delta=0.85):
         print(r.text, [(s.source, s.reward) for s in r.steps], r.accounting["flops_ratio_vs_target"])
 
 Host side only: tokenise, lay the batch out in bucketed buffers, call the jitted loop once, and turn the
