@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+from rsd_jax.config import TrainConfig
+from rsd_jax.configlib import load_config
 from rsd_jax.data import arith
-from rsd_jax.train import main
+from rsd_jax.data.char_tokenizer import CharTokenizer
+from rsd_jax.train import main, prm, prm_dataset
 from rsd_jax.weights import load_model
 
 TINY = ["model.hidden_size=16", "model.intermediate_size=32", "optim.warmup_steps=1", "optim.batch_size=4",
@@ -38,11 +41,6 @@ def test_a_prm_needs_sample_sources(tmp_path, capsys):
 
 
 def test_prm_data_holds_sampled_and_greedy_solutions_of_every_lm(monkeypatch):
-    from rsd_jax.config import TrainConfig
-    from rsd_jax.configlib import load_config
-    from rsd_jax.data.char_tokenizer import CharTokenizer
-    from rsd_jax.train import prm, prm_dataset
-
     calls = []
 
     def fake_sample(model, tok, problems, *, temperature, seed):  # greedy: the reference; sampled: a slip
