@@ -191,6 +191,9 @@ class TrainDataConfig:
     samples_per_problem: int = doc(2, "prm: solutions sampled per problem and model", (1, 64))
     temperature: float = doc(1.0, "prm: sampling temperature of those solutions", (0.0, 10.0))
     greedy: bool = doc(True, "prm: also label each LM's greedy solution of every problem (what RSD decodes)")
+    prefix_cuts: int = doc(0, "prm: also label each LM's continuations (the same samples and greedy) of this many "
+                           "reference prefixes per problem, cut after k steps, k uniform in 1..level: the states "
+                           "RSD visits once the target has written a step", (0, 64))
     sequence_length: int = doc(160, "padded training sequence length", (8, 100_000))
 
 

@@ -67,16 +67,39 @@ def run_lm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Opt
     return model, lm_accuracy(model, tok, held_out)
 
 
+def reference_cuts(problems: list[arith.Problem], seed: int, cut: int) -> list[int]:
+    """How many reference steps each problem's solution starts from: none for cut 0 (the whole solution is the
+    LM's own), otherwise k uniform in 1..level, drawn from (seed, cut)."""
+    if cut == 0:
+        return [0] * len(problems)
+    return [1 + int(r) for r in np.random.default_rng([seed, cut]).integers(0, [p.level for p in problems])]
+
+
+def continue_prefixes(model: Model, tok: CharTokenizer, problems: list[arith.Problem], ks: list[int], *,
+                      temperature: float, seed: int) -> list[str]:
+    """Each problem's first k reference steps followed by the LM's continuation (the whole solution for k = 0)."""
+    prefixes = [arith.reference_prefix(p, k) for p, k in zip(problems, ks)]
+    texts = prm.sample_solutions(model, tok, problems, temperature=temperature, seed=seed,
+                                 prefixes=prefixes if any(ks) else None)
+    return [prefix + text for prefix, text in zip(prefixes, texts)]
+
+
 def prm_dataset(cfg: TrainConfig, tok: CharTokenizer, problems: list[arith.Problem], seed: int,
-                lms: list[Model], temperature: float, copies: int, greedy: bool = False):
+                lms: list[Model], temperature: float, copies: int, greedy: bool = False, cuts: int = 0):
     """Token, mask and label arrays of `copies` solutions per problem sampled from each LM at `temperature`, plus
-    each LM's greedy solution when `greedy`, every step labelled by the exact checker."""
-    rows_p, rows_t = [], []
-    for k, model in enumerate(lms):
-        for c, temp in enumerate([temperature] * copies + [0.0] * greedy):
-            rows_t += prm.sample_solutions(model, tok, problems, temperature=temp, seed=seed + 97 * k + c)
-            rows_p += problems
-    return prm.encode_prm_examples(tok, rows_p, rows_t, cfg.data.sequence_length)
+    each LM's greedy solution when `greedy`, every step labelled by the exact checker; with `cuts`, the same
+    again for each of `cuts` reference prefixes per problem, the LM continuing it and only its own steps
+    labelled."""
+    rows_p, rows_t, rows_first = [], [], []
+    for cut in range(cuts + 1):
+        ks = reference_cuts(problems, seed, cut)
+        for k, model in enumerate(lms):
+            for c, temp in enumerate([temperature] * copies + [0.0] * greedy):
+                rows_t += continue_prefixes(model, tok, problems, ks, temperature=temp,
+                                            seed=seed + 97 * k + c + 7919 * cut)
+                rows_p += problems
+                rows_first += ks
+    return prm.encode_prm_examples(tok, rows_p, rows_t, cfg.data.sequence_length, rows_first)
 
 
 def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: OptimConfig, work: Path,
@@ -85,10 +108,10 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
         raise RSDError("a PRM needs data.sample_from: the LM checkpoints whose steps it learns to score")
     lms = [restore_model(resolve_path(p, config_file)) for p in cfg.data.sample_from]
     problems = arith.generate_problems(cfg.data.n_train, cfg.data.seed, cfg.data.levels)
-    copies = cfg.data.samples_per_problem + cfg.data.greedy
+    copies = (cfg.data.samples_per_problem + cfg.data.greedy) * (1 + cfg.data.prefix_cuts)
     print(f"sampling {len(problems) * len(lms) * copies} solutions to label ...")
     tokens, mask, labels = prm_dataset(cfg, tok, problems, cfg.data.seed, lms, cfg.data.temperature,
-                                       cfg.data.samples_per_problem, cfg.data.greedy)
+                                       cfg.data.samples_per_problem, cfg.data.greedy, cfg.data.prefix_cuts)
     print(f"{int(mask.sum())} labelled steps, {labels[mask > 0].mean():.1%} correct")
 
     def batch_at(step: int):
@@ -110,6 +133,10 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
             metrics[f"auroc_{name}_{label}"] = prm.auroc(scores, y[m > 0])
             labels = y[m > 0]
             metrics[f"step_accuracy_{name}_{label}"] = float(labels.mean()) if labels.size else float("nan")
+        ks = reference_cuts(held_out, cfg.data.seed + 1000, 1)  # greedy continuations of reference prefixes
+        texts = continue_prefixes(model_lm, tok, held_out, ks, temperature=0.0, seed=0)
+        t, m, y = prm.encode_prm_examples(tok, held_out, texts, cfg.data.sequence_length, ks)
+        metrics[f"auroc_{name}_continued"] = prm.auroc(prm.score_examples(model, t, m), y[m > 0])
     return model, metrics
 
 

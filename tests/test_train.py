@@ -43,7 +43,8 @@ def test_a_prm_needs_sample_sources(tmp_path, capsys):
 def test_prm_data_holds_sampled_and_greedy_solutions_of_every_lm(monkeypatch):
     calls = []
 
-    def fake_sample(model, tok, problems, *, temperature, seed):  # greedy: the reference; sampled: a slip
+    def fake_sample(model, tok, problems, *, temperature, seed, prefixes=None):  # greedy: right; sampled: a slip
+        assert prefixes is None
         calls.append((model, temperature))
         return [arith.solution_text(p) if temperature == 0 else arith.solution_text(p).replace("=", "=1", 1)
                 for p in problems]
@@ -60,3 +61,44 @@ def test_prm_data_holds_sampled_and_greedy_solutions_of_every_lm(monkeypatch):
     calls.clear()
     assert len(prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=2)[0]) == 6 and \
         calls == [("draft", 1.0)] * 2
+
+
+def test_prm_data_from_reference_prefixes_labels_only_the_lms_own_steps(monkeypatch):
+    seen = []
+
+    def fake_continue(model, tok, problems, *, temperature, seed, prefixes=None):  # the LM slips on its 1st step
+        seen.append(prefixes)
+        if prefixes is None:
+            return [arith.solution_text(p) for p in problems]
+        out = []
+        for p, prefix in zip(problems, prefixes):
+            k = prefix.count(arith.DELIMITER)
+            rest = list(p.steps[k:])
+            rest[0] = "1" + rest[0]  # a wrong step: the stated left operand is not the previous result
+            out.append(arith.DELIMITER.join(rest))
+        return out
+
+    monkeypatch.setattr(prm, "sample_solutions", fake_continue)
+    cfg = load_config(TrainConfig, None, TINY + ["data.sequence_length=160"])
+    problems = arith.generate_problems(40, seed=0)
+    tokens, mask, labels = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=0, greedy=True,
+                                       cuts=1)
+    assert seen[0] is None and len(seen) == 2 and len(tokens) == 80
+    ks = [prefix.count(arith.DELIMITER) for prefix in seen[1]]
+    assert all(1 <= k <= p.level for k, p in zip(ks, problems)) and len(set(ks)) > 1
+    for i, (p, k) in enumerate(zip(problems, ks)):
+        whole, continued = labels[i][mask[i] > 0], labels[40 + i][mask[40 + i] > 0]
+        assert whole.tolist() == [1.0] * (p.level + 1)  # the whole reference solution, every step labelled
+        assert len(continued) == p.level + 1 - k and continued[0] == 0.0  # the prefix is read, not labelled
+        assert (tokens[40 + i] != 0).sum() > (tokens[i] != 0).sum()  # ... and read: one character more
+
+
+def test_prefix_continuations_extend_the_prompt():
+    from rsd_jax.training.prm import lm_prompts
+
+    problems = arith.generate_problems(2, seed=1)
+    tok = CharTokenizer()
+    batch = lm_prompts(tok, problems, 8, [arith.reference_prefix(problems[0], 1), ""])
+    first = [tok.bos_id] + tok.encode(arith.format_prompt(problems[0]) + problems[0].steps[0]) + [tok.delimiter_id]
+    assert batch.tokens[0, :len(first)].tolist() == first and int(batch.length[0]) == len(first)
+    assert int(batch.length[1]) == 1 + len(tok.encode(arith.format_prompt(problems[1])))

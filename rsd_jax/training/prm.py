@@ -1,9 +1,10 @@
 """PRM training data and loss (Math-Shepherd style, with exact labels).
 
-Solutions are sampled from the draft and the target; the exact checker labels every step (is the prefix up
-to this step still correct); the PRM reads its own view of the solution (BOS + question + "\\n", then each
-step's text and the delimiter token) and learns sigmoid(v_head(h)) = P(step correct) at each delimiter by
-binary cross-entropy.
+Solutions are sampled from LMs (the draft, for the embedded PRM), from the question or continuing a reference
+prefix (the states RSD reaches once the target has written a step); the exact checker labels every step the LM
+wrote (is it correct given the steps before it); the PRM reads its own view of the solution (BOS + question +
+"\\n", then each step's text and the delimiter token) and learns sigmoid(v_head(h)) = P(step correct) at each
+delimiter by binary cross-entropy.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ if TYPE_CHECKING:
     from rsd_jax.tokenizer import Tokenizer
 
 
-def lm_prompts(tok: "Tokenizer", problems: Sequence[arith.Problem], max_new_tokens: int) -> Prompts:
-    """The draft/target prompt of each problem in one right-padded buffer (the PRM fields are unused)."""
-    ids = [[tok.bos_id] + tok.encode(arith.format_prompt(p)) for p in problems]
+def lm_prompts(tok: "Tokenizer", problems: Sequence[arith.Problem], max_new_tokens: int,
+               prefixes: Sequence[str] | None = None) -> Prompts:
+    """The draft/target prompt of each problem, followed by its prefix (steps already written, each ending in
+    the delimiter) when given, in one right-padded buffer (the PRM fields are unused)."""
+    prefixes = prefixes if prefixes is not None else [""] * len(problems)
+    ids = [[tok.bos_id] + tok.encode(arith.format_prompt(p) + prefix) for p, prefix in zip(problems, prefixes)]
     width = max(map(len, ids)) + max_new_tokens
     tokens = np.zeros((len(ids), width), np.int32)
     for i, seq in enumerate(ids):
@@ -47,15 +51,19 @@ def eos_tables(tok: "Tokenizer", vocab_size: int) -> TokenTables:
 
 
 def sample_solutions(model: Model, tok: "Tokenizer", problems: Sequence[arith.Problem], *, temperature: float,
-                     seed: int, max_new_tokens: int = 128, batch_size: int = 512) -> list[str]:
-    """One sampled (temperature > 0) or greedy solution text per problem."""
+                     seed: int, max_new_tokens: int = 128, batch_size: int = 512,
+                     prefixes: Sequence[str] | None = None) -> list[str]:
+    """One sampled (temperature > 0) or greedy solution text per problem; with `prefixes`, the model continues
+    each problem's prefix and the text returned is the continuation only."""
     spec = DecodeSpec(max_new_tokens=max_new_tokens, chunk=32, sampling=Sampling(temperature=temperature))
     tables = eos_tables(tok, model.config.vocab_size)
     texts: list[str] = []
     for start in range(0, len(problems), batch_size):
         chunk = list(problems[start:start + batch_size])
+        heads = list(prefixes[start:start + batch_size]) if prefixes is not None else [""] * len(chunk)
         chunk += [chunk[-1]] * (batch_size - len(chunk))  # one shape: one compilation
-        out = jax.device_get(single_decode(model, lm_prompts(tok, chunk, max_new_tokens), tables,
+        heads += [heads[-1]] * (batch_size - len(heads))
+        out = jax.device_get(single_decode(model, lm_prompts(tok, chunk, max_new_tokens, heads), tables,
                                            jax.random.key(seed * 100_003 + start), spec=spec))
         for i in range(min(batch_size, len(problems) - start)):
             ids = [t for t in out.tokens[i, out.prompt_length[i]:out.length[i]] if t not in tok.eos_ids]
@@ -63,8 +71,10 @@ def sample_solutions(model: Model, tok: "Tokenizer", problems: Sequence[arith.Pr
     return texts
 
 
-def prm_example(tok: "Tokenizer", problem: arith.Problem, text: str) -> tuple[list[int], list[int], list[float]]:
-    """(PRM-view tokens, delimiter positions, labels) of one solution."""
+def prm_example(tok: "Tokenizer", problem: arith.Problem, text: str,
+                first: int = 0) -> tuple[list[int], list[int], list[float]]:
+    """(PRM-view tokens, delimiter positions, labels) of one solution; the steps before `first` (a given
+    prefix, not the model's own) are read but not labelled."""
     from rsd_jax.tokenizer import prm_delimiter_id, prm_prompt_ids, prm_step_ids
 
     steps = arith.split_steps(text)
@@ -76,15 +86,16 @@ def prm_example(tok: "Tokenizer", problem: arith.Problem, text: str) -> tuple[li
         tokens += prm_step_ids(tok, step)
         assert tokens[-1] == delimiter
         positions.append(len(tokens) - 1)
-    return tokens, positions, [float(x) for x in labels]
+    return tokens, positions[first:], [float(x) for x in labels[first:]]
 
 
 def encode_prm_examples(tok: "Tokenizer", problems: Sequence[arith.Problem], texts: Sequence[str],
-                        length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """tokens [N, length], label mask [N, length], labels [N, length] (examples longer than length dropped)."""
+                        length: int, firsts: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """tokens [N, length], label mask [N, length], labels [N, length] (examples longer than length dropped);
+    firsts: per text, the number of leading steps that are a given prefix (not labelled)."""
     rows = []
-    for p, text in zip(problems, texts):
-        tokens, positions, labels = prm_example(tok, p, text)
+    for p, text, first in zip(problems, texts, firsts if firsts is not None else [0] * len(texts)):
+        tokens, positions, labels = prm_example(tok, p, text, first)
         if positions and len(tokens) <= length:
             rows.append((tokens, positions, labels))
     tokens = np.zeros((len(rows), length), np.int32)
