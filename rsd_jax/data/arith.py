@@ -7,13 +7,10 @@
 The level is the number of operations (one equation step each), then the answer phrase is its own last step. The
 first operation multiplies a two-digit start value by a digit 3..9: the one hard step, where a small model slips
 and a larger one does not. The rest add or subtract a digit 1..9: easy steps that every model should get right.
-Every value after the multiplication has three digits (MIN_VALUE..MAX_VALUE), so all easy steps have one shape:
-in arith-v2, 9% of the problems multiplied to two digits, and on those the tiny draft slipped on the easy
-steps as well, which handed the target the whole problem.
 With the multiplication first, the usual precedence and left-to-right evaluation agree, so the question is an
 ordinary expression. This is the regime reward-guided speculative decoding is built for: a draft that is right
 on most steps, a few hard steps for the target, and the hard step early, so that rewriting it costs the target
-only a short prefix. Everything is checked exactly: `is_correct` (the final
+only a short prefix. Values stay in 0..MAX_VALUE. Everything is checked exactly: `is_correct` (the final
 answer), `check_steps` (each step given the previous ones).
 """
 
@@ -26,10 +23,10 @@ import numpy as np
 
 from rsd_jax.errors import ConfigError
 
-DATA_VERSION = "arith-v3"
+DATA_VERSION = "arith-v2"
 DELIMITER = "\n\n"
 LEVELS = (3, 4, 5)
-MIN_VALUE, MAX_VALUE = 100, 999  # every value after the first step
+MAX_VALUE = 999
 _NUMBER = r"(0|[1-9]\d*)"  # canonical: no leading zeros
 _EQUATION = re.compile(rf"^\s*{_NUMBER}\s*([+\-*])\s*{_NUMBER}\s*=\s*{_NUMBER}\s*$")
 _ANSWER_STEP = re.compile(rf"^\s*The answer is {_NUMBER}\.\s*$")
@@ -53,9 +50,9 @@ def apply_operation(op: str, a: int, b: int) -> int:
 
 
 def _pick_easy_operation(rng: np.random.Generator, value: int) -> tuple[str, int]:
-    """An addition or subtraction of a digit 1..9 whose result stays in MIN_VALUE..MAX_VALUE."""
+    """An addition or subtraction of a digit 1..9 whose result stays in 0..MAX_VALUE."""
     b = int(rng.integers(1, 10))
-    if value - b < MIN_VALUE:
+    if value - b < 0:
         return "+", b
     if value + b > MAX_VALUE:
         return "-", b
@@ -63,13 +60,12 @@ def _pick_easy_operation(rng: np.random.Generator, value: int) -> tuple[str, int
 
 
 def make_problem(rng: np.random.Generator, level: int, uid: str) -> Problem:
-    """One problem with `level` operations drawn from rng: a two-digit start times a digit 3..9 with a
-    three-digit product, then `level` - 1 single-digit additions and subtractions."""
-    factor = int(rng.integers(3, 10))
-    value = start = int(rng.integers(-(-MIN_VALUE // factor), 100))  # start * factor >= MIN_VALUE
+    """One problem with `level` operations drawn from rng: a two-digit start times a digit 3..9, then `level` - 1
+    single-digit additions and subtractions."""
+    value = start = int(rng.integers(10, 100))
     operations, steps = [], []
     for i in range(level):
-        op, b = ("*", factor) if i == 0 else _pick_easy_operation(rng, value)
+        op, b = ("*", int(rng.integers(3, 10))) if i == 0 else _pick_easy_operation(rng, value)
         result = apply_operation(op, value, b)
         operations.append((op, b))
         steps.append(f"{value}{op}{b}={result}")

@@ -1,0 +1,43 @@
+"""The shipped embedded default: checkpoints that match the task's data version, and the README's main job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rsd_jax import decode
+from rsd_jax.data import arith
+from rsd_jax.weights import load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = ("arith_draft", "arith_target", "arith_prm")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_shipped_checkpoint_has_a_manifest_for_the_current_task(name):
+    manifest = json.loads((ROOT / "checkpoints" / name / "manifest.json").read_text())
+    kind = name.removeprefix("arith_")
+    assert manifest["command"].startswith(f"python -m rsd_jax.train --config configs/train_{kind}.yaml")
+    assert manifest["data_version"] == arith.DATA_VERSION, "retrain the embedded models after a task change"
+    assert isinstance(manifest["seed"], int) and manifest["metrics"] and manifest["train_seconds"] > 0
+    model = load_model(ROOT / "checkpoints" / name)
+    assert json.loads(json.dumps(model.config.to_dict())) == manifest["model"]
+    assert model.num_params() == manifest["params"]
+
+
+def test_shipped_checkpoints_fit_the_budget_and_the_target_is_eight_drafts():
+    size = sum(f.stat().st_size for f in (ROOT / "checkpoints").rglob("*") if f.is_file())
+    assert size <= 30 * 2**20
+    per_token = {n: json.loads((ROOT / "checkpoints" / n / "manifest.json").read_text())["flops_per_token_at_128"]
+                 for n in NAMES}
+    assert per_token["arith_target"] >= 8 * per_token["arith_draft"]
+
+
+def test_the_readme_main_job_runs_on_the_shipped_models(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert decode.main(["--config", "configs/arith_tiny.yaml", "data.n=4", "decoding.batch_size=4"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("── arith-") == 4 and "[draft  r=" in out and "→ correct" in out
+    assert "accuracy" in out and "draft_acceptance_rate" in out and "flops_vs_target_only" in out
