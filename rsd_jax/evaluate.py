@@ -3,10 +3,9 @@
 For every method (rsd.methods; default rsd, target and draft) and every extra threshold (rsd.thresholds,
 run as "rsd@δ"), each problem's record is appended to DIR/<method>.jsonl as soon as its batch finishes, so
 an interrupted run resumes where it stopped. At the end: DIR/summary.json (per method: accuracy,
-n_problems, draft_acceptance_rate, tokens by model, useful and executed FLOPs, flops_vs_target_only and its inverse
-flops_ratio_vs_target,
-wall_seconds), DIR/summary.md (a table) and PNG plots (accuracy against FLOPs; accuracy and acceptance
-against δ).
+n_problems, draft_acceptance_rate, tokens by model, useful and executed FLOPs, flops_vs_target_only and its
+inverse flops_ratio_vs_target, wall_seconds), DIR/summary.md (a table) and PNG plots (accuracy against FLOPs;
+accuracy and acceptance against δ).
 """
 
 from __future__ import annotations
