@@ -57,12 +57,13 @@ def sample_solutions(model: Model, tok: "Tokenizer", problems: Sequence[arith.Pr
     each problem's prefix and the text returned is the continuation only."""
     spec = DecodeSpec(max_new_tokens=max_new_tokens, chunk=32, sampling=Sampling(temperature=temperature))
     tables = eos_tables(tok, model.config.vocab_size)
+    prefixes = list(prefixes) if prefixes is not None else [""] * len(problems)
     texts: list[str] = []
     for start in range(0, len(problems), batch_size):
         chunk = list(problems[start:start + batch_size])
-        heads = list(prefixes[start:start + batch_size]) if prefixes is not None else [""] * len(chunk)
-        chunk += [chunk[-1]] * (batch_size - len(chunk))  # one shape: one compilation
-        heads += [heads[-1]] * (batch_size - len(heads))
+        heads = prefixes[start:start + batch_size]
+        pad = batch_size - len(chunk)  # one shape: one compilation
+        chunk, heads = chunk + [chunk[-1]] * pad, heads + [heads[-1]] * pad
         out = jax.device_get(single_decode(model, lm_prompts(tok, chunk, max_new_tokens, heads), tables,
                                            jax.random.key(seed * 100_003 + start), spec=spec))
         for i in range(min(batch_size, len(problems) - start)):
