@@ -2,13 +2,15 @@
 
 kind=lm trains a causal LM (the draft or the target) on the arithmetic task; kind=prm trains a value-head
 PRM on exact step labels of solutions sampled from the LMs in data.sample_from. Interrupted runs resume
-from work_dir; the final model goes to `out` (orbax) with `manifest.json`: the model config, the command,
-seed, data version and the measured metrics.
+from work_dir, which records in run.json whose checkpoints it holds (another run is refused, not resumed).
+The final model goes to `out` (orbax) with `manifest.json`: the model config, the command, seed, data version
+and the measured metrics.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -22,13 +24,15 @@ from rsd_jax.config import OptimConfig, TrainConfig, resolve_path
 from rsd_jax.configlib import describe, load_config, to_dict, to_yaml
 from rsd_jax.data import arith
 from rsd_jax.data.char_tokenizer import CharTokenizer
-from rsd_jax.errors import RSDError
+from rsd_jax.errors import ConfigError, RSDError
 from rsd_jax.models import Model, ModelConfig, RopeConfig
 from rsd_jax.training import lm, prm
 from rsd_jax.training.loop import train
 from rsd_jax.weights import restore_model, save_model
 
 TOKENIZER_FILE = "char_tokenizer.json"
+RUN_FILE = "run.json"  # in work_dir: what run its checkpoints belong to
+_NOT_IDENTITY = ("out", "work_dir", "checkpoint_every")  # may change between an interruption and its resume
 
 
 def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
@@ -150,6 +154,55 @@ def merge_backbone(init: dict, base: dict) -> dict:
     return merge(init, base)
 
 
+def run_identity(cfg: TrainConfig, config_file: str | None) -> dict:
+    """What makes two invocations the same run: the config (less out, work_dir, checkpoint_every), the data
+    version, and a digest of each checkpoint the run reads (init_from, data.sample_from), so that a retrained
+    draft is a different PRM run."""
+    identity = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IDENTITY}
+    identity["data_version"] = arith.DATA_VERSION
+    sources = {}
+    for ref in ([cfg.init_from] if cfg.init_from else []) + list(cfg.data.sample_from):
+        path = resolve_path(ref, config_file)
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else []
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(str(f.relative_to(path)).encode() + b"\0" + f.read_bytes())
+        sources[ref] = digest.hexdigest() if files else None
+    identity["sources"] = sources
+    return identity
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}.{key}" if prefix else key).items()}
+
+
+def claim_work_dir(work: Path, identity: dict) -> None:
+    """Records the run in work_dir, or checks that the checkpoints already there are this run's; a different
+    run's checkpoints would otherwise be resumed silently (ConfigError naming the keys that differ)."""
+    checkpoints = work.is_dir() and any(p.name.isdigit() for p in work.iterdir())
+    record = work / RUN_FILE
+    if checkpoints:
+        if not record.is_file():
+            raise ConfigError(f"work_dir {work} holds training checkpoints but no {RUN_FILE}, so it cannot tell "
+                              f"whose run they are; delete it or pass another work_dir=... to start afresh")
+        try:
+            old = json.loads(record.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{record} is unreadable ({e}); delete {work} to start afresh") from e
+        was, now = _flat(old), _flat(json.loads(json.dumps(identity)))
+        diffs = [f"{k}: {was.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(was) | set(now))
+                 if was.get(k) != now.get(k)]
+        if diffs:
+            raise ConfigError(f"work_dir {work} holds the checkpoints of a different run ({'; '.join(diffs[:4])}"
+                              f"{'; ...' if len(diffs) > 4 else ''}); resuming it would mix two runs. Delete it or "
+                              f"pass another work_dir=... to start afresh")
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(identity, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="YAML config (configs/train_*.yaml)")
@@ -169,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         config = model_config(cfg, tok.vocab_size)
         optim = cfg.optim
         out, work = resolve_path(cfg.out, args.config), resolve_path(cfg.work_dir, args.config)
+        claim_work_dir(work, run_identity(cfg, args.config))
         resumed = sorted(int(p.name) for p in work.glob("[0-9]*") if p.name.isdigit()) if work.is_dir() else []
         start = time.time()
         if cfg.kind == "lm":

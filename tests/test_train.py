@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from rsd_jax import train as train_module
 from rsd_jax.config import TrainConfig
 from rsd_jax.configlib import load_config
 from rsd_jax.data import arith
@@ -15,10 +18,28 @@ TINY = ["model.hidden_size=16", "model.intermediate_size=32", "optim.warmup_step
         "data.n_train=32", "data.n_eval=8", "checkpoint_every=2"]
 
 
-def test_lm_then_prm_with_resume(tmp_path):
-    lm = [f"out={tmp_path / 'lm'}", f"work_dir={tmp_path / 'lm_work'}", "kind=lm"] + TINY
-    assert main(lm + ["optim.total_steps=2"]) == 0  # "interrupted" after 2 steps
-    assert main(lm + ["optim.total_steps=4"]) == 0  # resumes at step 2
+def interrupt_at(monkeypatch, at: int) -> None:
+    """The next training run stops with a KeyboardInterrupt when it asks for the batch of step `at`."""
+    real = train_module.train
+
+    def interrupted(config, init, loss_fn, batch_at, *args, **kwargs):
+        def batch_or_stop(step):
+            if step == at:
+                raise KeyboardInterrupt
+            return batch_at(step)
+        return real(config, init, loss_fn, batch_or_stop, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+
+
+def test_lm_then_prm_with_resume(tmp_path, monkeypatch):
+    lm = [f"out={tmp_path / 'lm'}", f"work_dir={tmp_path / 'lm_work'}", "kind=lm", "optim.total_steps=4"] + TINY
+    with monkeypatch.context() as m:
+        interrupt_at(m, 3)  # after the checkpoint at step 2
+        with pytest.raises(KeyboardInterrupt):
+            main(lm)
+    assert not (tmp_path / "lm").exists()
+    assert main(lm) == 0  # resumes at step 2
     manifest = json.loads((tmp_path / "lm" / "manifest.json").read_text())
     assert manifest["resumed_from_step"] == 2 and 0.0 <= manifest["metrics"]["accuracy"] <= 1.0
     assert manifest["data_version"] == arith.DATA_VERSION and manifest["command"].startswith("python -m rsd_jax.train")
@@ -33,6 +54,31 @@ def test_lm_then_prm_with_resume(tmp_path):
     metrics = json.loads((tmp_path / "prm" / "manifest.json").read_text(), parse_constant=no_nan)["metrics"]
     assert "auroc_draft_greedy" in metrics
     assert load_model(tmp_path / "prm").config.head == "value"
+
+
+def test_a_work_dir_is_resumed_only_by_its_own_run(tmp_path, monkeypatch, capsys):
+    lm = [f"out={tmp_path / 'lm'}", f"work_dir={tmp_path / 'work'}", "kind=lm", "optim.total_steps=4"] + TINY
+    interrupt_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        main(lm)
+    capsys.readouterr()
+    assert main(lm + ["data.seed=5"]) == 2  # another run's checkpoints: refused, not silently resumed
+    err = capsys.readouterr().err
+    assert "different run" in err and "data.seed: 1 there, 5 now" in err
+    assert main(lm + ["optim.total_steps=6"]) == 2 and "optim.total_steps" in capsys.readouterr().err
+    (tmp_path / "work" / train_module.RUN_FILE).unlink()  # checkpoints of an unknown run
+    assert main(lm) == 2 and "cannot tell whose run" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["2"]  # nothing was deleted
+
+
+def test_a_retrained_source_model_is_a_different_run(tmp_path, monkeypatch):
+    source = tmp_path / "lm"
+    source.mkdir()
+    (source / "manifest.json").write_text("{}")
+    cfg = load_config(TrainConfig, None, TINY + ["kind=prm", f"data.sample_from=[{source}]"])
+    before = train_module.run_identity(cfg, None)
+    (source / "manifest.json").write_text('{"retrained": true}')
+    assert train_module.run_identity(cfg, None)["sources"] != before["sources"]
 
 
 def test_a_prm_needs_sample_sources(tmp_path, capsys):
