@@ -233,8 +233,9 @@ class TrainConfig:
 class TheoryConfig:
     """python -m rsd_jax.theory."""
 
-    experiment: Literal["analytic", "empirical", "end_to_end"] = doc("analytic", "which experiment to run")
-    run: RunConfig = doc(RunConfig(), "empirical / end_to_end: the models, problems and decoding")
+    experiment: Literal["analytic", "empirical", "end_to_end", "perfect_prm"] = doc("analytic",
+                                                                                   "which experiment to run")
+    run: RunConfig = doc(RunConfig(), "empirical / end_to_end / perfect_prm: the models, problems and decoding")
     beta: tuple[tuple[float, ...], ...] = doc(((2.0, 2.0), (5.0, 2.0), (2.0, 5.0), (0.5, 0.5)),
                                               "analytic: Beta(a, b) draft reward distributions")
     mu_target: tuple[float, ...] = doc((0.6, 0.8), "analytic: the target's expected step reward μ_M")

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
             if items[0].grade is None and cfg.experiment == "end_to_end":
                 raise InputError("end_to_end needs problems with reference answers")
             models = load_models(cfg.run, args.config)
-            run = experiments.empirical if cfg.experiment == "empirical" else experiments.end_to_end
+            run = {"empirical": experiments.empirical, "end_to_end": experiments.end_to_end,
+                   "perfect_prm": experiments.perfect_prm}[cfg.experiment]
             summary = run(cfg, models, items, out)
     except RSDError as e:
         print(f"error: {e}", file=sys.stderr)

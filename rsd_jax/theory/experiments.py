@@ -7,6 +7,8 @@ empirical    the embedded models' draft and target step rewards: acceptance and 
              δ_γ(z) gains over one global δ at the same budgets.
 end_to_end   accuracy against target rate for each weighting family (the paper's Figures 5 and 6), with the
              theory's δ (= μ_M, the slack optimum) next to the accuracy-best δ.
+perfect_prm  the embedded task only: RSD with the exact step checker as the PRM (the lower bound on RSD's
+             FLOPs for this draft and target) next to the learned PRM's sweep over δ.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ import numpy as np
 from rsd_jax.api import RSDModels, generate
 from rsd_jax.config import TheoryConfig
 from rsd_jax.decoding.acceptance import calibrate_threshold
+from rsd_jax.data import arith
+from rsd_jax.errors import InputError
 from rsd_jax.models.model import full_forward
 from rsd_jax.theory import mixture as th
+from rsd_jax.theory import perfect_prm as perfect
 from rsd_jax.tokenizer import prm_prompt_ids, prm_step_ids
 
 FAMILIES = ("binary", "constant", "logistic", "clipping", "sigmoidal")
@@ -264,3 +269,51 @@ def end_to_end(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
     lines += ["", "![accuracy vs target rate](accuracy_vs_target_rate.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     return {"mu_target": mu_target, "theory_delta": mu_target, "best_delta": best, "curves": curves}
+
+
+def perfect_prm(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
+    data = cfg.run.data
+    if data.source != "arith":
+        raise InputError(f"perfect_prm needs the embedded task (run.data.source: arith), got {data.source!r}: "
+                         f"only it has an exact checker for every step")
+    problems = arith.generate_problems(len(items), data.seed, data.levels)
+    if [p.uid for p in problems] != [i.uid for i in items]:
+        raise InputError("perfect_prm: the problems do not match the items of run.data")
+    spec = cfg.run.decoding.spec(cfg.run.rsd).replace(weighting="binary", online_budget=False)
+    batch = cfg.run.decoding.batch_size
+    runs = perfect.decode(models, problems, spec, batch)
+    rows = [{"prm": "perfect (exact checker)", "delta": None,
+             **perfect.summarize(problems, runs, [perfect.useful_flops(models, p, r) for p, r in zip(problems, runs)])}]
+    prompts, questions = [i.prompt for i in items], [i.question for i in items]
+    for delta in cfg.deltas:
+        results = []
+        for start in range(0, len(prompts), batch):
+            results += generate(models, prompts[start:start + batch], questions=questions[start:start + batch],
+                                spec=spec, delta=delta)
+        target_only = sum(r.accounting["target_only_flops"] for r in results)
+        parts = {m: sum(r.accounting["useful_flops"].get(m, 0.0) for r in results) / target_only
+                 for m in ("draft", "prm", "target")}
+        sources = [s.source for r in results for s in r.steps]
+        rows.append({"prm": "learned", "delta": delta,
+                     "accuracy": float(np.mean([arith.is_correct(p, r.text) for p, r in zip(problems, results)])),
+                     "flops_vs_target_only": sum(r.accounting["useful_flops_total"] for r in results) / target_only,
+                     "flops_by_model": parts,
+                     "draft_acceptance": float(np.mean([s == "draft" for s in sources])) if sources else 0.0,
+                     "problems_with_target_steps": float(np.mean([any(s.source == "target" for s in r.steps)
+                                                                  for r in results]))})
+    lines = ["# RSD with a perfect PRM against the learned PRM", "",
+             f"{len(items)} problems (seed {data.seed}). The perfect PRM accepts a draft step iff the exact checker "
+             "says it is correct; its FLOPs are the lower bound of RSD's for this draft and target. The gap to the "
+             "learned PRM's rows is what its errors cost: correct steps rejected (target FLOPs) and wrong steps "
+             "accepted (accuracy).", "",
+             "| PRM | δ | accuracy | draft acceptance | FLOPs vs target-only | draft | PRM | target | "
+             "problems with a target step |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f, delta = r["flops_by_model"], "–" if r["delta"] is None else f"{r['delta']:g}"
+        lines.append(f"| {r['prm']} | {delta} | "
+                     f"{100 * r['accuracy']:.1f} | {100 * r['draft_acceptance']:.1f}% | "
+                     f"{r['flops_vs_target_only']:.3f} | {f['draft']:.3f} | {f['prm']:.3f} | {f['target']:.3f} | "
+                     f"{100 * r['problems_with_target_steps']:.1f}% |")
+    lines.append("")
+    (out / "report.md").write_text("\n".join(lines))
+    return {"rows": rows}
