@@ -26,6 +26,7 @@ from rsd_jax.config import TheoryConfig
 from rsd_jax.decoding.acceptance import calibrate_threshold
 from rsd_jax.data import arith
 from rsd_jax.errors import InputError
+from rsd_jax.methods import run_method, summarize
 from rsd_jax.models.model import full_forward
 from rsd_jax.theory import mixture as th
 from rsd_jax.theory import perfect_prm as perfect
@@ -279,28 +280,22 @@ def perfect_prm(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
     problems = arith.generate_problems(len(items), data.seed, data.levels)
     if [p.uid for p in problems] != [i.uid for i in items]:
         raise InputError("perfect_prm: the problems do not match the items of run.data")
-    spec = cfg.run.decoding.spec(cfg.run.rsd).replace(weighting="binary", online_budget=False)
-    batch = cfg.run.decoding.batch_size
-    runs = perfect.decode(models, problems, spec, batch)
+    run = dataclasses.replace(cfg.run, rsd=dataclasses.replace(cfg.run.rsd, weighting="binary", online_budget=False,
+                                                                budget=None))  # one global threshold δ
+    runs = perfect.decode(models, problems, run.decoding.spec(run.rsd), run.decoding.batch_size)
     rows = [{"prm": "perfect (exact checker)", "delta": None,
              **perfect.summarize(problems, runs, [perfect.useful_flops(models, p, r) for p, r in zip(problems, runs)])}]
-    prompts, questions = [i.prompt for i in items], [i.question for i in items]
     for delta in cfg.deltas:
-        results = []
-        for start in range(0, len(prompts), batch):
-            results += generate(models, prompts[start:start + batch], questions=questions[start:start + batch],
-                                spec=spec, delta=delta)
-        target_only = sum(r.accounting["target_only_flops"] for r in results)
-        parts = {m: sum(r.accounting["useful_flops"].get(m, 0.0) for r in results) / target_only
-                 for m in ("draft", "prm", "target")}
-        sources = [s.source for r in results for s in r.steps]
-        rows.append({"prm": "learned", "delta": delta,
-                     "accuracy": float(np.mean([arith.is_correct(p, r.text) for p, r in zip(problems, results)])),
-                     "flops_vs_target_only": sum(r.accounting["useful_flops_total"] for r in results) / target_only,
-                     "flops_by_model": parts,
-                     "draft_acceptance": float(np.mean([s == "draft" for s in sources])) if sources else 0.0,
-                     "problems_with_target_steps": float(np.mean([any(s.source == "target" for s in r.steps)
-                                                                  for r in results]))})
+        records = [r for chunk in run_method(models, items, "rsd", run, delta=delta) for r in chunk]
+        measured = summarize(records)
+        target_only = sum(r["accounting"]["target_only_flops"] for r in records)
+        rows.append({"prm": "learned", "delta": delta, "accuracy": measured["accuracy"],
+                     "flops_vs_target_only": measured["flops_vs_target_only"],
+                     "flops_by_model": {m: sum(r["accounting"]["useful_flops"].get(m, 0.0) for r in records)
+                                        / target_only for m in ("draft", "prm", "target")},
+                     "draft_acceptance": measured["draft_acceptance_rate"],
+                     "problems_with_target_steps": float(np.mean([any(s["source"] == "target" for s in r["steps"])
+                                                                  for r in records]))})
     lines = ["# RSD with a perfect PRM against the learned PRM", "",
              f"{len(items)} problems (seed {data.seed}). The perfect PRM accepts a draft step iff the exact checker "
              "says it is correct; its FLOPs are the lower bound of RSD's for this draft and target. The gap to the "
