@@ -194,6 +194,9 @@ class TrainDataConfig:
     prefix_cuts: int = doc(0, "prm: also label each LM's continuations (the same samples and greedy) of this many "
                            "reference prefixes per problem, cut after k steps, k uniform in 1..level: the states "
                            "RSD visits once the target has written a step", (0, 64))
+    perturbed: int = doc(0, "prm: also label this many reference solutions per problem cut after one near-miss "
+                         "wrong step (a digit of a result, the operator, the operand or the previous value "
+                         "changed): hard negatives the sampled steps rarely hold", (0, 64))
     sequence_length: int = doc(160, "padded training sequence length", (8, 100_000))
 
 
@@ -233,9 +236,10 @@ class TrainConfig:
 class TheoryConfig:
     """python -m rsd_jax.theory."""
 
-    experiment: Literal["analytic", "empirical", "end_to_end", "perfect_prm"] = doc("analytic",
-                                                                                   "which experiment to run")
-    run: RunConfig = doc(RunConfig(), "empirical / end_to_end / perfect_prm: the models, problems and decoding")
+    experiment: Literal["analytic", "empirical", "end_to_end", "perfect_prm", "prm_errors"] = doc(
+        "analytic", "which experiment to run")
+    run: RunConfig = doc(RunConfig(), "empirical / end_to_end / perfect_prm / prm_errors: the models, problems and "
+                         "decoding")
     beta: tuple[tuple[float, ...], ...] = doc(((2.0, 2.0), (5.0, 2.0), (2.0, 5.0), (0.5, 0.5)),
                                               "analytic: Beta(a, b) draft reward distributions")
     mu_target: tuple[float, ...] = doc((0.6, 0.8), "analytic: the target's expected step reward μ_M")

@@ -1,5 +1,8 @@
 """The synthetic arithmetic task: determinism, difficulty levels, and the exact answer and step checkers."""
 
+import re
+
+import numpy as np
 import pytest
 
 from rsd_jax.data import arith
@@ -83,3 +86,63 @@ def test_malformed_text_is_incorrect_never_an_error():
     assert arith.check_steps(p, garbage) == [False] * len(garbage)
     assert arith.check_steps(p, [p.steps[0], "oops", p.steps[2]])[1:] == [False, False]  # no result to build on
     assert arith.check_steps(p, []) == []
+
+
+def test_every_corruption_is_a_near_miss_the_checker_rejects():
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for p in arith.generate_problems(300, seed=4):
+        for k in range(p.level + 1):
+            kind, wrong = arith.corrupt_step(p, k, rng)
+            kinds.add(kind)
+            assert arith.check_steps(p, list(p.steps[:k]) + [wrong]) == [True] * k + [False]
+            if kind == "answer":
+                assert k == p.level and wrong != p.steps[k]
+                continue
+            a, op, b, c = re.match(r"^(\d+)([+\-*])(\d+)=(\d+)$", wrong).groups()
+            ref_a, ref_op, ref_b, ref_c = re.match(r"^(\d+)([+\-*])(\d+)=(\d+)$", p.steps[k]).groups()
+            changed = [a != ref_a, op != ref_op, b != ref_b, c != ref_c]
+            if kind == "result":  # one digit of the result, nothing else
+                assert changed == [False, False, False, True] and len(c) == len(ref_c) and \
+                    sum(x != y for x, y in zip(c, ref_c)) == 1
+            else:  # the operator, operand or previous value misread, the arithmetic then done right
+                assert int(c) == arith.apply_operation(op, int(a), int(b)) and 0 <= int(c) <= arith.MAX_VALUE
+                assert changed[{"chain": 0, "operator": 1, "operand": 2}[kind]]
+                assert sum(changed[:3]) == 1 and not (kind == "operator" and ref_op == "*")
+    assert kinds == set(arith.CORRUPTIONS) | {"answer"}
+
+
+def test_a_perturbed_solution_is_the_reference_up_to_one_wrong_last_step():
+    rng = np.random.default_rng(1)
+    cuts = set()
+    for p in arith.generate_problems(100, seed=5):
+        steps = arith.split_steps(arith.perturbed_solution(p, rng))
+        k = len(steps) - 1
+        cuts.add(k == p.level)
+        assert list(steps[:k]) == list(p.steps[:k]) and arith.check_steps(p, steps) == [True] * k + [False]
+    assert cuts == {True, False}  # the answer step and equations both get corrupted
+
+
+def test_step_errors_name_what_check_steps_rejects():
+    rng = np.random.default_rng(2)
+    for p in arith.generate_problems(200, seed=6):
+        steps = list(p.steps)
+        for _ in range(3):  # random slips, several per solution, including malformed and extra steps
+            k = int(rng.integers(len(steps) + 1))
+            if k == len(steps):
+                steps.append("The answer is 1.")
+            else:
+                pos = int(rng.integers(len(steps[k])))
+                steps[k] = steps[k][:pos] + "0123456789+-=x"[int(rng.integers(14))] + steps[k][pos + 1:]
+        labels = arith.check_steps(p, steps)
+        for i, ok in enumerate(labels):
+            assert (arith.step_errors(p, steps, i) == ()) == ok, (p.question, steps, i)
+        for k in range(p.level + 1):
+            kind, wrong = arith.corrupt_step(p, k, rng)
+            assert arith.step_errors(p, list(p.steps[:k]) + [wrong], k) == (kind,)
+    p = arith.make_problem(np.random.default_rng(0), 3, "x")
+    a, (op, b) = p.start, p.operations[0]
+    wrong_op = "+" if op != "+" else "-"
+    assert arith.step_errors(p, [f"{a + 1}{wrong_op}{b}={a + 500}"], 0) == ("chain", "operator", "result")
+    assert arith.step_errors(p, list(p.steps) + ["The answer is 0."], p.level + 1) == ("extra",)
+    assert arith.step_errors(p, list(p.steps[:p.level]) + ["7"], p.level) == ("malformed",)

@@ -148,3 +148,18 @@ def test_prefix_continuations_extend_the_prompt():
     first = [tok.bos_id] + tok.encode(arith.format_prompt(problems[0]) + problems[0].steps[0]) + [tok.delimiter_id]
     assert batch.tokens[0, :len(first)].tolist() == first and int(batch.length[0]) == len(first)
     assert int(batch.length[1]) == 1 + len(tok.encode(arith.format_prompt(problems[1])))
+
+
+def test_prm_data_adds_perturbed_references_after_the_samples(monkeypatch):
+    monkeypatch.setattr(prm, "sample_solutions", lambda model, tok, problems, **kw: [arith.solution_text(p)
+                                                                                  for p in problems])
+    cfg = load_config(TrainConfig, None, TINY + ["data.sequence_length=160"])
+    problems = arith.generate_problems(20, seed=0)
+    tokens, mask, labels = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=1,
+                                       perturbed=2)
+    assert len(tokens) == 60
+    for i in range(20, 60):
+        row = labels[i][mask[i] > 0]
+        assert row[-1] == 0.0 and row[:-1].tolist() == [1.0] * (len(row) - 1)  # correct steps, one near miss
+    again = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=1, perturbed=2)[0]
+    assert (again == tokens).all() and not (tokens[20:40] == tokens[40:60]).all()  # seeded; two copies differ

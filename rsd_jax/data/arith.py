@@ -138,3 +138,75 @@ def check_steps(problem: Problem, steps: list[str]) -> list[bool]:
             m = _ANSWER_STEP.match(step)
             labels.append(i == problem.level and m is not None and previous is not None and int(m[1]) == previous)
     return labels
+
+
+def step_errors(problem: Problem, steps: list[str], i: int) -> tuple[str, ...]:
+    """What is wrong with step i given the steps before it: () when check_steps calls it correct, else some of
+    "chain" (the left value is not the previous result), "operator" / "operand" (not the question's i-th
+    operation), "result" (the arithmetic), "answer" (the answer step does not state the previous result),
+    "malformed" (neither an equation nor, at the end, the answer phrase), "extra" (a step after the answer)."""
+    if i > problem.level:
+        return ("extra",)
+    previous: int | None = problem.start
+    if i > 0:
+        m = _EQUATION.match(steps[i - 1])
+        previous = int(m[4]) if m and i - 1 < problem.level else None
+    if i == problem.level:
+        m = _ANSWER_STEP.match(steps[i])
+        return ("malformed",) if m is None else () if previous is not None and int(m[1]) == previous else ("answer",)
+    m = _EQUATION.match(steps[i])
+    if m is None:
+        return ("malformed",)
+    a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+    want_op, want_b = problem.operations[i]
+    errors = [name for name, wrong in (("chain", a != previous), ("operator", op != want_op),
+                                       ("operand", b != want_b), ("result", c != apply_operation(op, a, b))) if wrong]
+    return tuple(errors)
+
+
+CORRUPTIONS = ("result", "operator", "operand", "chain")
+
+
+def _change_digit(rng: np.random.Generator, value: int) -> int:
+    """value with one decimal digit replaced by a different one (no leading zero), e.g. 468 -> 478."""
+    digits = list(str(value))
+    i = int(rng.integers(len(digits)))
+    choices = [d for d in "0123456789" if d != digits[i] and not (i == 0 and d == "0" and len(digits) > 1)]
+    digits[i] = choices[int(rng.integers(len(choices)))]
+    return int("".join(digits))
+
+
+def corrupt_step(problem: Problem, k: int, rng: np.random.Generator) -> tuple[str, str]:
+    """(kind, text) of a wrong version of the reference step k, the near misses a small model makes: the
+    answer step, or an equation whose result has one digit changed ("result"), whose add/sub operator is flipped
+    ("operator") or whose operand is another digit ("operand") with the arithmetic done right, or whose left
+    value misreads the previous result ("chain"). check_steps labels it incorrect after the reference steps
+    before k."""
+    if k == problem.level:
+        return "answer", f"The answer is {_change_digit(rng, problem.answer)}."
+    a = problem.start if k == 0 else int(_EQUATION.match(problem.steps[k - 1])[4])
+    op, b = problem.operations[k]
+    kinds = [kind for kind in CORRUPTIONS if not (kind == "operator" and op == "*")]
+    for _ in range(100):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        a2, op2, b2 = a, op, b
+        if kind == "operator":
+            op2 = "+" if op == "-" else "-"
+        elif kind == "operand":
+            b2 = int(rng.choice([d for d in range(3 if op == "*" else 1, 10) if d != b]))
+        elif kind == "chain":
+            a2 = _change_digit(rng, a)
+        c = apply_operation(op, a, b) if kind == "result" else apply_operation(op2, a2, b2)
+        if kind == "result":
+            c = _change_digit(rng, c)
+        if 0 <= c <= MAX_VALUE:
+            return kind, f"{a2}{op2}{b2}={c}"
+    raise AssertionError(f"no corruption of step {k} of {problem.question} in range")  # pragma: no cover
+
+
+def perturbed_solution(problem: Problem, rng: np.random.Generator) -> str:
+    """The reference solution cut after a step k (uniform in 0..level) that `corrupt_step` replaces: correct
+    steps, then one near-miss wrong step (a hard negative for the PRM)."""
+    k = int(rng.integers(problem.level + 1))
+    _, wrong = corrupt_step(problem, k, rng)
+    return reference_prefix(problem, k) + wrong

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError("end_to_end needs problems with reference answers")
             models = load_models(cfg.run, args.config)
             run = {"empirical": experiments.empirical, "end_to_end": experiments.end_to_end,
-                   "perfect_prm": experiments.perfect_prm}[cfg.experiment]
+                   "perfect_prm": experiments.perfect_prm, "prm_errors": experiments.prm_errors}[cfg.experiment]
             summary = run(cfg, models, items, out)
     except RSDError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,6 +9,8 @@ end_to_end   accuracy against target rate for each weighting family (the paper's
              theory's δ (= μ_M, the slack optimum) next to the accuracy-best δ.
 perfect_prm  the embedded task only: RSD with the exact step checker as the PRM (the lower bound on RSD's
              FLOPs for this draft and target) next to the learned PRM's sweep over δ.
+prm_errors   the embedded task only: the learned PRM's rewards of the draft's own steps, by step and by what
+             the exact checker finds wrong: which slips each δ lets through, which correct steps it rejects.
 """
 
 from __future__ import annotations
@@ -272,16 +274,27 @@ def end_to_end(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
     return {"mu_target": mu_target, "theory_delta": mu_target, "best_delta": best, "curves": curves}
 
 
-def perfect_prm(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
+def _arith_problems(cfg: TheoryConfig, items, experiment: str) -> list[arith.Problem]:
+    """The embedded task's problems behind `items` (the experiments that need its exact step checker)."""
     data = cfg.run.data
     if data.source != "arith":
-        raise InputError(f"perfect_prm needs the embedded task (run.data.source: arith), got {data.source!r}: "
+        raise InputError(f"{experiment} needs the embedded task (run.data.source: arith), got {data.source!r}: "
                          f"only it has an exact checker for every step")
     problems = arith.generate_problems(len(items), data.seed, data.levels)
     if [p.uid for p in problems] != [i.uid for i in items]:
-        raise InputError("perfect_prm: the problems do not match the items of run.data")
-    run = dataclasses.replace(cfg.run, rsd=dataclasses.replace(cfg.run.rsd, weighting="binary", online_budget=False,
-                                                                budget=None))  # one global threshold δ
+        raise InputError(f"{experiment}: the problems do not match the items of run.data")
+    return problems
+
+
+def _global_threshold(cfg: TheoryConfig):
+    """cfg.run with RSD's binary rule at one global δ (no per-context budget)."""
+    return dataclasses.replace(cfg.run, rsd=dataclasses.replace(cfg.run.rsd, weighting="binary", online_budget=False,
+                                                                 budget=None))
+
+
+def perfect_prm(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
+    problems = _arith_problems(cfg, items, "perfect_prm")
+    run = _global_threshold(cfg)
     runs = perfect.decode(models, problems, run.decoding.spec(run.rsd), run.decoding.batch_size)
     rows = [{"prm": "perfect (exact checker)", "delta": None,
              **perfect.summarize(problems, runs, [perfect.useful_flops(models, p, r) for p, r in zip(problems, runs)])}]
@@ -297,9 +310,9 @@ def perfect_prm(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
                      "problems_with_target_steps": float(np.mean([any(s["source"] == "target" for s in r["steps"])
                                                                   for r in records]))})
     lines = ["# RSD with a perfect PRM against the learned PRM", "",
-             f"{len(items)} problems (seed {data.seed}). The perfect PRM accepts a draft step iff the exact checker "
-             "says it is correct; its FLOPs are the lower bound of RSD's for this draft and target. The gap to the "
-             "learned PRM's rows is what its errors cost: correct steps rejected (target FLOPs) and wrong steps "
+             f"{len(items)} problems (seed {cfg.run.data.seed}). The perfect PRM accepts a draft step iff the exact "
+             "checker says it is correct; its FLOPs are the lower bound of RSD's for this draft and target. The gap to "
+             "the learned PRM's rows is what its errors cost: correct steps rejected (target FLOPs) and wrong steps "
              "accepted (accuracy).", "",
              "| PRM | δ | accuracy | draft acceptance | FLOPs vs target-only | draft | PRM | target | "
              "problems with a target step |", "|---|---|---|---|---|---|---|---|---|"]
@@ -312,3 +325,59 @@ def perfect_prm(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
     lines.append("")
     (out / "report.md").write_text("\n".join(lines))
     return {"rows": rows}
+
+
+# ------------------------------------------------------------------------------------------------ prm_errors
+def step_kind(problem: arith.Problem, i: int) -> str:
+    return "multiply" if i == 0 else "add/sub" if i < problem.level else "answer"
+
+
+def draft_step_rewards(problems: list[arith.Problem], records: list[dict]) -> list[tuple[str, str, float]]:
+    """(step kind, what is wrong ("correct" or the checker's findings joined by "+"), PRM reward) of every step of
+    the draft's own solutions up to and including its first wrong step (the states RSD's PRM is asked about)."""
+    rows = []
+    for p, r in zip(problems, records):
+        steps = [s["text"].strip() for s in r["steps"]]
+        for i, step in enumerate(r["steps"]):
+            errors = arith.step_errors(p, steps, i)
+            rows.append((step_kind(p, i), "+".join(errors) or "correct", float(step["reward"])))
+            if errors:
+                break
+    return rows
+
+
+def prm_errors(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
+    from rsd_jax.training.prm import auroc
+
+    problems = _arith_problems(cfg, items, "prm_errors")
+    records = [r for chunk in run_method(models, items, "rsd", _global_threshold(cfg), delta=0.0) for r in chunk]
+    rows = draft_step_rewards(problems, records)  # δ = 0 keeps every draft step: the draft's own solutions
+    rewards = np.array([r for _, _, r in rows])
+    correct = np.array([e == "correct" for _, e, _ in rows])
+    groups: dict[tuple[str, str], list[float]] = {}
+    for kind, error, reward in rows:
+        groups.setdefault((kind, error), []).append(reward)
+    table = [{"step": kind, "error": error, "n": len(v), "mean_reward": float(np.mean(v)),
+              "kept": {f"{d:g}": float(np.mean(np.asarray(v) >= d)) for d in cfg.deltas}}
+             for (kind, error), v in sorted(groups.items(), key=lambda kv: (kv[0][1] != "correct", -len(kv[1])))]
+    summary = {"n_problems": len(problems), "n_steps": len(rows), "auroc": auroc(rewards, correct),
+               "wrong_kept": {f"{d:g}": int(np.sum(rewards[~correct] >= d)) for d in cfg.deltas},
+               "correct_rejected": {f"{d:g}": float(np.mean(rewards[correct] < d)) for d in cfg.deltas},
+               "by_error": table}
+    deltas = [f"{d:g}" for d in cfg.deltas]
+    lines = ["# What the PRM lets through: its rewards of the draft's steps, by what is wrong with them", "",
+             f"{len(problems)} problems (seed {cfg.run.data.seed}), the draft's greedy solutions up to their first "
+             f"wrong step: {len(rows)} steps, {int((~correct).sum())} wrong; step AUROC {summary['auroc']:.4f}. "
+             "A row's 'kept at δ' is the share of its steps whose reward is at least δ: for correct steps what RSD "
+             "keeps, for wrong ones the slips it lets through.", "",
+             "| step | wrong | n | mean reward | " + " | ".join(f"kept at {d}" for d in deltas) + " |",
+             "|---|---|---|---|" + "---|" * len(deltas)]
+    for r in table:
+        lines.append(f"| {r['step']} | {r['error']} | {r['n']} | {r['mean_reward']:.3f} | "
+                     + " | ".join(f"{100 * r['kept'][d]:.1f}%" for d in deltas) + " |")
+    lines += ["", "| δ | " + " | ".join(deltas) + " |", "|---|" + "---|" * len(deltas),
+              "| wrong steps kept | " + " | ".join(str(summary["wrong_kept"][d]) for d in deltas) + " |",
+              "| correct steps rejected | " + " | ".join(f"{100 * summary['correct_rejected'][d]:.1f}%"
+                                                       for d in deltas) + " |", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return summary
