@@ -123,7 +123,7 @@ def test_a_perturbed_solution_is_the_reference_up_to_one_wrong_last_step():
     assert cuts == {True, False}  # the answer step and equations both get corrupted
 
 
-def test_step_errors_name_what_check_steps_rejects():
+def test_step_errors_name_what_is_wrong():
     rng = np.random.default_rng(2)
     for p in arith.generate_problems(200, seed=6):
         steps = list(p.steps)
@@ -134,9 +134,8 @@ def test_step_errors_name_what_check_steps_rejects():
             else:
                 pos = int(rng.integers(len(steps[k])))
                 steps[k] = steps[k][:pos] + "0123456789+-=x"[int(rng.integers(14))] + steps[k][pos + 1:]
-        labels = arith.check_steps(p, steps)
-        for i, ok in enumerate(labels):
-            assert (arith.step_errors(p, steps, i) == ()) == ok, (p.question, steps, i)
+        for i in range(len(steps)):
+            assert set(arith.step_errors(p, steps, i)) <= set(arith.CORRUPTIONS) | {"answer", "malformed", "extra"}
         for k in range(p.level + 1):
             kind, wrong = arith.corrupt_step(p, k, rng)
             assert arith.step_errors(p, list(p.steps[:k]) + [wrong], k) == (kind,)

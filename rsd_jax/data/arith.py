@@ -126,18 +126,7 @@ def check_steps(problem: Problem, steps: list[str]) -> list[bool]:
     "The answer is N." with N the previous step's stated result (given the previous steps, it concludes
     correctly; whether N is the problem's answer is `is_correct`); any further step is incorrect.
     """
-    labels, previous = [], problem.start
-    for i, step in enumerate(steps):
-        if i < problem.level:
-            m = _EQUATION.match(step)
-            a, op, b, c = (int(m[1]), m[2], int(m[3]), int(m[4])) if m else (None, None, None, None)
-            labels.append(m is not None and a == previous and (op, b) == problem.operations[i]
-                          and c == apply_operation(op, a, b))
-            previous = c
-        else:
-            m = _ANSWER_STEP.match(step)
-            labels.append(i == problem.level and m is not None and previous is not None and int(m[1]) == previous)
-    return labels
+    return [not step_errors(problem, steps, i) for i in range(len(steps))]
 
 
 def step_errors(problem: Problem, steps: list[str], i: int) -> tuple[str, ...]:
