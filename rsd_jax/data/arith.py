@@ -139,7 +139,7 @@ def step_errors(problem: Problem, steps: list[str], i: int) -> tuple[str, ...]:
     previous: int | None = problem.start
     if i > 0:
         m = _EQUATION.match(steps[i - 1])
-        previous = int(m[4]) if m and i - 1 < problem.level else None
+        previous = int(m[4]) if m else None  # i <= level here: step i - 1 is an equation slot
     if i == problem.level:
         m = _ANSWER_STEP.match(steps[i])
         return ("malformed",) if m is None else () if previous is not None and int(m[1]) == previous else ("answer",)
