@@ -197,6 +197,9 @@ class TrainDataConfig:
     perturbed: int = doc(0, "prm: also label this many reference solutions per problem cut after one near-miss "
                          "wrong step (a digit of a result, the operator, the operand or the previous value "
                          "changed): hard negatives the sampled steps rarely hold", (0, 64))
+    perturb_kinds: tuple[str, ...] = doc(arith.PERTURBATIONS, "prm: the kinds of wrong step `perturbed` draws "
+                                         "from (result, operator, operand, chain, answer), e.g. [operator]: "
+                                         "only the add/sub flips a PRM cannot learn from sampled steps alone")
     sequence_length: int = doc(160, "padded training sequence length", (8, 100_000))
 
 

@@ -90,11 +90,12 @@ def continue_prefixes(model: Model, tok: CharTokenizer, problems: list[arith.Pro
 
 def prm_dataset(cfg: TrainConfig, tok: CharTokenizer, problems: list[arith.Problem], seed: int,
                 lms: list[Model], temperature: float, copies: int, greedy: bool = False, cuts: int = 0,
-                perturbed: int = 0):
+                perturbed: int = 0, perturb_kinds: tuple[str, ...] = arith.PERTURBATIONS):
     """Token, mask and label arrays of `copies` solutions per problem sampled from each LM at `temperature`, plus
     each LM's greedy solution when `greedy`, every step labelled by the exact checker; with `cuts`, the same
     again for each of `cuts` reference prefixes per problem, the LM continuing it and only its own steps
-    labelled; with `perturbed`, that many reference solutions per problem cut after one near-miss wrong step."""
+    labelled; with `perturbed`, that many reference solutions per problem cut after one near-miss wrong step of
+    one of `perturb_kinds`."""
     rows_p, rows_t, rows_first = [], [], []
     for cut in range(cuts + 1):
         ks = reference_cuts(problems, seed, cut)
@@ -106,7 +107,7 @@ def prm_dataset(cfg: TrainConfig, tok: CharTokenizer, problems: list[arith.Probl
                 rows_first += ks
     rng = np.random.default_rng([seed, 1 + cuts, 271828])
     for _ in range(perturbed):
-        rows_t += [arith.perturbed_solution(p, rng) for p in problems]
+        rows_t += [arith.perturbed_solution(p, rng, perturb_kinds) for p in problems]
         rows_p += problems
         rows_first += [0] * len(problems)
     return prm.encode_prm_examples(tok, rows_p, rows_t, cfg.data.sequence_length, rows_first)
@@ -116,14 +117,17 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
             config_file: str | None):
     if not cfg.data.sample_from:
         raise RSDError("a PRM needs data.sample_from: the LM checkpoints whose steps it learns to score")
-    lms = [restore_model(resolve_path(p, config_file)) for p in cfg.data.sample_from]
     problems = arith.generate_problems(cfg.data.n_train, cfg.data.seed, cfg.data.levels)
+    if not all(arith.perturbable_steps(p, cfg.data.perturb_kinds) for p in problems):
+        raise RSDError(f"data.perturb_kinds {list(cfg.data.perturb_kinds)}: some training problems have no step "
+                       "such a perturbation can replace")
+    lms = [restore_model(resolve_path(p, config_file)) for p in cfg.data.sample_from]
     copies = (cfg.data.samples_per_problem + cfg.data.greedy) * (1 + cfg.data.prefix_cuts)
     print(f"sampling {len(problems) * len(lms) * copies} solutions to label"
           f"{f', and {len(problems) * cfg.data.perturbed} perturbed references' if cfg.data.perturbed else ''} ...")
     tokens, mask, labels = prm_dataset(cfg, tok, problems, cfg.data.seed, lms, cfg.data.temperature,
                                        cfg.data.samples_per_problem, cfg.data.greedy, cfg.data.prefix_cuts,
-                                       cfg.data.perturbed)
+                                       cfg.data.perturbed, cfg.data.perturb_kinds)
     print(f"{int(mask.sum())} labelled steps, {labels[mask > 0].mean():.1%} correct")
 
     def batch_at(step: int):

@@ -123,6 +123,22 @@ def test_a_perturbed_solution_is_the_reference_up_to_one_wrong_last_step():
     assert cuts == {True, False}  # the answer step and equations both get corrupted
 
 
+def test_perturbations_can_be_limited_to_some_kinds():
+    rng = np.random.default_rng(3)
+    for p in arith.generate_problems(100, seed=7):
+        assert arith.perturbable_steps(p) == list(range(p.level + 1))
+        assert arith.perturbable_steps(p, ("operator",)) == [k for k, (op, _) in enumerate(p.operations) if op != "*"]
+        assert arith.perturbable_steps(p, ("answer",)) == [p.level]
+        steps = arith.split_steps(arith.perturbed_solution(p, rng, ("operator",)))
+        k = len(steps) - 1
+        assert arith.step_errors(p, steps, k) == ("operator",) and list(steps[:k]) == list(p.steps[:k])
+        assert arith.corrupt_step(p, 0, rng, ("operand", "chain"))[0] in ("operand", "chain")
+    with pytest.raises(ConfigError, match="unknown perturbation kind"):
+        arith.perturbed_solution(p, rng, ("sign",))
+    with pytest.raises(ConfigError, match="no corruption of step 0"):
+        arith.corrupt_step(p, 0, rng, ("operator",))  # step 0 multiplies: no operator to flip
+
+
 def test_step_errors_name_what_is_wrong():
     rng = np.random.default_rng(2)
     for p in arith.generate_problems(200, seed=6):

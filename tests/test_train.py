@@ -163,3 +163,8 @@ def test_prm_data_adds_perturbed_references_after_the_samples(monkeypatch):
         assert row[-1] == 0.0 and row[:-1].tolist() == [1.0] * (len(row) - 1)  # correct steps, one near miss
     again = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=1, perturbed=2)[0]
     assert (again == tokens).all() and not (tokens[20:40] == tokens[40:60]).all()  # seeded; two copies differ
+    flips = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=1, perturbed=1,
+                        perturb_kinds=("operator",))[0]
+    for p, row in zip(problems, flips[20:]):
+        steps = arith.split_steps(CharTokenizer().decode([t for t in row.tolist() if t > 2])[len(p.question) + 1:])
+        assert arith.step_errors(p, steps, len(steps) - 1) == ("operator",)

@@ -154,6 +154,7 @@ def step_errors(problem: Problem, steps: list[str], i: int) -> tuple[str, ...]:
 
 
 CORRUPTIONS = ("result", "operator", "operand", "chain")
+PERTURBATIONS = CORRUPTIONS + ("answer",)  # what perturbed_solution may do: a corruption or a wrong answer step
 
 
 def _change_digit(rng: np.random.Generator, value: int) -> int:
@@ -165,17 +166,20 @@ def _change_digit(rng: np.random.Generator, value: int) -> int:
     return int("".join(digits))
 
 
-def corrupt_step(problem: Problem, k: int, rng: np.random.Generator) -> tuple[str, str]:
+def corrupt_step(problem: Problem, k: int, rng: np.random.Generator,
+                 kinds: tuple[str, ...] = CORRUPTIONS) -> tuple[str, str]:
     """(kind, text) of a wrong version of the reference step k, the near misses a small model makes: the
     answer step, or an equation whose result has one digit changed ("result"), whose add/sub operator is flipped
     ("operator") or whose operand is another digit ("operand") with the arithmetic done right, or whose left
     value misreads the previous result ("chain"). check_steps labels it incorrect after the reference steps
-    before k."""
+    before k. `kinds` limits the equation corruptions drawn from."""
     if k == problem.level:
         return "answer", f"The answer is {_change_digit(rng, problem.answer)}."
     a = problem.start if k == 0 else int(_EQUATION.match(problem.steps[k - 1])[4])
     op, b = problem.operations[k]
-    kinds = [kind for kind in CORRUPTIONS if not (kind == "operator" and op == "*")]
+    kinds = [kind for kind in kinds if kind in CORRUPTIONS and not (kind == "operator" and op == "*")]
+    if not kinds:
+        raise ConfigError(f"no corruption of step {k} of {problem.question} among the kinds asked for")
     for _ in range(100):
         kind = kinds[int(rng.integers(len(kinds)))]
         a2, op2, b2 = a, op, b
@@ -193,9 +197,26 @@ def corrupt_step(problem: Problem, k: int, rng: np.random.Generator) -> tuple[st
     raise AssertionError(f"no corruption of step {k} of {problem.question} in range")  # pragma: no cover
 
 
-def perturbed_solution(problem: Problem, rng: np.random.Generator) -> str:
-    """The reference solution cut after a step k (uniform in 0..level) that `corrupt_step` replaces: correct
-    steps, then one near-miss wrong step (a hard negative for the PRM)."""
-    k = int(rng.integers(problem.level + 1))
-    _, wrong = corrupt_step(problem, k, rng)
+def perturbable_steps(problem: Problem, kinds: tuple[str, ...] = PERTURBATIONS) -> list[int]:
+    """The steps k that a perturbation of one of `kinds` can replace: add/sub steps for "operator", equations
+    for the other corruptions, the answer step for "answer"."""
+    unknown = sorted(set(kinds) - set(PERTURBATIONS))
+    if unknown:
+        raise ConfigError(f"unknown perturbation kind(s) {unknown}: choose from {list(PERTURBATIONS)}")
+    return [k for k in range(problem.level + 1)
+            if ("answer" in kinds if k == problem.level else
+                any(kind in CORRUPTIONS and not (kind == "operator" and problem.operations[k][0] == "*")
+                    for kind in kinds))]
+
+
+def perturbed_solution(problem: Problem, rng: np.random.Generator,
+                       kinds: tuple[str, ...] = PERTURBATIONS) -> str:
+    """The reference solution cut after a step k (uniform among `perturbable_steps`, by default 0..level) that
+    `corrupt_step` replaces with one of `kinds`: correct steps, then one near-miss wrong step (a hard negative for
+    the PRM)."""
+    steps = perturbable_steps(problem, kinds)
+    if not steps:
+        raise ConfigError(f"no step of {problem.question} can take a perturbation of kinds {list(kinds)}")
+    k = steps[int(rng.integers(len(steps)))]
+    _, wrong = corrupt_step(problem, k, rng, tuple(kinds))
     return reference_prefix(problem, k) + wrong
