@@ -232,7 +232,8 @@ class TrainConfig:
     optim: OptimConfig = doc(OptimConfig(), "optimizer")
     checkpoint_every: int = doc(250, "steps between resumable checkpoints", (1, 10_000_000))
     seed: int = doc(0, "initialisation seed")
-    init_from: str | None = doc(None, "prm: an LM checkpoint of the same architecture whose backbone starts the PRM")
+    init_from: str | None = doc(None, "an LM checkpoint of the same architecture to start from: a PRM takes its "
+                                "backbone (the value head starts fresh), an LM continues training it")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from rsd_jax import flops
@@ -61,10 +62,11 @@ def lm_accuracy(model: Model, tok: CharTokenizer, problems: list[arith.Problem])
             **{f"step_accuracy_{k}": float(np.mean(v)) for k, v in by_kind.items() if v}}
 
 
-def run_lm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: OptimConfig, work: Path):
+def run_lm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: OptimConfig, work: Path,
+           config_file: str | None = None):
     problems = arith.generate_problems(cfg.data.n_train, cfg.data.seed, cfg.data.levels)
     tokens, mask = lm.encode_examples(tok, problems, cfg.data.sequence_length)
-    model = train(config, Model.init(config, cfg.seed).pure_dict(), lm.lm_loss,
+    model = train(config, initial_params(cfg, config, config_file), lm.lm_loss,
                   lm.batch_sampler(tokens, mask, cfg.optim.batch_size, cfg.seed), optim, work,
                   checkpoint_every=cfg.checkpoint_every, desc=f"train {Path(cfg.out).name}")
     held_out = arith.generate_problems(cfg.data.n_eval, cfg.data.seed + 1000, cfg.data.levels)
@@ -134,11 +136,7 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
         idx = np.random.default_rng([cfg.seed, step]).integers(0, len(tokens), cfg.optim.batch_size)
         return tokens[idx], mask[idx], labels[idx]
 
-    init = Model.init(config, cfg.seed).pure_dict()
-    if cfg.init_from:  # the backbone of an LM (e.g. the draft); the value head starts fresh
-        base = restore_model(resolve_path(cfg.init_from, config_file)).pure_dict()
-        init = merge_backbone(init, base)
-    model = train(config, init, prm.prm_loss, batch_at, optim, work,
+    model = train(config, initial_params(cfg, config, config_file), prm.prm_loss, batch_at, optim, work,
                   checkpoint_every=cfg.checkpoint_every, desc=f"train {Path(cfg.out).name}")
     held_out = arith.generate_problems(cfg.data.n_eval, cfg.data.seed + 1000, cfg.data.levels)
     metrics = {}
@@ -154,6 +152,23 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
         t, m, y = prm.encode_prm_examples(tok, held_out, texts, cfg.data.sequence_length, ks)
         metrics[f"auroc_{name}_continued"] = prm.auroc(prm.score_examples(model, t, m), y[m > 0])
     return model, metrics
+
+
+def initial_params(cfg: TrainConfig, config: ModelConfig, config_file: str | None) -> dict:
+    """The parameters training starts from: a seeded fresh init, or with `init_from` the LM checkpoint's arrays
+    (all of them for an LM that continues it; all but the value head, which starts fresh, for a PRM)."""
+    init = Model.init(config, cfg.seed).pure_dict()
+    if not cfg.init_from:
+        return init
+    base = restore_model(resolve_path(cfg.init_from, config_file)).pure_dict()
+    merged = merge_backbone(init, base)
+    fresh = [jax.tree_util.keystr(path)  # the arrays init_from did not supply
+             for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(merged), jax.tree_util.tree_leaves(init))
+             if a is b]
+    if any("v_head" not in name for name in fresh):
+        raise RSDError(f"init_from {cfg.init_from}: its arrays do not match the model's architecture (no array "
+                       f"of the same shape for {', '.join(n for n in fresh if 'v_head' not in n)})")
+    return merged
 
 
 def merge_backbone(init: dict, base: dict) -> dict:
@@ -238,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         resumed = sorted(int(p.name) for p in work.glob("[0-9]*") if p.name.isdigit()) if work.is_dir() else []
         start = time.time()
         if cfg.kind == "lm":
-            model, metrics = run_lm(cfg, tok, config, optim, work)
+            model, metrics = run_lm(cfg, tok, config, optim, work, args.config)
         else:
             model, metrics = run_prm(cfg, tok, config, optim, work, args.config)
     except RSDError as e:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import jax
+import numpy as np
 import pytest
 
 from rsd_jax import train as train_module
@@ -11,8 +13,10 @@ from rsd_jax.config import TrainConfig
 from rsd_jax.configlib import load_config
 from rsd_jax.data import arith
 from rsd_jax.data.char_tokenizer import CharTokenizer
+from rsd_jax.errors import RSDError
+from rsd_jax.models import Model
 from rsd_jax.train import main, prm, prm_dataset
-from rsd_jax.weights import load_model
+from rsd_jax.weights import load_model, save_model
 
 TINY = ["model.hidden_size=16", "model.intermediate_size=32", "optim.warmup_steps=1", "optim.batch_size=4",
         "data.n_train=32", "data.n_eval=8", "checkpoint_every=2"]
@@ -54,6 +58,24 @@ def test_lm_then_prm_with_resume(tmp_path, monkeypatch):
     metrics = json.loads((tmp_path / "prm" / "manifest.json").read_text(), parse_constant=no_nan)["metrics"]
     assert "auroc_draft_greedy" in metrics
     assert load_model(tmp_path / "prm").config.head == "value"
+
+
+def test_init_from_continues_an_lm_or_starts_a_prm_and_refuses_another_architecture(tmp_path):
+    lm_cfg = load_config(TrainConfig, None, TINY + ["kind=lm", "seed=7"])
+    source = Model.init(train_module.model_config(lm_cfg, CharTokenizer().vocab_size), 7)
+    save_model(source, tmp_path / "lm")
+    want = jax.tree_util.tree_leaves(source.pure_dict())
+    cont = load_config(TrainConfig, None, TINY + ["kind=lm", f"init_from={tmp_path / 'lm'}"])  # seed 0: other init
+    got = train_module.initial_params(cont, train_module.model_config(cont, CharTokenizer().vocab_size), None)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(got), want))
+    prm_cfg = load_config(TrainConfig, None, TINY + ["kind=prm", f"init_from={tmp_path / 'lm'}"])
+    got = train_module.initial_params(prm_cfg, train_module.model_config(prm_cfg, CharTokenizer().vocab_size), None)
+    assert np.array_equal(got["layers"][0]["mlp"]["down_proj"]["kernel"],
+                          source.pure_dict()["layers"][0]["mlp"]["down_proj"]["kernel"])
+    assert "v_head" in got and "v_head" not in source.pure_dict()
+    wide = load_config(TrainConfig, None, TINY + ["kind=prm", f"init_from={tmp_path / 'lm'}", "model.hidden_size=32"])
+    with pytest.raises(RSDError, match="do not match the model's architecture.*embed_tokens"):
+        train_module.initial_params(wide, train_module.model_config(wide, CharTokenizer().vocab_size), None)
 
 
 def test_a_work_dir_is_resumed_only_by_its_own_run(tmp_path, monkeypatch, capsys):
