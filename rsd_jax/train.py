@@ -123,6 +123,7 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
     if not all(arith.perturbable_steps(p, cfg.data.perturb_kinds) for p in problems):
         raise RSDError(f"data.perturb_kinds {list(cfg.data.perturb_kinds)}: some training problems have no step "
                        "such a perturbation can replace")
+    init = initial_params(cfg, config, config_file)  # a wrong init_from fails here, before the sampling
     lms = [restore_model(resolve_path(p, config_file)) for p in cfg.data.sample_from]
     copies = (cfg.data.samples_per_problem + cfg.data.greedy) * (1 + cfg.data.prefix_cuts)
     print(f"sampling {len(problems) * len(lms) * copies} solutions to label"
@@ -136,7 +137,7 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
         idx = np.random.default_rng([cfg.seed, step]).integers(0, len(tokens), cfg.optim.batch_size)
         return tokens[idx], mask[idx], labels[idx]
 
-    model = train(config, initial_params(cfg, config, config_file), prm.prm_loss, batch_at, optim, work,
+    model = train(config, init, prm.prm_loss, batch_at, optim, work,
                   checkpoint_every=cfg.checkpoint_every, desc=f"train {Path(cfg.out).name}")
     held_out = arith.generate_problems(cfg.data.n_eval, cfg.data.seed + 1000, cfg.data.levels)
     metrics = {}
