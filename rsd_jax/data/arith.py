@@ -166,6 +166,12 @@ def _change_digit(rng: np.random.Generator, value: int) -> int:
     return int("".join(digits))
 
 
+def _corruptions_of(op: str, kinds: tuple[str, ...]) -> list[str]:
+    """The equation corruptions among `kinds` that a step with operator `op` can take (a product has no
+    add/sub operator to flip)."""
+    return [kind for kind in kinds if kind in CORRUPTIONS and not (kind == "operator" and op == "*")]
+
+
 def corrupt_step(problem: Problem, k: int, rng: np.random.Generator,
                  kinds: tuple[str, ...] = CORRUPTIONS) -> tuple[str, str]:
     """(kind, text) of a wrong version of the reference step k, the near misses a small model makes: the
@@ -177,7 +183,7 @@ def corrupt_step(problem: Problem, k: int, rng: np.random.Generator,
         return "answer", f"The answer is {_change_digit(rng, problem.answer)}."
     a = problem.start if k == 0 else int(_EQUATION.match(problem.steps[k - 1])[4])
     op, b = problem.operations[k]
-    kinds = [kind for kind in kinds if kind in CORRUPTIONS and not (kind == "operator" and op == "*")]
+    kinds = _corruptions_of(op, kinds)
     if not kinds:
         raise ConfigError(f"no corruption of step {k} of {problem.question} among the kinds asked for")
     for _ in range(100):
@@ -204,9 +210,7 @@ def perturbable_steps(problem: Problem, kinds: tuple[str, ...] = PERTURBATIONS) 
     if unknown:
         raise ConfigError(f"unknown perturbation kind(s) {unknown}: choose from {list(PERTURBATIONS)}")
     return [k for k in range(problem.level + 1)
-            if ("answer" in kinds if k == problem.level else
-                any(kind in CORRUPTIONS and not (kind == "operator" and problem.operations[k][0] == "*")
-                    for kind in kinds))]
+            if ("answer" in kinds if k == problem.level else _corruptions_of(problem.operations[k][0], kinds))]
 
 
 def perturbed_solution(problem: Problem, rng: np.random.Generator,
