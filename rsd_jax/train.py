@@ -63,7 +63,7 @@ def lm_accuracy(model: Model, tok: CharTokenizer, problems: list[arith.Problem])
 
 
 def run_lm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: OptimConfig, work: Path,
-           config_file: str | None = None):
+           config_file: str | None):
     problems = arith.generate_problems(cfg.data.n_train, cfg.data.seed, cfg.data.levels)
     tokens, mask = lm.encode_examples(tok, problems, cfg.data.sequence_length)
     model = train(config, initial_params(cfg, config, config_file), lm.lm_loss,

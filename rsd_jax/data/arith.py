@@ -222,5 +222,5 @@ def perturbed_solution(problem: Problem, rng: np.random.Generator,
     if not steps:
         raise ConfigError(f"no step of {problem.question} can take a perturbation of kinds {list(kinds)}")
     k = steps[int(rng.integers(len(steps)))]
-    _, wrong = corrupt_step(problem, k, rng, tuple(kinds))
+    _, wrong = corrupt_step(problem, k, rng, kinds)
     return reference_prefix(problem, k) + wrong
