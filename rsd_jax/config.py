@@ -194,9 +194,10 @@ class TrainDataConfig:
     prefix_cuts: int = doc(0, "prm: also label each LM's continuations (the same samples and greedy) of this many "
                            "reference prefixes per problem, cut after k steps, k uniform in 1..level: the states "
                            "RSD visits once the target has written a step", (0, 64))
-    perturbed: int = doc(0, "prm: also label this many reference solutions per problem cut after one near-miss "
-                         "wrong step (a digit of a result, the operator, the operand or the previous value "
-                         "changed): hard negatives the sampled steps rarely hold", (0, 64))
+    perturbed: float = doc(0.0, "prm: also label this many reference solutions per problem cut after one near-miss "
+                           "wrong step (a digit of a result, the operator, the operand or the previous value "
+                           "changed): hard negatives the sampled steps rarely hold; a fraction, e.g. 0.25, takes "
+                           "one for that share of the problems, drawn at random", (0.0, 64.0))
     perturb_kinds: tuple[str, ...] = doc(arith.PERTURBATIONS, "prm: the kinds of wrong step `perturbed` draws "
                                          "from (result, operator, operand, chain, answer), e.g. [operator]: "
                                          "only the add/sub flips a PRM cannot learn from sampled steps alone")

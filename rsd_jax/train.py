@@ -92,12 +92,12 @@ def continue_prefixes(model: Model, tok: CharTokenizer, problems: list[arith.Pro
 
 def prm_dataset(cfg: TrainConfig, tok: CharTokenizer, problems: list[arith.Problem], seed: int,
                 lms: list[Model], temperature: float, copies: int, greedy: bool = False, cuts: int = 0,
-                perturbed: int = 0, perturb_kinds: tuple[str, ...] = arith.PERTURBATIONS):
+                perturbed: float = 0.0, perturb_kinds: tuple[str, ...] = arith.PERTURBATIONS):
     """Token, mask and label arrays of `copies` solutions per problem sampled from each LM at `temperature`, plus
     each LM's greedy solution when `greedy`, every step labelled by the exact checker; with `cuts`, the same
     again for each of `cuts` reference prefixes per problem, the LM continuing it and only its own steps
     labelled; with `perturbed`, that many reference solutions per problem cut after one near-miss wrong step of
-    one of `perturb_kinds`."""
+    one of `perturb_kinds` (its fractional part: one for that share of the problems, drawn at random)."""
     rows_p, rows_t, rows_first = [], [], []
     for cut in range(cuts + 1):
         ks = reference_cuts(problems, seed, cut)
@@ -108,11 +108,19 @@ def prm_dataset(cfg: TrainConfig, tok: CharTokenizer, problems: list[arith.Probl
                 rows_p += problems
                 rows_first += ks
     rng = np.random.default_rng([seed, 1 + cuts, 271828])
-    for _ in range(perturbed):
-        rows_t += [arith.perturbed_solution(p, rng, perturb_kinds) for p in problems]
-        rows_p += problems
-        rows_first += [0] * len(problems)
+    whole, part = divmod(perturbed, 1.0)
+    for copy in range(int(whole) + (part > 0)):  # the whole copies first: their draws do not depend on `part`
+        chosen = problems if copy < whole else perturbed_share(problems, part, rng)
+        rows_t += [arith.perturbed_solution(p, rng, perturb_kinds) for p in chosen]
+        rows_p += chosen
+        rows_first += [0] * len(chosen)
     return prm.encode_prm_examples(tok, rows_p, rows_t, cfg.data.sequence_length, rows_first)
+
+
+def perturbed_share(problems: list[arith.Problem], share: float, rng: np.random.Generator) -> list[arith.Problem]:
+    """round(share * len(problems)) of the problems, drawn without replacement, in their order."""
+    picked = rng.choice(len(problems), round(share * len(problems)), replace=False)
+    return [problems[i] for i in sorted(picked)]
 
 
 def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: OptimConfig, work: Path,
@@ -127,7 +135,7 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
     lms = [restore_model(resolve_path(p, config_file)) for p in cfg.data.sample_from]
     copies = (cfg.data.samples_per_problem + cfg.data.greedy) * (1 + cfg.data.prefix_cuts)
     print(f"sampling {len(problems) * len(lms) * copies} solutions to label"
-          f"{f', and {len(problems) * cfg.data.perturbed} perturbed references' if cfg.data.perturbed else ''} ...")
+          f"{f', and {round(len(problems) * cfg.data.perturbed)} perturbed references' if cfg.data.perturbed else ''} ...")
     tokens, mask, labels = prm_dataset(cfg, tok, problems, cfg.data.seed, lms, cfg.data.temperature,
                                        cfg.data.samples_per_problem, cfg.data.greedy, cfg.data.prefix_cuts,
                                        cfg.data.perturbed, cfg.data.perturb_kinds)

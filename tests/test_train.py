@@ -190,3 +190,8 @@ def test_prm_data_adds_perturbed_references_after_the_samples(monkeypatch):
     for p, row in zip(problems, flips[20:]):
         steps = arith.split_steps(CharTokenizer().decode([t for t in row.tolist() if t > 2])[len(p.question) + 1:])
         assert arith.step_errors(p, steps, len(steps) - 1) == ("operator",)
+    share = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=1, perturbed=2.25)
+    assert len(share[0]) == 65 and (share[0][:60] == tokens).all()  # whole copies as before, then 5 problems
+    picked = [CharTokenizer().decode([t for t in row.tolist() if t > 2]).split("\n")[0] for row in share[0][60:]]
+    assert len(set(picked)) == 5 and set(picked) <= {p.question for p in problems}
+    assert share[2][60:][share[1][60:] > 0].tolist().count(0.0) == 5  # one near miss each
