@@ -134,8 +134,9 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
     init = initial_params(cfg, config, config_file)  # a wrong init_from fails here, before the sampling
     lms = [restore_model(resolve_path(p, config_file)) for p in cfg.data.sample_from]
     copies = (cfg.data.samples_per_problem + cfg.data.greedy) * (1 + cfg.data.prefix_cuts)
+    n_perturbed = round(len(problems) * cfg.data.perturbed)
     print(f"sampling {len(problems) * len(lms) * copies} solutions to label"
-          f"{f', and {round(len(problems) * cfg.data.perturbed)} perturbed references' if cfg.data.perturbed else ''} ...")
+          f"{f', and {n_perturbed} perturbed references' if n_perturbed else ''} ...")
     tokens, mask, labels = prm_dataset(cfg, tok, problems, cfg.data.seed, lms, cfg.data.temperature,
                                        cfg.data.samples_per_problem, cfg.data.greedy, cfg.data.prefix_cuts,
                                        cfg.data.perturbed, cfg.data.perturb_kinds)
