@@ -28,7 +28,7 @@ from rsd_jax.data.char_tokenizer import CharTokenizer
 from rsd_jax.errors import ConfigError, RSDError
 from rsd_jax.models import Model, ModelConfig, RopeConfig
 from rsd_jax.training import lm, prm
-from rsd_jax.training.loop import train
+from rsd_jax.training.loop import train, trim_padding
 from rsd_jax.weights import restore_model, save_model
 
 TOKENIZER_FILE = "char_tokenizer.json"
@@ -144,7 +144,7 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
 
     def batch_at(step: int):
         idx = np.random.default_rng([cfg.seed, step]).integers(0, len(tokens), cfg.optim.batch_size)
-        return tokens[idx], mask[idx], labels[idx]
+        return trim_padding((tokens[idx], mask[idx], labels[idx]))
 
     model = train(config, init, prm.prm_loss, batch_at, optim, work,
                   checkpoint_every=cfg.checkpoint_every, desc=f"train {Path(cfg.out).name}")

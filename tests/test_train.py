@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -14,8 +15,10 @@ from rsd_jax.configlib import load_config
 from rsd_jax.data import arith
 from rsd_jax.data.char_tokenizer import CharTokenizer
 from rsd_jax.errors import RSDError
-from rsd_jax.models import Model
+from rsd_jax.models import Model, ModelConfig
 from rsd_jax.train import main, prm, prm_dataset
+from rsd_jax.training import lm
+from rsd_jax.training.loop import trim_padding
 from rsd_jax.weights import load_model, save_model
 
 TINY = ["model.hidden_size=16", "model.intermediate_size=32", "optim.warmup_steps=1", "optim.batch_size=4",
@@ -195,3 +198,21 @@ def test_prm_data_adds_perturbed_references_after_the_samples(monkeypatch):
     picked = [CharTokenizer().decode([t for t in row.tolist() if t > 2]).split("\n")[0] for row in share[0][60:]]
     assert len(set(picked)) == 5 and set(picked) <= {p.question for p in problems}
     assert share[2][60:][share[1][60:] > 0].tolist().count(0.0) == 5  # one near miss each
+
+
+def test_trimmed_batches_keep_every_token_and_the_loss():
+    tok = CharTokenizer()
+    problems = arith.generate_problems(6, seed=5, levels=(3,))
+    tokens, mask = lm.encode_examples(tok, problems, 128)
+    trimmed = trim_padding((tokens, mask))
+    used = int(np.nonzero(tokens.any(0))[0].max()) + 1
+    assert trimmed[0].shape[1] % 16 == 0 and used <= trimmed[0].shape[1] < used + 16
+    assert trim_padding((tokens[:, :40], mask[:, :40]))[0].shape[1] == 40  # never wider than given
+    model = Model.init(ModelConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32, num_layers=2,
+                                   num_heads=2, num_kv_heads=1, head_dim=8), 0)
+    full, cut = lm.lm_loss(model, (tokens, mask)), lm.lm_loss(model, trimmed)
+    np.testing.assert_allclose(cut[0], full[0], rtol=1e-5)
+    t, m, y = prm.encode_prm_examples(tok, problems, [arith.solution_text(p) for p in problems], 128)
+    value = Model.init(dataclasses.replace(model.config, head="value"), 1)
+    np.testing.assert_allclose(prm.prm_loss(value, trim_padding((t, m, y)))[0], prm.prm_loss(value, (t, m, y))[0],
+                               rtol=1e-5)

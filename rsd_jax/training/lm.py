@@ -16,6 +16,7 @@ import optax
 
 from rsd_jax.data import arith
 from rsd_jax.models.model import Model, full_forward
+from rsd_jax.training.loop import trim_padding
 
 if TYPE_CHECKING:
     from rsd_jax.tokenizer import Tokenizer
@@ -46,9 +47,9 @@ def lm_loss(model: Model, batch: tuple[jax.Array, jax.Array]) -> tuple[jax.Array
 
 
 def batch_sampler(tokens: np.ndarray, mask: np.ndarray, batch_size: int, seed: int):
-    """batch_at(step): a batch drawn by (seed, step)."""
+    """batch_at(step): a batch drawn by (seed, step), cut to the width its longest row needs."""
     def batch_at(step: int):
         idx = np.random.default_rng([seed, step]).integers(0, len(tokens), batch_size)
-        return jnp.asarray(tokens[idx]), jnp.asarray(mask[idx])
+        return trim_padding((tokens[idx], mask[idx]))
 
     return batch_at

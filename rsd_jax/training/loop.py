@@ -2,6 +2,8 @@
 checkpoints of (params, optimizer state, step), and resume after an interruption.
 
 Batches are a pure function of (seed, step), so a resumed run sees exactly the batches it would have seen.
+`trim_padding` cuts each batch to the width its longest row needs, so short rows do not pay for the longest
+possible one (the step compiles once per width).
 The loss is `loss_fn(model, batch) -> (loss, metrics)` on a `Model`; parameters travel as a pure dict.
 """
 
@@ -12,6 +14,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from tqdm import tqdm
@@ -28,6 +31,18 @@ def make_optimizer(o: OptimConfig) -> optax.GradientTransformation:
                                                   end_value=o.learning_rate * 0.05)
     return optax.chain(optax.clip_by_global_norm(o.grad_clip),
                        optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+
+
+def trim_padding(batch: tuple[np.ndarray, ...], multiple: int = 16) -> tuple[np.ndarray, ...]:
+    """The [B, T] arrays of a batch cut to the narrowest width, a multiple of `multiple` (or T), that keeps every
+    non-pad token of batch[0], the token ids (PAD 0, right-padded).
+
+    Exact for causal losses that weigh pad positions 0: a token never attends to the pad after it.
+    """
+    tokens = batch[0]
+    used = int(np.max(np.nonzero(np.any(tokens != 0, axis=0))[0], initial=-1)) + 1
+    width = min(tokens.shape[1], max(multiple, -(-used // multiple) * multiple))
+    return tuple(a[:, :width] for a in batch)
 
 
 def _train_step_fn(config: ModelConfig, loss_fn: LossFn, tx: optax.GradientTransformation):
