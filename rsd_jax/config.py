@@ -235,6 +235,9 @@ class TrainConfig:
     seed: int = doc(0, "initialisation seed")
     init_from: str | None = doc(None, "an LM checkpoint of the same architecture to start from: a PRM takes its "
                                 "backbone (the value head starts fresh), an LM continues training it")
+    lm_loss_weight: float = doc(0.0, "prm: weight of an auxiliary next-token loss on each solution up to its first "
+                                "wrong step, through the tied embeddings (keeps the backbone's arithmetic)",
+                                (0.0, 100.0))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ and the measured metrics.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import shlex
@@ -141,12 +142,18 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
                                        cfg.data.samples_per_problem, cfg.data.greedy, cfg.data.prefix_cuts,
                                        cfg.data.perturbed, cfg.data.perturb_kinds)
     print(f"{int(mask.sum())} labelled steps, {labels[mask > 0].mean():.1%} correct")
+    arrays = (tokens, mask, labels)
+    if cfg.lm_loss_weight:
+        if not config.tie_word_embeddings:
+            raise RSDError("lm_loss_weight needs model.tie_word_embeddings: a value-head PRM has no other LM head")
+        arrays += (prm.solution_lm_weights(tokens, mask, labels, tok.encode("\n")[0], tok.delimiter_id),)
 
     def batch_at(step: int):
         idx = np.random.default_rng([cfg.seed, step]).integers(0, len(tokens), cfg.optim.batch_size)
-        return trim_padding((tokens[idx], mask[idx], labels[idx]))
+        return trim_padding(tuple(a[idx] for a in arrays))
 
-    model = train(config, init, prm.prm_loss, batch_at, optim, work,
+    loss_fn = functools.partial(prm.prm_loss, lm_weight=cfg.lm_loss_weight)
+    model = train(config, init, loss_fn, batch_at, optim, work,
                   checkpoint_every=cfg.checkpoint_every, desc=f"train {Path(cfg.out).name}")
     held_out = arith.generate_problems(cfg.data.n_eval, cfg.data.seed + 1000, cfg.data.levels)
     metrics = {}

@@ -216,3 +216,23 @@ def test_trimmed_batches_keep_every_token_and_the_loss():
     value = Model.init(dataclasses.replace(model.config, head="value"), 1)
     np.testing.assert_allclose(prm.prm_loss(value, trim_padding((t, m, y)))[0], prm.prm_loss(value, (t, m, y))[0],
                                rtol=1e-5)
+
+
+def test_the_auxiliary_lm_loss_reads_each_solution_up_to_its_first_wrong_step():
+    tok = CharTokenizer()
+    problems = arith.generate_problems(3, seed=5, levels=(3,))
+    wrong = arith.reference_prefix(problems[1], 1) + "1+1=7\n\nThe answer is 7."
+    texts = [arith.solution_text(problems[0]), wrong, arith.solution_text(problems[2])]
+    t, m, y = prm.encode_prm_examples(tok, problems, texts, 64, [0, 0, 2])
+    w = prm.solution_lm_weights(t, m, y, tok.encode("\n")[0], tok.delimiter_id)
+    read = [tok.decode([int(x) for x, k in zip(t[i], w[i]) if k]) for i in range(3)]
+    assert read[0] == arith.solution_text(problems[0]) + "\n\n"  # all correct: the whole solution
+    assert read[1] == arith.reference_prefix(problems[1], 1)  # stops before the wrong step
+    assert read[2] == arith.solution_text(problems[2]) + "\n\n"  # the unlabelled prefix is correct: read too
+    model = Model.init(ModelConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32, num_layers=1,
+                                   num_heads=2, num_kv_heads=1, head_dim=8, head="value",
+                                   tie_word_embeddings=True), 0)
+    plain, _ = prm.prm_loss(model, (t, m, y))
+    both, metrics = prm.prm_loss(model, (t, m, y, w), lm_weight=0.5)
+    np.testing.assert_allclose(both, plain + 0.5 * metrics["lm_loss"], rtol=1e-5)
+    assert float(metrics["lm_loss"]) > 0

@@ -109,15 +109,42 @@ def encode_prm_examples(tok: "Tokenizer", problems: Sequence[arith.Problem], tex
     return tokens, mask, labels
 
 
-def prm_loss(model: Model, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-    tokens, mask, labels = batch
+def solution_lm_weights(tokens: np.ndarray, mask: np.ndarray, labels: np.ndarray, newline_id: int,
+                        delimiter_id: int) -> np.ndarray:
+    """[N, T] float32 next-token targets of the auxiliary LM loss: 1 at the solution's tokens (after the newline
+    that closes the PRM prompt) through the delimiter of the last step before the first step labelled wrong (all
+    of them when none is), 0 elsewhere. The model is taught only what a correct solution continues with."""
+    n, t = tokens.shape
+    pos = np.arange(t)[None, :]
+    start = np.argmax(tokens == newline_id, axis=1)[:, None] + 1
+    wrong = (mask > 0) & (labels < 0.5)
+    first_wrong = np.where(wrong.any(1), np.argmax(wrong, axis=1), t)[:, None]
+    kept_delimiters = (tokens == delimiter_id) & (pos < first_wrong)
+    end = np.where(kept_delimiters.any(1), t - 1 - np.argmax(kept_delimiters[:, ::-1], axis=1), -1)[:, None]
+    return ((pos >= start) & (pos <= end)).astype(np.float32)
+
+
+def prm_loss(model: Model, batch, lm_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Binary cross-entropy of the value head at the labelled delimiters; batch (tokens, mask, labels) [B, T] each.
+
+    With lm_weight > 0 the batch carries a fourth array, `solution_lm_weights`, and the loss adds lm_weight times
+    the next-token cross-entropy there (through the tied embeddings): an auxiliary task that keeps the backbone
+    computing the arithmetic it is asked to judge.
+    """
+    tokens, mask, labels = batch[:3]
     b, t = tokens.shape
     out = model.backbone(tokens, jnp.zeros((b,), jnp.int32), model.init_cache(b, t))
     logits = model.module().v_head(out.hidden)
     bce = optax.sigmoid_binary_cross_entropy(logits, labels)
     loss = jnp.sum(bce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
     acc = jnp.sum(((logits > 0) == (labels > 0.5)) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-    return loss, {"step_acc": acc}
+    metrics = {"step_acc": acc}
+    if lm_weight:
+        weights = batch[3][:, 1:]
+        ce = optax.softmax_cross_entropy_with_integer_labels(model.logits(out.hidden)[:, :-1], tokens[:, 1:])
+        lm = jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+        loss, metrics["lm_loss"] = loss + lm_weight * lm, lm
+    return loss, metrics
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
