@@ -132,6 +132,8 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
     if not all(arith.perturbable_steps(p, cfg.data.perturb_kinds) for p in problems):
         raise RSDError(f"data.perturb_kinds {list(cfg.data.perturb_kinds)}: some training problems have no step "
                        "such a perturbation can replace")
+    if cfg.lm_loss_weight and not config.tie_word_embeddings:
+        raise RSDError("lm_loss_weight needs model.tie_word_embeddings: a value-head PRM has no other LM head")
     init = initial_params(cfg, config, config_file)  # a wrong init_from fails here, before the sampling
     lms = [restore_model(resolve_path(p, config_file)) for p in cfg.data.sample_from]
     copies = (cfg.data.samples_per_problem + cfg.data.greedy) * (1 + cfg.data.prefix_cuts)
@@ -144,8 +146,6 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, optim: Op
     print(f"{int(mask.sum())} labelled steps, {labels[mask > 0].mean():.1%} correct")
     arrays = (tokens, mask, labels)
     if cfg.lm_loss_weight:
-        if not config.tie_word_embeddings:
-            raise RSDError("lm_loss_weight needs model.tie_word_embeddings: a value-head PRM has no other LM head")
         arrays += (prm.solution_lm_weights(tokens, mask, labels, tok.encode("\n")[0], tok.delimiter_id),)
 
     def batch_at(step: int):

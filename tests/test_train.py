@@ -111,6 +111,14 @@ def test_a_prm_needs_sample_sources(tmp_path, capsys):
     assert "data.sample_from" in capsys.readouterr().err
 
 
+def test_the_auxiliary_lm_loss_needs_tied_embeddings_and_says_so_before_sampling(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train_module, "restore_model", lambda *a: pytest.fail("sampled before the config check"))
+    args = [f"out={tmp_path / 'p'}", "kind=prm", "data.sample_from=[somewhere]", "lm_loss_weight=1.0",
+            "model.tie_word_embeddings=false"]
+    assert main(args + TINY) == 2
+    assert "tie_word_embeddings" in capsys.readouterr().err
+
+
 def test_prm_data_holds_sampled_and_greedy_solutions_of_every_lm(monkeypatch):
     calls = []
 

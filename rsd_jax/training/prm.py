@@ -114,7 +114,7 @@ def solution_lm_weights(tokens: np.ndarray, mask: np.ndarray, labels: np.ndarray
     """[N, T] float32 next-token targets of the auxiliary LM loss: 1 at the solution's tokens (after the newline
     that closes the PRM prompt) through the delimiter of the last step before the first step labelled wrong (all
     of them when none is), 0 elsewhere. The model is taught only what a correct solution continues with."""
-    n, t = tokens.shape
+    t = tokens.shape[1]
     pos = np.arange(t)[None, :]
     start = np.argmax(tokens == newline_id, axis=1)[:, None] + 1
     wrong = (mask > 0) & (labels < 0.5)
