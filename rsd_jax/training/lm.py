@@ -36,12 +36,18 @@ def encode_examples(tok: Tokenizer, problems: list[arith.Problem], length: int) 
     return tokens, mask
 
 
+def next_token_loss(logits: jax.Array, tokens: jax.Array, weights: jax.Array) -> jax.Array:
+    """Mean next-token cross-entropy: logits [B, T, V] at position t predict tokens[:, t + 1], weighted by
+    weights [B, T] of the predicted token (1 where it is a target)."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], tokens[:, 1:])
+    return jnp.sum(ce * weights[:, 1:]) / jnp.maximum(jnp.sum(weights[:, 1:]), 1.0)
+
+
 def lm_loss(model: Model, batch: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
     tokens, mask = batch
     logits, _ = full_forward(model, tokens)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], tokens[:, 1:])
+    loss = next_token_loss(logits, tokens, mask)
     weights = mask[:, 1:]
-    loss = jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
     correct = (jnp.argmax(logits[:, :-1], -1) == tokens[:, 1:]) * weights
     return loss, {"token_acc": jnp.sum(correct) / jnp.maximum(jnp.sum(weights), 1.0)}
 

@@ -24,6 +24,7 @@ from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.decoding.single import single_decode
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.models.model import Model
+from rsd_jax.training.lm import next_token_loss
 
 if TYPE_CHECKING:
     from rsd_jax.tokenizer import Tokenizer
@@ -140,9 +141,7 @@ def prm_loss(model: Model, batch, lm_weight: float = 0.0) -> tuple[jax.Array, di
     acc = jnp.sum(((logits > 0) == (labels > 0.5)) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
     metrics = {"step_acc": acc}
     if lm_weight:
-        weights = batch[3][:, 1:]
-        ce = optax.softmax_cross_entropy_with_integer_labels(model.logits(out.hidden)[:, :-1], tokens[:, 1:])
-        lm = jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+        lm = next_token_loss(model.logits(out.hidden), tokens, batch[3])
         loss, metrics["lm_loss"] = loss + lm_weight * lm, lm
     return loss, metrics
 
