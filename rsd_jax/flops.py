@@ -4,7 +4,9 @@ For one token at context length c (keys it attends to, itself included):
     matmuls   = 2 · L · (E·H·D + 2·E·K·D + H·D·E + 3·E·F)
     attention = 4 · L · H · D · c            (q·kᵀ and p·v)
     head      = 2 · E · V  (LM head)  or  2 · E  (value head)
-These functions accept Python numbers or jnp arrays, so the decoding loop counts work with them as arrays.
+These functions accept Python numbers or jnp arrays, so the decoding loop counts work with them as arrays. The
+per-token counts are Python floats: a real model's counts exceed int32 (a Qwen2.5-Math-7B token is 1.3e10 FLOPs),
+and JAX refuses a Python int above 2^31 - 1 inside traced arithmetic.
 """
 
 from __future__ import annotations
@@ -12,21 +14,21 @@ from __future__ import annotations
 from rsd_jax.models.config import ModelConfig
 
 
-def matmul_flops_per_token(cfg: ModelConfig) -> int:
+def matmul_flops_per_token(cfg: ModelConfig) -> float:
     """Projection and MLP FLOPs of one token through all layers (no attention scores, no head)."""
     e, d, f = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
     attn_proj = e * cfg.num_heads * d * 2 + 2 * e * cfg.num_kv_heads * d
     mlp = 3 * e * f
-    return 2 * cfg.num_layers * (attn_proj + mlp)
+    return float(2 * cfg.num_layers * (attn_proj + mlp))
 
 
-def attention_flops_per_key(cfg: ModelConfig) -> int:
+def attention_flops_per_key(cfg: ModelConfig) -> float:
     """Attention-score FLOPs of one token per attended key, all layers."""
-    return 4 * cfg.num_layers * cfg.num_heads * cfg.head_dim
+    return float(4 * cfg.num_layers * cfg.num_heads * cfg.head_dim)
 
 
-def head_flops_per_token(cfg: ModelConfig) -> int:
-    return 2 * cfg.hidden_size * (cfg.vocab_size if cfg.has_lm_head else 1)
+def head_flops_per_token(cfg: ModelConfig) -> float:
+    return float(2 * cfg.hidden_size * (cfg.vocab_size if cfg.has_lm_head else 1))
 
 
 def flops_per_token(cfg: ModelConfig, context, with_head: bool = True):

@@ -22,3 +22,20 @@ def test_span_flops_is_the_sum_over_positions():
     assert span_flops(CFG, 5, 7) == total
     arr = span_flops(CFG, jnp.array([5, 0]), jnp.array([7, 0]))
     np.testing.assert_allclose(arr, [total, 0])
+
+
+def test_real_model_counts_trace_under_jit():
+    # a Qwen2.5-Math-7B token is 1.3e10 FLOPs and the 72B head alone 2.5e9: above int32, so counts are floats
+    import jax
+
+    from rsd_jax.capacity import MODELS
+    from rsd_jax.decoding.work import Work
+
+    for name, cfg in MODELS.items():
+        start, n = jnp.array([0, 4000], jnp.int32), jnp.array([256, 1], jnp.int32)
+        work = jax.jit(lambda w, s, k: w.add_forward(cfg, s, k, 256, 4352, 1).add_head(cfg, k > 0))(
+            Work.zeros(2), start, n)
+        expected = span_flops(cfg, 4000, 1, with_head=False) + 2 * cfg.hidden_size * cfg.vocab_size
+        np.testing.assert_allclose(float(work.useful_flops[1]), expected + 2 * cfg.hidden_size * cfg.vocab_size,
+                                   rtol=1e-6)
+        assert float(work.executed_flops) > 2 * 256 * matmul_flops_per_token(cfg) > 2**31, name
