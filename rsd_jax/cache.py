@@ -6,8 +6,8 @@ Layout (right-padded, each row starts at slot 0):
                                   of the cache per layer, which on CPU cost far more than the attention itself)
     lengths:  [B] int32          slots [0, lengths[b]) of row b are valid; the rest is stale and masked
 
-Writes go in place at per-row offsets (a scatter with out-of-range slots dropped), attention masks come
-from `lengths`, and rolling a row back is lowering its length: stale slots are masked, then overwritten.
+Writes go in place at per-row offsets (a scatter with out-of-range slots dropped), what a query sees comes
+from `lengths` (rsd_jax.models.attention.Visibility), and rolling a row back is lowering its length: stale slots are masked, then overwritten.
 Always built with zeros (`jnp.empty` is uninitialised memory in recent JAX).
 """
 
@@ -88,10 +88,3 @@ def chunk_slots(starts: jax.Array, n_valid: jax.Array, chunk: int, capacity: int
     slots = starts[:, None] + offsets
     return jnp.where(offsets < n_valid[:, None], slots, capacity)
 
-
-def attention_mask(starts: jax.Array, n_valid: jax.Array, chunk: int, capacity: int) -> jax.Array:
-    """Boolean mask [B, T, S]: query t of row b sees key slot s iff s <= starts+t and s < starts+n_valid."""
-    q_pos = starts[:, None] + jnp.arange(chunk, dtype=jnp.int32)[None, :]  # [B, T]
-    k_pos = jnp.arange(capacity, dtype=jnp.int32)[None, None, :]  # [1, 1, S]
-    end = (starts + n_valid)[:, None, None]
-    return (k_pos <= q_pos[:, :, None]) & (k_pos < end)

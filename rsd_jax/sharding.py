@@ -3,7 +3,8 @@
 Weights use tensor parallelism over "model" (attention heads, KV heads, MLP width, vocabulary), each only
 when the dimension divides evenly over the axis (otherwise that dimension is replicated: e.g. 2 KV heads on
 an 8-way model axis); everything with a batch dimension is split over "data". One table of logical axes per
-parameter is the single description from which every sharding is derived.
+parameter, declared where the parameter is created (`rsd_jax.models.decoder`: its `axes` metadata), is the single
+description from which every sharding is derived; a parameter without declared axes is an error.
 
 The mesh uses Auto axes, so XLA's partitioner propagates shardings through the loop from the declared
 inputs and outputs; the entry points are `jax.jit(..., in_shardings=..., out_shardings=...)`.
@@ -15,25 +16,13 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from rsd_jax.cache import DATA_AXIS as DATA, MODEL_AXIS as MODEL
 from rsd_jax.errors import ConfigError
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
-
-# (module, leaf) -> logical axis of each dimension
-_PARAM_AXES: dict[tuple[str, str], tuple[str | None, ...]] = {
-    ("embed_tokens", "embedding"): ("vocab", None),
-    ("q_proj", "kernel"): (None, "heads"), ("q_proj", "bias"): ("heads",),
-    ("k_proj", "kernel"): (None, "kv_heads"), ("k_proj", "bias"): ("kv_heads",),
-    ("v_proj", "kernel"): (None, "kv_heads"), ("v_proj", "bias"): ("kv_heads",),
-    ("o_proj", "kernel"): ("heads", None), ("o_proj", "bias"): (None,),
-    ("gate_proj", "kernel"): (None, "mlp"), ("gate_proj", "bias"): ("mlp",),
-    ("up_proj", "kernel"): (None, "mlp"), ("up_proj", "bias"): ("mlp",),
-    ("down_proj", "kernel"): ("mlp", None), ("down_proj", "bias"): (None,),
-    ("lm_head", "kernel"): (None, "vocab"),
-}
 
 
 def make_mesh(data: int = -1, model: int = 1, devices=None) -> jax.sharding.Mesh:
@@ -48,41 +37,59 @@ def make_mesh(data: int = -1, model: int = 1, devices=None) -> jax.sharding.Mesh
     return jax.make_mesh((data, model), (DATA, MODEL), axis_types=auto, devices=devices)
 
 
-def _divisible_axes(cfg: ModelConfig, model_size: int) -> dict[str, str | None]:
-    """Logical axis -> mesh axis, replicating any dimension that does not split evenly."""
+def logical_rules(cfg: ModelConfig, model_size: int) -> dict[str | None, str | None]:
+    """Logical axis -> mesh axis for one model: its heads, KV heads, MLP width and vocabulary go over "model"
+    when they split evenly over it (whole heads only), and are replicated otherwise."""
     def over_model(n: int) -> str | None:
         return MODEL if model_size > 1 and n % model_size == 0 else None
 
     return {"heads": over_model(cfg.num_heads), "kv_heads": over_model(cfg.num_kv_heads),
-            "mlp": over_model(cfg.intermediate_size), "vocab": over_model(cfg.vocab_size), None: None}
+            "mlp": over_model(cfg.intermediate_size), "vocab": over_model(cfg.vocab_size), "layers": None,
+            None: None}
 
 
-def param_specs(model: Model, mesh: jax.sharding.Mesh) -> Any:
-    """A params-shaped tree (pure dict) of PartitionSpecs."""
-    rules = _divisible_axes(model.config, mesh.shape[MODEL])
+def param_axes(config: ModelConfig) -> Any:
+    """A params-shaped tree (pure dict) of the logical axes each parameter declared where it was created."""
+    def axes(path, variable: nnx.Variable) -> tuple[str | None, ...]:
+        declared = variable.get_metadata().get("axes")
+        if declared is None or len(declared) != variable.ndim:
+            raise ConfigError(f"parameter {jax.tree_util.keystr(path)} declares no logical axes for its "
+                              f"{variable.ndim} dimensions (got {declared!r})")
+        return tuple(declared)
 
-    def spec(path, leaf) -> P:
-        keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
-        axes = _PARAM_AXES.get((str(keys[-2]), str(keys[-1])), (None,) * len(leaf.shape))
+    state = Model.abstract(config).params
+    tree = jax.tree_util.tree_map_with_path(axes, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
+
+
+def param_specs(config: ModelConfig, mesh: jax.sharding.Mesh) -> Any:
+    """A params-shaped tree (pure dict) of PartitionSpecs, from the declared axes and the mesh."""
+    rules = logical_rules(config, mesh.shape[MODEL])
+
+    def spec(axes: tuple[str | None, ...]) -> P:
+        unknown = [a for a in axes if a not in rules]
+        if unknown:
+            raise ConfigError(f"logical axis {unknown[0]!r} has no sharding rule (known: {sorted(map(str, rules))})")
         return P(*(rules[a] for a in axes))
 
-    return jax.tree_util.tree_map_with_path(spec, model.pure_dict())
+    return jax.tree.map(spec, param_axes(config), is_leaf=lambda x: isinstance(x, tuple))
 
 
-def param_shardings(model: Model, mesh: jax.sharding.Mesh) -> Any:
-    return jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs(model, mesh),
+def param_shardings(config: ModelConfig, mesh: jax.sharding.Mesh) -> Any:
+    """A params-shaped tree (pure dict) of NamedShardings: where loaders put each parameter."""
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs(config, mesh),
                         is_leaf=lambda x: isinstance(x, P))
 
 
 def shard_model(model: Model, mesh: jax.sharding.Mesh) -> Model:
     """Places the model's weights into their shardings."""
-    placed = jax.tree.map(jax.device_put, model.pure_dict(), param_shardings(model, mesh))
+    placed = jax.tree.map(jax.device_put, model.pure_dict(), param_shardings(model.config, mesh))
     return Model.from_pure_dict(model.config, placed)
 
 
 def model_sharding_tree(model: Model, mesh: jax.sharding.Mesh) -> Model:
     """The model's pytree with NamedShardings as leaves (an `in_shardings` entry for `jax.jit`)."""
-    return Model.from_pure_dict(model.config, param_shardings(model, mesh))
+    return Model.from_pure_dict(model.config, param_shardings(model.config, mesh))
 
 
 def batch_sharding(mesh: jax.sharding.Mesh, ndim: int) -> NamedSharding:

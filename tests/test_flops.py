@@ -12,8 +12,8 @@ CFG = ModelConfig(vocab_size=100, hidden_size=32, intermediate_size=48, num_laye
 
 def test_matmul_flops_equal_twice_the_weight_matrix_entries():
     params = Model.init(CFG).pure_dict()
-    layer = params["layers"][0]
-    per_layer = sum(v["kernel"].size for m in ("self_attn", "mlp") for v in layer[m].values())
+    layers = params["layers"]  # stacked: [L, ...] per parameter
+    per_layer = sum(v["kernel"][0].size for m in ("self_attn", "mlp") for v in layers[m].values())
     assert matmul_flops_per_token(CFG) == 2 * CFG.num_layers * per_layer
 
 

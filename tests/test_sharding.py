@@ -63,12 +63,12 @@ def test_weights_are_sharded_as_declared():
     draft, target, _ = _models()
     mesh = sh.make_mesh(2, 4)
     placed = sh.shard_model(target, mesh).pure_dict()
-    layer = placed["layers"][0]
-    assert layer["self_attn"]["q_proj"]["kernel"].sharding.spec == jax.P(None, "model")
-    assert layer["self_attn"]["o_proj"]["kernel"].sharding.spec == jax.P("model", None)
-    assert layer["mlp"]["down_proj"]["kernel"].sharding.spec == jax.P("model", None)
+    layer = placed["layers"]  # stacked over a leading, replicated layer axis
+    assert layer["self_attn"]["q_proj"]["kernel"].sharding.spec == jax.P(None, None, "model")
+    assert layer["self_attn"]["o_proj"]["kernel"].sharding.spec == jax.P(None, "model", None)
+    assert layer["mlp"]["down_proj"]["kernel"].sharding.spec == jax.P(None, "model", None)
     # 2 KV heads on a 4-way model axis: replicated, never split mid-head
-    assert layer["self_attn"]["k_proj"]["kernel"].sharding.spec == jax.P(None, None)
+    assert layer["self_attn"]["k_proj"]["kernel"].sharding.spec == jax.P(None, None, None)
     assert placed["norm"]["weight"].sharding.spec == jax.P(None)
 
 

@@ -73,8 +73,8 @@ def test_init_from_continues_an_lm_or_starts_a_prm_and_refuses_another_architect
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(got), want))
     prm_cfg = load_config(TrainConfig, None, TINY + ["kind=prm", f"init_from={tmp_path / 'lm'}"])
     got = train_module.initial_params(prm_cfg, train_module.model_config(prm_cfg, CharTokenizer().vocab_size), None)
-    assert np.array_equal(got["layers"][0]["mlp"]["down_proj"]["kernel"],
-                          source.pure_dict()["layers"][0]["mlp"]["down_proj"]["kernel"])
+    assert np.array_equal(got["layers"]["mlp"]["down_proj"]["kernel"],
+                          source.pure_dict()["layers"]["mlp"]["down_proj"]["kernel"])
     assert "v_head" in got and "v_head" not in source.pure_dict()
     wide = load_config(TrainConfig, None, TINY + ["kind=prm", f"init_from={tmp_path / 'lm'}", "model.hidden_size=32"])
     with pytest.raises(RSDError, match="do not match the model's architecture.*embed_tokens"):

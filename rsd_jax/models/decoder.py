@@ -1,10 +1,15 @@
 """The Qwen2 / Llama decoder in flax.nnx: RMSNorm, RoPE, grouped-query attention, SwiGLU, LM or PRM head.
 
-Attribute names follow the HF checkpoints (`layers[i].self_attn.q_proj`, `mlp.gate_proj`, `v_head.summary`,
-...) so that loading weights is a name-for-name copy (Linear weights transposed).
+The layers are one `Block` whose parameters are stacked over a leading layer axis, run by `jax.lax.scan`, so a
+compiled forward holds one layer's body whatever the depth (compile time and temporaries do not grow with it).
+Attribute names follow the HF checkpoints (`layers.self_attn.q_proj`, `mlp.gate_proj`, `v_head.summary`, ...):
+layer i of an HF checkpoint is row i of the stacked arrays (Linear weights transposed).
 
-Shapes: B batch, T tokens in the chunk, S cache capacity, H query heads, K kv heads, G = H / K, D head dim,
-E hidden size, V vocabulary.
+Every parameter declares the logical axes of its dimensions in its `axes` metadata ("layers", "vocab", "heads",
+"kv_heads", "mlp" or None); `rsd_jax.sharding` derives every sharding from them.
+
+Shapes: B batch, T tokens in the chunk, S cache capacity, H query heads, K kv heads, D head dim,
+E hidden size, V vocabulary, L layers.
 """
 
 from __future__ import annotations
@@ -15,15 +20,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rsd_jax.cache import KVCache, attention_mask, chunk_slots
+from rsd_jax.cache import KVCache, chunk_slots
+from rsd_jax.models.attention import Visibility, attend
 from rsd_jax.models.config import ModelConfig, RopeConfig
-
-_MASKED = -1e30  # finite: a fully masked row gives a uniform softmax, never NaN
 
 
 class RMSNorm(nnx.Module):
     def __init__(self, dim: int, eps: float, dtype):
-        self.weight = nnx.Param(jnp.ones((dim,), dtype))
+        self.weight = nnx.Param(jnp.ones((dim,), dtype), axes=(None,))
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -60,22 +64,25 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
     return x * cos + rotated * sin
 
 
-def _linear(n_in: int, n_out: int, bias: bool, cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Linear:
+def _linear(n_in: int, n_out: int, bias: bool, cfg: ModelConfig, rngs: nnx.Rngs,
+            axes: tuple[str | None, str | None]) -> nnx.Linear:
+    """A Linear whose kernel [n_in, n_out] has logical axes `axes` (its bias: the output axis)."""
     return nnx.Linear(n_in, n_out, use_bias=bias, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_dtype,
-                      kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+                      kernel_init=nnx.initializers.normal(0.02), rngs=rngs,
+                      kernel_metadata={"axes": axes}, bias_metadata={"axes": axes[1:]})
 
 
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         e, d = cfg.hidden_size, cfg.head_dim
-        self.q_proj = _linear(e, cfg.num_heads * d, cfg.qkv_bias, cfg, rngs)
-        self.k_proj = _linear(e, cfg.num_kv_heads * d, cfg.qkv_bias, cfg, rngs)
-        self.v_proj = _linear(e, cfg.num_kv_heads * d, cfg.qkv_bias, cfg, rngs)
-        self.o_proj = _linear(cfg.num_heads * d, e, cfg.out_bias, cfg, rngs)
+        self.q_proj = _linear(e, cfg.num_heads * d, cfg.qkv_bias, cfg, rngs, (None, "heads"))
+        self.k_proj = _linear(e, cfg.num_kv_heads * d, cfg.qkv_bias, cfg, rngs, (None, "kv_heads"))
+        self.v_proj = _linear(e, cfg.num_kv_heads * d, cfg.qkv_bias, cfg, rngs, (None, "kv_heads"))
+        self.o_proj = _linear(cfg.num_heads * d, e, cfg.out_bias, cfg, rngs, ("heads", None))
         self.cfg = cfg
 
-    def __call__(self, x, positions, inv_freq, mask, slots, cache: KVCache, layer: int):
-        """x [B, T, E], positions/slots [B, T], mask [B, T, S] -> ([B, T, E], cache with this layer written)."""
+    def __call__(self, x, positions, inv_freq, slots, cache: KVCache, layer: jax.Array, visible: Visibility):
+        """x [B, T, E], positions/slots [B, T] -> ([B, T, E], cache with layer `layer` written)."""
         cfg = self.cfg
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, cfg.num_heads, cfg.head_dim)
@@ -83,23 +90,16 @@ class Attention(nnx.Module):
         v = self.v_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         cache = cache.write_layer(layer, slots, k, v)
-        keys, values = cache.k[layer], cache.v[layer]  # [B, K, S, D]
-        groups = cfg.num_heads // cfg.num_kv_heads
-        q = q.reshape(b, t, cfg.num_kv_heads, groups, cfg.head_dim)
-        scores = jnp.einsum("btkgd,bksd->bkgts", q, keys.astype(q.dtype), preferred_element_type=jnp.float32)
-        scores = scores * (cfg.head_dim ** -0.5)
-        scores = jnp.where(mask[:, None, None], scores, _MASKED)
-        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-        out = jnp.einsum("bkgts,bksd->btkgd", probs, values.astype(x.dtype))
+        out = attend(q, cache.k, cache.v, layer, visible)
         return self.o_proj(out.reshape(b, t, cfg.num_heads * cfg.head_dim)), cache
 
 
 class MLP(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         e, f = cfg.hidden_size, cfg.intermediate_size
-        self.gate_proj = _linear(e, f, cfg.mlp_bias, cfg, rngs)
-        self.up_proj = _linear(e, f, cfg.mlp_bias, cfg, rngs)
-        self.down_proj = _linear(f, e, cfg.mlp_bias, cfg, rngs)
+        self.gate_proj = _linear(e, f, cfg.mlp_bias, cfg, rngs, (None, "mlp"))
+        self.up_proj = _linear(e, f, cfg.mlp_bias, cfg, rngs, (None, "mlp"))
+        self.down_proj = _linear(f, e, cfg.mlp_bias, cfg, rngs, ("mlp", None))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -112,17 +112,30 @@ class Block(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, positions, inv_freq, mask, slots, cache, layer):
-        attn, cache = self.self_attn(self.input_layernorm(x), positions, inv_freq, mask, slots, cache, layer)
+    def __call__(self, x, positions, inv_freq, slots, cache, layer, visible):
+        attn, cache = self.self_attn(self.input_layernorm(x), positions, inv_freq, slots, cache, layer, visible)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), cache
+
+
+def stack_layers(blocks: list[Block]) -> Block:
+    """One Block whose every parameter is the layers' parameters stacked on a new leading "layers" axis
+    (built from per-layer Blocks, so a model draws the same random numbers as a layer-by-layer one)."""
+    graphdef, _ = nnx.split(blocks[0])
+
+    def stack(*variables: nnx.Variable) -> nnx.Variable:
+        first = variables[0]
+        return first.replace(jnp.stack([v[...] for v in variables]), axes=("layers", *first.get_metadata()["axes"]))
+
+    states = [nnx.state(block) for block in blocks]
+    return nnx.merge(graphdef, jax.tree.map(stack, *states, is_leaf=lambda x: isinstance(x, nnx.Variable)))
 
 
 class ValueHead(nnx.Module):
     """Skywork-o1-Open-PRM value head: `v_head.summary`, Linear(E, 1) with bias."""
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-        self.summary = _linear(cfg.hidden_size, 1, True, cfg, rngs)
+        self.summary = _linear(cfg.hidden_size, 1, True, cfg, rngs, (None, None))
 
     def __call__(self, hidden: jax.Array) -> jax.Array:
         return self.summary(hidden)[..., 0].astype(jnp.float32)
@@ -140,12 +153,12 @@ class Decoder(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.cfg = cfg
         self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype,
-                                      param_dtype=cfg.jnp_dtype,
-                                      embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
-        self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.num_layers)])
+                                      param_dtype=cfg.jnp_dtype, embedding_init=nnx.initializers.normal(0.02),
+                                      rngs=rngs, embedding_metadata={"axes": ("vocab", None)})
+        self.layers = stack_layers([Block(cfg, rngs) for _ in range(cfg.num_layers)])
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
         if cfg.has_lm_head and not cfg.tie_word_embeddings:
-            self.lm_head = _linear(cfg.hidden_size, cfg.vocab_size, False, cfg, rngs)
+            self.lm_head = _linear(cfg.hidden_size, cfg.vocab_size, False, cfg, rngs, (None, "vocab"))
         if cfg.head == "value":
             self.v_head = ValueHead(cfg, rngs)
 
@@ -159,14 +172,19 @@ class Decoder(nnx.Module):
         b, t = tokens.shape
         starts = starts.astype(jnp.int32)
         n_valid = jnp.full((b,), t, jnp.int32) if n_valid is None else n_valid.astype(jnp.int32)
-        positions = starts[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
+        visible = Visibility.of_chunk(starts, n_valid, t, cache.capacity)
         slots = chunk_slots(starts, n_valid, t, cache.capacity)
-        mask = attention_mask(starts, n_valid, t, cache.capacity)
         inv_freq = rope_inverse_frequencies(self.cfg.rope, self.cfg.head_dim)
         x = self.embed_tokens(tokens)
-        for i, layer in enumerate(self.layers):
-            with jax.named_scope(f"layer_{i}"):
-                x, cache = layer(x, positions, inv_freq, mask, slots, cache, i)
+        block_def, block_params = nnx.split(self.layers)
+
+        def layer(carry, params):
+            x, cache, i = carry
+            x, cache = nnx.merge(block_def, params)(x, visible.query_slot, inv_freq, slots, cache, i, visible)
+            return (x, cache, i + 1), None
+
+        with jax.named_scope("layers"):
+            (x, cache, _), _ = jax.lax.scan(layer, (x, cache, jnp.int32(0)), block_params)
         return DecoderOutput(hidden=self.norm(x), cache=cache.with_lengths(starts + n_valid))
 
     def logits(self, hidden: jax.Array) -> jax.Array:

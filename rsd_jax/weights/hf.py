@@ -1,20 +1,25 @@
-"""Load HF snapshot folders (`config.json` + `*.safetensors`) into a `Model`.
+"""Load HF snapshot folders (`config.json` + `*.safetensors`) into a `Model`, straight into its shardings.
 
-Architectures: Qwen2ForCausalLM, LlamaForCausalLM, and the Skywork-o1-Open-PRM layout (a Qwen2 backbone
-plus `v_head.summary.{weight,bias}`). Tensors are read with the safetensors library (no torch, no
-pickle, no remote code), one at a time, converted to the model's dtype and, when `shardings` is given,
-placed straight into their sharding.
+Architectures: Qwen2ForCausalLM, LlamaForCausalLM, and the Skywork-o1-Open-PRM layout (a Qwen2 backbone plus
+`v_head.summary.{weight,bias}`). Tensors are read with the safetensors library (no torch, no pickle, no remote
+code). Loading happens in two passes:
+  1. the headers of every file name each tensor, its dtype and shape; each parameter of the model is matched to
+     its tensors (one per layer for the stacked layer parameters) and every mismatch is reported before any data
+     is read;
+  2. each parameter is built with `jax.make_array_from_callback`: every device receives only its own slice, read
+     from the file as that slice (`get_slice`), so no whole model, and no whole sharded tensor, ever sits on one
+     device or in host memory. Files are opened per read, so their memory maps do not stay resident.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import SafetensorError, safe_open
@@ -24,42 +29,48 @@ from rsd_jax.models.config import HeadKind, ModelConfig
 from rsd_jax.models.model import Model
 
 _SUPPORTED_DTYPES = {"F32", "F16", "BF16"}
-_IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
 _PREFIXES = ("pretrained_model.", "base_model.")
-
-# HF name (without the "model." prefix) -> (params path, transpose?)
-_LAYER_LINEARS = {
+_LAYER_MODULES = {
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm",
 }
 
+Path_ = tuple[str, ...]  # a parameter's path in the params tree, e.g. ("layers", "mlp", "up_proj", "kernel")
 
-def hf_name_to_path(name: str) -> tuple[tuple[Any, ...], bool] | None:
-    """Maps an HF tensor name to (path in our params tree, transpose). None: not a tensor we use."""
+
+@dataclasses.dataclass(frozen=True)
+class HFName:
+    """Where an HF tensor goes: the parameter path, the layer (stacked parameters) and whether it is transposed
+    (HF Linear weights are [out, in], our kernels [in, out])."""
+
+    path: Path_
+    layer: int | None
+    transpose: bool
+
+
+def hf_name_to_path(name: str) -> HFName | None:
+    """Maps an HF tensor name to its place in our params tree. None: not a tensor we use."""
     for prefix in _PREFIXES:
         if name.startswith(prefix):
             name = name[len(prefix):]
     if name.startswith("v_head.summary."):
         leaf = name.rsplit(".", 1)[1]
-        return ("v_head", "summary", "kernel" if leaf == "weight" else "bias"), leaf == "weight"
+        return HFName(("v_head", "summary", "kernel" if leaf == "weight" else "bias"), None, leaf == "weight")
     if name == "lm_head.weight":
-        return ("lm_head", "kernel"), True
-    if name.startswith("model."):
-        name = name[len("model."):]
+        return HFName(("lm_head", "kernel"), None, True)
+    name = name.removeprefix("model.")
     if name == "embed_tokens.weight":
-        return ("embed_tokens", "embedding"), False
+        return HFName(("embed_tokens", "embedding"), None, False)
     if name == "norm.weight":
-        return ("norm", "weight"), False
+        return HFName(("norm", "weight"), None, False)
     m = re.fullmatch(r"layers\.(\d+)\.(.+)\.(weight|bias)", name)
-    if m is None:
+    if m is None or m.group(2) not in _LAYER_MODULES:
         return None
-    layer, module, leaf = int(m.group(1)), m.group(2), m.group(3)
-    parts = tuple(module.split("."))
-    if module in _LAYER_LINEARS:
-        return ("layers", layer, *parts, "kernel" if leaf == "weight" else "bias"), leaf == "weight"
-    if module in ("input_layernorm", "post_attention_layernorm") and leaf == "weight":
-        return ("layers", layer, module, "weight"), False
-    return None
+    module, leaf = m.group(2), m.group(3)
+    if module.endswith("layernorm"):
+        return HFName(("layers", module, "weight"), int(m.group(1)), False) if leaf == "weight" else None
+    return HFName(("layers", *module.split("."), "kernel" if leaf == "weight" else "bias"), int(m.group(1)),
+                  leaf == "weight")
 
 
 def safetensors_files(folder: Path) -> list[Path]:
@@ -81,26 +92,85 @@ def safetensors_files(folder: Path) -> list[Path]:
     return files
 
 
-def iter_tensors(files: list[Path]) -> Iterator[tuple[str, str, Callable[[], np.ndarray]]]:
-    """Yields (name, safetensors dtype, loader) for every tensor, reading nothing until loader() is called."""
-    cpu = jax.devices("cpu")[0]
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a checkpoint, from its file's header."""
+
+    file: Path
+    name: str
+    dtype: str  # safetensors dtype, e.g. "BF16"
+    shape: tuple[int, ...]
+
+
+def read_headers(files: list[Path]) -> dict[str, TensorInfo]:
+    """Every tensor of the checkpoint by name (headers only; no tensor data is read)."""
+    tensors = {}
     for path in files:
         try:
-            handle = safe_open(str(path), framework="flax")
-            names = list(handle.keys())
+            with safe_open(str(path), framework="flax") as handle:
+                for name in handle.keys():
+                    piece = handle.get_slice(name)
+                    tensors[name] = TensorInfo(path, name, piece.get_dtype(), tuple(piece.get_shape()))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from None
-        for name in names:
-            dtype = handle.get_slice(name).get_dtype()
+    return tensors
 
-            def load(handle=handle, name=name, path=path) -> np.ndarray:
-                try:
-                    with jax.default_device(cpu):
-                        return np.asarray(handle.get_tensor(name))
-                except (SafetensorError, OSError, ValueError) as e:
-                    raise CheckpointError(f"{path}: tensor {name!r} cannot be read ({e})") from None
 
-            yield name, dtype, load
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """The tensors one parameter is read from: one, or one per layer in order (a stacked parameter)."""
+
+    tensors: tuple[TensorInfo, ...]
+    transpose: bool
+    stacked: bool
+
+
+def plan_sources(tensors: dict[str, TensorInfo], targets: dict[Path_, Any], num_layers: int,
+                 folder: Path) -> dict[Path_, Source]:
+    """Matches every parameter (targets: path -> ShapeDtypeStruct) to its tensors; reports what is missing, the
+    wrong shapes and the unsupported dtypes before anything is read."""
+    found: dict[Path_, dict[int | None, tuple[TensorInfo, bool]]] = {}
+    for info in tensors.values():
+        mapped = hf_name_to_path(info.name)
+        if mapped is None or mapped.path not in targets:  # e.g. lm_head of a value-head PRM, a tied head stored
+            continue
+        if info.dtype not in _SUPPORTED_DTYPES:
+            raise CheckpointError(f"tensor {info.name!r} has unsupported dtype {info.dtype} "
+                                  f"(supported: {', '.join(sorted(_SUPPORTED_DTYPES))})")
+        shape = targets[mapped.path].shape[1:] if mapped.layer is not None else targets[mapped.path].shape
+        expected = tuple(reversed(shape)) if mapped.transpose else tuple(shape)  # the HF layout
+        if info.shape != expected:
+            raise CheckpointError(f"tensor {info.name!r} has shape {info.shape} in the checkpoint but the model "
+                                  f"expects {expected}")
+        found.setdefault(mapped.path, {})[mapped.layer] = (info, mapped.transpose)
+    missing, sources = [], {}
+    for path in targets:
+        layers = range(num_layers) if path[0] == "layers" else [None]
+        pieces = found.get(path, {})
+        absent = [i for i in layers if i not in pieces]
+        missing += [".".join((path[0], str(i), *path[1:])) if i is not None else ".".join(path) for i in absent]
+        if not absent:
+            sources[path] = Source(tuple(pieces[i][0] for i in layers), pieces[layers[0]][1], path[0] == "layers")
+    if missing:
+        raise CheckpointError(f"{folder}: checkpoint lacks {len(missing)} tensor(s) the model needs, "
+                              f"e.g. {', '.join(missing[:4])}")
+    return sources
+
+
+def read_block(source: Source, index: tuple[slice, ...], dtype: Any) -> np.ndarray:
+    """The block `index` of a parameter (a device's shard), read slice by slice from the files."""
+    def piece(info: TensorInfo, idx: tuple[slice, ...]) -> np.ndarray:
+        hf_index = tuple(reversed(idx)) if source.transpose else idx
+        try:
+            with jax.default_device(jax.devices("cpu")[0]), safe_open(str(info.file), framework="flax") as handle:
+                block = np.asarray(handle.get_slice(info.name)[hf_index])
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{info.file}: tensor {info.name!r} cannot be read ({e})") from None
+        return np.ascontiguousarray(block.T if source.transpose else block).astype(dtype, copy=False)
+
+    if not source.stacked:
+        return piece(source.tensors[0], index)
+    return np.stack([piece(info, index[1:]) for info in source.tensors[index[0]]])
 
 
 def load_hf_model(folder: str | Path, *, dtype: str = "float32", head: HeadKind | None = None,
@@ -108,62 +178,40 @@ def load_hf_model(folder: str | Path, *, dtype: str = "float32", head: HeadKind 
     """Loads an HF snapshot folder as a `Model`.
 
     dtype: parameter dtype ("float32" on CPU, "bfloat16" on accelerators). head: override the head the
-    architecture implies (e.g. "token_logit" with good/bad ids in config_overrides). shardings: an
-    optional params-shaped tree of `jax.sharding.Sharding` to place each tensor into.
+    architecture implies (e.g. "token_logit" with good/bad ids in config_overrides). shardings: a params-shaped
+    tree (pure dict or nnx.State) of `jax.sharding.Sharding` each parameter is built in (default: the first
+    device).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"model folder not found: {folder}")
     config = ModelConfig.from_hf_folder(folder, dtype=dtype, head=head, **config_overrides)
-    abstract = Model.abstract(config)
-    targets = nnx.to_pure_dict(abstract.params)
-    target_shardings = nnx.to_pure_dict(shardings) if isinstance(shardings, nnx.State) else shardings
-    filled: dict[tuple[Any, ...], jax.Array] = {}
-    for name, st_dtype, load in iter_tensors(safetensors_files(folder)):
-        mapped = hf_name_to_path(name)
-        if mapped is None:
-            continue
-        path, transpose = mapped
-        target = _lookup(targets, path)
-        if target is None:  # e.g. lm_head of a value-head PRM, or a tied head stored anyway
-            continue
-        if st_dtype not in _SUPPORTED_DTYPES:
-            raise CheckpointError(f"tensor {name!r} has unsupported dtype {st_dtype} "
-                                  f"(supported: {', '.join(sorted(_SUPPORTED_DTYPES))})")
-        array = load()
-        expected = tuple(reversed(target.shape)) if transpose else tuple(target.shape)  # HF layout
-        if array.shape != expected:
-            raise CheckpointError(f"tensor {name!r} has shape {tuple(array.shape)} in the checkpoint "
-                                  f"but the model expects {expected}")
-        if transpose:
-            array = array.T
-        sharding = _lookup(target_shardings, path) if target_shardings is not None else None
-        value = jnp.asarray(array, dtype=target.dtype)
-        filled[path] = jax.device_put(value, sharding) if sharding is not None else value
-    missing = [".".join(map(str, p)) for p in _leaf_paths(targets) if p not in filled]
-    if missing:
-        raise CheckpointError(f"{folder}: checkpoint lacks {len(missing)} tensor(s) the model needs, "
-                              f"e.g. {', '.join(missing[:4])}")
-    return Model.from_pure_dict(config, _build(targets, filled))
+    targets = dict(_leaves(nnx.to_pure_dict(Model.abstract(config).params)))
+    sources = plan_sources(read_headers(safetensors_files(folder)), targets, config.num_layers, folder)
+    placement = dict(_leaves(nnx.to_pure_dict(shardings) if isinstance(shardings, nnx.State) else shardings or {}))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    arrays = {}
+    for path, target in targets.items():
+        source = sources[path]
+        arrays[path] = jax.make_array_from_callback(
+            target.shape, placement.get(path, device),
+            lambda index, source=source, dtype=target.dtype: read_block(source, index, dtype))
+    return Model.from_pure_dict(config, _nest(arrays))
 
 
-def _lookup(tree: Any, path: tuple[Any, ...]) -> Any:
-    node = tree
-    for key in path:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
-def _leaf_paths(tree: dict, prefix: tuple = ()) -> Iterator[tuple[Any, ...]]:
+def _leaves(tree: Any, prefix: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
+    if not isinstance(tree, dict):
+        yield prefix, tree
+        return
     for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _leaf_paths(value, prefix + (key,))
-        else:
-            yield prefix + (key,)
+        yield from _leaves(value, prefix + (key,))
 
 
-def _build(tree: dict, filled: dict, prefix: tuple = ()) -> dict:
-    return {k: _build(v, filled, prefix + (k,)) if isinstance(v, dict) else filled[prefix + (k,)]
-            for k, v in tree.items()}
+def _nest(flat: dict[Path_, Any]) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return tree

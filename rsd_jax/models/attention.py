@@ -1,0 +1,82 @@
+"""Attention of a chunk of queries over the KV cache, in key blocks with an online softmax.
+
+The scores of a chunk never exist for the whole cache at once: keys are read in blocks of `KEY_BLOCK` slots,
+and a running maximum, normaliser and weighted sum (float32) are updated block by block (the "flash" form of
+softmax). Only the blocks up to the longest visible context of the batch are visited, so a short context reads
+a short part of the cache, and the temporaries scale with the chunk and the block, not with the cache capacity.
+
+Shapes: B batch, T queries in the chunk, H query heads, K kv heads, G = H / K, D head dim, L layers,
+S cache capacity (slots), N key-block width.
+
+Exactness: a key block that holds no visible key of a row changes nothing in that row's result (its scores are
+the finite mask value, whose weight is exactly 0 once the row has seen a visible key, and slot 0 is visible to
+every real query), so a row's output does not depend on how many blocks the batch visits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+KEY_BLOCK = 512  # cache slots per key block
+MASKED = -1e30  # finite: a fully masked row gives a uniform softmax, never NaN
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Visibility:
+    """Which cache slots each query of a chunk sees: slot s is visible to query (b, t) iff
+    s <= query_slot[b, t] and s < key_end[b]."""
+
+    query_slot: jax.Array  # [B, T] int32 slot (= position) of each query
+    key_end: jax.Array  # [B] int32 slots at and beyond it are stale or padding
+    n_blocks: jax.Array  # [] int32 key blocks the batch visits
+
+    @classmethod
+    def of_chunk(cls, starts: jax.Array, n_valid: jax.Array, chunk: int, capacity: int) -> "Visibility":
+        """A chunk of `chunk` tokens written at slots starts[b] .. starts[b] + n_valid[b] - 1."""
+        query_slot = starts[:, None] + jnp.arange(chunk, dtype=jnp.int32)[None, :]
+        key_end = starts + n_valid
+        block = min(KEY_BLOCK, capacity)
+        n_blocks = (jnp.max(key_end) + block - 1) // block
+        return cls(query_slot=query_slot, key_end=key_end, n_blocks=n_blocks.astype(jnp.int32))
+
+
+def attend(q: jax.Array, keys: jax.Array, values: jax.Array, layer: jax.Array, visible: Visibility) -> jax.Array:
+    """Softmax attention of queries q [B, T, H, D] (already rotated) over layer `layer` of the cache
+    keys / values [L, B, K, S, D]; returns [B, T, H, D] in q's dtype."""
+    b, t, h, d = q.shape
+    k_heads, capacity = keys.shape[2], keys.shape[3]
+    groups = h // k_heads
+    block = min(KEY_BLOCK, capacity)
+    q = q.reshape(b, t, k_heads, groups, d).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, D]
+    scale = d ** -0.5
+    offsets = jnp.arange(block, dtype=jnp.int32)
+
+    def read(cache: jax.Array, start: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_slice(cache, (layer, 0, 0, start, 0), (1, b, k_heads, block, d))[0].astype(q.dtype)
+
+    def visit(j, carry):
+        top, norm, acc = carry  # [B, K, G, T], [B, K, G, T], [B, K, G, T, D]
+        first = j * block
+        start = jnp.minimum(first, capacity - block)  # the last block is shifted back to fit; seen slots masked
+        slot = start + offsets  # [N]
+        seen = (slot[None, None, :] >= first) & (slot[None, None, :] <= visible.query_slot[:, :, None]) & (
+            slot[None, None, :] < visible.key_end[:, None, None])  # [B, T, N]
+        scores = jnp.einsum("bkgtd,bknd->bkgtn", q, read(keys, start), preferred_element_type=jnp.float32) * scale
+        scores = jnp.where(seen[:, None, None], scores, MASKED)
+        new_top = jnp.maximum(top, jnp.max(scores, axis=-1))
+        weights = jnp.exp(scores - new_top[..., None])
+        decay = jnp.exp(top - new_top)
+        norm = norm * decay + jnp.sum(weights, axis=-1)
+        acc = acc * decay[..., None] + jnp.einsum("bkgtn,bknd->bkgtd", weights.astype(q.dtype), read(values, start),
+                                                  preferred_element_type=jnp.float32)
+        return new_top, norm, acc
+
+    init = (jnp.full((b, k_heads, groups, t), MASKED, jnp.float32), jnp.zeros((b, k_heads, groups, t), jnp.float32),
+            jnp.zeros((b, k_heads, groups, t, d), jnp.float32))
+    _, norm, acc = jax.lax.fori_loop(0, visible.n_blocks, visit, init)
+    out = (acc / norm[..., None]).astype(q.dtype)  # [B, K, G, T, D]
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
