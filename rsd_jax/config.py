@@ -15,6 +15,7 @@ from typing import Literal
 
 from rsd_jax.configlib import doc
 from rsd_jax.data import arith
+from rsd_jax.data.sources import NAMES as PAPER_DATASETS
 from rsd_jax.decoding.acceptance import WEIGHTINGS
 from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.decoding.spec import DecodeSpec
@@ -22,8 +23,7 @@ from rsd_jax.errors import ConfigError
 
 #: The methods `decode` and `evaluate` know (one place: the CLI, the evaluator and the docs read it).
 METHODS = ("rsd", "target", "draft", "speculative", "best_of_n", "majority", "beam_search")
-DATASETS = ("arith", "math500", "gsm8k", "gaokao2023en", "olympiadbench", "minerva_math", "gpqa", "mmlu_stem",
-            "prompts")
+DATASETS = ("arith", *PAPER_DATASETS, "prompts")
 
 
 def resolve_path(raw: str, config_file: str | Path | None) -> Path:
@@ -142,13 +142,19 @@ class DecodingConfig:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     source: Literal[DATASETS] = doc("arith", "the problems: the embedded task, a paper dataset, or prompts")
-    path: str | None = doc(None, "JSONL file of a paper dataset (e.g. ../shared/data/math500.jsonl)")
+    path: str | None = doc(None, "a paper dataset's JSONL file in its published format; unset: the set named by "
+                                 "source (RSD_DATA_DIR, shipped, cached or downloaded; rsd_jax.data.sources)")
     prompts: tuple[str, ...] = doc((), "source=prompts: the questions to decode")
     prompts_file: str | None = doc(None, "source=prompts: a text file, one question per line ('-': stdin)")
     n: int | None = doc(None, "use only the first n problems", (1, 10_000_000))
     seed: int = doc(12345, "arith: seed of the held-out problems (training uses other seeds)")
     levels: tuple[int, ...] = doc(arith.LEVELS, "arith: difficulty levels (operations per problem)")
     template: Literal["plain", "qwen25-math-cot"] = doc("plain", "prompt template of the draft and target")
+
+    def __post_init__(self) -> None:
+        """Checks the source's name (also on direct construction)."""
+        if self.source not in DATASETS:
+            raise ConfigError(f"data.source must be one of {', '.join(DATASETS)}; got {self.source!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rsd_jax.config import METHODS, RSDConfig, RunConfig, TheoryConfig, TrainConfig, resolve_path
+from rsd_jax.config import DATASETS, METHODS, RSDConfig, RunConfig, TheoryConfig, TrainConfig, resolve_path
 from rsd_jax.configlib import describe, load_config, to_yaml
 from rsd_jax.decoding.acceptance import WEIGHTINGS
 from rsd_jax.decoding.sampling import Sampling
@@ -129,13 +129,12 @@ def test_delta_above_one_rejects_all_is_allowed():
     ("rsd.weighting=foo", "rsd.weighting", WEIGHTINGS),
     ("rsd.method=sampling", "rsd.method", METHODS),
     ("models.prm.head=logit", "models.prm.head", ("value", "token_logit")),
-    ("data.source=mnist", "data.source", None),
+    ("data.source=mnist", "data.source", DATASETS),
 ])
 def test_literal_choices(override, key, choices):
     message = error_of([override])
     assert message.startswith(key + " must be one of ")
-    if choices is not None:
-        assert f"must be one of {', '.join(choices)}; got" in message
+    assert f"must be one of {', '.join(choices)}; got" in message and "\n" not in message
 
 
 def test_every_weighting_and_method_is_accepted():

@@ -1,7 +1,8 @@
 """The paper's evaluation sets in their published JSONL formats, prompt templates, answer extraction, grading.
 
 Sets: MATH500, GSM8K, GaoKao2023-En, OlympiadBench, Minerva Math (free-form, graded with math-verify) and
-GPQA, MMLU-STEM (multiple choice, graded by letter). Files are read by path (`data.path`), never bundled.
+GPQA, MMLU-STEM (multiple choice, graded by letter). Where a set's file comes from (data.path, RSD_DATA_DIR, the
+shipped copy, the cache, a download) is rsd_jax.data.sources' concern; this module reads its format.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import re
 import threading
 from pathlib import Path
 
-from rsd_jax.config import DataConfig
-from rsd_jax.data.problems import Item, path_of
+from rsd_jax.config import DataConfig, resolve_path
+from rsd_jax.data import sources
+from rsd_jax.data.problems import Item
 from rsd_jax.errors import InputError
 
 MULTIPLE_CHOICE = ("gpqa", "mmlu_stem")
@@ -28,12 +30,12 @@ def format_prompt(question: str, template: str) -> str:
     return question + "\n"
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file; a malformed line is an error naming its number."""
+def parse_jsonl(raw: bytes, where: str) -> list[dict]:
+    """Rows of JSONL bytes read from `where` (named in errors); a malformed line is an error naming its number."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise InputError(f"{path} is not UTF-8 (byte {e.start})") from None
+        raise InputError(f"{where} is not UTF-8 (byte {e.start})") from None
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -41,13 +43,24 @@ def read_jsonl(path: Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise InputError(f"{path} line {number}: malformed JSON ({e.msg})") from None
+            raise InputError(f"{where} line {number}: malformed JSON ({e.msg})") from None
         if not isinstance(row, dict):
-            raise InputError(f"{path} line {number}: expected a JSON object")
+            raise InputError(f"{where} line {number}: expected a JSON object")
         rows.append(row)
     if not rows:
-        raise InputError(f"{path} has no problems")
+        raise InputError(f"{where} has no problems")
     return rows
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file."""
+    return parse_jsonl(sources.read_file(path), str(path))
+
+
+def dataset_rows(source: str, path: Path | None = None) -> list[dict]:
+    """Every row of a paper dataset in its published format: from path when given, else found by name
+    (RSD_DATA_DIR, the shipped copy, the cache or a download; rsd_jax.data.sources)."""
+    return parse_jsonl(*sources.dataset_bytes(source, path))
 
 
 def last_boxed(text: str) -> str | None:
@@ -145,8 +158,8 @@ def question_and_answer(source: str, row: dict) -> tuple[str, str]:
 
 
 def dataset_items(data: DataConfig, config_file: str | None) -> list[Item]:
-    path = path_of(data, config_file)
-    rows = read_jsonl(path)
+    """The problems of a paper dataset: data.path (relative to the config file) when set, else data.source by name."""
+    rows = dataset_rows(data.source, resolve_path(data.path, config_file) if data.path else None)
     rows = rows[: data.n] if data.n else rows
     mc = data.source in MULTIPLE_CHOICE
     items = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Callable
 
 from rsd_jax.config import DataConfig, resolve_path
@@ -66,12 +65,3 @@ def load_items(data: DataConfig, config_file: str | None = None) -> list[Item]:
     if not items:
         raise InputError(f"the dataset {data.source!r} has no problems")
     return items
-
-
-def path_of(data: DataConfig, config_file: str | None) -> Path:
-    if not data.path:
-        raise InputError(f"data.path is needed for data.source={data.source!r}")
-    path = resolve_path(data.path, config_file)
-    if not path.is_file():
-        raise InputError(f"dataset file not found: {path}")
-    return path
