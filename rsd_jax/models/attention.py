@@ -24,24 +24,30 @@ KEY_BLOCK = 512  # cache slots per key block
 MASKED = -1e30  # finite: a fully masked row gives a uniform softmax, never NaN
 
 
-@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Visibility:
     """Which cache slots each query of a chunk sees: slot s is visible to query (b, t) iff
-    s <= query_slot[b, t] and s < key_end[b]."""
+    s <= query_slot[b, t] and s < key_end[b]. Built and used inside one trace (not a pytree)."""
 
     query_slot: jax.Array  # [B, T] int32 slot (= position) of each query
     key_end: jax.Array  # [B] int32 slots at and beyond it are stale or padding
-    n_blocks: jax.Array  # [] int32 key blocks the batch visits
+    n_blocks: jax.Array | int  # key blocks the batch visits: traced, or a Python int (static)
 
     @classmethod
-    def of_chunk(cls, starts: jax.Array, n_valid: jax.Array, chunk: int, capacity: int) -> "Visibility":
-        """A chunk of `chunk` tokens written at slots starts[b] .. starts[b] + n_valid[b] - 1."""
+    def of_chunk(cls, starts: jax.Array, n_valid: jax.Array, chunk: int, capacity: int,
+                 all_blocks: bool = False) -> "Visibility":
+        """A chunk of `chunk` tokens written at slots starts[b] .. starts[b] + n_valid[b] - 1.
+
+        The blocks up to the longest row's end are visited (a traced count); with `all_blocks`, or when one block
+        holds the whole cache, every block (a static count: the loop is then differentiable, as training needs).
+        """
         query_slot = starts[:, None] + jnp.arange(chunk, dtype=jnp.int32)[None, :]
         key_end = starts + n_valid
         block = min(KEY_BLOCK, capacity)
-        n_blocks = (jnp.max(key_end) + block - 1) // block
-        return cls(query_slot=query_slot, key_end=key_end, n_blocks=n_blocks.astype(jnp.int32))
+        if all_blocks or block == capacity:
+            return cls(query_slot=query_slot, key_end=key_end, n_blocks=-(-capacity // block))
+        n_blocks = ((jnp.max(key_end) + block - 1) // block).astype(jnp.int32)
+        return cls(query_slot=query_slot, key_end=key_end, n_blocks=n_blocks)
 
 
 def attend(q: jax.Array, keys: jax.Array, values: jax.Array, layer: jax.Array, visible: Visibility) -> jax.Array:

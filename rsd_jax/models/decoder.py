@@ -163,16 +163,17 @@ class Decoder(nnx.Module):
             self.v_head = ValueHead(cfg, rngs)
 
     def backbone(self, tokens: jax.Array, starts: jax.Array, cache: KVCache,
-                 n_valid: jax.Array | None = None) -> DecoderOutput:
+                 n_valid: jax.Array | None = None, all_blocks: bool = False) -> DecoderOutput:
         """Runs tokens [B, T] written at per-row slots starts[b] .. starts[b] + n_valid[b] - 1.
 
         Tokens at t >= n_valid[b] are padding: not written to the cache, their outputs are meaningless.
-        The returned cache has lengths = starts + n_valid.
+        The returned cache has lengths = starts + n_valid. all_blocks: attend over every key block of the cache
+        (a static loop, differentiable) instead of those up to the longest row.
         """
         b, t = tokens.shape
         starts = starts.astype(jnp.int32)
         n_valid = jnp.full((b,), t, jnp.int32) if n_valid is None else n_valid.astype(jnp.int32)
-        visible = Visibility.of_chunk(starts, n_valid, t, cache.capacity)
+        visible = Visibility.of_chunk(starts, n_valid, t, cache.capacity, all_blocks)
         slots = chunk_slots(starts, n_valid, t, cache.capacity)
         inv_freq = rope_inverse_frequencies(self.cfg.rope, self.cfg.head_dim)
         x = self.embed_tokens(tokens)

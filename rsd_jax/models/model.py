@@ -62,8 +62,8 @@ class Model:
         return KVCache.zeros(self.config, batch, capacity)
 
     def backbone(self, tokens: jax.Array, starts: jax.Array, cache: KVCache,
-                 n_valid: jax.Array | None = None) -> DecoderOutput:
-        return self.module().backbone(tokens, starts, cache, n_valid)
+                 n_valid: jax.Array | None = None, all_blocks: bool = False) -> DecoderOutput:
+        return self.module().backbone(tokens, starts, cache, n_valid, all_blocks)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         return self.module().logits(hidden)
@@ -103,7 +103,8 @@ def score(model: Model, tokens: jax.Array, starts: jax.Array, cache: KVCache,
 
 
 def full_forward(model: Model, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Whole sequences [B, T] from scratch, no cache kept: (logits [B, T, V], hidden [B, T, E])."""
+    """Whole sequences [B, T] from scratch, no cache kept: (logits [B, T, V], hidden [B, T, E]); differentiable."""
     b, t = tokens.shape
-    logits, hidden, _ = forward(model, tokens, jnp.zeros((b,), jnp.int32), model.init_cache(b, t))
-    return logits, hidden
+    out = model.backbone(tokens, jnp.zeros((b,), jnp.int32), model.init_cache(b, t), all_blocks=True)
+    logits = model.logits(out.hidden) if model.config.has_lm_head else jnp.zeros((b, t, 0), jnp.float32)
+    return logits, out.hidden
