@@ -37,7 +37,7 @@ import jax
 from jax.sharding import AxisType, Mesh
 
 from rsd_jax.cache import DATA_AXIS, MODEL_AXIS
-from rsd_jax.errors import ConfigError
+from rsd_jax.errors import ConfigError, RSDError
 
 GiB = 2**30
 ACCEPTED = ("cpu", "cpu:N", "v4:AxBxC", "v5e:AxB", "v5p:AxBxC", "v6e:AxB")
@@ -264,11 +264,15 @@ def compile_report(fn: Callable, args: Sequence[Any], in_shardings: Any = None, 
     wall1, cpu1 = _clock()
     memory, refused = None, None
     try:
-        memory = Memory.from_analysis(lowered.compile().memory_analysis())
+        stats = lowered.compile().memory_analysis()
     except jax.errors.JaxRuntimeError as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
         refused = str(e).strip().splitlines()[0]
+    else:
+        if stats is None:
+            raise RSDError(f"the {target.platform} compiler of this jaxlib gives no memory analysis")
+        memory = Memory.from_analysis(stats)
     wall2, cpu2 = _clock()
     return Report(target.name, len(target.devices), wall1 - wall0, cpu1 - cpu0, wall2 - wall1, cpu2 - cpu1,
                   memory, chip.hbm_bytes if chip else None, refused)
