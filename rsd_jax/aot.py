@@ -211,7 +211,8 @@ class Report:
     def summary(self) -> str:
         """A few lines for a terminal: seconds, per-device GiB, fits."""
         head = (f"{self.target} ({self.devices} devices): lower {self.lower_wall_s:.1f} s wall / "
-                f"{self.lower_cpu_s:.1f} s CPU, compile {self.compile_wall_s:.1f} s wall / {self.compile_cpu_s:.1f} s CPU")
+                f"{self.lower_cpu_s:.1f} s CPU, compile {self.compile_wall_s:.1f} s wall / "
+                f"{self.compile_cpu_s:.1f} s CPU")
         hbm = "" if self.hbm_bytes is None else f" of {self.hbm_bytes / GiB:.2f} GiB HBM"
         if self.memory is None:
             return f"{head}\n  refused by the compiler{hbm}: {self.refused}"

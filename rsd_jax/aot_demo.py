@@ -90,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{stack}, batch {a.batch}, tokens {a.tokens}, mesh model={a.model}")
     for name in targets:
         target = aot.compile_target(name)
-        print(report(target, stack, a.batch, a.tokens, a.model, a.chip).summary())
-        if a.search and (target.chip or a.chip):
+        chip = a.chip if target.platform == "cpu" else None  # a TPU target compares with its own chip
+        print(report(target, stack, a.batch, a.tokens, a.model, chip).summary())
+        if a.search and (target.chip or chip):
             low, high = (int(v) for v in a.search.split(":"))
-            found = search(target, stack, a.tokens, a.model, low, high, a.chip)
+            found = search(target, stack, a.tokens, a.model, low, high, chip)
             probes = ", ".join(f"{b}: {'fits' if r.fits else 'no'} ({r.compile_wall_s:.1f} s)" for b, r in found.probes)
             print(f"  largest batch that fits: {found.largest} (smallest failing {found.smallest_failing}, "
                   f"{'exact' if found.exact else 'probe cap reached'}); probes {probes}")
