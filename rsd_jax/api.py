@@ -15,6 +15,7 @@ arrays it returns into per-prompt records.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Sequence
 
@@ -25,14 +26,15 @@ import numpy as np
 from rsd_jax import flops
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.generator import TokenTables
-from rsd_jax.decoding.prm_view import PRMTables
+from rsd_jax.decoding.prm_view import PRMTables, PRMTextView, PRMView
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.rsd import RSDOutput, rsd_decode
 from rsd_jax.decoding.single import SingleOutput, single_decode
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.errors import InputError
 from rsd_jax.models.model import Model
-from rsd_jax.tokenizer import Tokenizer, build_prm_stop_table, prm_prompt_ids, step_stop_ids
+from rsd_jax.parallel import rsd_decode_on_mesh, single_decode_on_mesh, to_host
+from rsd_jax.tokenizer import StepTextEncoder, Tokenizer, build_prm_stop_table, prm_prompt_ids, step_stop_ids
 
 METHODS = ("rsd", "target", "draft", "speculative", "best_of_n", "majority", "beam_search")
 SOURCES = {0: "draft", 1: "target"}
@@ -40,7 +42,9 @@ SOURCES = {0: "draft", 1: "target"}
 
 @dataclasses.dataclass(frozen=True)
 class RSDModels:
-    """Draft, target and PRM, and the tokenizer they share (the PRM may have its own)."""
+    """Draft, target and PRM, the tokenizer the draft and target share, and the PRM's own tokenizer (default: the
+    same). The models' embeddings may have more rows than the tokenizer has tokens (padded vocabularies: the
+    Qwen2.5-Math 1.5B and 7B differ there); only the tokenizer's tokens are ever drawn."""
 
     draft: Model
     target: Model
@@ -50,16 +54,29 @@ class RSDModels:
     delimiter: str = "\n\n"
 
     def __post_init__(self) -> None:
-        sizes = {m.config.vocab_size for m in (self.draft, self.target)}
-        if len(sizes) != 1:
-            raise InputError(f"draft and target vocabularies differ: {sorted(sizes)}")
-        if self.tokenizer.vocab_size > self.draft.config.vocab_size:
-            raise InputError(f"tokenizer has {self.tokenizer.vocab_size} tokens but the models only "
-                             f"{self.draft.config.vocab_size}")
+        for role in ("draft", "target"):
+            rows = getattr(self, role).config.vocab_size
+            if self.tokenizer.vocab_size > rows:
+                raise InputError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the {role}'s vocabulary "
+                                 f"only {rows}: they do not belong together")
+        if self.prm_tok.vocab_size > self.prm.config.vocab_size:
+            raise InputError(f"the PRM's tokenizer has {self.prm_tok.vocab_size} tokens but the PRM's vocabulary only "
+                             f"{self.prm.config.vocab_size}")
 
     @property
     def prm_tok(self) -> Tokenizer:
         return self.prm_tokenizer or self.tokenizer
+
+    @functools.cached_property
+    def step_encoder(self) -> StepTextEncoder:
+        """The host side of the PRM's text view (one object per models: the compiled loop is reused)."""
+        return StepTextEncoder(self.tokenizer, self.prm_tok, self.delimiter)
+
+    @property
+    def prm_view_in_graph(self) -> bool:
+        """True when the in-graph tables reproduce the PRM protocol: one tokenizer whose re-encoding of a step's
+        text gives back its ids (character-level); BPE tokenizers use the host text view."""
+        return self.prm_tok is self.tokenizer and getattr(self.tokenizer, "exact_reencoding", False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,16 +102,32 @@ def _bucket(n: int, minimum: int = 16) -> int:
     return max(minimum, 1 << (max(n, 1) - 1).bit_length())
 
 
-def _host_tables(models: RSDModels) -> tuple[TokenTables, PRMTables]:
-    tok, vocab = models.tokenizer, models.draft.config.vocab_size
+def host_tables(models: RSDModels, spec: DecodeSpec) -> tuple[TokenTables, PRMView]:
+    """The token tables of the tokenizer's vocabulary, and the PRM's view of a step (rsd_jax.decoding.prm_view)."""
+    tok, vocab = models.tokenizer, models.tokenizer.vocab_size
     stop = np.zeros((vocab,), bool)
     stop[list(step_stop_ids(tok, models.delimiter))] = True
     eos = np.zeros((vocab,), bool)
     eos[list(tok.eos_ids)] = True
-    table = build_prm_stop_table(models.prm_tok, models.delimiter)
-    prm_tables = PRMTables.build(vocab, table.stop_ids, table.text_ids, table.text_len, table.delimiter_id,
-                                 tok.eos_ids)
-    return TokenTables(stop=jnp.asarray(stop), eos=jnp.asarray(eos)), prm_tables
+    tables = TokenTables(stop=jnp.asarray(stop), eos=jnp.asarray(eos))
+    if not models.prm_view_in_graph:
+        return tables, PRMTextView(encode=models.step_encoder, width=text_view_width(spec))
+    table = build_prm_stop_table(tok, models.delimiter)
+    return tables, PRMTables.build(vocab, table.stop_ids, table.text_ids, table.text_len, table.delimiter_id,
+                                   tok.eos_ids)
+
+
+def view_growth_per_step(models: RSDModels) -> int:
+    """At most how many more ids than generated tokens one step takes in the PRM's view (its buffer's slack)."""
+    if not models.prm_view_in_graph:
+        return PRMTextView.growth_per_step
+    return max(1, int(np.max(build_prm_stop_table(models.tokenizer, models.delimiter).text_len, initial=0)))
+
+
+def text_view_width(spec: DecodeSpec) -> int:
+    """Most ids one step may take in the PRM's text view: the step, its delimiter, and room for a re-encoding
+    that comes out a little longer than the generated ids (longer still is flagged as an overflow)."""
+    return spec.step_tokens + 1 + max(8, spec.step_tokens // 8)
 
 
 def encode_prompts(models: RSDModels, prompts: Sequence[str], questions: Sequence[str] | None,
@@ -109,17 +142,14 @@ def encode_prompts(models: RSDModels, prompts: Sequence[str], questions: Sequenc
     tok = models.tokenizer
     ids = [([tok.bos_id] if tok.bos_id is not None else []) + tok.encode(p) for p in prompts]
     prm_ids = [prm_prompt_ids(models.prm_tok, q) for q in questions]
-    limit = min(m.config.max_position_embeddings for m in (models.draft, models.target, models.prm))
     for i, seq in enumerate(ids):
-        if not seq:
-            raise InputError(f"prompt {i} is empty")
-        if len(seq) + spec.max_new_tokens > limit:
-            raise InputError(f"prompt {i} has {len(seq)} tokens; with max_new_tokens={spec.max_new_tokens} "
-                             f"it exceeds the models' context of {limit} tokens")
-    table = build_prm_stop_table(models.prm_tok, models.delimiter)
-    tail = max(1, int(np.max(table.text_len, initial=0)))
-    t_cap = _bucket(max(map(len, ids))) + spec.max_new_tokens
-    tp_cap = _bucket(max(map(len, prm_ids))) + spec.max_new_tokens + spec.max_steps * tail + spec.step_tokens
+        check_context(models, spec, i, len(seq), len(prm_ids[i]))
+    growth = view_growth_per_step(models)
+    if spec.budget_includes_prompt:  # prompt + response fit the budget: one buffer width for every prompt
+        t_cap = spec.max_new_tokens
+    else:
+        t_cap = _bucket(max(map(len, ids))) + spec.max_new_tokens
+    tp_cap = _bucket(max(map(len, prm_ids))) + spec.max_new_tokens + spec.max_steps * growth
     batch = -(-len(ids) // batch_multiple) * batch_multiple
     tokens = np.zeros((batch, t_cap), np.int32)
     prm_tokens = np.zeros((batch, tp_cap), np.int32)
@@ -130,6 +160,30 @@ def encode_prompts(models: RSDModels, prompts: Sequence[str], questions: Sequenc
         prm_tokens[i, :len(pseq)], prm_length[i] = pseq, len(pseq)
     return Prompts(tokens=jnp.asarray(tokens), length=jnp.asarray(length),
                    prm_tokens=jnp.asarray(prm_tokens), prm_length=jnp.asarray(prm_length))
+
+
+def check_context(models: RSDModels, spec: DecodeSpec, i: int, prompt_len: int, prm_prompt_len: int) -> None:
+    """Refuses a prompt that leaves no token of the budget, or whose budget runs past a model's context
+    (max_position_embeddings, or the models.*.max_context override): an InputError naming the limit."""
+    if prompt_len == 0:
+        raise InputError(f"prompt {i} is empty")
+    budget = spec.max_new_tokens
+    if spec.budget_includes_prompt and prompt_len >= budget:
+        raise InputError(f"prompt {i} has {prompt_len} tokens, which leaves nothing of the budget of prompt + response "
+                         f"(decoding.max_new_tokens={budget} with decoding.budget_includes_prompt)")
+    end = budget if spec.budget_includes_prompt else prompt_len + budget
+    for role in ("draft", "target"):
+        context = getattr(models, role).config.max_position_embeddings
+        if end > context:
+            raise InputError(f"prompt {i} has {prompt_len} tokens; with decoding.max_new_tokens={budget} it exceeds the "
+                             f"models' context: position {end} is past the {role}'s {context} (raise "
+                             f"models.{role}.max_context if the model can read further, or lower the budget)")
+    prm_end = prm_prompt_len + (end - prompt_len) + spec.max_steps  # the steps' text and one delimiter each
+    context = models.prm.config.max_position_embeddings
+    if prm_end > context:
+        raise InputError(f"prompt {i}: the PRM's view can reach position {prm_end} (its question, the response budget "
+                         f"and a delimiter per step), past the PRM's context of {context} (raise "
+                         f"models.prm.max_context, or lower decoding.max_new_tokens or decoding.max_steps)")
 
 
 def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
@@ -156,36 +210,32 @@ def generate(models: RSDModels, prompts: Sequence[str], *, method: str = "rsd",
         raise InputError(f"method {method!r} is not one of {', '.join(METHODS)}")
     multiple = math.lcm(pad_batch_to, mesh.shape["data"]) if mesh is not None else pad_batch_to
     batch = encode_prompts(models, prompts, questions, spec, batch_multiple=multiple)
-    tables, prm_tables = _host_tables(models)
+    tables, prm_view = host_tables(models, spec)
     key = jax.random.key(seed)
     if method == "rsd":
         histogram = acceptance.RewardHistogram.create(spec.histogram_bins, calibration_rewards)
         if np.ndim(delta) == 1:  # one threshold per prompt (per-context δ): pad rows with the last value
             delta = np.pad(np.asarray(delta, np.float32), (0, batch.length.shape[0] - len(delta)), mode="edge")
         params = acceptance.AcceptanceParams.create(delta=delta, p=p, alpha=alpha)
-        args = (models.draft, models.target, models.prm, batch, tables, prm_tables, params,
+        args = (models.draft, models.target, models.prm, batch, tables, prm_view, params,
                 jnp.float32(budget if budget is not None else 0.0), histogram, key)
         if mesh is not None:
-            from rsd_jax.parallel import rsd_decode_on_mesh
-
             out = rsd_decode_on_mesh(mesh, *args, spec=spec)
         else:
             out = rsd_decode(*args, spec=spec)
-        return rsd_results(models, prompts, jax.device_get(out))
+        return rsd_results(models, prompts, to_host(out))
     if method in ("speculative", "best_of_n", "majority", "beam_search"):
         if mesh is not None:
             raise InputError(f"method {method!r} runs on one device (no mesh) for now")
-        return baseline_results(models, prompts, batch, tables, prm_tables, key, spec, method, n=n,
+        return baseline_results(models, prompts, batch, tables, prm_view, key, spec, method, n=n,
                                 aggregate=aggregate, gamma=gamma, width=beam_width, expansions=beam_expansions,
                                 extract=extract)
     model = models.target if method == "target" else models.draft
     if mesh is not None:
-        from rsd_jax.parallel import single_decode_on_mesh
-
         out = single_decode_on_mesh(mesh, model, batch, tables, key, spec=spec)
     else:
         out = single_decode(model, batch, tables, key, spec=spec)
-    return single_results(models, prompts, jax.device_get(out), method)
+    return single_results(models, prompts, to_host(out), method)
 
 
 def target_only_flops(target: Model, prompt_length: int, length: int) -> float:
@@ -224,7 +274,10 @@ def split_steps(ids: tuple[int, ...], stop_ids: frozenset[int]) -> list[tuple[in
 
 def _nonfinite_message(flags: int) -> str | None:
     names = [name for bit, name in ((1, "draft logits"), (2, "target logits"), (4, "PRM reward")) if flags & bit]
-    return f"non-finite values in {', '.join(names)}" if names else None
+    parts = [f"non-finite values in {', '.join(names)}"] if names else []
+    if flags & 8:
+        parts.append("a step did not fit the PRM's view (the row stopped there)")
+    return "; ".join(parts) or None
 
 
 def rsd_results(models: RSDModels, prompts: Sequence[str], out: RSDOutput) -> list[GenerationResult]:
@@ -281,7 +334,7 @@ def single_results(models: RSDModels, prompts: Sequence[str], out: SingleOutput,
 
 
 def baseline_results(models: RSDModels, prompts: Sequence[str], batch: Prompts, tables: TokenTables,
-                     prm_tables: PRMTables, key: jax.Array, spec: DecodeSpec, method: str, *, n: int,
+                     prm_view: PRMView, key: jax.Array, spec: DecodeSpec, method: str, *, n: int,
                      aggregate: str, gamma: int, width: int, expansions: int,
                      extract: Callable[[str], object] | None) -> list[GenerationResult]:
     """Token-level speculative decoding, Best-of-N, majority voting and beam search, with RSD's accounting."""
@@ -306,7 +359,7 @@ def baseline_results(models: RSDModels, prompts: Sequence[str], batch: Prompts, 
             acc["flops_ratio_vs_target"] = acc["target_only_flops"] / acc["useful_flops_total"]
         return results
     if method == "beam_search":
-        out = jax.device_get(beam_search(models.draft, models.prm, batch, tables, prm_tables, key, spec=spec,
+        out = jax.device_get(beam_search(models.draft, models.prm, batch, tables, prm_view, key, spec=spec,
                                          width=width, expansions=expansions))
         k = width * expansions
         rows = rsd_results(models, [p for p in prompts for _ in range(k)], out.beams)
@@ -314,7 +367,7 @@ def baseline_results(models: RSDModels, prompts: Sequence[str], batch: Prompts, 
         share = beam_work / max(beam_work.sum(), 1.0) * float(out.useful_flops)
         return [_grouped(rows[b * k:(b + 1) * k], 0, k, float(share[b * k:(b + 1) * k].sum()))
                 for b in range(len(prompts))]
-    out = jax.device_get(sample_n(models.draft, models.prm, batch, tables, prm_tables, key, spec=spec, n=n))
+    out = jax.device_get(sample_n(models.draft, models.prm, batch, tables, prm_view, key, spec=spec, n=n))
     rows = rsd_results(models, [p for p in prompts for _ in range(n)], out)
     if method == "best_of_n":
         scores = np.asarray(aggregate_rewards(out, aggregate)).reshape(-1, n)

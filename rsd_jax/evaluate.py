@@ -22,8 +22,8 @@ from rsd_jax.config import RunConfig
 from rsd_jax.configlib import load_config, to_yaml
 from rsd_jax.data.problems import load_items
 from rsd_jax.errors import InputError, RSDError
-from rsd_jax.loading import load_models
-from rsd_jax.methods import make_mesh, parse_method, run_method, summarize
+from rsd_jax.loading import load_models, load_tokenizers, start_devices
+from rsd_jax.methods import parse_method, run_method, summarize
 
 DEFAULT_METHODS = ("rsd", "target", "draft")
 
@@ -50,9 +50,10 @@ def read_records(path: Path) -> list[dict]:
 
 
 def evaluate(cfg: RunConfig, out: Path, config_file: str | None) -> dict:
-    items = load_items(cfg.data, config_file)
-    models = load_models(cfg, config_file)
-    mesh = make_mesh(cfg)
+    mesh = start_devices(cfg.mesh)  # multi-host: joins the other processes before anything else uses JAX
+    tokenizers = load_tokenizers(cfg, config_file)
+    items = load_items(cfg.data, config_file, tokenizers[0])
+    models = load_models(cfg, config_file, mesh, tokenizers)  # weights straight into their shardings
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(to_yaml(cfg))
     summaries = {}

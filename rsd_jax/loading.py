@@ -1,30 +1,82 @@
-"""From a RunConfig to loaded models and tokenizers (the apps' shared start-up)."""
+"""From a RunConfig to devices, tokenizers and loaded models: the apps' shared start-up, in this order.
+
+1. `start_devices`: multi-host runs call `jax.distributed.initialize` before anything else touches JAX, then the
+   ("data", "model") mesh is built (None on one device);
+2. `load_tokenizers`: the draft's and target's tokenizer, and the PRM's own (its BOS, as the official protocol
+   reads it);
+3. `load_models`: each model's config is read first, so that every weight is placed straight into its sharding on
+   the mesh as it is read (never a whole model on one device).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import jax
+
+from rsd_jax import sharding
 from rsd_jax.api import RSDModels
-from rsd_jax.config import ModelRef, RunConfig
+from rsd_jax.config import MeshConfig, ModelRef, RunConfig
 from rsd_jax.data.char_tokenizer import CharTokenizer
-from rsd_jax.errors import ConfigError
+from rsd_jax.errors import CheckpointError, ConfigError
+from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
 from rsd_jax.tokenizer import HFTokenizer, Tokenizer, qwen_tokenizer
-from rsd_jax.weights import load_model
+from rsd_jax.weights import load_model, model_config
 from rsd_jax.weights.sources import TOKENIZER_FILES, model_folder
 
 CHAR_TOKENIZER_FILE = "char_tokenizer.json"
+ROLES = ("draft", "target", "prm")
 
 
-def load_ref(ref: ModelRef, role: str, config_file: str | None) -> Model:
+def start_devices(mesh: MeshConfig) -> jax.sharding.Mesh | None:
+    """Joins the other processes of a multi-host run (mesh.distributed), then builds the configured mesh; None on
+    one device with no model axis."""
+    if mesh.distributed:
+        initialize_distributed(mesh)
+    if jax.device_count() == 1 and mesh.model == 1 and mesh.data in (-1, 1):
+        return None
+    return sharding.make_mesh(mesh.data, mesh.model)
+
+
+def initialize_distributed(mesh: MeshConfig) -> None:
+    """`jax.distributed.initialize` with the configured coordinator (None: JAX finds it, as on TPU pods and SLURM).
+    Must run before any other JAX call of the process."""
+    kw = {k: v for k, v in (("coordinator_address", mesh.coordinator_address),
+                            ("num_processes", mesh.num_processes), ("process_id", mesh.process_id)) if v is not None}
+    try:
+        jax.distributed.initialize(**kw)
+    except RuntimeError as e:
+        raise ConfigError(f"mesh.distributed: jax.distributed.initialize failed ({e})") from None
+
+
+def model_folder_of(ref: ModelRef, role: str, config_file: str | None) -> Path:
+    """The local folder of models.<role> (a hub id resolved to its snapshot); it must exist."""
     if not ref.path:
-        raise ConfigError(f"models.{role}.path is empty: give an HF snapshot folder or an orbax checkpoint")
-    kw = {"dtype": ref.dtype}
-    if ref.head is not None:
-        kw["head"] = ref.head
+        raise ConfigError(f"models.{role}.path is empty: give an HF snapshot folder, an orbax checkpoint or a hub id")
+    folder = model_folder(ref.path, config_file, ref.revision)
+    if not folder.is_dir():
+        raise CheckpointError(f"model folder not found: {folder} (models.{role}.path)")
+    return folder
+
+
+def config_of(ref: ModelRef, folder: Path) -> ModelConfig:
+    """A model's config as the run overrides it: dtype, PRM head, context length."""
+    overrides: dict[str, Any] = {}
     if ref.head == "token_logit":
-        kw.update(good_token_id=ref.good_token_id, bad_token_id=ref.bad_token_id)
-    return load_model(model_folder(ref.path, config_file, ref.revision), **kw)
+        overrides.update(good_token_id=ref.good_token_id, bad_token_id=ref.bad_token_id)
+    if ref.max_context is not None:
+        overrides["max_position_embeddings"] = ref.max_context
+    return model_config(folder, dtype=ref.dtype, head=ref.head, **overrides)
+
+
+def load_ref(ref: ModelRef, role: str, config_file: str | None, mesh: jax.sharding.Mesh | None = None) -> Model:
+    """One model, each weight read into its sharding on `mesh` (or onto the first device)."""
+    folder = model_folder_of(ref, role, config_file)
+    config = config_of(ref, folder)
+    shardings = sharding.param_shardings(config, mesh) if mesh is not None else None
+    return load_model(folder, config=config, shardings=shardings)
 
 
 def load_tokenizer(spec: str | None, model_path: Path) -> Tokenizer:
@@ -42,18 +94,44 @@ def load_tokenizer(spec: str | None, model_path: Path) -> Tokenizer:
                       f"in {model_path}")
 
 
+def has_tokenizer(folder: Path) -> bool:
+    return (folder / "tokenizer.json").is_file() or (folder / CHAR_TOKENIZER_FILE).is_file()
+
+
 def _tokenizer_spec(raw: str | None, config_file: str | None) -> str | None:
     return raw if raw in (None, "qwen") else str(model_folder(raw, config_file, files=TOKENIZER_FILES))
 
 
-def load_models(cfg: RunConfig, config_file: str | None) -> RSDModels:
+def load_tokenizers(cfg: RunConfig, config_file: str | None) -> tuple[Tokenizer, Tokenizer | None]:
+    """(the draft's and target's tokenizer, the PRM's when it is not the same one).
+
+    models.tokenizer, else the one beside the draft; models.prm_tokenizer, else the one beside the PRM (with its
+    own BOS), else the draft's. A PRM tokenizer equal to the draft's is the draft's (one object)."""
     m = cfg.models
-    draft = load_ref(m.draft, "draft", config_file)
-    target = load_ref(m.target, "target", config_file)
-    prm = load_ref(m.prm, "prm", config_file)
-    draft_dir, prm_dir = (model_folder(r.path, config_file, r.revision) for r in (m.draft, m.prm))
-    tok = load_tokenizer(_tokenizer_spec(m.tokenizer, config_file), draft_dir)
-    prm_tok = (load_tokenizer(_tokenizer_spec(m.prm_tokenizer, config_file), prm_dir)
-               if m.prm_tokenizer else None)
+    tok = load_tokenizer(_tokenizer_spec(m.tokenizer, config_file), model_folder_of(m.draft, "draft", config_file))
+    if m.prm_tokenizer is not None:
+        prm_tok = load_tokenizer(_tokenizer_spec(m.prm_tokenizer, config_file), Path("."))
+    else:
+        prm_dir = model_folder_of(m.prm, "prm", config_file)
+        prm_tok = load_tokenizer(None, prm_dir) if has_tokenizer(prm_dir) else tok
+    return tok, (None if same_tokenizer(tok, prm_tok) else prm_tok)
+
+
+def same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
+    """Do two tokenizers encode, decode and mark special tokens identically?"""
+    if a is b:
+        return True
+    if isinstance(a, CharTokenizer) and isinstance(b, CharTokenizer):
+        return a.characters == b.characters
+    if isinstance(a, HFTokenizer) and isinstance(b, HFTokenizer):
+        return a.fingerprint() == b.fingerprint()
+    return False
+
+
+def load_models(cfg: RunConfig, config_file: str | None, mesh: jax.sharding.Mesh | None = None,
+                tokenizers: tuple[Tokenizer, Tokenizer | None] | None = None) -> RSDModels:
+    """The three models (into their shardings on `mesh` when given) and their tokenizers."""
+    tok, prm_tok = tokenizers or load_tokenizers(cfg, config_file)
+    draft, target, prm = (load_ref(getattr(cfg.models, role), role, config_file, mesh) for role in ROLES)
     return RSDModels(draft=draft, target=target, prm=prm, tokenizer=tok, prm_tokenizer=prm_tok,
                      delimiter=cfg.decoding.delimiter)

@@ -39,19 +39,6 @@ def calibrated_delta(models: RSDModels, items: Sequence[Item], cfg: RunConfig) -
     return calibrate_threshold(rewards, cfg.rsd.budget)
 
 
-def make_mesh(cfg: RunConfig):
-    """The configured mesh, or None for one device (after jax.distributed.initialize when asked)."""
-    import jax
-
-    from rsd_jax.sharding import make_mesh as build
-
-    if cfg.mesh.distributed:
-        jax.distributed.initialize()
-    if jax.device_count() == 1 and cfg.mesh.model == 1:
-        return None
-    return build(cfg.mesh.data, cfg.mesh.model)
-
-
 def parse_method(text: str, cfg: RunConfig) -> tuple[str, RunConfig]:
     """'name' or 'name:key=value,key=value' (keys of the rsd section) -> (name, config with the overrides)."""
     import yaml

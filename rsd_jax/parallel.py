@@ -9,18 +9,45 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
+import numpy as np
 
 from rsd_jax import sharding as sh
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.generator import TokenTables
-from rsd_jax.decoding.prm_view import PRMTables
+from rsd_jax.decoding.prm_view import PRMView
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.rsd import RSDOutput, rsd_decode_impl
 from rsd_jax.decoding.single import SingleOutput, single_decode_impl
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.models.model import Model
+
+
+def place(tree: Any, shardings: Any) -> Any:
+    """Every array of `tree` in its sharding. Arrays already there stay; others are built from the host copy every
+    process holds (multi-host: each process puts only its own devices' shards, so the same call runs everywhere)."""
+    def one(x, sharding):
+        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, np.ndim(x)):
+            return x
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(one(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x))
+        if jax.process_count() == 1:
+            return jax.device_put(x, sharding)
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(one, tree, shardings)
+
+
+def to_host(tree: Any) -> Any:
+    """A loop's output as numpy arrays on this host (multi-host: gathered from every process)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def _output_shardings(out_shape, mesh, replicated_fields=()):
@@ -30,15 +57,15 @@ def _output_shardings(out_shape, mesh, replicated_fields=()):
 
 @functools.lru_cache(maxsize=32)
 def _jitted_rsd(mesh, spec: DecodeSpec, shapes):
-    draft, target, prm, prompts_shape, tables_shape, prm_tables_shape, params_shape, hist_shape = shapes
+    draft, target, prm, prompts_shape, tables_shape, prm_view_shape, params_shape, hist_shape = shapes
     out_shape = jax.eval_shape(functools.partial(rsd_decode_impl, spec=spec), draft, target, prm,
-                               prompts_shape, tables_shape, prm_tables_shape, params_shape,
+                               prompts_shape, tables_shape, prm_view_shape, params_shape,
                                jax.ShapeDtypeStruct((), "float32"), hist_shape,
                                jax.ShapeDtypeStruct((), jax.random.key(0).dtype))
     rep = functools.partial(sh.replicated, mesh=mesh)
     in_shardings = (sh.model_sharding_tree(draft, mesh), sh.model_sharding_tree(target, mesh),
                     sh.model_sharding_tree(prm, mesh), sh.batch_tree_shardings(prompts_shape, mesh),
-                    rep(tables_shape), rep(prm_tables_shape), rep(params_shape), rep(0.0), rep(hist_shape),
+                    rep(tables_shape), rep(prm_view_shape), rep(params_shape), rep(0.0), rep(hist_shape),
                     rep(0))
     fn = jax.jit(functools.partial(rsd_decode_impl, spec=spec), in_shardings=in_shardings,
                  out_shardings=_output_shardings(out_shape, mesh, ("histogram",)), donate_argnums=(3,))
@@ -65,14 +92,14 @@ class _Shapes(tuple):
 
 
 def rsd_decode_on_mesh(mesh, draft: Model, target: Model, prm: Model, prompts: Prompts, tables: TokenTables,
-                       prm_tables: PRMTables, params: acceptance.AcceptanceParams, budget, histogram,
+                       prm_view: PRMView, params: acceptance.AcceptanceParams, budget, histogram,
                        key, *, spec: DecodeSpec) -> RSDOutput:
     """`rsd_decode` with every input placed in its sharding on `mesh` (the batch must split over "data")."""
     sh.check_batch(prompts.tokens.shape[0], mesh)
-    shapes = _Shapes(tuple(map(_shape_key, (draft, target, prm, prompts, tables, prm_tables, params, histogram))))
+    shapes = _Shapes(tuple(map(_shape_key, (draft, target, prm, prompts, tables, prm_view, params, histogram))))
     fn, in_shardings = _jitted_rsd(mesh, spec, shapes)
-    args = jax.device_put((draft, target, prm, prompts, tables, prm_tables, params, budget, histogram, key),
-                          in_shardings)  # weights restored elsewhere move once; placed ones stay
+    args = place((draft, target, prm, prompts, tables, prm_view, params, budget, histogram, key),
+                 in_shardings)  # weights restored elsewhere move once; placed ones stay
     with jax.set_mesh(mesh):
         return fn(*args)
 
@@ -96,6 +123,6 @@ def single_decode_on_mesh(mesh, model: Model, prompts: Prompts, tables: TokenTab
     """`single_decode` (target-only / draft-only) with its inputs sharded on `mesh`."""
     sh.check_batch(prompts.tokens.shape[0], mesh)
     fn, in_shardings = _jitted_single(mesh, spec, _Shapes(tuple(map(_shape_key, (model, prompts, tables)))))
-    args = jax.device_put((model, prompts, tables, key), in_shardings)
+    args = place((model, prompts, tables, key), in_shardings)
     with jax.set_mesh(mesh):
         return fn(*args)

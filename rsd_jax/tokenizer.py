@@ -9,9 +9,10 @@ then each step's text tokenised on its own followed by the delimiter token (the 
 step's reward is read at that token. A generated step ends on a step-stop token, one whose text contains the
 delimiter; BPE vocabularies merge it with text (Qwen: ".\\n\\n", ":\\n\\n", ")\\n\\n", ... 565 such tokens).
 `build_prm_stop_table` precomputes, for every step-stop token, its text before the delimiter tokenised on its own,
-so the jitted loop feeds a generated step to the PRM as (ids but the last) + text part + delimiter. That equals
-the host protocol whenever BPE does not merge across the last token boundary of the step's text (it does, rarely:
-"$." alone is one Qwen token, but "$.\\n\\n" is generated as "$" + ".\\n\\n"; the decoded text is the same).
+so the jitted loop can feed a generated step to the PRM as (ids but the last) + text part + delimiter. That equals
+the host protocol whenever BPE does not merge across the last token boundary of the step's text (it does: "$."
+alone is one Qwen token, but "$.\\n\\n" is generated as "$" + ".\\n\\n"), so BPE tokenizers use
+`StepTextEncoder`, the protocol itself, on the host.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class Tokenizer(Protocol):
         """Token ids of text; no special tokens added."""
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of ids; pad ids are skipped, every other token keeps its text."""
+        """Text of ids; special tokens (BOS, EOS, pad, chat markers) are skipped."""
 
     def token_text(self, token_id: int) -> str:
         """The text of one token."""
@@ -134,6 +135,41 @@ def _build_prm_stop_table(tok: Tokenizer, delimiter: str) -> PRMStopTable:
     return PRMStopTable(*arrays, delimiter_id=prm_delimiter_id(tok, delimiter))
 
 
+class StepTextEncoder:
+    """The PRM's view of generated steps, exactly as the official code builds it (host side, numpy in and out).
+
+    A step's ids are decoded with the generating models' tokenizer (special tokens such as EOS dropped, as vLLM's
+    text has none), the text is cut at the first delimiter (vLLM's stop string), tokenised on its own with the
+    PRM's tokenizer, and the PRM's delimiter id appended (`prm_step_ids`). Used by
+    `rsd_jax.decoding.prm_view.PRMTextView` inside the jitted loop, one call per batch of steps.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, prm_tokenizer: Tokenizer, delimiter: str = DELIMITER):
+        self.tokenizer, self.prm_tokenizer, self.delimiter = tokenizer, prm_tokenizer, delimiter
+        self.delimiter_id = prm_delimiter_id(prm_tokenizer, delimiter)
+
+    def step_ids(self, ids: Iterable[int]) -> list[int]:
+        """The PRM's ids of one generated step."""
+        return prm_step_ids(self.prm_tokenizer, self.tokenizer.decode(ids), self.delimiter)
+
+    def __call__(self, tokens: np.ndarray, lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray,
+                                                                                       np.ndarray]:
+        """tokens [B, M] with lengths [B] (0: no step) -> (view [B, width] int32, widths [B] int32, overflow [B]
+        bool). A view longer than `width` keeps its first width - 1 ids and the delimiter and is flagged."""
+        batch = tokens.shape[0]
+        view = np.zeros((batch, width), np.int32)
+        widths = np.zeros((batch,), np.int32)
+        overflow = np.zeros((batch,), bool)
+        for b in range(batch):
+            if lengths[b] <= 0:
+                continue
+            ids = self.step_ids(tokens[b, :lengths[b]])
+            if len(ids) > width:
+                ids, overflow[b] = ids[:width - 1] + [self.delimiter_id], True
+            view[b, :len(ids)], widths[b] = ids, len(ids)
+        return view, widths, overflow
+
+
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
@@ -146,6 +182,18 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def _chat_template(folder: Path, tokenizer_config: dict) -> str | None:
+    """The folder's chat template: chat_template.jinja, else tokenizer_config.json's chat_template (a string, or a
+    list of named templates: the "default" one)."""
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    template = tokenizer_config.get("chat_template")
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) else None
+
+
 def _ids(value) -> list[int]:
     """Token ids of a config entry: an int, a list of ints, or null."""
     if isinstance(value, int):
@@ -156,10 +204,16 @@ def _ids(value) -> list[int]:
 class HFTokenizer:
     """A `tokenizers.Tokenizer` (an HF `tokenizer.json`) behind the project's protocol."""
 
-    def __init__(self, tokenizer, *, bos_id: int | None, eos_ids: Iterable[int], pad_id: int):
+    def __init__(self, tokenizer, *, bos_id: int | None, eos_ids: Iterable[int], pad_id: int,
+                 chat_template: str | None = None):
         self._tok = tokenizer
         self.vocab_size: int = tokenizer.get_vocab_size(with_added_tokens=True)
         self.bos_id, self.eos_ids, self.pad_id = bos_id, tuple(eos_ids), pad_id
+        self.chat_template = chat_template  # Jinja source of the folder's chat template, if it has one
+
+    def fingerprint(self) -> tuple:
+        """Equal for two tokenizers that encode, decode and mark special tokens identically."""
+        return self._tok.to_str(), self.bos_id, self.eos_ids, self.pad_id
 
     @classmethod
     def from_folder(cls, folder: str | Path, eos: Iterable[str] | None = None) -> "HFTokenizer":
@@ -208,7 +262,8 @@ class HFTokenizer:
         eos_ids = list(dict.fromkeys(eos_ids))
         pad = special("pad_token")
         return cls(raw, bos_id=special("bos_token"), eos_ids=eos_ids,
-                   pad_id=pad if pad is not None else eos_ids[0] if eos_ids else 0)
+                   pad_id=pad if pad is not None else eos_ids[0] if eos_ids else 0,
+                   chat_template=_chat_template(path.parent, configs[0][1]))
 
     def save(self, folder: str | Path) -> None:
         """Writes tokenizer.json and tokenizer_config.json (BOS, first EOS, PAD) into folder."""
@@ -218,13 +273,15 @@ class HFTokenizer:
         text = lambda i: None if i is None else self._tok.id_to_token(i)
         config = {"bos_token": text(self.bos_id), "eos_token": text(self.eos_ids[0] if self.eos_ids else None),
                   "pad_token": text(self.pad_id)}
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
         (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1) + "\n")
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self._tok.decode([int(i) for i in ids if int(i) != self.pad_id], skip_special_tokens=False)
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
 
     def token_text(self, token_id: int) -> str:
         return self._tok.decode([int(token_id)], skip_special_tokens=False)

@@ -23,8 +23,8 @@ import pytest
 from rsd_jax.config import DATASETS, DataConfig, RunConfig
 from rsd_jax.configlib import load_config
 from rsd_jax.data import sources
-from rsd_jax.data.datasets import (QWEN25_MATH_COT, dataset_items, dataset_rows, equivalent, extract_answer,
-                                   format_prompt, grade, last_boxed)
+from rsd_jax.data.datasets import dataset_items, dataset_rows, equivalent, extract_answer, grade, last_boxed
+from rsd_jax.data.templates import QWEN25_MATH_COT, format_prompt
 from rsd_jax.data.problems import load_items
 from rsd_jax.errors import ConfigError, InputError
 

@@ -132,7 +132,9 @@ def test_hf_folder_round_trip_and_special_tokens(qwen, tmp_path):
     tok = HFTokenizer.from_folder(tmp_path)
     assert tok.bos_id == 151643 and tok.eos_ids == (151643, 151645) and tok.pad_id == 151643
     assert prm_prompt_ids(tok, "Q?") == tok.encode("<|endoftext|>Q?\n")  # BOS + question + "\n" as text
-    assert tok.decode([151643, *tok.encode("Hi"), 151645]) == "Hi<|im_end|>"  # pad skipped, EOS kept
+    # a result's text carries no special tokens (vLLM's text, which the official PRM protocol reads, has none)
+    assert tok.decode([151643, *tok.encode("Hi"), 151645]) == "Hi"
+    assert tok.token_text(151645) == "<|im_end|>"  # the stop-token tables still see every token's text
 
 
 def test_hf_folder_errors_name_the_file(qwen, tmp_path):

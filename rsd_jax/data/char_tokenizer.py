@@ -23,6 +23,9 @@ class CharTokenizer:
     """Character-level tokenizer: `vocab_size` = 4 specials + len(characters) (76 for the default set)."""
 
     pad_id, bos_id, eos_ids, delimiter_id = 0, 1, (2,), 3
+    #: re-encoding a step's decoded text gives back its ids (one token per character, the delimiter one token), so
+    #: the PRM's view of a step is built in the jitted loop (rsd_jax.decoding.prm_view.PRMTables)
+    exact_reencoding = True
 
     def __init__(self, characters: str = ARITH_CHARACTERS):
         if not isinstance(characters, str) or not characters:

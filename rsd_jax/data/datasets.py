@@ -15,19 +15,11 @@ from pathlib import Path
 from rsd_jax.config import DataConfig, resolve_path
 from rsd_jax.data import sources
 from rsd_jax.data.problems import Item
+from rsd_jax.data.templates import format_prompt
 from rsd_jax.errors import InputError
 
 MULTIPLE_CHOICE = ("gpqa", "mmlu_stem")
-QWEN25_MATH_COT = ("<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}."
-                   "<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
 LETTERS = "ABCDE"
-
-
-def format_prompt(question: str, template: str) -> str:
-    """The draft's and target's prompt: "plain" (question + newline) or the paper's Qwen2.5-Math CoT template."""
-    if template == "qwen25-math-cot":
-        return QWEN25_MATH_COT.replace("{question}", question)
-    return question + "\n"
 
 
 def parse_jsonl(raw: bytes, where: str) -> list[dict]:
@@ -157,8 +149,9 @@ def question_and_answer(source: str, row: dict) -> tuple[str, str]:
     raise InputError(f"unknown dataset {source!r}")
 
 
-def dataset_items(data: DataConfig, config_file: str | None) -> list[Item]:
-    """The problems of a paper dataset: data.path (relative to the config file) when set, else data.source by name."""
+def dataset_items(data: DataConfig, config_file: str | None, tokenizer=None) -> list[Item]:
+    """The problems of a paper dataset: data.path (relative to the config file) when set, else data.source by name;
+    prompts in data.template (the chat template reads `tokenizer`'s)."""
     rows = dataset_rows(data.source, resolve_path(data.path, config_file) if data.path else None)
     rows = rows[: data.n] if data.n else rows
     mc = data.source in MULTIPLE_CHOICE
@@ -166,7 +159,7 @@ def dataset_items(data: DataConfig, config_file: str | None) -> list[Item]:
     for k, row in enumerate(rows):
         question, answer = question_and_answer(data.source, row)
         items.append(Item(uid=f"{data.source}-{row.get('unique_id', row.get('idx', row.get('id', k)))}",
-                          question=question, prompt=format_prompt(question, data.template), answer=answer,
+                          question=question, prompt=format_prompt(question, data.template, tokenizer), answer=answer,
                           grade=lambda text, a=answer: grade(text, a, mc), level=row.get("level"),
                           extract=lambda text: extract_answer(text, mc)))
     return items

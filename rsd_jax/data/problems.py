@@ -8,6 +8,7 @@ from typing import Callable
 
 from rsd_jax.config import DataConfig, resolve_path
 from rsd_jax.data import arith
+from rsd_jax.data.templates import format_prompt
 from rsd_jax.errors import InputError
 
 
@@ -22,14 +23,15 @@ class Item:
     extract: Callable[[str], object] | None = dataclasses.field(default=None, compare=False)  # response -> answer
 
 
-def arith_items(data: DataConfig) -> list[Item]:
+def arith_items(data: DataConfig, tokenizer=None) -> list[Item]:
     problems = arith.generate_problems(data.n or 500, data.seed, data.levels)
-    return [Item(uid=p.uid, question=p.question, prompt=arith.format_prompt(p), answer=str(p.answer),
+    return [Item(uid=p.uid, question=p.question, prompt=format_prompt(p.question, data.template, tokenizer),
+                 answer=str(p.answer),
                  grade=lambda text, p=p: arith.is_correct(p, text), level=p.level, extract=arith.extract_answer)
             for p in problems]
 
 
-def prompt_items(data: DataConfig, config_file: str | None) -> list[Item]:
+def prompt_items(data: DataConfig, config_file: str | None, tokenizer=None) -> list[Item]:
     lines = list(data.prompts)
     if data.prompts_file:
         if data.prompts_file == "-":
@@ -48,20 +50,21 @@ def prompt_items(data: DataConfig, config_file: str | None) -> list[Item]:
     if not lines:
         raise InputError("no prompts: set data.prompts or data.prompts_file")
     lines = lines[: data.n] if data.n else lines
-    suffix = "\n" if data.template == "plain" else ""
-    return [Item(uid=f"prompt-{i}", question=q, prompt=q + suffix) for i, q in enumerate(lines)]
+    return [Item(uid=f"prompt-{i}", question=q, prompt=format_prompt(q, data.template, tokenizer))
+            for i, q in enumerate(lines)]
 
 
-def load_items(data: DataConfig, config_file: str | None = None) -> list[Item]:
-    """The problems a run decodes, from data.source."""
+def load_items(data: DataConfig, config_file: str | None = None, tokenizer=None) -> list[Item]:
+    """The problems a run decodes, from data.source, each prompt in data.template (whatever the source; the chat
+    template is `tokenizer`'s, the draft's)."""
     if data.source == "arith":
-        items = arith_items(data)
+        items = arith_items(data, tokenizer)
     elif data.source == "prompts":
-        items = prompt_items(data, config_file)
+        items = prompt_items(data, config_file, tokenizer)
     else:
         from rsd_jax.data.datasets import dataset_items
 
-        items = dataset_items(data, config_file)
+        items = dataset_items(data, config_file, tokenizer)
     if not items:
         raise InputError(f"the dataset {data.source!r} has no problems")
     return items

@@ -19,7 +19,7 @@ from rsd_jax.cache import KVCache
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.best_of_n import tile_prompts
 from rsd_jax.decoding.generator import TokenTables
-from rsd_jax.decoding.prm_view import PRMTables
+from rsd_jax.decoding.prm_view import PRMView
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.rsd import RSDOutput, RSDState, initial_state, output, rsd_iteration
 from rsd_jax.decoding.spec import DecodeSpec
@@ -66,14 +66,14 @@ def select_beams(scores: jax.Array, done: jax.Array, width: int, expansions: int
     return (base + jnp.repeat(best, expansions, axis=1)).reshape(-1)
 
 
-def beam_search_impl(draft: Model, prm: Model, prompts: Prompts, tables: TokenTables, prm_tables: PRMTables,
+def beam_search_impl(draft: Model, prm: Model, prompts: Prompts, tables: TokenTables, prm_view: PRMView,
                      key: jax.Array, spec: DecodeSpec, width: int, expansions: int) -> BeamOutput:
     k = width * expansions
     spec = spec.replace(weighting="binary", online_budget=False)
     accept_all = acceptance.AcceptanceParams.create(delta=0.0)
     state = initial_state(draft, draft, prm, tile_prompts(prompts, k),
                           acceptance.RewardHistogram.create(spec.histogram_bins), key, spec)
-    step = functools.partial(rsd_iteration, draft, draft, prm, tables, prm_tables, accept_all, jnp.float32(0), spec)
+    step = functools.partial(rsd_iteration, draft, draft, prm, tables, prm_view, accept_all, jnp.float32(0), spec)
 
     def useful(s: RSDState) -> jax.Array:
         return jnp.sum(s.stats.draft.useful_flops) + jnp.sum(s.stats.prm.useful_flops)

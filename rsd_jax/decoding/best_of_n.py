@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.generator import TokenTables
-from rsd_jax.decoding.prm_view import PRMTables
+from rsd_jax.decoding.prm_view import PRMView
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.rsd import RSDOutput, rsd_decode_impl
 from rsd_jax.decoding.spec import DecodeSpec
@@ -29,12 +29,12 @@ def tile_prompts(prompts: Prompts, n: int) -> Prompts:
     return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), prompts)
 
 
-def sample_n_impl(draft: Model, prm: Model, prompts: Prompts, tables: TokenTables, prm_tables: PRMTables,
+def sample_n_impl(draft: Model, prm: Model, prompts: Prompts, tables: TokenTables, prm_view: PRMView,
                   key: jax.Array, spec: DecodeSpec, n: int) -> RSDOutput:
     """n samples per prompt from the draft, each step scored by the PRM: an RSDOutput over B*n rows."""
     accept_all = acceptance.AcceptanceParams.create(delta=0.0)
     histogram = acceptance.RewardHistogram.create(spec.histogram_bins)
-    return rsd_decode_impl(draft, draft, prm, tile_prompts(prompts, n), tables, prm_tables, accept_all,
+    return rsd_decode_impl(draft, draft, prm, tile_prompts(prompts, n), tables, prm_view, accept_all,
                            jnp.float32(0.0), histogram, key, spec=spec.replace(weighting="binary",
                                                                                 online_budget=False))
 
@@ -61,9 +61,9 @@ class BestOfNOutput:
     chosen: jax.Array  # [B] index of the chosen sample of each prompt
 
 
-def best_of_n_impl(draft: Model, prm: Model, prompts: Prompts, tables: TokenTables, prm_tables: PRMTables,
+def best_of_n_impl(draft: Model, prm: Model, prompts: Prompts, tables: TokenTables, prm_view: PRMView,
                    key: jax.Array, spec: DecodeSpec, n: int, aggregate: str = "min") -> BestOfNOutput:
-    samples = sample_n_impl(draft, prm, prompts, tables, prm_tables, key, spec, n)
+    samples = sample_n_impl(draft, prm, prompts, tables, prm_view, key, spec, n)
     scores = aggregate_rewards(samples, aggregate).reshape(-1, n)
     return BestOfNOutput(samples=samples, scores=scores,
                          chosen=jnp.argmax(jnp.nan_to_num(scores, nan=-jnp.inf), axis=1))

@@ -24,10 +24,23 @@ from rsd_jax.models.model import Model
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TokenTables:
-    """Host-precomputed token sets as dense lookups over the vocabulary (traced arrays, not static)."""
+    """Host-precomputed token sets as dense lookups over the tokenizer's vocabulary (traced arrays, not static).
+
+    Their length V is the vocabulary the loops sample from: a model's embedding may have more rows than its
+    tokenizer has tokens (Qwen2.5-Math-1.5B: 151936 rows, 7B: 152064, for 151665 tokens); those rows are never drawn.
+    """
 
     stop: jax.Array  # [V] bool: the token's text contains the step delimiter
     eos: jax.Array  # [V] bool
+
+    @property
+    def vocab_size(self) -> int:
+        return self.eos.shape[0]
+
+
+def token_logits(model: Model, hidden: jax.Array, tables: TokenTables) -> jax.Array:
+    """The LM head's logits [..., V] over the tokenizer's vocabulary (float32) for hidden states [..., E]."""
+    return model.logits(hidden)[..., :tables.vocab_size]
 
 
 def catch_up(model: Model, cache: KVCache, view: jax.Array, target_len: jax.Array, active: jax.Array,
@@ -96,7 +109,7 @@ def write_step(model: Model, cache: KVCache, tokens: jax.Array, length: jax.Arra
         out=jnp.zeros((batch, max_step_tokens), jnp.int32), eos=jnp.zeros((batch,), bool),
         stop=jnp.zeros((batch,), bool), bad=jnp.zeros((batch,), bool), cache=cache, key=key, work=work)
     if record_probs:
-        init["probs"] = jnp.zeros((batch, max_step_tokens, model.config.vocab_size), jnp.float32)
+        init["probs"] = jnp.zeros((batch, max_step_tokens, tables.vocab_size), jnp.float32)
 
     def cond(s):
         return jnp.any(s["live"])
@@ -105,7 +118,7 @@ def write_step(model: Model, cache: KVCache, tokens: jax.Array, length: jax.Arra
         live, cache = s["live"], s["cache"]
         start = cache.lengths
         out = model.backbone(s["current"][:, None], start, cache, live.astype(jnp.int32))
-        logits = model.logits(out.hidden[:, 0])
+        logits = token_logits(model, out.hidden[:, 0], tables)
         key, sub = jax.random.split(s["key"])
         token = sample(sampling, logits, sub)
         slot = jnp.where(live, s["n"], max_step_tokens)

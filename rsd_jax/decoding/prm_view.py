@@ -1,20 +1,32 @@
-"""The PRM's view of a step, built inside the jitted loop from host-precomputed tables.
+"""The PRM's view of a step: the ids the PRM reads for a step the draft or the target generated.
 
-Skywork-o1-Open-PRM protocol: the PRM reads BOS + question + "\\n", then every step's text followed by the
-"\\n\\n" delimiter token, and a step's reward is read at its delimiter. A generated step of n tokens
-y_1 .. y_n becomes, in the PRM's view,
-    y_1 .. y_{n-1} + tail(y_n) + [delimiter]
-where tail(y_n) is the text part of a merged stop token (".\\n\\n" -> encode(".")), nothing for EOS, and
-y_n itself for a step cut at the token cap.
+Skywork-o1-Open-PRM protocol (the official RSD code): the PRM reads BOS + question + "\\n", then every step's text,
+cut at the "\\n\\n" delimiter and tokenised on its own with the PRM's tokenizer, followed by the delimiter token;
+a step's reward is read at its delimiter. Two views produce that, both called as
+`view(step_tokens [B, M], step_len [B]) -> (ids [B, W], width [B], overflow [B])`:
+
+- `PRMTextView` (the protocol itself): the step's ids are decoded to text and re-encoded with the PRM's tokenizer on
+  the host, through `jax.pure_callback` (per data shard under a mesh). Exact for every pair of tokenizers, also
+  where BPE merges differently without the delimiter ("$" + ".\\n\\n" is generated, "$." alone is one token) and
+  for a PRM whose vocabulary is not the draft's.
+- `PRMTables` (in the graph, no host round trip): a step of n generated tokens y_1 .. y_n becomes
+      y_1 .. y_{n-1} + tail(y_n) + [delimiter]
+  where tail(y_n) is the text part of a merged stop token (".\\n\\n" -> encode(".")), nothing for EOS, and y_n itself
+  for a step cut at the token cap. Exact when re-encoding a step's text gives back its ids (a character-level
+  tokenizer shared by the draft and the PRM, as the embedded models have).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from rsd_jax.cache import DATA_AXIS
 
 
 @jax.tree_util.register_dataclass
@@ -29,6 +41,15 @@ class PRMTables:
     @property
     def tail_width(self) -> int:
         return max(1, self.text_ids.shape[1])
+
+    @property
+    def growth_per_step(self) -> int:
+        """At most how many more ids than generated tokens one step has in the PRM's view."""
+        return self.tail_width
+
+    def __call__(self, step_tokens: jax.Array, step_len: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        view, width = step_view(self, step_tokens, step_len)
+        return view, width, jnp.zeros(step_len.shape, bool)
 
     @classmethod
     def build(cls, vocab_size: int, stop_ids, text_ids, text_len, delimiter: int, eos_ids) -> "PRMTables":
@@ -67,3 +88,34 @@ def step_view(tables: PRMTables, step_tokens: jax.Array, step_len: jax.Array) ->
     width = jnp.where(step_len > 0, end + 1, 0)
     view = jnp.where(j < width[:, None], view, 0)
     return view, width
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PRMTextView:
+    """The official protocol on the host: `encode(ids, lengths, width) -> (view, widths, overflow)` (numpy, one row
+    per step; see rsd_jax.tokenizer.StepTextEncoder) run by `jax.pure_callback`. Both fields are static (hashable):
+    the same encoder object reuses the compiled loop."""
+
+    encode: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = dataclasses.field(
+        metadata=dict(static=True))
+    width: int = dataclasses.field(metadata=dict(static=True))  # W: most ids one step takes in the view
+
+    growth_per_step = 1  # the delimiter; a re-encoding longer than the generated step is caught as an overflow
+
+    def __call__(self, step_tokens: jax.Array, step_len: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        def on_host(tokens: jax.Array, lengths: jax.Array):
+            shapes = (jax.ShapeDtypeStruct((tokens.shape[0], self.width), jnp.int32),
+                      jax.ShapeDtypeStruct(lengths.shape, jnp.int32), jax.ShapeDtypeStruct(lengths.shape, bool))
+            return jax.pure_callback(lambda t, n: self.encode(np.asarray(t), np.asarray(n), self.width), shapes,
+                                     tokens, lengths)
+
+        mesh = jax.sharding.get_abstract_mesh()
+        if mesh.empty or DATA_AXIS not in mesh.axis_names:
+            return on_host(step_tokens, step_len)
+        rows = P(DATA_AXIS)  # each data shard re-encodes its own rows, on its own host
+        return jax.shard_map(on_host, mesh=mesh, in_specs=(rows, rows), out_specs=(rows, rows, rows))(
+            step_tokens, step_len)
+
+
+PRMView = PRMTables | PRMTextView

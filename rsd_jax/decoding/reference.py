@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ class HostTables:
     eos_ids: frozenset[int]
     prm_text: dict[int, tuple[int, ...]]  # stop token -> its text part, tokenised on its own
     delimiter: int
+    vocab_size: int | None = None  # tokens that may be drawn (the tokenizer's); None: every row of the LM head
 
 
 @dataclasses.dataclass
@@ -50,9 +52,9 @@ class _Scorer:
         buf[0, :len(seq)] = seq
         return _full(model, jnp.asarray(buf))
 
-    def next_token(self, model: Model, seq: list[int]) -> int:
+    def next_token(self, model: Model, seq: list[int], vocab_size: int | None = None) -> int:
         logits, _ = self._run(model, seq)
-        return int(np.argmax(np.asarray(logits[0, len(seq) - 1])))
+        return int(np.argmax(np.asarray(logits[0, len(seq) - 1])[:vocab_size]))
 
     def reward(self, prm: Model, seq: list[int]) -> float:
         _, hidden = self._run(prm, seq)
@@ -74,7 +76,7 @@ def prm_step_view(step: list[int], tables: HostTables) -> list[int]:
 def _write_step(scorer: _Scorer, model: Model, seq: list[int], cap: int, tables: HostTables) -> list[int]:
     step: list[int] = []
     while True:
-        token = scorer.next_token(model, seq + step)
+        token = scorer.next_token(model, seq + step, tables.vocab_size)
         step.append(token)
         if token in tables.eos_ids or token in tables.stop_ids or len(step) >= cap:
             return step
@@ -82,24 +84,30 @@ def _write_step(scorer: _Scorer, model: Model, seq: list[int], cap: int, tables:
 
 def reference_rsd(draft: Model, target: Model, prm: Model, prompt: list[int], prm_prompt: list[int],
                   tables: HostTables, *, delta: float, max_new_tokens: int, max_steps: int,
-                  max_step_tokens: int, capacity: int) -> ReferenceResult:
-    """Greedy RSD with the binary threshold δ for one prompt."""
+                  max_step_tokens: int, capacity: int, budget_includes_prompt: bool = False,
+                  prm_view: Callable[[list[int]], list[int]] | None = None) -> ReferenceResult:
+    """Greedy RSD with the binary threshold δ for one prompt.
+
+    prm_view: the PRM's ids of one generated step (default: the tables' view, `prm_step_view`; pass
+    `rsd_jax.tokenizer.StepTextEncoder.step_ids` for the official text protocol).
+    """
     scorer = _Scorer(capacity)
+    view = prm_view or (lambda step: prm_step_view(step, tables))
+    end = max_new_tokens if budget_includes_prompt else len(prompt) + max_new_tokens
     seq, prm_seq = list(prompt), list(prm_prompt)
     result = ReferenceResult(tokens=seq, sources=[], rewards=[], ends=[])
     while True:
-        cap = min(max_step_tokens, len(prompt) + max_new_tokens - len(seq))
+        cap = min(max_step_tokens, end - len(seq))
         proposal = _write_step(scorer, draft, seq, cap, tables)
-        reward = scorer.reward(prm, prm_seq + prm_step_view(proposal, tables))
+        reward = scorer.reward(prm, prm_seq + view(proposal))
         if reward >= delta:
             step, source = proposal, 0
         else:
             step, source = _write_step(scorer, target, seq, cap, tables), 1
         seq += step
-        prm_seq += prm_step_view(step, tables)
+        prm_seq += view(step)
         result.sources.append(source)
         result.rewards.append(reward)
         result.ends.append(len(seq))
-        if (step[-1] in tables.eos_ids or len(seq) - len(prompt) >= max_new_tokens
-                or len(result.sources) >= max_steps):
+        if step[-1] in tables.eos_ids or len(seq) >= end or len(result.sources) >= max_steps:
             return result

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from rsd_jax.cache import KVCache
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, write_step
-from rsd_jax.decoding.prm_view import PRMTables, step_view
+from rsd_jax.decoding.prm_view import PRMView
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.speculative import speculative_write
 from rsd_jax.decoding.subbatch import write_step_on_active_rows
@@ -74,7 +74,8 @@ class RSDStats:
     target_steps: jax.Array  # steps written by the target
     target_invocations: jax.Array  # [] loop iterations in which the target ran
     iterations: jax.Array  # [] loop iterations
-    nonfinite: jax.Array  # [B] int32 bit flags: 1 draft logits, 2 target logits, 4 PRM reward not finite
+    nonfinite: jax.Array  # [B] int32 bit flags: 1 draft logits, 2 target logits, 4 PRM reward not finite,
+    #                       8 a step did not fit the PRM's view (its re-encoding or the PRM's buffer)
     draft: Work
     target: Work
     prm: Work
@@ -143,13 +144,22 @@ def _target_step(draft: Model, target: Model, draft_cache: KVCache, s: "RSDState
     return step, draft_cache, draft_work
 
 
-def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, prm_tables: PRMTables,
+def _fit_view(prm_view: PRMView, step_tokens: jax.Array, step_len: jax.Array, prm_length: jax.Array,
+              capacity: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The PRM's view of steps (ids [B, W], width [B]) cut to what fits the PRM's buffer after prm_length [B];
+    overflow [B] marks rows whose view did not fit (they end with an error instead of a wrong reward)."""
+    view, width, overflow = prm_view(step_tokens, step_len)
+    room = capacity - prm_length
+    return view, jnp.minimum(width, jnp.maximum(room, 0)), overflow | (width > room)
+
+
+def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, prm_view: PRMView,
                   params: acceptance.AcceptanceParams, budget: jax.Array, spec: DecodeSpec,
                   s: RSDState) -> RSDState:
     """One reasoning step for every live row."""
     live = ~s.done
     key, k_draft, k_accept, k_target = jax.random.split(s.key, 4)
-    cap = s.prompt_length + spec.max_new_tokens - s.length
+    cap = spec.end_of(s.prompt_length) - s.length
     write = functools.partial(write_step, tables=tables, sampling=spec.sampling,
                               max_step_tokens=spec.step_tokens, chunk=spec.chunk)
 
@@ -157,7 +167,8 @@ def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, 
     d = write(draft, s.draft_cache, s.tokens, s.length, live, cap, k_draft, work=s.stats.draft)
 
     # 3. the PRM scores it in its own view, from its own cache
-    view, width = step_view(prm_tables, d.tokens, d.length)
+    capacity = s.prm_tokens.shape[1]
+    view, width, overflow = _fit_view(prm_view, d.tokens, d.length, s.prm_length, capacity)
     prm_tokens = commit(s.prm_tokens, s.prm_length, view, width)
     prm_cache, hidden, prm_work = catch_up(prm, s.prm_cache, prm_tokens, s.prm_length + width, live,
                                            spec.chunk, s.stats.prm)
@@ -188,18 +199,19 @@ def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, 
     ended_eos = jnp.where(reject, t.ended_eos, d.ended_eos)
     tokens = commit(s.tokens, s.length, step_tokens, step_len)
     length = s.length + step_len
-    t_view, t_width = step_view(prm_tables, t.tokens, t.length)
+    t_view, t_width, t_overflow = _fit_view(prm_view, t.tokens, t.length, s.prm_length, capacity)
     prm_tokens = commit(prm_tokens, s.prm_length, t_view, jnp.where(reject, t_width, 0))
+    overflow = live & (overflow | (reject & t_overflow))
     prm_length = s.prm_length + jnp.where(reject, t_width, jnp.where(accepted, width, 0))
     prm_cache = prm_cache.with_lengths(jnp.where(reject, s.prm_length, prm_cache.lengths))
 
     n_steps = s.n_steps + live
-    done = s.done | (live & (ended_eos | (length - s.prompt_length >= spec.max_new_tokens)
-                             | (n_steps >= spec.max_steps)))
+    done = s.done | (live & (ended_eos | (length >= spec.end_of(s.prompt_length)) | (n_steps >= spec.max_steps)
+                             | overflow))
     trace = s.trace.record(s.n_steps, live, jnp.where(reject, TARGET, DRAFT), reward, delta, length)
     st = s.stats
     nonfinite = (st.nonfinite | jnp.where(d.nonfinite, 1, 0) | jnp.where(t.nonfinite, 2, 0)
-                 | jnp.where(live & ~jnp.isfinite(reward), 4, 0))
+                 | jnp.where(live & ~jnp.isfinite(reward), 4, 0) | jnp.where(overflow, 8, 0))
     stats = RSDStats(
         draft_accepted_tokens=st.draft_accepted_tokens + jnp.where(accepted, d.length, 0),
         draft_discarded_tokens=st.draft_discarded_tokens + jnp.where(reject, d.length, 0),
@@ -233,7 +245,7 @@ def output(final: RSDState) -> RSDOutput:
 
 
 def rsd_decode_impl(draft: Model, target: Model, prm: Model, prompts: Prompts, tables: TokenTables,
-                    prm_tables: PRMTables, params: acceptance.AcceptanceParams, budget: jax.Array,
+                    prm_view: PRMView, params: acceptance.AcceptanceParams, budget: jax.Array,
                     histogram: acceptance.RewardHistogram, key: jax.Array, spec: DecodeSpec) -> RSDOutput:
     """Reward-guided speculative decoding of a batch of prompts, in one jitted loop.
 
@@ -241,7 +253,7 @@ def rsd_decode_impl(draft: Model, target: Model, prm: Model, prompts: Prompts, t
     quantile estimate (e.g. with a calibration run's rewards) when spec.online_budget is set.
     """
     state = initial_state(draft, target, prm, prompts, histogram, key, spec)
-    body = functools.partial(rsd_iteration, draft, target, prm, tables, prm_tables, params, budget, spec)
+    body = functools.partial(rsd_iteration, draft, target, prm, tables, prm_view, params, budget, spec)
     return output(jax.lax.while_loop(lambda s: jnp.any(~s.done), body, state))
 
 

@@ -31,11 +31,11 @@ class SingleOutput:
 
 def single_decode_impl(model: Model, prompts: Prompts, tables: TokenTables, key: jax.Array,
                   spec: DecodeSpec) -> SingleOutput:
-    """Decodes up to spec.max_new_tokens per row with one model, stopping rows at EOS."""
+    """Decodes each row up to its token budget (spec.end_of) with one model, stopping rows at EOS."""
     batch, t_cap = prompts.tokens.shape
     no_steps = dataclasses.replace(tables, stop=jnp.zeros_like(tables.stop))
     step = write_step(model, model.init_cache(batch, t_cap), prompts.tokens, prompts.length,
-                      prompts.length > 0, jnp.full((batch,), spec.max_new_tokens, jnp.int32), key,
+                      prompts.length > 0, spec.end_of(prompts.length) - prompts.length, key,
                       no_steps, sampling=spec.sampling, max_step_tokens=spec.max_new_tokens,
                       chunk=spec.chunk, work=Work.zeros(batch))
     return SingleOutput(tokens=commit(prompts.tokens, prompts.length, step.tokens, step.length),

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
+
 from rsd_jax.decoding.acceptance import WEIGHTINGS
 from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.errors import ConfigError
@@ -15,7 +18,8 @@ from rsd_jax.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
-    """max_new_tokens: response token budget per row. max_steps: reasoning-step budget per row.
+    """max_new_tokens: response token budget per row (with budget_includes_prompt: the budget of prompt +
+    response, as the official RSD code counts its 4096 tokens). max_steps: reasoning-step budget per row.
     max_step_tokens: cap on one step's tokens. chunk: tokens per forward when a cache catches up.
     weighting: the ω family of the acceptance criterion. online_budget: set δ inside the loop from a
     running quantile of the draft's rewards so that at most `budget` of the steps go to the target.
@@ -26,6 +30,7 @@ class DecodeSpec:
     """
 
     max_new_tokens: int = 512
+    budget_includes_prompt: bool = False
     max_steps: int = 100
     max_step_tokens: int = 256
     chunk: int = 32
@@ -49,6 +54,12 @@ class DecodeSpec:
     def step_tokens(self) -> int:
         """Width of one step's buffer: no step can be longer than the whole budget."""
         return min(self.max_step_tokens, self.max_new_tokens)
+
+    def end_of(self, prompt_length: jax.Array) -> jax.Array:
+        """The committed length [B] at which each row's token budget is spent."""
+        if self.budget_includes_prompt:
+            return jnp.full_like(prompt_length, self.max_new_tokens)
+        return prompt_length + self.max_new_tokens
 
     def replace(self, **changes) -> "DecodeSpec":
         return dataclasses.replace(self, **changes)

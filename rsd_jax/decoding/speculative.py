@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
-from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, write_step
+from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, token_logits, write_step
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.sampling import Sampling, token_probs
 from rsd_jax.decoding.spec import DecodeSpec
@@ -55,7 +55,7 @@ def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_
     the first EOS or step-delimiter token."""
     batch = tokens.shape[0]
     k_draft, k_accept, k_residual = jax.random.split(key, 3)
-    no_ends = TokenTables(stop=jnp.zeros_like(tables.stop), eos=jnp.zeros_like(tables.eos))
+    no_ends = TokenTables(stop=jnp.zeros_like(tables.stop), eos=jnp.zeros_like(tables.eos))  # the same vocabulary
     d = write_step(draft, draft_cache, tokens, length, active, jnp.minimum(cap, gamma), k_draft, no_ends,
                    sampling=sampling, max_step_tokens=gamma, chunk=chunk, work=draft_work, record_probs=True)
 
@@ -66,7 +66,7 @@ def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_
     out = target.backbone(jnp.concatenate([last, d.tokens], axis=1), target_cache.lengths, target_cache, n_in)
     target_work = target_work.add_forward(target.config, target_cache.lengths, n_in, gamma + 1,
                                           target_cache.capacity, gamma + 1)
-    p = token_probs(sampling, target.logits(out.hidden))  # [B, γ+1, V]
+    p = token_probs(sampling, token_logits(target, out.hidden, tables))  # [B, γ+1, V]
     q = d.probs  # [B, γ, V]
     p_x = jnp.take_along_axis(p[:, :gamma], d.tokens[..., None], axis=2)[..., 0]
     q_x = jnp.take_along_axis(q, d.tokens[..., None], axis=2)[..., 0]
@@ -158,7 +158,7 @@ def speculative_decode_impl(draft: Model, target: Model, prompts: Prompts, table
     no_steps = dataclasses.replace(tables, stop=jnp.zeros_like(tables.stop))
     step, _, dwork, kept = speculative_write(
         draft, target, draft.init_cache(batch, t_cap), target.init_cache(batch, t_cap), prompts.tokens,
-        prompts.length, prompts.length > 0, jnp.full((batch,), spec.max_new_tokens, jnp.int32), key, no_steps,
+        prompts.length, prompts.length > 0, spec.end_of(prompts.length) - prompts.length, key, no_steps,
         sampling=spec.sampling, gamma=gamma, max_step_tokens=spec.max_new_tokens, chunk=spec.chunk,
         draft_work=Work.zeros(batch), target_work=Work.zeros(batch))
     return SpeculativeOutput(tokens=commit(prompts.tokens, prompts.length, step.tokens, step.length),

@@ -174,18 +174,20 @@ def read_block(source: Source, index: tuple[slice, ...], dtype: Any) -> np.ndarr
 
 
 def load_hf_model(folder: str | Path, *, dtype: str = "float32", head: HeadKind | None = None,
-                  shardings: Any = None, **config_overrides: Any) -> Model:
+                  shardings: Any = None, config: ModelConfig | None = None, **config_overrides: Any) -> Model:
     """Loads an HF snapshot folder as a `Model`.
 
     dtype: parameter dtype ("float32" on CPU, "bfloat16" on accelerators). head: override the head the
-    architecture implies (e.g. "token_logit" with good/bad ids in config_overrides). shardings: a params-shaped
-    tree (pure dict or nnx.State) of `jax.sharding.Sharding` each parameter is built in (default: the first
-    device).
+    architecture implies (e.g. "token_logit" with good/bad ids in config_overrides). config: the model's config
+    when already read (`rsd_jax.weights.model_config`; then dtype, head and the overrides are not used).
+    shardings: a params-shaped tree (pure dict or nnx.State) of `jax.sharding.Sharding` each parameter is built in
+    (default: the first device).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"model folder not found: {folder}")
-    config = ModelConfig.from_hf_folder(folder, dtype=dtype, head=head, **config_overrides)
+    if config is None:
+        config = ModelConfig.from_hf_folder(folder, dtype=dtype, head=head, **config_overrides)
     targets = dict(_leaves(nnx.to_pure_dict(Model.abstract(config).params)))
     sources = plan_sources(read_headers(safetensors_files(folder)), targets, config.num_layers, folder)
     placement = dict(_leaves(nnx.to_pure_dict(shardings) if isinstance(shardings, nnx.State) else shardings or {}))

@@ -48,18 +48,22 @@ def is_orbax_checkpoint(directory: str | Path) -> bool:
     return (Path(directory) / CONFIG_FILE).is_file()
 
 
-def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | None = None) -> Model:
+def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | None = None,
+                  config: ModelConfig | None = None, **config_overrides: Any) -> Model:
     """Restores a model saved by `save_model`.
 
     shardings: optional params-shaped tree (nnx.State or pure dict) of `jax.sharding.Sharding`s; each array
     is restored straight into its sharding. dtype: cast to this dtype on restore (default: as saved).
+    config: the config to restore into when already read (`model_config`); config_overrides replace fields
+    (e.g. max_position_embeddings).
     """
     directory = Path(directory).absolute()
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {directory}")
-    config = read_config(directory)
-    if dtype is not None:
-        config = config.replace(dtype=dtype)
+    if config is None:
+        config = read_config(directory).replace(**config_overrides)
+        if dtype is not None:
+            config = config.replace(dtype=dtype)
     abstract = nnx.to_pure_dict(Model.abstract(config).params)
     if isinstance(shardings, nnx.State):
         shardings = nnx.to_pure_dict(shardings)
@@ -77,13 +81,26 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
     return Model.from_pure_dict(config, pure)
 
 
-def load_model(path: str | Path, **kw: Any) -> Model:
-    """An orbax checkpoint written by `save_model`, or an HF snapshot folder."""
-    from rsd_jax.weights.hf import load_hf_model
-
+def model_config(path: str | Path, *, dtype: str | None = None, head: str | None = None,
+                 **overrides: Any) -> ModelConfig:
+    """The config of the model in an orbax checkpoint or an HF snapshot folder (nothing else is read), with the
+    dtype, the PRM head and any other field overridden (e.g. max_position_embeddings)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"model folder not found: {path}")
     if is_orbax_checkpoint(path):
-        return restore_model(path, shardings=kw.get("shardings"), dtype=kw.get("dtype"))
-    return load_hf_model(path, **kw)
+        config = read_config(path).replace(**overrides)
+        return config.replace(dtype=dtype) if dtype is not None else config
+    return ModelConfig.from_hf_folder(path, dtype=dtype or "float32", head=head, **overrides)
+
+
+def load_model(path: str | Path, *, config: ModelConfig | None = None, shardings: Any = None, **kw: Any) -> Model:
+    """An orbax checkpoint written by `save_model`, or an HF snapshot folder; config (default: read with `kw` as
+    in `model_config`) and shardings (default: the first device) as in `restore_model` / `load_hf_model`."""
+    from rsd_jax.weights.hf import load_hf_model
+
+    path = Path(path)
+    config = config or model_config(path, **kw)
+    if is_orbax_checkpoint(path):
+        return restore_model(path, shardings=shardings, config=config)
+    return load_hf_model(path, shardings=shardings, config=config)

@@ -35,11 +35,11 @@ from rsd_jax.errors import CheckpointError, ConfigError
 #: What rsd_jax reads of a model repository: HF safetensors snapshots (single or sharded), their configs and
 #: tokenizer files, and an rsd_jax orbax checkpoint (model_config.json, params/, char_tokenizer.json).
 MODEL_FILES = ("*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
-               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                "model_config.json", "params/*", "char_tokenizer.json")
 #: What a tokenizer reads (config.json and generation_config.json name EOS ids): no weights.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json",
-                   "generation_config.json", "char_tokenizer.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "config.json", "generation_config.json", "char_tokenizer.json")
 
 _NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
 _REPO = re.compile(rf"{_NAME}/{_NAME}", re.ASCII)
