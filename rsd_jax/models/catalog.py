@@ -1,0 +1,79 @@
+"""The paper's real architectures, as their hub snapshots describe them (config.json, generation config, special
+tokens), without any weights: the source of the capacity tables, the compile reports and the rehearsals.
+
+Qwen2.5-Math-{1.5B,7B,72B}-Instruct (drafts and targets) and Skywork-o1-Open-PRM-Qwen-2.5-{1.5B,7B} (the PRMs: a
+Qwen2.5-Math backbone of the same shape plus a value head `v_head.summary`). Every snapshot states
+`max_position_embeddings: 4096` and bfloat16 weights; the Qwen2.5 vocabulary has 151,665 tokens, the embeddings
+151,936 (1.5B) or 152,064 rows (7B, 72B).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rsd_jax.models.config import ModelConfig
+
+QWEN_BOS, QWEN_EOS, QWEN_IM_END = 151643, 151643, 151645  # <|endoftext|> doubles as BOS id and pad; <|im_end|>
+
+
+def _qwen25_math(hidden: int, layers: int, heads: int, kv_heads: int, ffn: int, vocab: int, tied: bool) -> dict:
+    return {
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
+        "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
+        "max_position_embeddings": 4096, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": tied, "torch_dtype": "bfloat16", "bos_token_id": QWEN_BOS,
+        "eos_token_id": QWEN_IM_END, "sliding_window": 4096, "use_sliding_window": False,
+        "max_window_layers": layers, "attention_dropout": 0.0, "initializer_range": 0.02, "use_cache": True,
+    }
+
+
+def _skywork(backbone: dict) -> dict:
+    return {**backbone, "architectures": ["Qwen2ForPrmModel"], "eos_token_id": QWEN_EOS}
+
+
+_QWEN_1_5B = _qwen25_math(1536, 28, 12, 2, 8960, 151936, True)
+_QWEN_7B = _qwen25_math(3584, 28, 28, 4, 18944, 152064, False)
+_QWEN_72B = _qwen25_math(8192, 80, 64, 8, 29568, 152064, False)
+
+#: name -> the snapshot's config.json
+HF_CONFIGS: dict[str, dict[str, Any]] = {
+    "Qwen2.5-Math-1.5B-Instruct": _QWEN_1_5B,
+    "Qwen2.5-Math-7B-Instruct": _QWEN_7B,
+    "Qwen2.5-Math-72B-Instruct": _QWEN_72B,
+    "Skywork-o1-Open-PRM-Qwen-2.5-1.5B": _skywork(_QWEN_1_5B),
+    "Skywork-o1-Open-PRM-Qwen-2.5-7B": _skywork(_QWEN_7B),
+}
+
+#: name -> the hub repository it comes from
+HUB_IDS = {
+    "Qwen2.5-Math-1.5B-Instruct": "Qwen/Qwen2.5-Math-1.5B-Instruct",
+    "Qwen2.5-Math-7B-Instruct": "Qwen/Qwen2.5-Math-7B-Instruct",
+    "Qwen2.5-Math-72B-Instruct": "Qwen/Qwen2.5-Math-72B-Instruct",
+    "Skywork-o1-Open-PRM-Qwen-2.5-1.5B": "Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B",
+    "Skywork-o1-Open-PRM-Qwen-2.5-7B": "Skywork/Skywork-o1-Open-PRM-Qwen-2.5-7B",
+}
+
+#: generation_config.json of the Qwen2.5-Math-Instruct snapshots (the EOS ids a converted folder must keep)
+QWEN_GENERATION_CONFIG = {"bos_token_id": QWEN_BOS, "pad_token_id": QWEN_BOS, "eos_token_id": [QWEN_IM_END, QWEN_EOS],
+                          "do_sample": True, "repetition_penalty": 1.05, "temperature": 0.7, "top_p": 0.8,
+                          "top_k": 20}
+
+#: the Qwen2.5-Math-Instruct chat template: a system turn (by default the step-by-step instruction the paper's
+#: qwen25-math-cot prompt carries), then each message, then an opened assistant turn
+QWEN25_MATH_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}{% set rest = messages[1:] %}"
+    "{% else %}{% set system = 'Please reason step by step, and put your final answer within \\\\boxed{}.' %}"
+    "{% set rest = messages %}{% endif %}"
+    "{{ '<|im_start|>system\\n' + system + '<|im_end|>\\n' }}"
+    "{% for message in rest %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def model_config(name: str, *, dtype: str = "bfloat16", **overrides: Any) -> ModelConfig:
+    """The ModelConfig of a catalogued architecture (overrides: e.g. num_layers for a shallower copy)."""
+    return ModelConfig.from_hf_dict(HF_CONFIGS[name], dtype=dtype, **overrides)
+
+
+def is_prm(name: str) -> bool:
+    return HF_CONFIGS[name]["architectures"][0] == "Qwen2ForPrmModel"
