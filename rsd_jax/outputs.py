@@ -68,6 +68,13 @@ def check_output_file(path: str | Path, what: str = "--out") -> Path:
     return path
 
 
+def _write_file(f, text: str) -> None:
+    """Writes and fsyncs an open file (a seam: the tests make it fail as a full disk would)."""
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Replaces `path` by `text` in one step: a temporary sibling, fsynced, renamed over it. On failure (a full
     disk) the old file is untouched and the temporary one removed: OutputError."""
@@ -76,9 +83,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            _write_file(f, text)
         os.replace(tmp, path)
         tmp = None
         fsync_dir(path.parent)

@@ -2,14 +2,18 @@
 
 `DIR/run.json` records the run that wrote DIR's records: every config key that changes a record, and a digest
 of each model folder. A later command into DIR resumes only the same run; any difference is refused with the
-keys that differ (`claim_run_dir`), unless `--new-run` asks for a fresh sibling folder (DIR-2, DIR-3, ...).
+keys that differ (`claim_run_dir`), unless `--new-run` asks for a fresh sibling folder (DIR-2, DIR-3, ...). A
+folder whose run wrote no record yet (it stopped on a bad input) is simply taken over.
 
 Keys that do not change a record are left out (NOT_RESULT_KEYS): the output folder; data.n (more or fewer
 problems of the same dataset; each record is checked against its problem by `check_records_match`); which
-methods and extra thresholds evaluate runs (each has its own file); the mesh (a sharded run decodes exactly what
-a single-device run does); the models' paths (their digests stand for them). decoding.batch_size is *kept*: it
-decides which problems share a batch, hence each record's share of the executed FLOPs and, when sampling, the
-random draws of its batch.
+methods and extra thresholds evaluate runs (each has its own file); mesh.distributed; the models' paths (their
+digests stand for them). decoding.batch_size is *kept*: it decides which problems share a batch, hence each
+record's share of the executed FLOPs and, when sampling, the random draws of its batch. So are mesh.data and
+mesh.model: the batch is padded to the data axis (executed FLOPs) and a sharded run's rewards differ from a
+single-device run's in the last float digits (its tokens and decisions are the same). mesh.data=-1 is compared
+as written: a resume on another number of devices is not detected (the device count is only known after
+jax.distributed.initialize, which comes after this check).
 
 A model digest is cheap on purpose: sha256 over every file's relative path and, for files up to 1 MiB (configs,
 tokenizers, manifests, orbax metadata; all of a tiny model), the contents; for larger files (weights) the size
@@ -32,7 +36,7 @@ from rsd_jax.outputs import write_text_atomic
 RUN_FILE = "run.json"
 RECORD_FORMAT = 2  # bump when a record's fields change meaning
 SMALL_FILE = 2**20
-NOT_RESULT_KEYS = ("output", "data.n", "rsd.method", "rsd.methods", "rsd.thresholds", "mesh.",
+NOT_RESULT_KEYS = ("output", "data.n", "rsd.method", "rsd.methods", "rsd.thresholds", "mesh.distributed",
                    "models.draft.path", "models.target.path", "models.prm.path")
 ROLES = ("draft", "target", "prm")
 
@@ -45,7 +49,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _is_result_key(key: str) -> bool:
-    return not any(key == k or (k.endswith(".") and key.startswith(k)) for k in NOT_RESULT_KEYS)
+    return key not in NOT_RESULT_KEYS
 
 
 def model_digest(path: Path) -> str:
@@ -107,25 +111,24 @@ def fresh_sibling(folder: Path) -> Path:
 
 
 def claim_run_dir(folder: Path, identity: dict[str, Any], new_run: bool = False, flag: str = "--out") -> Path:
-    """The folder this run writes into, with its run.json: `folder` when it is empty or holds the same run
-    (a resume); a fresh sibling with new_run when it holds any run; ConfigError naming the differing keys
-    when it holds another run. Prints where a new run goes."""
-    was = read_identity(folder)
-    if new_run and (was is not None or holds_results(folder)):
+    """The folder this run writes into, with its run.json: `folder` when it holds no records or the same run's
+    (a resume); a fresh sibling with new_run when it holds records; ConfigError naming the differing keys when
+    it holds another run's records. Prints where a new run goes."""
+    was, has_records = read_identity(folder), holds_results(folder)
+    if new_run and has_records:
         folder = fresh_sibling(folder)
         print(f"--new-run: writing into {folder}", flush=True)
         was = None
-    elif was is not None:
-        diffs = differences(was, identity)
-        if diffs:
-            shown = "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
-            raise ConfigError(f"{flag} {folder} holds another run ({shown}); resuming it would mix results: pass "
-                              f"--new-run to write into a fresh folder beside it, or choose another {flag}")
-    elif holds_results(folder):
+    elif has_records and was is None:
         raise ConfigError(f"{flag} {folder} holds records but no {RUN_FILE}, so what run wrote them is unknown; "
                           f"pass --new-run to write into a fresh folder beside it, or move it away")
+    elif has_records and differences(was, identity):
+        diffs = differences(was, identity)
+        shown = "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
+        raise ConfigError(f"{flag} {folder} holds another run ({shown}); resuming it would mix results: pass "
+                          f"--new-run to write into a fresh folder beside it, or choose another {flag}")
     folder.mkdir(parents=True, exist_ok=True)
-    if was != identity:
+    if was != identity:  # a new run, or a folder whose earlier run wrote no record
         write_text_atomic(folder / RUN_FILE, json.dumps(identity, indent=2) + "\n")
     return folder
 
