@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.describe:
         print(describe(RunConfig))
         return 0
-    kept = "nothing was written (no --out)"
+    kept = "nothing was written yet"
     handling = contextlib.ExitStack()  # SIGINT / SIGTERM: one line, exit 130 / 143
     handling.enter_context(interruptible("rsd_jax.decode", lambda: kept))
     try:
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             print(to_yaml(cfg), end="")
             return 0
         out_dir = Path(args.out or cfg.output) if (args.out or cfg.output) else None
+        kept = "nothing was written (no --out)"
         if out_dir is not None:  # before any work: a bad folder, or another run's folder, costs nothing
             out_dir = claim_run_dir(check_output_dir(out_dir), run_identity(cfg, args.config), args.new_run)
             kept = f"the records written so far are kept in {out_dir}; run the same command to resume"

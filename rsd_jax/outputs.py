@@ -49,10 +49,13 @@ def check_output_dir(path: str | Path, what: str = "--out", *, create: bool = Tr
     anchor = _nearest_existing(path.absolute())
     if not anchor.is_dir():
         raise OutputError(f"{what} {path} cannot be created: {anchor} is a file, not a folder")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{what} {path} cannot be created: {_reason(e)}") from None
     target = path if create else anchor
     try:
-        if create:
-            path.mkdir(parents=True, exist_ok=True)
         _probe_write(target)
     except OSError as e:
         raise OutputError(f"{what} {path} is not writable: {_reason(e)} ({target})") from None

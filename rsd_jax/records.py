@@ -39,7 +39,7 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
         return []
     data = path.read_bytes()
     lines = data.split(b"\n")[:-1]  # what follows the last newline is incomplete: a torn tail when not empty
-    records, seen, offset, good_end = [], set(), 0, 0
+    records, seen, good_end = [], set(), 0  # good_end: the bytes up to the last complete record
     for number, line in enumerate(lines, 1):
         record = _parse(line)
         if record is None and line.strip():
@@ -47,8 +47,7 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
                 raise InputError(f"{path} line {number} is not a JSON record with a uid (the file was edited or "
                                  f"damaged); remove that line, or move the file away to start over")
             break  # the last line cut inside a write: a torn tail
-        offset += len(line) + 1
-        good_end = offset
+        good_end += len(line) + 1
         if record is not None and record["uid"] not in seen:
             seen.add(record["uid"])
             records.append(record)
