@@ -25,12 +25,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from rsd_jax import exits
 from rsd_jax.api import RSDModels, encode_prompts, generate, host_tables
 from rsd_jax.data import arith
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.rsd import rsd_decode
 from rsd_jax.decoding.single import single_decode
 from rsd_jax.decoding.spec import DecodeSpec
+from rsd_jax.errors import RSDError
+from rsd_jax.outputs import check_output_file, write_text_atomic
 
 GPT2_SMALL = dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                   num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=1024,
@@ -194,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer tokens and problems (under five minutes)")
     parser.add_argument("--only", choices=("decode", "rsd", "compile"), action="append", help="sections to run")
     args = parser.parse_args(argv)
+    try:
+        out = check_output_file(args.out)  # before any benchmarking
+    except RSDError as e:
+        return exits.error(e)
     sections = args.only or ["decode", "rsd", "compile"]
     root = Path(__file__).resolve().parents[1]
     result = {}
@@ -205,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
             result["rsd"] = bench_rsd(models, delta, args.quick)
         if "compile" in sections:
             result["compile"] = bench_compile(models)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
+    try:
+        write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+    except RSDError as e:
+        print(json.dumps(result))  # the results are not lost: they are on stdout
+        return exits.error(e)
     return 0
 
 

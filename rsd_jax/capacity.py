@@ -8,7 +8,9 @@ evenly is replicated), and the published peak numbers of each chip.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import sys
 
 from rsd_jax import flops
 from rsd_jax.models.config import ModelConfig, RopeConfig
@@ -118,5 +120,13 @@ def report(context: int = 4096 + 256, short: int = 512, batch: int = 32) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """Prints the tables; any argument is refused (argparse: usage and one error line, exit 2)."""
+    parser = argparse.ArgumentParser(prog="python -m rsd_jax.capacity", description=__doc__.split("\n")[0])
+    parser.parse_args(argv)
     print(report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -249,7 +250,9 @@ class TrainConfig:
     """python -m rsd_jax.train."""
 
     kind: Literal["lm", "prm"] = doc("lm", "a causal LM (draft or target) or a value-head PRM")
-    out: str = doc("checkpoints/model", "where the final model (orbax) and its manifest go")
+    out: str = doc("checkpoints/model", "where the final model (orbax) and its manifest go (an existing non-empty "
+                                        "folder is refused unless overwrite)")
+    overwrite: bool = doc(False, "replace an existing `out` (the new model is written beside it and renamed over it)")
     work_dir: str = doc("runs/train", "resumable training state (optimizer, step); safe to delete after")
     model: ArchConfig = doc(ArchConfig(), "architecture (vocabulary: the char tokenizer's)")
     data: TrainDataConfig = doc(TrainDataConfig(), "training problems")
@@ -280,3 +283,18 @@ class TheoryConfig:
     weightings: tuple[str, ...] = doc(("binary", "constant", "logistic", "clipping", "sigmoidal"),
                                       "end_to_end: the weighting families compared")
     budgets: tuple[float, ...] = doc((0.1, 0.2, 0.3, 0.5), "per-context thresholds: target-rate budgets")
+
+    def __post_init__(self) -> None:
+        """The analytic distributions must be distributions: Beta(a, b) with a, b > 0, and discrete
+        probabilities that are non-negative and sum to 1 (they are not renormalised)."""
+        for i, pair in enumerate(self.beta):
+            if len(pair) != 2 or not all(math.isfinite(v) and v > 0 for v in pair):
+                raise ConfigError(f"beta[{i}] must be [a, b] with a > 0 and b > 0, got {list(pair)}")
+        rewards, probs = self.discrete_rewards, self.discrete_probs
+        if len(rewards) != len(probs):
+            raise ConfigError(f"discrete_probs has {len(probs)} values for {len(rewards)} discrete_rewards")
+        if any(not (math.isfinite(p) and p >= 0) for p in probs) or abs(sum(probs) - 1.0) > 1e-6:
+            raise ConfigError(f"discrete_probs must be non-negative and sum to 1, got {list(probs)} "
+                              f"(sum {sum(probs):g})")
+        if any(not 0.0 <= r <= 1.0 for r in rewards):
+            raise ConfigError(f"discrete_rewards must lie in [0, 1], got {list(rewards)}")

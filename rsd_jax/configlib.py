@@ -130,16 +130,42 @@ def build(cls, data: Any, prefix: str = ""):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b.c=value` as (["a", "b", "c"], value), the value parsed as YAML (`3`, `0.7`, `true`, `[1, 2]`, `null`)."""
+def _field_hint(cls, keys: Sequence[str]) -> Any:
+    """The type hint of the field at `keys` under schema `cls`, or None when there is no such field."""
+    hint = cls
+    for k in keys:
+        if not dataclasses.is_dataclass(hint) or k not in _hints(hint):
+            return None
+        hint = _hints(hint)[k]
+    return hint
+
+
+def _text_field(hint: Any) -> bool:
+    """A field that takes a string (str, or str | None)."""
+    return hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint))
+
+
+def parse_override(text: str, cls=None) -> tuple[list[str], Any]:
+    """`a.b.c=value` as (["a", "b", "c"], value), the value parsed as YAML (`3`, `0.7`, `true`, `[1, 2]`, `null`).
+
+    With the schema `cls`, a string field keeps its text when YAML would read it as block syntax or cannot read
+    it: `data.prompts_file=-` is "-" (YAML: a list holding null), `x=a: b` is "a: b". Flow lists `[...]`,
+    numbers and booleans are still parsed (and refused by the field's type check), `null` still clears an
+    optional field."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key.path=value")
     key, raw = text.split("=", 1)
+    keys = key.strip().split(".")
+    hint = _field_hint(cls, keys) if cls is not None else None
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: cannot parse value ({e})") from None
-    return key.strip().split("."), value
+        if not _text_field(hint):
+            raise ConfigError(f"override {text!r}: cannot parse value ({e})") from None
+        value = raw.strip()
+    if _text_field(hint) and isinstance(value, (list, dict)) and not raw.strip().startswith(("[", "{")):
+        value = raw.strip()
+    return keys, value
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -164,7 +190,7 @@ def load_config(cls, path: str | Path | None = None, overrides: Sequence[str] = 
     """The config of schema `cls` from a YAML file (optional) and `key.path=value` overrides."""
     data = read_yaml(path) if path else {}
     for text in overrides:
-        keys, value = parse_override(text)
+        keys, value = parse_override(text, cls)
         node = data
         for k in keys[:-1]:
             if node.get(k) is None:  # a missing section, or one left empty in the YAML file

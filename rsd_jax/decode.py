@@ -1,25 +1,32 @@
 """Decode problems with RSD (or another method): `python -m rsd_jax.decode --config FILE [key=value ...] [--out DIR]`.
 
 Prints each problem with its steps marked by source (draft or target) and the PRM's reward, then a summary;
-with --out, writes DIR/results.jsonl (one record per problem, flushed as each batch finishes).
+with --out, writes DIR/results.jsonl (one record per problem, appended and fsynced as each batch finishes) and
+DIR/run.json (what run wrote them): the same command again resumes, another run into DIR is refused
+(--new-run: a fresh folder beside it). See rsd_jax.exits for the exit codes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 import jax
 
+from rsd_jax import exits
 from rsd_jax.config import RunConfig
 from rsd_jax.configlib import describe, load_config, to_yaml
 from rsd_jax.data.problems import Item, load_items
 from rsd_jax.errors import RSDError
 from rsd_jax.loading import load_models, load_tokenizers, start_devices
-from rsd_jax.methods import run_method, summarize
+from rsd_jax.methods import health_warning, run_method, summarize
+from rsd_jax.outputs import check_output_dir
+from rsd_jax.records import RecordLog, read_records
+from rsd_jax.runs import check_records_match, claim_run_dir, run_identity
+from rsd_jax.signals import Interrupted, interruptible
 
 _COLORS = {"draft": "\033[32m", "target": "\033[35m"}
 _RESET = "\033[0m"
@@ -42,7 +49,10 @@ def format_record(record: dict, color: bool) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.decode", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="YAML config (configs/*.yaml)")
-    parser.add_argument("--out", help="write DIR/results.jsonl")
+    parser.add_argument("--out", help="write DIR/results.jsonl (resumed when DIR holds the same run)")
+    parser.add_argument("--new-run", action="store_true", help="DIR holds a run: write into a fresh DIR-2, ... instead")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 3 when a record has an error or non-finite PRM rewards")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--describe", action="store_true", help="list every config key with its doc and exit")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
@@ -50,47 +60,78 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
+def open_log(out_dir: Path, items: list[Item]) -> RecordLog:
+    """The results file (its torn tail cut), checked against the problems: a resume goes on from it."""
+    log = RecordLog(out_dir / "results.jsonl")
+    check_records_match(log.records, items, log.path)
+    already = len(log.uids & {i.uid for i in items})
+    if already:
+        print(f"resuming: {already} of {len(items)} problems are already in {log.path}", file=sys.stderr)
+    return log
+
+
+def decode_items(models, items: list[Item], cfg: RunConfig, mesh, log: RecordLog | None, done: frozenset,
+                 quiet: bool) -> list[dict]:
+    """Decodes the items not `done` yet, printing each record and appending each batch to `log` (the first
+    process's, multi-host) as it finishes; returns this run's new records."""
+    color = sys.stdout.isatty()
+    records = []
+    for batch in run_method(models, items, cfg.rsd.method, cfg, mesh=mesh, done=done):
+        batch = [r for r in batch if r["uid"] not in done]
+        if not quiet and jax.process_index() == 0:
+            for record in batch:
+                print(format_record(record, color), flush=True)
+        if log is not None:
+            log.append(batch)
+        records += batch
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.describe:
         print(describe(RunConfig))
         return 0
+    kept = "nothing was written yet"
+    handling = contextlib.ExitStack()  # SIGINT / SIGTERM: one line, exit 130 / 143
+    handling.enter_context(interruptible("rsd_jax.decode", lambda: kept))
     try:
         cfg = load_config(RunConfig, args.config, args.overrides)
         if args.print_config:
             print(to_yaml(cfg), end="")
             return 0
         mesh = start_devices(cfg.mesh)  # multi-host: joins the other processes before anything else uses JAX
+        lead = jax.process_index() == 0  # multi-host: every process decodes the same batches, the first one writes
+        out_dir = Path(args.out or cfg.output) if (args.out or cfg.output) else None
+        kept = "nothing was written (no --out)"
+        if out_dir is not None:  # before any work: a bad folder, or another run's folder, costs nothing
+            if lead:
+                out_dir = claim_run_dir(check_output_dir(out_dir), run_identity(cfg, args.config), args.new_run)
+            kept = f"the records written so far are kept in {out_dir}; run the same command to resume"
         tokenizers = load_tokenizers(cfg, args.config)
         items: list[Item] = load_items(cfg.data, args.config, tokenizers[0])
         models = load_models(cfg, args.config, mesh, tokenizers)  # weights straight into their shardings
-        lead = jax.process_index() == 0  # multi-host: every process decodes the same batches, the first one reports
-        out_dir = Path(args.out or cfg.output) if (args.out or cfg.output) else None
-        sink = None
-        if out_dir is not None and lead:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            sink = (out_dir / "results.jsonl").open("a", encoding="utf-8")
-        color = sys.stdout.isatty()
+        log = open_log(out_dir, items) if out_dir is not None and lead else None
+        done = frozenset(log.uids) if log is not None else frozenset()
+        if out_dir is not None and not lead:  # multi-host: every process skips the problems the folder holds
+            done = frozenset(r["uid"] for r in read_records(out_dir / "results.jsonl"))
         start = time.time()
-        records = []
-        for batch_records in run_method(models, items, cfg.rsd.method, cfg, mesh=mesh):
-            for record in batch_records:
-                if not args.quiet and lead:
-                    print(format_record(record, color), flush=True)
-                if sink is not None:
-                    sink.write(json.dumps(record) + "\n")
-            if sink is not None:
-                sink.flush()
-            records += batch_records
+        records = decode_items(models, items, cfg, mesh, log, done, args.quiet)
+        if log is not None:  # the summary of what is on disk: a resumed run counts every problem once
+            uids = {i.uid for i in items}
+            records = [r for r in log.records if r["uid"] in uids]
         summary = summarize(records, wall_seconds=time.time() - start)
-        if sink is not None:
-            sink.close()
     except RSDError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exits.error(e)
+    except OSError as e:
+        return exits.os_error(e)
+    except (Interrupted, KeyboardInterrupt) as e:
+        return exits.interrupted("rsd_jax.decode", e, kept)
+    finally:
+        handling.close()
     if jax.process_index() == 0:
         print("\n" + " | ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
-    return 0
+    return exits.health([w for w in [health_warning(summary)] if w], args.strict)
 
 
 if __name__ == "__main__":

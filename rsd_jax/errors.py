@@ -15,3 +15,12 @@ class CheckpointError(RSDError):
 
 class InputError(RSDError, ValueError):
     """A prompt or dataset cannot be used as given (too long, empty, malformed, not UTF-8)."""
+
+
+class OutputError(RSDError):
+    """An output location cannot be used or written: a file where a folder is expected, a read-only or full
+    disk, a destination that would be overwritten."""
+
+
+class NumericalError(RSDError, ValueError):
+    """A model produced NaN or infinite values where a number is needed (e.g. rewards to calibrate δ on)."""

@@ -1,16 +1,19 @@
 """Evaluate methods on a dataset: `python -m rsd_jax.evaluate --config FILE [key=value ...] --out DIR`.
 
 For every method (rsd.methods; default rsd, target and draft) and every extra threshold (rsd.thresholds,
-run as "rsd@δ"), each problem's record is appended to DIR/<method>.jsonl as soon as its batch finishes, so
-an interrupted run resumes where it stopped. At the end: DIR/summary.json (per method: accuracy,
-n_problems, draft_acceptance_rate, tokens by model, useful and executed FLOPs, flops_vs_target_only and its
-inverse flops_ratio_vs_target, wall_seconds), DIR/summary.md (a table) and PNG plots (accuracy against FLOPs;
-accuracy and acceptance against δ).
+run as "rsd@δ"), each problem's record is appended to DIR/<method>.jsonl (and fsynced) as soon as its batch
+finishes, so an interrupted run resumes where it stopped; DIR/run.json records the run (its result-changing
+config keys and model digests, rsd_jax.runs) and a resume of another run is refused (--new-run: a fresh folder
+beside DIR). At the end, from the records on disk: DIR/summary.json (per method: accuracy, n_problems, n_errors,
+n_nonfinite_rewards, draft_acceptance_rate, tokens by model, useful and executed FLOPs, flops_vs_target_only and
+its inverse flops_ratio_vs_target, wall_seconds), DIR/summary.md (a table) and PNG plots (accuracy against
+FLOPs; accuracy and acceptance against δ). See rsd_jax.exits for the exit codes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -18,12 +21,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rsd_jax import exits
 from rsd_jax.config import RunConfig
 from rsd_jax.configlib import load_config, to_yaml
-from rsd_jax.data.problems import load_items
+from rsd_jax.data.problems import Item, load_items
 from rsd_jax.errors import InputError, RSDError
 from rsd_jax.loading import load_models, load_tokenizers, start_devices
-from rsd_jax.methods import parse_method, run_method, summarize
+from rsd_jax.methods import health_warning, parse_method, run_method, summarize
+from rsd_jax.outputs import check_output_dir, write_text_atomic
+from rsd_jax.records import RecordLog, read_records
+from rsd_jax.runs import check_records_match, claim_run_dir, run_identity
+from rsd_jax.signals import Interrupted, interruptible
 
 DEFAULT_METHODS = ("rsd", "target", "draft")
 
@@ -35,70 +43,68 @@ def method_keys(cfg: RunConfig) -> list[tuple[str, str, RunConfig, float | None]
     return runs
 
 
-def read_records(path: Path) -> list[dict]:
-    """Records already written (a torn last line from an interruption is dropped)."""
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(path.read_text(encoding="utf-8").splitlines()):
-                raise InputError(f"{path} line {number} is not JSON; delete the file to start over") from None
-    return records
+def open_logs(cfg: RunConfig, out: Path, items: list[Item]) -> dict[str, RecordLog]:
+    """Each method's record log in `out` (torn tails cut), checked against the problems: before any model loads."""
+    logs = {}
+    for key, method, _, _ in method_keys(cfg):
+        log = logs[key] = RecordLog(out / f"{key}.jsonl")
+        check_records_match(log.records, items, log.path)
+        if any(r.get("method") != method for r in log.records):
+            raise InputError(f"{log.path} holds records of another method than {method!r}; move it away")
+    return logs
+
+
+def summarize_log(path: Path, items: list[Item], method: str, delta: float | None) -> dict:
+    """The summary of the records on disk for this run's problems, in the problems' order."""
+    order = {i.uid: n for n, i in enumerate(items)}
+    records = sorted((r for r in read_records(path) if r["uid"] in order), key=lambda r: order[r["uid"]])
+    summary = summarize(records)
+    summary["wall_seconds"] = sum(r.get("wall_seconds", 0.0) for r in records)
+    if delta is not None or method == "rsd":
+        summary["delta"] = records[0].get("delta") if records else delta
+    return summary
 
 
 def evaluate(cfg: RunConfig, out: Path, config_file: str | None) -> dict:
+    """Every method's records into `out` (a folder claimed for this run: rsd_jax.runs.claim_run_dir), resuming
+    what is there; the summaries, recomputed from the records on disk."""
     mesh = start_devices(cfg.mesh)  # multi-host: joins the other processes before anything else uses JAX
     tokenizers = load_tokenizers(cfg, config_file)
     items = load_items(cfg.data, config_file, tokenizers[0])
+    logs = open_logs(cfg, out, items)
     models = load_models(cfg, config_file, mesh, tokenizers)  # weights straight into their shardings
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(to_yaml(cfg))
+    write_text_atomic(out / "config.yaml", to_yaml(cfg))
     summaries = {}
     for key, method, run_cfg, delta in method_keys(cfg):
-        path = out / f"{key}.jsonl"
-        records = read_records(path)
-        done = {r["uid"] for r in records}
-        todo = [i for i in items if i.uid not in done]
-        with path.open("a", encoding="utf-8") as sink, tqdm(total=len(items), initial=len(items) - len(todo),
-                                                              desc=key) as bar:
+        log, done = logs[key], frozenset(logs[key].uids)
+        with tqdm(total=len(items), initial=sum(i.uid in done for i in items), desc=key) as bar:
             start = time.time()
-            for batch in run_method(models, todo, method, run_cfg, delta=delta, mesh=mesh):
+            for batch in run_method(models, items, method, run_cfg, delta=delta, mesh=mesh, done=done):
                 seconds = time.time() - start
                 for record in batch:
                     record["wall_seconds"] = seconds / len(batch)
-                    sink.write(json.dumps(record) + "\n")
-                sink.flush()
-                records += batch
-                bar.update(len(batch))
+                bar.update(len(log.append(batch)))  # a batch decoded again after a torn write adds only its rest
                 start = time.time()
-        order = {i.uid: n for n, i in enumerate(items)}
-        records = sorted((r for r in records if r["uid"] in order), key=lambda r: order[r["uid"]])
-        summary = summarize(records)
-        summary["wall_seconds"] = sum(r.get("wall_seconds", 0.0) for r in records)
-        if delta is not None or method == "rsd":
-            summary["delta"] = records[0].get("delta") if records else delta
-        summaries[key] = summary
+        summaries[key] = summarize_log(log.path, items, method, delta)
     if "target" in summaries:  # measured target-only FLOPs, not the analytic estimate
         for s in summaries.values():
             s["flops_vs_target_only"] = s["useful_flops"] / summaries["target"]["useful_flops"]
             s["flops_ratio_vs_target"] = summaries["target"]["useful_flops"] / s["useful_flops"]
-    (out / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
-    (out / "summary.md").write_text(markdown_table(summaries))
+    write_text_atomic(out / "summary.json", json.dumps(summaries, indent=2) + "\n")
+    write_text_atomic(out / "summary.md", markdown_table(summaries))
     plot(summaries, out)
     return summaries
 
 
 def markdown_table(summaries: dict) -> str:
-    lines = ["| method | accuracy | draft acceptance | FLOPs vs target-only | target-only FLOPs / method | n |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | accuracy | draft acceptance | FLOPs vs target-only | target-only FLOPs / method | n | "
+             "errors / non-finite rewards |", "|---|---|---|---|---|---|---|"]
     for key, s in summaries.items():
         ratio = s["flops_ratio_vs_target"]
         acc = f"{100 * s['accuracy']:.1f}" if "accuracy" in s else "–"
         acceptance = f"{100 * s['draft_acceptance_rate']:.1f}%" if "draft_acceptance_rate" in s else "–"
-        lines.append(f"| {key} | {acc} | {acceptance} | {1 / ratio:.3f} | {ratio:.2f}x | {s['n_problems']} |")
+        lines.append(f"| {key} | {acc} | {acceptance} | {1 / ratio:.3f} | {ratio:.2f}x | {s['n_problems']} | "
+                     f"{s.get('n_errors', 0)} / {s.get('n_nonfinite_rewards', 0)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -138,20 +144,35 @@ def plot(summaries: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="YAML config")
-    parser.add_argument("--out", help="results folder (default: the config's output)")
+    parser.add_argument("--out", help="results folder (default: the config's output); resumed when it holds the "
+                                      "same run")
+    parser.add_argument("--new-run", action="store_true", help="the folder holds a run: write into a fresh "
+                                                                 "DIR-2, ... instead")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 3 when a record has an error or non-finite PRM rewards")
     parser.add_argument("overrides", nargs="*", help="key.path=value")
     args = parser.parse_intermixed_args(argv)
+    kept = "nothing was written yet"
+    handling = contextlib.ExitStack()  # SIGINT / SIGTERM: one line, exit 130 / 143
+    handling.enter_context(interruptible("rsd_jax.evaluate", lambda: kept))
     try:
         cfg = load_config(RunConfig, args.config, args.overrides)
         out = args.out or cfg.output
         if not out:
             raise InputError("give --out DIR (or output: in the config)")
-        summaries = evaluate(cfg, Path(out), args.config)
+        out = claim_run_dir(check_output_dir(out), run_identity(cfg, args.config), args.new_run)  # before any work
+        kept = f"the records written so far are kept in {out}; run the same command to resume"
+        summaries = evaluate(cfg, out, args.config)
     except RSDError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exits.error(e)
+    except OSError as e:
+        return exits.os_error(e)
+    except (Interrupted, KeyboardInterrupt) as e:
+        return exits.interrupted("rsd_jax.evaluate", e, kept)
+    finally:
+        handling.close()
     print(markdown_table(summaries), end="")
-    return 0
+    return exits.health([w for key, s in summaries.items() if (w := health_warning(s, f"{key}: "))], args.strict)
 
 
 if __name__ == "__main__":

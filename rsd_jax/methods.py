@@ -15,6 +15,10 @@ from rsd_jax.api import GenerationResult, RSDModels, generate
 from rsd_jax.config import RSDConfig, RunConfig, split_method_variant
 from rsd_jax.data.problems import Item
 from rsd_jax.decoding.acceptance import calibrate_threshold
+from rsd_jax.errors import NumericalError
+
+#: Methods whose steps carry PRM rewards (the others record NaN rewards by design).
+SCORED_METHODS = ("rsd", "best_of_n", "majority", "beam_search")
 
 
 def to_record(item: Item, result: GenerationResult, method: str) -> dict:
@@ -36,6 +40,10 @@ def calibrated_delta(models: RSDModels, items: Sequence[Item], cfg: RunConfig) -
                        spec=spec.replace(online_budget=False, weighting="binary"), delta=0.0,
                        seed=cfg.decoding.seed)
     rewards = np.array([s.reward for r in results for s in r.steps])
+    bad = int(np.sum(~np.isfinite(rewards)))
+    if bad:
+        raise NumericalError(f"rsd.budget: cannot calibrate δ, the PRM gave non-finite rewards to {bad} of the "
+                             f"{rewards.size} draft steps of the calibration batch (is the PRM checkpoint broken?)")
     return calibrate_threshold(rewards, cfg.rsd.budget)
 
 
@@ -53,8 +61,13 @@ def parse_method(text: str, cfg: RunConfig) -> tuple[str, RunConfig]:
 
 
 def run_method(models: RSDModels, items: Sequence[Item], method: str, cfg: RunConfig,
-               delta: float | None = None, mesh=None) -> Iterator[list[dict]]:
-    """Yields the records of each batch of `items` decoded with `method` (any of config.METHODS)."""
+               delta: float | None = None, mesh=None, done: frozenset[str] = frozenset()) -> Iterator[list[dict]]:
+    """Yields the records of each batch of `items` decoded with `method` (any of config.METHODS).
+
+    Batches are fixed slices of `items` (batch_size each), seeded by their position, and the budget's δ is
+    calibrated on the first: a resume passes every item with `done` (the uids already on disk) and gets the
+    same batches, skipping those whose records are all done (a batch with some done is decoded whole again,
+    so each record is what an uninterrupted run writes)."""
     if not items:
         return
     spec = cfg.decoding.spec(cfg.rsd)
@@ -63,10 +76,13 @@ def run_method(models: RSDModels, items: Sequence[Item], method: str, cfg: RunCo
     bs = cfg.decoding.batch_size
     r = cfg.rsd
     delta = r.delta if delta is None else delta
-    if method == "rsd" and r.budget is not None and not r.online_budget:
-        delta = calibrated_delta(models, items[:bs], cfg)
+    calibrate = method == "rsd" and r.budget is not None and not r.online_budget
     for start in range(0, len(items), bs):
         chunk = items[start:start + bs]
+        if all(i.uid in done for i in chunk):
+            continue
+        if calibrate:
+            delta, calibrate = calibrated_delta(models, items[:bs], cfg), False
         results = generate(models, [i.prompt for i in chunk], questions=[i.question for i in chunk],
                            method=method, spec=spec, delta=delta, p=r.p, alpha=r.alpha, budget=r.budget,
                            seed=cfg.decoding.seed + start, pad_batch_to=bs, mesh=mesh, n=r.n, aggregate=r.aggregate,
@@ -78,6 +94,22 @@ def run_method(models: RSDModels, items: Sequence[Item], method: str, cfg: RunCo
         yield records
 
 
+def health(records: Sequence[dict]) -> dict:
+    """How many records carry an error (e.g. non-finite logits) and how many, of a method that scores steps
+    with the PRM, have a non-finite step reward."""
+    nonfinite = sum(1 for r in records if r.get("method") in SCORED_METHODS
+                    and any(not np.isfinite(s["reward"]) for s in r["steps"]))
+    return {"n_errors": sum(1 for r in records if r.get("error")), "n_nonfinite_rewards": nonfinite}
+
+
+def health_warning(summary: dict, what: str = "") -> str | None:
+    """A one-line warning when a summary counts errors or non-finite rewards, else None."""
+    parts = [f"{summary[k]} of {summary['n_problems']} records {text}" for k, text in
+             (("n_errors", "have an error"), ("n_nonfinite_rewards", "have non-finite PRM rewards"))
+             if summary.get(k)]
+    return f"warning: {what}{'; '.join(parts)} (see each record's error and steps)" if parts else None
+
+
 def summarize(records: Sequence[dict], wall_seconds: float | None = None) -> dict:
     """Accuracy, draft share of steps, tokens by model, FLOPs, their fraction of what target-only decoding of the
     same outputs takes (flops_vs_target_only) and its inverse (flops_ratio_vs_target)."""
@@ -85,7 +117,7 @@ def summarize(records: Sequence[dict], wall_seconds: float | None = None) -> dic
     steps = [s for r in records for s in r["steps"]]
     useful = sum(r["accounting"]["useful_flops_total"] for r in records)
     target_only = sum(r["accounting"]["target_only_flops"] for r in records)
-    out = {"n_problems": len(records)}
+    out = {"n_problems": len(records), **health(records)}
     if graded:
         out["accuracy"] = float(np.mean(graded))
     if steps and all(s["source"] in ("draft", "target") for s in steps):

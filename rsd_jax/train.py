@@ -4,7 +4,8 @@ kind=lm trains a causal LM (the draft or the target) on the arithmetic task; kin
 PRM on exact step labels of solutions sampled from the LMs in data.sample_from. Interrupted runs resume
 from work_dir, which records in run.json whose checkpoints it holds (another run is refused, not resumed).
 The final model goes to `out` (orbax) with `manifest.json`: the model config, the command, seed, data version
-and the measured metrics.
+and the measured metrics; an existing non-empty `out` is refused before training unless overwrite=true, and the
+model is written beside it and renamed into place, so `out` never holds a model next to another's manifest.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rsd_jax.configlib import describe, load_config, to_dict, to_yaml
 from rsd_jax.data import arith
 from rsd_jax.data.char_tokenizer import CharTokenizer
 from rsd_jax.errors import ConfigError, RSDError
+from rsd_jax.outputs import check_destination, staged_folder
 from rsd_jax.models import Model, ModelConfig, RopeConfig
 from rsd_jax.training import lm, prm
 from rsd_jax.training.loop import train, trim_padding
@@ -34,7 +36,8 @@ from rsd_jax.weights import restore_model, save_model
 
 TOKENIZER_FILE = "char_tokenizer.json"
 RUN_FILE = "run.json"  # in work_dir: what run its checkpoints belong to
-_NOT_IDENTITY = ("out", "work_dir", "checkpoint_every")  # may change between an interruption and its resume
+# keys that may change between an interruption and its resume
+_NOT_IDENTITY = ("out", "work_dir", "checkpoint_every", "overwrite")
 
 
 def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
@@ -266,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         config = model_config(cfg, tok.vocab_size)
         optim = cfg.optim
         out, work = resolve_path(cfg.out, args.config), resolve_path(cfg.work_dir, args.config)
+        check_destination(out, "out", cfg.overwrite, "overwrite=true")  # before any training
         claim_work_dir(work, run_identity(cfg, args.config))
         resumed = sorted(int(p.name) for p in work.glob("[0-9]*") if p.name.isdigit()) if work.is_dir() else []
         start = time.time()
@@ -285,9 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": round(time.time() - start, 1), "metrics": metrics,
         "resumed_from_step": resumed[-1] if resumed else None,
     }
-    save_model(model, out, metadata={"data_version": arith.DATA_VERSION})
-    tok.save(out / TOKENIZER_FILE)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    try:
+        with staged_folder(out, cfg.overwrite) as tmp:  # the model and its manifest appear together, or not at all
+            save_model(model, tmp, metadata={"data_version": arith.DATA_VERSION})
+            tok.save(tmp / TOKENIZER_FILE)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    except RSDError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps({"out": str(out), **metrics}, indent=2))
     return 0
 

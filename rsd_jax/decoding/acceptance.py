@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rsd_jax.errors import ConfigError, InputError, NumericalError
+
 WEIGHTINGS = ("constant", "binary", "clipping", "sigmoidal", "logistic")
 DEFAULT_DELTA = 0.7
 DEFAULT_P = 0.5
@@ -88,11 +90,12 @@ def calibrate_threshold(rewards: np.ndarray, budget: float) -> float:
     """
     r = np.asarray(rewards, np.float64).ravel()
     if r.size == 0:
-        raise ValueError("calibrate_threshold needs at least one reward")
+        raise InputError("calibrate_threshold needs at least one reward (the calibration run wrote no step)")
     if not np.all(np.isfinite(r)):
-        raise ValueError("calibrate_threshold: rewards must be finite")
+        raise NumericalError(f"calibrate_threshold: {int(np.sum(~np.isfinite(r)))} of the {r.size} rewards are "
+                             "not finite (NaN or inf)")
     if not 0.0 <= budget <= 1.0:
-        raise ValueError(f"budget must be in [0, 1], got {budget}")
+        raise ConfigError(f"budget must be in [0, 1], got {budget}")
     k = math.floor(budget * r.size + 1e-9)
     if k >= r.size:
         return math.inf

@@ -11,6 +11,8 @@ from pathlib import Path
 from rsd_jax.config import TheoryConfig
 from rsd_jax.configlib import load_config, to_yaml
 from rsd_jax.errors import InputError, RSDError
+from rsd_jax.methods import health_warning
+from rsd_jax.outputs import check_output_dir, write_text_atomic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,11 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         cfg = load_config(TheoryConfig, args.config, args.overrides)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(to_yaml(cfg))
+        out = check_output_dir(Path(args.out))
+        write_text_atomic(out / "config.yaml", to_yaml(cfg))
         from rsd_jax.theory import experiments
 
+        experiments.reset_health()
         if cfg.experiment == "analytic":
             summary = experiments.analytic(cfg, out)
         else:
@@ -39,11 +41,19 @@ def main(argv: list[str] | None = None) -> int:
             run = {"empirical": experiments.empirical, "end_to_end": experiments.end_to_end,
                    "perfect_prm": experiments.perfect_prm, "prm_errors": experiments.prm_errors}[cfg.experiment]
             summary = run(cfg, models, items, out)
+        summary["health"] = experiments.health()
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     except RSDError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print((out / "report.md").read_text())
+    h = summary["health"]
+    if h["n_results"]:
+        print(f"decoded {h['n_results']} results: {h['n_errors']} with an error, {h['n_nonfinite_rewards']} with "
+              "non-finite rewards")
+    warning = health_warning({"n_problems": h["n_results"], **h})
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsd_jax.api import RSDModels, generate
+from rsd_jax.api import RSDModels
+from rsd_jax.api import generate as _generate
 from rsd_jax.config import TheoryConfig
 from rsd_jax.decoding.acceptance import calibrate_threshold
 from rsd_jax.data import arith
@@ -35,6 +36,37 @@ from rsd_jax.theory import perfect_prm as perfect
 from rsd_jax.tokenizer import prm_prompt_ids, prm_step_ids
 
 FAMILIES = ("binary", "constant", "logistic", "clipping", "sigmoidal")
+_HEALTH = {"n_results": 0, "n_errors": 0, "n_nonfinite_rewards": 0}  # over every decode of the experiment
+
+
+def reset_health() -> None:
+    _HEALTH.update(n_results=0, n_errors=0, n_nonfinite_rewards=0)
+
+
+def health() -> dict[str, int]:
+    """How many decoded results the experiment used, how many carried an error (non-finite logits or rewards)
+    and how many had a non-finite step reward: the summary reports them so that a NaN is never silent."""
+    return dict(_HEALTH)
+
+
+def _tally(errors: list, rewards: list[list[float]]) -> None:
+    _HEALTH["n_results"] += len(errors)
+    _HEALTH["n_errors"] += sum(1 for e in errors if e)
+    _HEALTH["n_nonfinite_rewards"] += sum(1 for r in rewards if not np.all(np.isfinite(r)))
+
+
+def generate(*args, **kwargs):
+    """rsd_jax.api.generate, each result tallied in health()."""
+    results = _generate(*args, **kwargs)
+    _tally([r.error for r in results], [[s.reward for s in r.steps] for r in results])
+    return results
+
+
+def _decoded(models: RSDModels, items, run, delta: float) -> list[dict]:
+    """RSD's records of `items` (run_method), each tallied in health()."""
+    records = [r for chunk in run_method(models, items, "rsd", run, delta=delta) for r in chunk]
+    _tally([r["error"] for r in records], [[s["reward"] for s in r["steps"]] for r in records])
+    return records
 
 
 def _plt():
@@ -299,7 +331,7 @@ def perfect_prm(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
     rows = [{"prm": "perfect (exact checker)", "delta": None,
              **perfect.summarize(problems, runs, [perfect.useful_flops(models, p, r) for p, r in zip(problems, runs)])}]
     for delta in cfg.deltas:
-        records = [r for chunk in run_method(models, items, "rsd", run, delta=delta) for r in chunk]
+        records = _decoded(models, items, run, delta)
         measured = summarize(records)
         target_only = sum(r["accounting"]["target_only_flops"] for r in records)
         rows.append({"prm": "learned", "delta": delta, "accuracy": measured["accuracy"],
@@ -350,7 +382,7 @@ def prm_errors(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
     from rsd_jax.training.prm import auroc
 
     problems = _arith_problems(cfg, items, "prm_errors")
-    records = [r for chunk in run_method(models, items, "rsd", _global_threshold(cfg), delta=0.0) for r in chunk]
+    records = _decoded(models, items, _global_threshold(cfg), 0.0)
     rows = draft_step_rewards(problems, records)  # δ = 0 keeps every draft step: the draft's own solutions
     rewards = np.array([r for _, _, r in rows])
     correct = np.array([e == "correct" for _, e, _ in rows])

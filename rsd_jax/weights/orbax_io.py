@@ -7,6 +7,7 @@ read straight into their target devices, never whole onto one device first.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,35 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
     params_dir = directory / PARAMS_DIR
     if not params_dir.is_dir():
         raise CheckpointError(f"checkpoint {directory} has no {PARAMS_DIR}/ folder")
+    _quiet_closed_loop_errors()
     try:
         pure = ocp.StandardCheckpointer().restore(params_dir, target)
     except (ValueError, KeyError, FileNotFoundError, OSError) as e:
-        raise CheckpointError(f"cannot restore {params_dir}: {e}") from None
+        raise CheckpointError(f"checkpoint {directory} is incomplete or corrupt: {_first_line(e)}") from None
     return Model.from_pure_dict(config, pure)
+
+
+def _first_line(e: Exception) -> str:
+    """The head of a TensorStore or orbax message: its first line, without the JSON spec TensorStore appends."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text.split(" [tensorstore_spec")[0][:400]
+
+
+def _quiet_closed_loop_errors() -> None:
+    """A failed orbax restore leaves TensorStore callbacks that report "Event loop is closed" through
+    sys.unraisablehook, as tracebacks after the clear CheckpointError; drop exactly those (once installed,
+    every other unraisable exception still reaches the previous hook)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_rsd_jax_quiet", False):
+        return
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            return
+        previous(unraisable)
+
+    hook._rsd_jax_quiet = True
+    sys.unraisablehook = hook
 
 
 def model_config(path: str | Path, *, dtype: str | None = None, head: str | None = None,

@@ -1,0 +1,650 @@
+"""Never lose or mix a result (issue 23): every bad input, output location, interruption and resume of the
+commands gives one clear line, a non-zero exit where it is an error, no record lost and no record mixed.
+
+Most command tests run in-process with the decoding replaced by a fake that yields well-formed records
+(`fake_run_method`): they test the edges (locations, logs, identities, exits), not the loop. The subprocess tests
+at the end run the real commands on tiny random models: the README's stdin example, the signal watchdog, and
+evaluate killed at random moments then resumed, against an uninterrupted run. That last one kills 3 times by
+default (SIGKILL, SIGTERM, SIGINT); RSD_RELIABILITY_KILLS=20 runs the issue's 20 random kills.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from rsd_jax import bench, capacity, convert, decode, evaluate, outputs, records as records_module, runs, train
+from rsd_jax.configlib import load_config
+from rsd_jax.config import RunConfig
+from rsd_jax.data.char_tokenizer import CharTokenizer
+from rsd_jax.decoding.acceptance import calibrate_threshold
+from rsd_jax.errors import CheckpointError, ConfigError, NumericalError, OutputError, RSDError
+from rsd_jax.models import Model, ModelConfig
+from rsd_jax.records import RecordLog, read_records
+from rsd_jax.signals import Interrupted, interruptible, writing
+from rsd_jax.theory.__main__ import main as theory_main
+from rsd_jax.weights import restore_model, save_model
+
+ROOT = Path(__file__).resolve().parent.parent
+KILLS = int(os.environ.get("RSD_RELIABILITY_KILLS", "3"))
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny random orbax models with the char tokenizer (and a PRM whose value head is NaN): the overrides."""
+    root = tmp_path_factory.mktemp("tiny")
+    tok = CharTokenizer()
+    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4,
+                      num_kv_heads=2, head_dim=8)
+    for name, c, seed in (("draft", cfg, 1), ("target", cfg.replace(num_layers=2), 2),
+                          ("prm", cfg.replace(head="value"), 3)):
+        save_model(Model.init(c, seed), root / name)
+        tok.save(root / name / "char_tokenizer.json")
+    prm = Model.init(cfg.replace(head="value"), 3)
+    params = prm.pure_dict()
+    params["v_head"] = jax.tree.map(lambda a: np.full(a.shape, np.nan, a.dtype), params["v_head"])
+    save_model(Model.from_pure_dict(prm.config, params), root / "nan_prm")
+    tok.save(root / "nan_prm" / "char_tokenizer.json")
+    return root
+
+
+def model_args(root: Path, prm: str = "prm") -> list[str]:
+    return [f"models.draft.path={root / 'draft'}", f"models.target.path={root / 'target'}",
+            f"models.prm.path={root / prm}"]
+
+
+def fake_run_method(models, items, method, cfg, delta=None, mesh=None, done=frozenset(), reward=0.9, error=None,
+                    fail_after=None):
+    """run_method's contract without a model: fixed batches over `items`, those all in `done` skipped."""
+    bs = cfg.decoding.batch_size
+    for n, start in enumerate(range(0, len(items), bs)):
+        chunk = items[start:start + bs]
+        if all(i.uid in done for i in chunk):
+            continue
+        if fail_after is not None and n >= fail_after:
+            raise fail_after_error[0]
+        yield [{"uid": i.uid, "method": method, "question": i.question, "prompt": i.prompt, "text": "1+1=2",
+                "token_ids": [1, 2], "steps": [{"source": "draft", "reward": reward, "text": "1+1=2", "n_tokens": 2}],
+                "accounting": {"useful_flops_total": 1.0, "target_only_flops": 2.0, "executed_flops": 1.5,
+                               "tokens_processed": {"draft": 2}},
+                "answer": i.answer, "correct": True, "level": i.level, "error": error, "delta": 0.7}
+               for i in chunk]
+
+
+fail_after_error = [KeyboardInterrupt()]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """decode and evaluate with the fake decoding and no model loading; returns a dict to set its options."""
+    options = {}
+    monkeypatch.setattr(evaluate, "tqdm", functools.partial(evaluate.tqdm, disable=True))  # stderr: errors only
+
+    def run(*args, **kwargs):
+        return fake_run_method(*args, **{**kwargs, **options})
+
+    for module in (decode, evaluate):
+        monkeypatch.setattr(module, "run_method", run)
+        monkeypatch.setattr(module, "load_models", lambda *a, **k: None)
+        monkeypatch.setattr(module, "start_devices", lambda mesh: None)
+    return options
+
+
+def one_line_error(capsys, code: int, rc: int, contains: str = "") -> str:
+    assert rc == code
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert contains in err, err
+    return err
+
+
+def no_work(monkeypatch):
+    """Fails the test if a command loads a model or starts decoding."""
+    def boom(*a, **k):
+        raise AssertionError("work started before the output location was checked")
+
+    for module in (decode, evaluate):
+        monkeypatch.setattr(module, "load_models", boom)
+        monkeypatch.setattr(module, "load_items", boom)
+
+
+def read_only(monkeypatch, folder: Path) -> None:
+    """Makes `folder` unwritable: chmod for a normal user; root ignores modes, so the write probe fails instead."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return
+
+    def probe(path):
+        if Path(path).resolve() == folder.resolve() or folder.resolve() in Path(path).resolve().parents:
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+    real = outputs._probe_write
+    monkeypatch.setattr(outputs, "_probe_write", lambda path: probe(path) or real(path))
+
+
+def full_disk_after(monkeypatch, n_writes: int) -> None:
+    """The (n_writes + 1)-th record write stops half-way with ENOSPC, as a full disk does."""
+    calls = {"n": 0}
+    real = records_module._write_all
+
+    def write(fd, data):
+        calls["n"] += 1
+        if calls["n"] > n_writes:
+            os.write(fd, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(records_module, "_write_all", write)
+
+
+def lines_of(path: Path) -> list[dict]:
+    """Every line of a JSONL file parsed (fails on a torn or bad line)."""
+    text = path.read_text()
+    assert text == "" or text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+# ------------------------------------------------------------------------------------------------ record logs
+def _records(uids):
+    return [{"uid": u, "method": "rsd", "steps": [], "x": "é" * (ord(u) % 3)} for u in uids]
+
+
+def test_a_log_cut_at_any_byte_resumes_to_the_same_records(tmp_path):
+    path = tmp_path / "rsd.jsonl"
+    log = RecordLog(path)
+    for batch in (["a", "b"], ["c"], ["d", "e"]):
+        log.append(_records(batch))
+    whole = path.read_bytes()
+    full = read_records(path)
+    for cut in range(len(whole) + 1):
+        path.write_bytes(whole[:cut])
+        log = RecordLog(path)  # cuts the torn tail
+        assert [r["uid"] for r in log.records] == [r["uid"] for r in full][:len(log.records)]
+        assert path.read_bytes() == whole[:path.stat().st_size] and (cut == 0 or path.read_bytes().endswith(b"\n")
+                                                                      or path.stat().st_size == 0)
+        log.append(_records(["a", "b", "c", "d", "e"]))  # a resume decodes the rest (and again what it has)
+        assert lines_of(path) == full
+
+
+def test_a_bad_line_before_the_last_is_one_clear_error(tmp_path):
+    path = tmp_path / "rsd.jsonl"
+    path.write_text('{"uid": "a"}\nnot json\n{"uid": "b"}\n')
+    with pytest.raises(RSDError, match="line 2 is not a JSON record"):
+        RecordLog(path)
+
+
+def test_a_full_disk_undoes_the_half_written_batch(tmp_path, monkeypatch):
+    log = RecordLog(tmp_path / "rsd.jsonl")
+    log.append(_records(["a"]))
+    full_disk_after(monkeypatch, 0)
+    with pytest.raises(OutputError, match="No space left on device; the 1 records written before are kept"):
+        log.append(_records(["b", "c"]))
+    assert [r["uid"] for r in lines_of(log.path)] == ["a"]
+
+
+def test_signals_wait_for_a_write_in_progress():
+    with pytest.raises(Interrupted) as info, interruptible("test", lambda: "kept"):
+        with writing():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler has run: the signal waits for the end of the write
+            done = True
+    assert done and info.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are restored
+
+
+# ------------------------------------------------------------------------------------------------ output locations
+@pytest.mark.parametrize("case", ["file", "under_a_file", "read_only", "not_creatable"])
+def test_a_bad_out_is_one_line_before_any_work(case, tmp_path, monkeypatch, capsys, tiny):
+    (tmp_path / "file").write_text("x")
+    out = {"file": tmp_path / "file", "under_a_file": tmp_path / "file" / "out",
+           "read_only": tmp_path / "ro" / "out", "not_creatable": Path("/proc/rsd_jax_test/out")}[case]
+    if case == "read_only":
+        read_only(monkeypatch, tmp_path / "ro")
+    expected = {"file": "is a file, not a folder", "under_a_file": "is a file, not a folder",
+                "read_only": "not writable", "not_creatable": "cannot be created"}[case]
+    no_work(monkeypatch)
+    monkeypatch.setattr(bench, "bench_decode", lambda quick: pytest.fail("benchmarked before checking --out"))
+    from rsd_jax.theory import experiments
+    monkeypatch.setattr(experiments, "analytic", lambda cfg, out: pytest.fail("theory ran before checking --out"))
+    one_line_error(capsys, 2, decode.main(model_args(tiny) + ["--out", str(out)]), expected)
+    one_line_error(capsys, 2, evaluate.main(model_args(tiny) + ["--out", str(out)]), expected)
+    one_line_error(capsys, 2, theory_main(["--out", str(out)]), expected)
+    bench_out = tmp_path if case == "file" else out / "bench.json"  # bench writes a file: a folder is wrong
+    one_line_error(capsys, 2, bench.main(["--out", str(bench_out), "--only", "decode"]),
+                   "is a folder, not a file" if case == "file" else expected)
+
+
+def test_an_atomic_write_keeps_the_old_file_on_a_full_disk(tmp_path, monkeypatch):
+    path = outputs.write_text_atomic(tmp_path / "summary.json", "old\n")
+
+    def full(f, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outputs, "_write_file", full)
+    with pytest.raises(OutputError, match="No space left on device"):
+        outputs.write_text_atomic(path, "new\n")
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+# ------------------------------------------------------------------------------------------------ decode
+def test_decode_writes_as_it_goes_and_a_full_disk_keeps_the_good_records(fake, tiny, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    full_disk_after(monkeypatch, 2)  # two batches of two problems are written, the third fails
+    rc = decode.main(model_args(tiny) + ["data.n=6", "decoding.batch_size=2", "--out", str(out), "--quiet"])
+    one_line_error(capsys, 2, rc, "No space left on device; the 4 records written before are kept")
+    assert len(lines_of(out / "results.jsonl")) == 4
+    monkeypatch.undo()
+    fake_again(monkeypatch)
+    assert decode.main(model_args(tiny) + ["data.n=6", "decoding.batch_size=2", "--out", str(out), "--quiet"]) == 0
+    assert [r["uid"] for r in lines_of(out / "results.jsonl")] == [f"arith-v2-12345-{i}" for i in range(6)]
+    assert "n_problems 6 | n_errors 0 | n_nonfinite_rewards 0" in capsys.readouterr().out
+
+
+def fake_again(monkeypatch):
+    for module in (decode, evaluate):
+        monkeypatch.setattr(module, "run_method", fake_run_method)
+        monkeypatch.setattr(module, "load_models", lambda *a, **k: None)
+        monkeypatch.setattr(module, "start_devices", lambda mesh: None)
+
+
+def test_decode_resumes_its_own_run_and_refuses_another(fake, tiny, tmp_path, capsys):
+    args = model_args(tiny) + ["data.n=3", "decoding.batch_size=1", "--out", str(tmp_path / "d"), "--quiet"]
+    assert decode.main(args) == 0 and decode.main(args) == 0  # the second run resumes: nothing is doubled
+    assert len(lines_of(tmp_path / "d" / "results.jsonl")) == 3
+    capsys.readouterr()
+    one_line_error(capsys, 2, decode.main(args + ["rsd.delta=0.5"]), "rsd.delta: 0.7 there, 0.5 now")
+    assert decode.main(args + ["rsd.delta=0.5", "--new-run"]) == 0
+    assert f"--new-run: writing into {tmp_path / 'd-2'}" in capsys.readouterr().out
+    assert len(lines_of(tmp_path / "d-2" / "results.jsonl")) == 3
+    # a run that stopped on a bad input before its first record does not hold its folder
+    fresh = model_args(tiny) + ["data.n=3", "--out", str(tmp_path / "f"), "--quiet"]
+    one_line_error(capsys, 2, decode.main(fresh + ["data.source=prompts", "data.prompts_file=/no/such/file"]),
+                   "prompts file not found")
+    assert decode.main(fresh) == 0 and len(lines_of(tmp_path / "f" / "results.jsonl")) == 3
+
+
+def test_non_finite_rewards_are_loud_even_with_quiet_and_fail_with_strict(fake, tiny, tmp_path, capsys):
+    fake.update(reward=float("nan"), error="non-finite values in PRM reward")
+    args = model_args(tiny) + ["data.n=2", "--quiet"]
+    assert decode.main(args) == 0
+    captured = capsys.readouterr()
+    assert "n_errors 2 | n_nonfinite_rewards 2" in captured.out
+    assert captured.err.strip() == ("warning: 2 of 2 records have an error; 2 of 2 records have non-finite PRM "
+                                    "rewards (see each record's error and steps)")
+    one_line_error(capsys, 3, decode.main(args + ["--strict"]), "--strict: 2 of 2 records have an error")
+    out = tmp_path / "e"
+    one_line_error(capsys, 3, evaluate.main(model_args(tiny) + ["data.n=2", "--out", str(out), "--strict"]),
+                   "rsd: 2 of 2 records have an error")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rsd"]["n_nonfinite_rewards"] == 2 and summary["target"]["n_errors"] == 2
+    assert "| 2 / 2 |" in (out / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("command", [decode, evaluate])
+@pytest.mark.parametrize("stop, code", [(KeyboardInterrupt(), 130), (Interrupted(signal.SIGTERM), 143)])
+def test_an_interruption_is_one_line_and_keeps_the_files(command, stop, code, fake, tiny, tmp_path, capsys):
+    fake.update(fail_after=1)
+    fail_after_error[0] = stop
+    out = tmp_path / "out"
+    rc = command.main(model_args(tiny) + ["data.n=4", "decoding.batch_size=2", "--out", str(out)])
+    name = "SIGINT" if code == 130 else "SIGTERM"
+    err = one_line_error(capsys, code, rc, f"interrupted by {name}; the records written so far are kept in {out}")
+    assert err.startswith(f"rsd_jax.{command.__name__.split('.')[-1]}:")
+    log = out / ("results.jsonl" if command is decode else "rsd.jsonl")
+    assert len(lines_of(log)) == 2
+
+
+# ------------------------------------------------------------------------------------------------ evaluate resume
+def test_evaluate_resume_refuses_a_changed_run_and_allows_what_does_not_change_results(fake, tiny, tmp_path,
+                                                                                          capsys):
+    out = tmp_path / "e"
+    base = model_args(tiny) + ["decoding.batch_size=2", "--out", str(out)]
+    assert evaluate.main(base + ["data.n=4"]) == 0
+    assert evaluate.main(base + ["data.n=4"]) == 0  # the same run twice: every problem counted once
+    assert json.loads((out / "summary.json").read_text())["rsd"]["n_problems"] == 4
+    capsys.readouterr()
+    for change, key in (("rsd.delta=0.5", "rsd.delta: 0.7 there, 0.5 now"),
+                        ("decoding.batch_size=4", "decoding.batch_size: 2 there, 4 now"),
+                        ("decoding.temperature=1.0", "decoding.temperature")):
+        one_line_error(capsys, 2, evaluate.main(base + ["data.n=4", change]), key)
+    # more problems, another threshold, another output path to the same folder: the same run, resumed
+    assert evaluate.main(base + ["data.n=6", "rsd.thresholds=[0.3]", "output=elsewhere"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rsd"]["n_problems"] == 6 and summary["rsd@0.3"]["n_problems"] == 6
+    for name in ("rsd", "target", "draft", "rsd@0.3"):
+        uids = [r["uid"] for r in lines_of(out / f"{name}.jsonl")]
+        assert len(uids) == len(set(uids)) == 6
+    # a model replaced in place is another run; the same model at another path is not
+    moved = tmp_path / "prm_copy"
+    shutil.copytree(tiny / "prm", moved, copy_function=shutil.copy2)
+    assert evaluate.main(base + ["data.n=6", f"models.prm.path={moved}"]) == 0
+    config = json.loads((moved / "model_config.json").read_text())
+    (moved / "model_config.json").write_text(json.dumps(config) + " ")
+    one_line_error(capsys, 2, evaluate.main(base + ["data.n=6", f"models.prm.path={moved}"]), "models.prm: 'digest")
+    assert evaluate.main(base + ["data.n=6", f"models.prm.path={moved}", "--new-run"]) == 0
+    assert (tmp_path / "e-2" / "run.json").is_file()
+
+
+def test_evaluate_repairs_a_torn_last_line_and_never_glues_records(fake, tiny, tmp_path):
+    args = model_args(tiny) + ["data.n=5", "decoding.batch_size=2", "--out", str(tmp_path / "e")]
+    assert evaluate.main(args) == 0
+    path = tmp_path / "e" / "rsd.jsonl"
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - 30])  # the last record torn in the middle
+    assert evaluate.main(args) == 0 and evaluate.main(args) == 0
+
+    def timeless(rows):
+        return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]
+
+    assert timeless(lines_of(path)) == timeless(json.loads(line) for line in data.decode().splitlines())
+
+
+def test_a_changed_problem_under_the_same_uid_is_refused(fake, tiny, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("1+1\n2+2\n")
+    args = model_args(tiny) + ["data.source=prompts", f"data.prompts_file={prompts}", "--out", str(tmp_path / "e")]
+    assert evaluate.main(args) == 0
+    prompts.write_text("3+3\n2+2\n")
+    capsys.readouterr()
+    one_line_error(capsys, 2, evaluate.main(args), "holds prompt-0 with another prompt")
+
+
+def test_an_evaluate_summary_on_a_full_disk_keeps_the_records(fake, tiny, tmp_path, monkeypatch, capsys):
+    args = model_args(tiny) + ["data.n=2", "--out", str(tmp_path / "e")]
+    real = outputs._write_file
+
+    def full_at_the_summary(f, text):
+        if "n_problems" in text:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(f, text)
+
+    monkeypatch.setattr(outputs, "_write_file", full_at_the_summary)
+    one_line_error(capsys, 2, evaluate.main(args), "cannot write")
+    assert len(lines_of(tmp_path / "e" / "rsd.jsonl")) == 2 and not (tmp_path / "e" / "summary.json").exists()
+    monkeypatch.setattr(outputs, "_write_file", real)
+    assert evaluate.main(args) == 0 and json.loads((tmp_path / "e" / "summary.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------ other commands
+def test_theory_refuses_bad_distributions_and_keeps_its_summary_on_a_full_disk(tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "t")
+    one_line_error(capsys, 2, theory_main(["--out", out, "discrete_probs=[0.1, 0.2, 0.2, 0.3, 0.1]"]),
+                   "discrete_probs must be non-negative and sum to 1")
+    one_line_error(capsys, 2, theory_main(["--out", out, "beta=[[0, 2]]"]), "beta[0] must be [a, b] with a > 0")
+    one_line_error(capsys, 2, theory_main(["--out", out, "beta=[[2]]"]), "beta[0] must be [a, b]")
+    from rsd_jax.theory import experiments
+
+    monkeypatch.setattr(experiments, "analytic", lambda cfg, out: {"fake": 1})
+    monkeypatch.setattr(outputs, "_write_file", lambda f, text: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device")))
+    one_line_error(capsys, 2, theory_main(["--out", out]), "No space left on device")
+
+
+def test_theory_reports_results_with_errors_or_non_finite_rewards(tmp_path, monkeypatch, capsys):
+    from rsd_jax.theory import experiments
+
+    class Step:
+        reward = float("nan")
+
+    class Result:
+        steps, error = (Step(),), "non-finite values in PRM reward"
+
+    monkeypatch.setattr(experiments, "_generate", lambda *a, **k: [Result(), Result()])
+    monkeypatch.setattr(experiments, "analytic", lambda cfg, out: {"n": len(experiments.generate())})
+    (tmp_path / "report.md").write_text("report\n")
+    assert theory_main(["--out", str(tmp_path)]) == 0
+    health = json.loads((tmp_path / "summary.json").read_text())["health"]
+    assert health == {"n_results": 2, "n_errors": 2, "n_nonfinite_rewards": 2}
+    captured = capsys.readouterr()
+    assert "decoded 2 results: 2 with an error, 2 with non-finite rewards" in captured.out
+    assert captured.err.startswith("warning: 2 of 2 records have an error")
+
+
+def test_bench_prints_its_results_when_the_disk_is_full(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "bench_decode", lambda quick: {"batch_1": {"ratio_vs_hf": 1.0}})
+    monkeypatch.setattr(outputs, "_write_file", lambda f, text: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device")))
+    assert bench.main(["--out", str(tmp_path / "b.json"), "--only", "decode"]) == 2
+    captured = capsys.readouterr()
+    assert '"ratio_vs_hf": 1.0' in captured.out and "No space left on device" in captured.err
+
+
+def test_capacity_refuses_unknown_flags(capsys):
+    with pytest.raises(SystemExit) as info:
+        capacity.main(["--batch", "8"])
+    assert info.value.code == 2 and "unrecognized arguments: --batch 8" in capsys.readouterr().err
+
+
+def test_convert_never_replaces_a_model_unasked_and_keeps_the_generation_config(tmp_path, capsys):
+    from hf_models import qwen2_config, save_causal_lm
+
+    src = tmp_path / "hf"
+    save_causal_lm(qwen2_config(), src)
+    side = {"generation_config.json": '{"eos_token_id": [151643, 151645]}', "tokenizer.json": "{}",
+            "tokenizer_config.json": "{}", "special_tokens_map.json": "{}", "vocab.json": "{}", "merges.txt": "#"}
+    for name, text in side.items():
+        (src / name).write_text(text)
+    dst = tmp_path / "orbax"
+    assert convert.main([str(src), str(dst), "--dtype", "float32"]) == 0
+    assert all((dst / name).read_text() == text for name, text in side.items())
+    before = {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    one_line_error(capsys, 2, convert.main([str(src), str(dst)]), "already exists and is not empty; pass --overwrite")
+    assert {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()} == before
+    assert convert.main([str(src), str(dst), "--overwrite"]) == 0
+    assert restore_model(dst).config.dtype == "bfloat16"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "orbax"]  # no temporary folder left behind
+
+
+def test_a_failed_save_leaves_the_destination_as_it_was(tmp_path):
+    dst = tmp_path / "model"
+    dst.mkdir()
+    (dst / "manifest.json").write_text("old")
+    with pytest.raises(RuntimeError), outputs.staged_folder(dst, overwrite=True) as tmp:
+        (tmp / "manifest.json").write_text("new")
+        raise RuntimeError("disk full while saving")
+    assert (dst / "manifest.json").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_train_refuses_an_existing_out_before_training(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "manifest.json").write_text("{}")
+    rc = train.main([f"out={tmp_path / 'out'}", f"work_dir={tmp_path / 'work'}"])
+    one_line_error(capsys, 2, rc, "already exists and is not empty; pass overwrite=true")
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_truncated_orbax_checkpoint_is_one_checkpoint_error_line(tiny, tmp_path, capsys):
+    bad = tmp_path / "draft"
+    shutil.copytree(tiny / "draft", bad)
+    data_file = next(p for p in (bad / "params" / "d").iterdir())
+    data_file.write_bytes(data_file.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="is incomplete or corrupt"):
+        restore_model(bad)
+    rc = decode.main([f"models.draft.path={bad}"] + model_args(tiny)[1:])
+    one_line_error(capsys, 2, rc, f"checkpoint {bad} is incomplete or corrupt")
+
+
+def test_mesh_data_that_does_not_fit_one_device_is_an_error(monkeypatch):
+    from rsd_jax.loading import start_devices
+
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
+    monkeypatch.setattr(jax, "devices", lambda *a: jax.local_devices()[:1])
+    assert start_devices(load_config(RunConfig, None, []).mesh) is None
+    with pytest.raises(ConfigError, match="mesh.data=3 x mesh.model=1 != 1 devices"):
+        start_devices(load_config(RunConfig, None, ["mesh.data=3"]).mesh)
+
+
+def test_calibration_with_non_finite_rewards_raises_the_projects_error(monkeypatch):
+    with pytest.raises(NumericalError, match="2 of the 3 rewards are not finite"):
+        calibrate_threshold(np.array([0.5, np.nan, np.inf]), 0.3)
+    from rsd_jax import methods
+
+    class Step:
+        reward = float("nan")
+
+    class Result:
+        steps = (Step(), Step())
+
+    monkeypatch.setattr(methods, "generate", lambda *a, **k: [Result()])
+    cfg = load_config(RunConfig, None, ["rsd.budget=0.3"])
+    from rsd_jax.data.problems import load_items
+
+    with pytest.raises(NumericalError, match="rsd.budget: cannot calibrate δ, the PRM gave non-finite rewards to 2"):
+        methods.calibrated_delta(None, load_items(cfg.data)[:1], cfg)
+
+
+def test_a_dash_stays_a_string_for_string_fields():
+    cfg = load_config(RunConfig, None, ["data.prompts_file=-", "models.tokenizer=a: b"])
+    assert cfg.data.prompts_file == "-" and cfg.models.tokenizer == "a: b"
+    assert load_config(RunConfig, None, ["data.prompts_file=null"]).data.prompts_file is None
+
+
+def test_run_identity_leaves_out_only_keys_that_do_not_change_results(tiny):
+    a = runs.run_identity(load_config(RunConfig, None, model_args(tiny)), None)
+    b = runs.run_identity(load_config(RunConfig, None, model_args(tiny) + [
+        "data.n=7", "output=x", "rsd.thresholds=[0.1]", "rsd.methods=[rsd]", "mesh.distributed=true"]), None)
+    assert a == b
+    c = runs.run_identity(load_config(RunConfig, None, model_args(tiny) + ["decoding.batch_size=3", "mesh.model=2"]),
+                          None)
+    assert runs.differences(a, c) == ["decoding.batch_size: 64 there, 3 now", "mesh.model: 1 there, 2 now"]
+
+
+# ------------------------------------------------------------------------------------------------ subprocesses
+@pytest.fixture(scope="module")
+def sub_env(tmp_path_factory):
+    """A one-device CPU environment for the real commands, sharing a persistent compilation cache."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return env
+
+
+def test_the_readme_stdin_example_runs_as_written(sub_env):
+    readme = (ROOT / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if "data.prompts_file=-" in line and line.startswith("printf"))
+    done = subprocess.run(["bash", "-c", command], cwd=ROOT, env=sub_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("── prompt-") == 2 and "n_problems 2" in done.stdout
+
+
+def test_the_watchdog_ends_a_command_stuck_in_xla(sub_env):
+    script = """
+import jax, jax.numpy as jnp
+from rsd_jax.signals import interruptible
+body = lambda c: (c[0] + 1, jnp.sin(c[1]) + 1.0)  # about 1 µs an iteration: minutes for 2e9
+spin = jax.jit(lambda n: jax.lax.while_loop(lambda c: c[0] < n, body, (0, jnp.ones(256))))
+spin(10)[1].block_until_ready()
+print("ready", flush=True)
+with interruptible("spin", lambda: "nothing to keep", grace=1.0):
+    spin(2_000_000_000)[1].block_until_ready()
+print("finished", flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], env=sub_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    start = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and time.time() - start < 6  # the grace second, not the minutes of the loop
+    assert err.strip() == "spin: interrupted by SIGTERM; nothing to keep" and "finished" not in out
+
+
+def _record_files(folder: Path) -> dict[str, dict[str, dict]]:
+    """{file: {uid: record without wall_seconds}}, every line parsed, no uid twice."""
+    out = {}
+    for path in sorted(folder.glob("*.jsonl")):
+        rows = lines_of(path)
+        assert len({r["uid"] for r in rows}) == len(rows), f"{path} holds a uid twice"
+        out[path.name] = {r["uid"]: {k: v for k, v in r.items() if k != "wall_seconds"} for r in rows}
+    return out
+
+
+def _lines_written(folder: Path) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in folder.glob("*.jsonl"))
+
+
+def test_evaluate_killed_at_random_moments_resumes_to_the_uninterrupted_records(tiny, sub_env, tmp_path):
+    """Sampling (temperature 1) and a padded last batch, so that a resume must reproduce each batch's seed and
+    composition. Kills a random 0-50 ms after the process's first new record (SIGKILL, SIGTERM, SIGINT in turn)
+    and, in the long run, one in four a SIGKILL at a random moment of the start-up (imports, model loading,
+    compilation); then the last process runs to the end."""
+    n = 5 if KILLS <= 3 else 64
+    command = [sys.executable, "-m", "rsd_jax.evaluate", *model_args(tiny), f"data.n={n}", "decoding.batch_size=2",
+               "decoding.max_new_tokens=12", "decoding.temperature=1.0", "rsd.thresholds=[0.3]"]
+    reference = subprocess.run(command + ["--out", str(tmp_path / "reference")], env=sub_env, capture_output=True,
+                               text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "killed"
+    rng = random.Random(23)
+    plan = ([(signal.SIGKILL, False), (signal.SIGTERM, False), (signal.SIGINT, False)] if KILLS <= 3 else
+            [[(signal.SIGKILL, True), (signal.SIGKILL, False), (signal.SIGTERM, False), (signal.SIGINT, False)][i % 4]
+             for i in range(KILLS)])
+    kills = []
+    for attempt in range(KILLS + 1):
+        stderr_path = tmp_path / f"stderr{attempt}.txt"
+        with stderr_path.open("w") as stderr:
+            proc = subprocess.Popen(command + ["--out", str(out)], env=sub_env, stdout=subprocess.DEVNULL,
+                                    stderr=stderr)
+        if attempt == KILLS:
+            assert proc.wait(timeout=600) == 0, stderr_path.read_text()
+            break
+        sig, early = plan[attempt]
+        if early:
+            time.sleep(rng.uniform(0.2, 3.0))
+        else:
+            before = _lines_written(out) if out.is_dir() else 0
+            while proc.poll() is None and (not out.is_dir() or _lines_written(out) == before):
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.05))
+        assert proc.poll() is None, "the run ended before its kill: give it more problems"
+        written = _lines_written(out) if out.is_dir() else 0
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=60)
+        kills.append(f"{sig.name} {'start-up' if early else 'decoding'} after {written} records: {rc}")
+        err = stderr_path.read_text()
+        assert "Traceback" not in err, err
+        if sig != signal.SIGKILL:
+            assert rc == {signal.SIGTERM: 143, signal.SIGINT: 130}[sig], err
+            assert err.strip().splitlines()[-1].startswith(f"rsd_jax.evaluate: interrupted by {sig.name}; the "
+                                                            f"records written so far are kept in {out}")
+    print(f"{len(kills)} kills:", *kills, sep="\n  ")
+    assert len(kills) == KILLS
+    assert _record_files(out) == _record_files(tmp_path / "reference")  # every field but wall_seconds
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (out, tmp_path / "reference"))
+    for key in a:
+        a[key].pop("wall_seconds"), b[key].pop("wall_seconds")
+    assert a == b
+
+
+def test_a_nan_prm_is_loud_with_quiet_fails_with_strict_and_cannot_calibrate(tiny, sub_env, tmp_path):
+    """The real decode with a PRM whose value head is NaN (after the kill test: its compilations are cached)."""
+    command = [sys.executable, "-m", "rsd_jax.decode", *model_args(tiny, prm="nan_prm"), "data.n=2",
+               "decoding.batch_size=2", "decoding.max_new_tokens=12", "decoding.temperature=1.0", "--quiet"]
+    done = subprocess.run(command + ["--strict", "--out", str(tmp_path / "d")], env=sub_env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 3 and "n_errors 2 | n_nonfinite_rewards 2" in done.stdout
+    assert done.stderr.strip() == ("error: --strict: 2 of 2 records have an error; 2 of 2 records have non-finite "
+                                   "PRM rewards (see each record's error and steps)")
+    assert [r["error"] for r in lines_of(tmp_path / "d" / "results.jsonl")] == ["non-finite values in PRM reward"] * 2
+    done = subprocess.run(command + ["rsd.budget=0.3"], env=sub_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip().startswith(
+        "error: rsd.budget: cannot calibrate δ, the PRM gave non-finite rewards to"), done.stderr
