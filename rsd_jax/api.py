@@ -117,6 +117,15 @@ def host_tables(models: RSDModels, spec: DecodeSpec) -> tuple[TokenTables, PRMVi
                                    tok.eos_ids)
 
 
+def buffer_widths(spec: DecodeSpec, prompt_tokens: int, prm_prompt_tokens: int, growth: int) -> tuple[int, int]:
+    """(T, Tp): the committed-token buffer of the draft and target (and their caches' capacity), and the PRM's
+    view buffer, for a batch whose longest prompt and PRM prompt have these many tokens. Prompts are bucketed to a
+    power of two (one compilation per bucket); with the budget counting the prompt, T is the budget itself. The
+    PRM's buffer holds its prompt, the response and `growth` more ids per step (rsd_jax.decoding.prm_view)."""
+    t_cap = spec.max_new_tokens if spec.budget_includes_prompt else _bucket(prompt_tokens) + spec.max_new_tokens
+    return t_cap, _bucket(prm_prompt_tokens) + spec.max_new_tokens + spec.max_steps * growth
+
+
 def view_growth_per_step(models: RSDModels) -> int:
     """At most how many more ids than generated tokens one step takes in the PRM's view (its buffer's slack)."""
     if not models.prm_view_in_graph:
@@ -144,12 +153,7 @@ def encode_prompts(models: RSDModels, prompts: Sequence[str], questions: Sequenc
     prm_ids = [prm_prompt_ids(models.prm_tok, q) for q in questions]
     for i, seq in enumerate(ids):
         check_context(models, spec, i, len(seq), len(prm_ids[i]))
-    growth = view_growth_per_step(models)
-    if spec.budget_includes_prompt:  # prompt + response fit the budget: one buffer width for every prompt
-        t_cap = spec.max_new_tokens
-    else:
-        t_cap = _bucket(max(map(len, ids))) + spec.max_new_tokens
-    tp_cap = _bucket(max(map(len, prm_ids))) + spec.max_new_tokens + spec.max_steps * growth
+    t_cap, tp_cap = buffer_widths(spec, max(map(len, ids)), max(map(len, prm_ids)), view_growth_per_step(models))
     batch = -(-len(ids) // batch_multiple) * batch_multiple
     tokens = np.zeros((batch, t_cap), np.int32)
     prm_tokens = np.zeros((batch, tp_cap), np.int32)

@@ -132,8 +132,9 @@ class DecodingConfig:
     batch_size: int = doc(64, "problems decoded together", (1, 1_000_000))
     seed: int = doc(0, "PRNG seed of sampling and stochastic acceptance")
     delimiter: str = doc("\n\n", "the text that ends a reasoning step")
-    target_subbatch: bool = doc(True, "gather the rejected rows into a sub-batch of B/8, B/4 or B/2 rows before "
-                                      "the target writes their step (batches of 16 or more)")
+    target_rows: int = doc(0, "the target writes the rejected rows' step this many rows at a time, gathered into "
+                              "a smaller batch (compute-bound devices); 0: the whole batch, the others masked "
+                              "(memory-bound decoding, no gathered cache copy)", (0, 1_000_000))
 
     def spec(self, rsd: RSDConfig) -> DecodeSpec:
         return DecodeSpec(max_new_tokens=self.max_new_tokens, budget_includes_prompt=self.budget_includes_prompt,
@@ -141,14 +142,7 @@ class DecodingConfig:
                           max_step_tokens=self.max_step_tokens, chunk=self.chunk,
                           sampling=Sampling(self.temperature, self.top_k, self.top_p), weighting=rsd.weighting,
                           online_budget=rsd.online_budget, speculative_gamma=rsd.speculative_gamma,
-                          target_buckets=self.buckets())
-
-    def buckets(self) -> tuple[int, ...]:
-        """Sub-batch sizes for the target's rows (none for small batches or when switched off)."""
-        if not self.target_subbatch or self.batch_size < 16:
-            return ()
-        bs = self.batch_size
-        return tuple(sorted({b for b in (bs // 8, bs // 4, bs // 2) if b >= 2}))
+                          target_rows=self.target_rows)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,11 +55,26 @@ def _output_shardings(out_shape, mesh, replicated_fields=()):
     return dataclasses.replace(tree, **{f: sh.replicated(getattr(out_shape, f), mesh) for f in replicated_fields})
 
 
-@functools.lru_cache(maxsize=32)
-def _jitted_rsd(mesh, spec: DecodeSpec, shapes):
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """A decode loop as `jax.jit` takes it: the function, its input and output shardings, the donated inputs."""
+
+    fn: Any
+    in_shardings: tuple
+    out_shardings: Any
+    donate_argnums: tuple[int, ...]
+
+    def jit(self):
+        return jax.jit(self.fn, in_shardings=self.in_shardings, out_shardings=self.out_shardings,
+                       donate_argnums=self.donate_argnums)
+
+
+def rsd_program(mesh, spec: DecodeSpec, shapes) -> Program:
+    """The RSD loop on `mesh` for inputs shaped like `shapes` (draft, target, prm, prompts, tables, prm_view,
+    params, histogram: pytrees of arrays or ShapeDtypeStructs): weights tensor parallel, batch over "data"."""
     draft, target, prm, prompts_shape, tables_shape, prm_view_shape, params_shape, hist_shape = shapes
-    out_shape = jax.eval_shape(functools.partial(rsd_decode_impl, spec=spec), draft, target, prm,
-                               prompts_shape, tables_shape, prm_view_shape, params_shape,
+    fn = functools.partial(rsd_decode_impl, spec=spec)
+    out_shape = jax.eval_shape(fn, draft, target, prm, prompts_shape, tables_shape, prm_view_shape, params_shape,
                                jax.ShapeDtypeStruct((), "float32"), hist_shape,
                                jax.ShapeDtypeStruct((), jax.random.key(0).dtype))
     rep = functools.partial(sh.replicated, mesh=mesh)
@@ -67,9 +82,13 @@ def _jitted_rsd(mesh, spec: DecodeSpec, shapes):
                     sh.model_sharding_tree(prm, mesh), sh.batch_tree_shardings(prompts_shape, mesh),
                     rep(tables_shape), rep(prm_view_shape), rep(params_shape), rep(0.0), rep(hist_shape),
                     rep(0))
-    fn = jax.jit(functools.partial(rsd_decode_impl, spec=spec), in_shardings=in_shardings,
-                 out_shardings=_output_shardings(out_shape, mesh, ("histogram",)), donate_argnums=(3,))
-    return fn, in_shardings
+    return Program(fn, in_shardings, _output_shardings(out_shape, mesh, ("histogram",)), (3,))
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_rsd(mesh, spec: DecodeSpec, shapes):
+    program = rsd_program(mesh, spec, shapes)
+    return program.jit(), program.in_shardings
 
 
 def _shape_key(tree):

@@ -1,8 +1,8 @@
 """Meshes and logical-axis rules: how weights, caches and loop state are laid out over ("data", "model").
 
-Weights use tensor parallelism over "model" (attention heads, KV heads, MLP width, vocabulary), each only
-when the dimension divides evenly over the axis (otherwise that dimension is replicated: e.g. 2 KV heads on
-an 8-way model axis); everything with a batch dimension is split over "data". One table of logical axes per
+Weights use tensor parallelism over "model" (the attention projections' head dimension, MLP width, vocabulary),
+each only when the dimension divides evenly over the axis (otherwise it is replicated); caches split their KV
+heads over "model" when whole heads divide evenly; everything with a batch dimension is split over "data". One table of logical axes per
 parameter, declared where the parameter is created (`rsd_jax.models.decoder`: its `axes` metadata), is the single
 description from which every sharding is derived; a parameter without declared axes is an error.
 
@@ -38,18 +38,22 @@ def make_mesh(data: int = -1, model: int = 1, devices=None) -> jax.sharding.Mesh
 
 
 def logical_rules(cfg: ModelConfig, model_size: int) -> dict[str | None, str | None]:
-    """Logical axis -> mesh axis for one model: its heads, KV heads, MLP width and vocabulary go over "model"
-    when they split evenly over it (whole heads only), and are replicated otherwise."""
+    """Logical axis -> mesh axis for one model's weights: the attention projections' head dimension (heads x head
+    dim, flattened), the MLP width and the vocabulary go over "model" when they split evenly over it, and are
+    replicated otherwise. A weight's head dimension may split inside a head (2 KV heads of 128 over 4 devices: 64
+    columns each): memory is what runs out first, and the partitioner gathers the few activations that need whole
+    heads. The KV caches split by whole KV heads only (rsd_jax.cache)."""
     def over_model(n: int) -> str | None:
         return MODEL if model_size > 1 and n % model_size == 0 else None
 
-    return {"heads": over_model(cfg.num_heads), "kv_heads": over_model(cfg.num_kv_heads),
+    return {"heads": over_model(cfg.num_heads * cfg.head_dim), "kv_heads": over_model(cfg.num_kv_heads * cfg.head_dim),
             "mlp": over_model(cfg.intermediate_size), "vocab": over_model(cfg.vocab_size), "layers": None,
             None: None}
 
 
-def param_axes(config: ModelConfig) -> Any:
-    """A params-shaped tree (pure dict) of the logical axes each parameter declared where it was created."""
+def declared_axes(state: nnx.State) -> Any:
+    """A pure-dict tree of the logical axes each parameter of `state` declared (its `axes` metadata); a parameter
+    without them is a ConfigError naming it."""
     def axes(path, variable: nnx.Variable) -> tuple[str | None, ...]:
         declared = variable.get_metadata().get("axes")
         if declared is None or len(declared) != variable.ndim:
@@ -57,9 +61,13 @@ def param_axes(config: ModelConfig) -> Any:
                               f"{variable.ndim} dimensions (got {declared!r})")
         return tuple(declared)
 
-    state = Model.abstract(config).params
     tree = jax.tree_util.tree_map_with_path(axes, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
     return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
+
+
+def param_axes(config: ModelConfig) -> Any:
+    """A params-shaped tree (pure dict) of the logical axes each parameter declared where it was created."""
+    return declared_axes(Model.abstract(config).params)
 
 
 def param_specs(config: ModelConfig, mesh: jax.sharding.Mesh) -> Any:

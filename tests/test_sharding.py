@@ -67,8 +67,9 @@ def test_weights_are_sharded_as_declared():
     assert layer["self_attn"]["q_proj"]["kernel"].sharding.spec == jax.P(None, None, "model")
     assert layer["self_attn"]["o_proj"]["kernel"].sharding.spec == jax.P(None, "model", None)
     assert layer["mlp"]["down_proj"]["kernel"].sharding.spec == jax.P(None, "model", None)
-    # 2 KV heads on a 4-way model axis: replicated, never split mid-head
-    assert layer["self_attn"]["k_proj"]["kernel"].sharding.spec == jax.P(None, None, None)
+    # 2 KV heads of 8 on a 4-way model axis: the weight's 16 columns split 4 ways (the cache keeps whole heads)
+    assert layer["self_attn"]["k_proj"]["kernel"].sharding.spec == jax.P(None, None, "model")
+    assert layer["input_layernorm"]["weight"].sharding.spec == jax.P(None, None)
     assert placed["norm"]["weight"].sharding.spec == jax.P(None)
 
 
@@ -90,3 +91,25 @@ def test_batch_must_split_over_data(setup):
     batch, _, _ = world.prompts([5, 6, 7], t_cap=40, tp_cap=160)
     with pytest.raises(ConfigError, match="not a multiple of mesh.data=8"):
         rsd_decode_on_mesh(sh.make_mesh(8, 1), *(args[:3] + (batch,) + args[4:]), spec=SPEC)
+
+
+def test_every_parameter_declares_its_axes_and_an_undeclared_one_is_refused():
+    from flax import nnx
+
+    from rsd_jax.errors import ConfigError
+
+    _, target, _ = _models()
+    declared = sh.param_axes(target.config)
+    is_axes = lambda x: isinstance(x, tuple)  # noqa: E731
+    assert len(jax.tree.leaves(declared, is_leaf=is_axes)) == len(jax.tree.leaves(target.params))
+    assert all(a[0] == "layers" for a in jax.tree.leaves(declared["layers"], is_leaf=is_axes))
+
+    class Bare(nnx.Module):
+        def __init__(self):
+            self.w = nnx.Param(jnp.ones((2, 3)))
+
+    with pytest.raises(ConfigError, match="declares no logical axes"):
+        sh.declared_axes(nnx.state(Bare()))
+    # a vocabulary of 97 does not split over 4 devices: replicated, never padded
+    odd = world.config(1, 32).replace(vocab_size=97)
+    assert sh.param_specs(odd, sh.make_mesh(2, 4))["embed_tokens"]["embedding"] == jax.P(None, None)

@@ -26,7 +26,7 @@ from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, writ
 from rsd_jax.decoding.prm_view import PRMView
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.speculative import speculative_write
-from rsd_jax.decoding.subbatch import write_step_on_active_rows
+from rsd_jax.decoding.subbatch import write_step_in_groups
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.decoding.work import Work
 from rsd_jax.models.model import Model
@@ -138,9 +138,9 @@ def _target_step(draft: Model, target: Model, draft_cache: KVCache, s: "RSDState
             sampling=spec.sampling, gamma=spec.speculative_gamma, max_step_tokens=spec.step_tokens,
             chunk=spec.chunk, draft_work=draft_work, target_work=s.stats.target)
         return step, draft_cache, draft_work
-    step = write_step_on_active_rows(target, s.target_cache, s.tokens, s.length, reject, cap, key, tables,
-                                     sampling=spec.sampling, max_step_tokens=spec.step_tokens, chunk=spec.chunk,
-                                     work=s.stats.target, buckets=spec.target_buckets)
+    step = write_step_in_groups(target, s.target_cache, s.tokens, s.length, reject, cap, key, tables,
+                                sampling=spec.sampling, max_step_tokens=spec.step_tokens, chunk=spec.chunk,
+                                work=s.stats.target, rows=spec.target_rows)
     return step, draft_cache, draft_work
 
 

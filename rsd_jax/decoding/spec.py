@@ -25,8 +25,8 @@ class DecodeSpec:
     running quantile of the draft's rewards so that at most `budget` of the steps go to the target.
     speculative_gamma: when > 0, the target writes its steps by token-level speculative decoding with the
     draft proposing this many tokens per round (greedy output unchanged, fewer target forwards).
-    target_buckets: sub-batch sizes the rejected rows are gathered into before the target writes their step
-    (empty: the target runs over the whole batch, rows that accepted masked).
+    target_rows: the target writes the rejected rows' step this many rows at a time, gathered (one compiled copy,
+    a loop over the groups; 0: over the whole batch, rows that accepted masked).
     """
 
     max_new_tokens: int = 512
@@ -39,7 +39,7 @@ class DecodeSpec:
     online_budget: bool = False
     histogram_bins: int = 256
     speculative_gamma: int = 0
-    target_buckets: tuple[int, ...] = ()
+    target_rows: int = 0
 
     def __post_init__(self) -> None:
         if self.speculative_gamma < 0:

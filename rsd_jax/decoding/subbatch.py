@@ -1,10 +1,14 @@
-"""Run the target only on the rows that rejected: gather them into a smaller, bucketed sub-batch.
+"""Run the target only on the rows that rejected: gather them into groups of a fixed number of rows.
 
-At large batch sizes decode is compute-bound, so a target step over all B rows costs B rows of work even if
-only a few rejected. With buckets (e.g. B/8, B/4, B/2), the rejected rows are gathered (caches included)
-into the smallest bucket that holds them, the target writes their step there, and the results and caches
-are scattered back; more rejections than the largest bucket run on the full batch. Greedy results are the
-same as without buckets; sampled ones are equally valid draws (the random numbers are drawn per sub-batch).
+At large batch sizes on a compute-bound device a target step over all B rows costs B rows of work even if only a
+few rejected. With `rows` = G < B, the rejected rows are taken G at a time (a `lax.while_loop` over the groups
+that hold any; one compiled copy of the target whatever the count): each group's rows and cache rows are
+gathered, the target writes their step, and results and caches are scattered back. G = B (or 0) runs the target
+over the whole batch with the other rows masked, which costs no gathered copy of the cache: the right choice
+where decoding is memory-bound (one pass costs about the same for 3 rows as for 64).
+
+Greedy results equal those of the whole batch; sampled ones are equally valid draws (each group draws its own
+random numbers).
 """
 
 from __future__ import annotations
@@ -21,50 +25,54 @@ from rsd_jax.decoding.work import Work
 from rsd_jax.models.model import Model
 
 
-def _gather(cache: KVCache, work: Work, rows: jax.Array) -> tuple[KVCache, Work]:
-    return (KVCache(k=cache.k[:, rows], v=cache.v[:, rows], lengths=cache.lengths[rows]),
-            dataclasses.replace(work, tokens=work.tokens[rows], useful_flops=work.useful_flops[rows]))
+def _take(x: jax.Array, rows: jax.Array, axis: int = 0) -> jax.Array:
+    return jnp.take(x, rows, axis=axis)
 
 
-def _scatter(full: Step, sub: Step, rows: jax.Array, work: Work) -> Step:
-    cache = full.cache
-    return Step(tokens=full.tokens.at[rows].set(sub.tokens), length=full.length.at[rows].set(sub.length),
-                ended_eos=full.ended_eos.at[rows].set(sub.ended_eos),
-                ended_stop=full.ended_stop.at[rows].set(sub.ended_stop),
-                nonfinite=full.nonfinite.at[rows].set(sub.nonfinite),
-                cache=KVCache(k=cache.k.at[:, rows].set(sub.cache.k), v=cache.v.at[:, rows].set(sub.cache.v),
-                              lengths=cache.lengths.at[rows].set(sub.cache.lengths)),
-                work=Work(tokens=work.tokens.at[rows].set(sub.work.tokens),
-                          useful_flops=work.useful_flops.at[rows].set(sub.work.useful_flops),
-                          executed_flops=sub.work.executed_flops, forwards=sub.work.forwards))
+def _put(full: jax.Array, rows: jax.Array, part: jax.Array, keep: jax.Array, axis: int = 0) -> jax.Array:
+    """full with part written at `rows` along `axis`, for the rows where keep [G] is True (the others unchanged)."""
+    shape = [1] * part.ndim
+    shape[axis] = keep.shape[0]
+    current = _take(full, rows, axis)
+    merged = jnp.where(keep.reshape(shape), part, current)
+    index = (slice(None),) * axis + (rows,)
+    return full.at[index].set(merged)
 
 
-def write_step_on_active_rows(model: Model, cache: KVCache, tokens: jax.Array, length: jax.Array,
-                              active: jax.Array, cap: jax.Array, key: jax.Array, tables: TokenTables, *,
-                              sampling: Sampling, max_step_tokens: int, chunk: int, work: Work,
-                              buckets: tuple[int, ...]) -> Step:
-    """`write_step` for the active rows, run on the smallest bucket of rows that holds them."""
+def write_step_in_groups(model: Model, cache: KVCache, tokens: jax.Array, length: jax.Array, active: jax.Array,
+                         cap: jax.Array, key: jax.Array, tables: TokenTables, *, sampling: Sampling,
+                         max_step_tokens: int, chunk: int, work: Work, rows: int) -> Step:
+    """`write_step` for the active rows, `rows` of them at a time (0 or >= B: the whole batch, masked)."""
     batch = tokens.shape[0]
-    order = jnp.argsort(~active, stable=True)  # active rows first
     kw = dict(sampling=sampling, max_step_tokens=max_step_tokens, chunk=chunk)
-
-    def full():
+    if rows <= 0 or rows >= batch:
         return write_step(model, cache, tokens, length, active, cap, key, tables, work=work, **kw)
+    order = jnp.argsort(~active, stable=True)  # active rows first
+    n_groups = (jnp.sum(active) + rows - 1) // rows
+    position = jnp.arange(rows)
+    empty = Step(tokens=jnp.zeros((batch, max_step_tokens), jnp.int32), length=jnp.zeros((batch,), jnp.int32),
+                 ended_eos=jnp.zeros((batch,), bool), ended_stop=jnp.zeros((batch,), bool),
+                 nonfinite=jnp.zeros((batch,), bool), cache=cache, work=work)
 
-    def bucket(size: int):
-        def run():
-            rows = order[:size]
-            sub_cache, sub_work = _gather(cache, work, rows)
-            sub = write_step(model, sub_cache, tokens[rows], length[rows], active[rows], cap[rows], key, tables,
-                             work=sub_work, **kw)
-            empty = Step(tokens=jnp.zeros((batch, max_step_tokens), jnp.int32), length=jnp.zeros((batch,), jnp.int32),
-                         ended_eos=jnp.zeros((batch,), bool), ended_stop=jnp.zeros((batch,), bool),
-                         nonfinite=jnp.zeros((batch,), bool), cache=cache, work=work)
-            return _scatter(empty, sub, rows, work)
-        return run
+    def group(g, out: Step) -> Step:
+        first = g * rows
+        start = jnp.minimum(first, batch - rows)  # the last group is shifted back to fit; rows seen are masked
+        picked = jax.lax.dynamic_slice_in_dim(order, start, rows)
+        mine = _take(active, picked) & (start + position >= first)  # [G]: this group's rows to write
+        c = out.cache
+        sub_cache = KVCache(k=_take(c.k, picked, 1), v=_take(c.v, picked, 1), lengths=_take(c.lengths, picked))
+        sub_work = dataclasses.replace(out.work, tokens=_take(out.work.tokens, picked),
+                                       useful_flops=_take(out.work.useful_flops, picked))
+        sub = write_step(model, sub_cache, _take(tokens, picked), _take(length, picked), mine, _take(cap, picked),
+                         jax.random.fold_in(key, g), tables, work=sub_work, **kw)
+        put = lambda full, part, axis=0: _put(full, picked, part, mine, axis)  # noqa: E731
+        cache = KVCache(k=put(c.k, sub.cache.k, 1), v=put(c.v, sub.cache.v, 1),
+                        lengths=put(c.lengths, sub.cache.lengths))
+        return Step(tokens=put(out.tokens, sub.tokens), length=put(out.length, sub.length),
+                    ended_eos=put(out.ended_eos, sub.ended_eos), ended_stop=put(out.ended_stop, sub.ended_stop),
+                    nonfinite=put(out.nonfinite, sub.nonfinite), cache=cache,
+                    work=Work(tokens=put(out.work.tokens, sub.work.tokens),
+                              useful_flops=put(out.work.useful_flops, sub.work.useful_flops),
+                              executed_flops=sub.work.executed_flops, forwards=sub.work.forwards))
 
-    sizes = sorted(s for s in set(buckets) if 0 < s < batch)
-    if not sizes:
-        return full()
-    which = jnp.sum(jnp.sum(active) > jnp.asarray(sizes))  # index of the smallest bucket that fits
-    return jax.lax.switch(which, [bucket(s) for s in sizes] + [full])
+    return jax.lax.fori_loop(0, n_groups, group, empty)
