@@ -22,6 +22,7 @@ from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.generator import TokenTables
 from rsd_jax.decoding.prm_view import PRMTextView
 from rsd_jax.decoding.prompts import Prompts
+from rsd_jax.decoding.rsd import RSDCaches
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.errors import ConfigError
 from rsd_jax.models import catalog
@@ -78,16 +79,18 @@ def acceptance_shape() -> acceptance.AcceptanceParams:
 
 
 def abstract_inputs(cfg: RunConfig, batch: int, *, prompt_tokens: int = 512, prm_prompt_tokens: int = 512,
-                    config_file: str | None = None, layers: dict[str, int] | None = None) -> Inputs:
+                    prm_excess: int = 0, config_file: str | None = None,
+                    layers: dict[str, int] | None = None) -> Inputs:
     """Abstract inputs of the decode loop for `batch` rows whose longest prompt (and PRM prompt) has these many
-    tokens. layers: a shallower copy of some models, e.g. {"target": 4} (compile-time studies)."""
+    tokens, the PRM's prompt longer than the models' by at most `prm_excess` (with the paper's template the PRM's
+    raw question is the shorter: 0). layers: a shallower copy of some models, e.g. {"target": 4}."""
     spec = cfg.decoding.spec(cfg.rsd)
     configs = [architecture(getattr(cfg.models, role), role, config_file,
                             **({"num_layers": layers[role]} if layers and role in layers else {})) for role in ROLES]
     models = tuple(Model.abstract(c) for c in configs)
     vocab = min(c.vocab_size for c in configs[:2])
     tokens = QWEN_TOKENS if vocab >= QWEN_TOKENS and vocab <= QWEN_TOKENS + 512 else vocab
-    t_cap, tp_cap = buffer_widths(spec, prompt_tokens, prm_prompt_tokens, PRMTextView.growth_per_step)
+    t_cap, tp_cap = buffer_widths(spec, prompt_tokens, prm_prompt_tokens, PRMTextView.growth_per_step, prm_excess)
     ints = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)  # noqa: E731
     prompts = Prompts(tokens=ints(batch, t_cap), length=ints(batch), prm_tokens=ints(batch, tp_cap),
                       prm_length=ints(batch))
@@ -97,19 +100,14 @@ def abstract_inputs(cfg: RunConfig, batch: int, *, prompt_tokens: int = 512, prm
 
 
 def program(inputs: Inputs, mesh: jax.sharding.Mesh) -> tuple[Program, tuple]:
-    """(the loop on `mesh`, its abstract arguments with their shardings), ready for jit(...).lower(*args)."""
+    """(the loop on `mesh`, its abstract arguments with their shardings), ready for jit(...).lower(*args) under
+    `jax.set_mesh(mesh)` (the loop reads the mesh while tracing: cache layout, the PRM view per data shard)."""
     shapes = inputs.shapes()
     prog = rsd_program(mesh, inputs.spec, shapes)
     args = (*shapes[:7], jax.ShapeDtypeStruct((), jnp.float32), shapes[7],
-            jax.ShapeDtypeStruct((), jax.random.key(0).dtype))
+            jax.ShapeDtypeStruct((), jax.random.key(0).dtype), jax.eval_shape(RSDCaches.zeros, *shapes[:4]))
     placed = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), args, prog.in_shardings)
-    fn = prog.fn
-
-    def on_mesh(*a):  # the loop reads the mesh while tracing (cache layout, the PRM view per data shard)
-        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-            return fn(*a)
-
-    return dataclasses.replace(prog, fn=on_mesh), placed
+    return prog, placed
 
 
 def argument_bytes(args: tuple) -> int:

@@ -117,13 +117,22 @@ def host_tables(models: RSDModels, spec: DecodeSpec) -> tuple[TokenTables, PRMVi
                                    tok.eos_ids)
 
 
-def buffer_widths(spec: DecodeSpec, prompt_tokens: int, prm_prompt_tokens: int, growth: int) -> tuple[int, int]:
+def buffer_widths(spec: DecodeSpec, prompt_tokens: int, prm_prompt_tokens: int, growth: int,
+                  prm_excess: int | None = None) -> tuple[int, int]:
     """(T, Tp): the committed-token buffer of the draft and target (and their caches' capacity), and the PRM's
-    view buffer, for a batch whose longest prompt and PRM prompt have these many tokens. Prompts are bucketed to a
-    power of two (one compilation per bucket); with the budget counting the prompt, T is the budget itself. The
-    PRM's buffer holds its prompt, the response and `growth` more ids per step (rsd_jax.decoding.prm_view)."""
-    t_cap = spec.max_new_tokens if spec.budget_includes_prompt else _bucket(prompt_tokens) + spec.max_new_tokens
-    return t_cap, _bucket(prm_prompt_tokens) + spec.max_new_tokens + spec.max_steps * growth
+    view buffer, for a batch whose longest prompt and PRM prompt have these many tokens.
+
+    Prompts are bucketed to a power of two (one compilation per bucket); with the budget counting the prompt, T is
+    the budget itself. The PRM's buffer holds its prompt, the response and `growth` more ids per step
+    (rsd_jax.decoding.prm_view); with the budget counting the prompt, a row's response is at most the budget less
+    its prompt, so the PRM needs the budget plus `prm_excess` (the most a row's PRM prompt exceeds its prompt,
+    rounded up to 64; None: the PRM prompt's bucket) plus the steps' growth.
+    """
+    steps = spec.max_steps * growth
+    if not spec.budget_includes_prompt:
+        return _bucket(prompt_tokens) + spec.max_new_tokens, _bucket(prm_prompt_tokens) + spec.max_new_tokens + steps
+    excess = _bucket(prm_prompt_tokens) if prm_excess is None else -(-max(prm_excess, 0) // 64) * 64
+    return spec.max_new_tokens, spec.max_new_tokens + excess + steps
 
 
 def view_growth_per_step(models: RSDModels) -> int:
@@ -153,7 +162,9 @@ def encode_prompts(models: RSDModels, prompts: Sequence[str], questions: Sequenc
     prm_ids = [prm_prompt_ids(models.prm_tok, q) for q in questions]
     for i, seq in enumerate(ids):
         check_context(models, spec, i, len(seq), len(prm_ids[i]))
-    t_cap, tp_cap = buffer_widths(spec, max(map(len, ids)), max(map(len, prm_ids)), view_growth_per_step(models))
+    excess = max(len(p) - len(i) for i, p in zip(ids, prm_ids))
+    t_cap, tp_cap = buffer_widths(spec, max(map(len, ids)), max(map(len, prm_ids)), view_growth_per_step(models),
+                                  excess)
     batch = -(-len(ids) // batch_multiple) * batch_multiple
     tokens = np.zeros((batch, t_cap), np.int32)
     prm_tokens = np.zeros((batch, tp_cap), np.int32)

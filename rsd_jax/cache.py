@@ -40,18 +40,22 @@ class KVCache:
         cache = cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), lengths=jnp.zeros((batch,), jnp.int32))
         return cache.on_current_mesh()
 
+    @staticmethod
+    def specs(num_kv_heads: int, model_size: int) -> "KVCache":
+        """The layout on a ("data", "model") mesh, as a KVCache of PartitionSpecs: batch over data, KV heads over
+        model when whole heads split evenly (else replicated)."""
+        P = jax.sharding.PartitionSpec
+        kv = MODEL_AXIS if model_size > 1 and num_kv_heads % model_size == 0 else None
+        return KVCache(k=P(None, DATA_AXIS, kv, None, None), v=P(None, DATA_AXIS, kv, None, None),
+                       lengths=P(DATA_AXIS))
+
     def on_current_mesh(self) -> "KVCache":
-        """Under `jax.set_mesh` with ("data", "model") axes: batch over data, KV heads over model when they
-        split evenly (else replicated). Without a mesh: unchanged."""
+        """Under `jax.set_mesh` with ("data", "model") axes: constrained to `specs`. Without a mesh: unchanged."""
         mesh = jax.sharding.get_abstract_mesh()
         if mesh.empty or DATA_AXIS not in mesh.axis_names or MODEL_AXIS not in mesh.axis_names:
             return self
-        model = mesh.shape[MODEL_AXIS]
-        kv = MODEL_AXIS if model > 1 and self.num_kv_heads % model == 0 else None
-        spec = jax.sharding.PartitionSpec(None, DATA_AXIS, kv, None, None)
-        constrain = jax.lax.with_sharding_constraint
-        return KVCache(k=constrain(self.k, spec), v=constrain(self.v, spec),
-                       lengths=constrain(self.lengths, jax.sharding.PartitionSpec(DATA_AXIS)))
+        specs = KVCache.specs(self.num_kv_heads, mesh.shape[MODEL_AXIS])
+        return jax.tree.map(jax.lax.with_sharding_constraint, self, specs)
 
     @property
     def capacity(self) -> int:

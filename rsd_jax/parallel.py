@@ -12,14 +12,17 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from rsd_jax import sharding as sh
+from rsd_jax.cache import KVCache
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.generator import TokenTables
 from rsd_jax.decoding.prm_view import PRMView
 from rsd_jax.decoding.prompts import Prompts
-from rsd_jax.decoding.rsd import RSDOutput, rsd_decode_impl
+from rsd_jax.decoding.rsd import RSDCaches, RSDOutput, final_caches, output, run_loop
 from rsd_jax.decoding.single import SingleOutput, single_decode_impl
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.models.model import Model
@@ -69,20 +72,45 @@ class Program:
                        donate_argnums=self.donate_argnums)
 
 
+def cache_shardings(caches: RSDCaches, models: tuple[Model, Model, Model], mesh) -> RSDCaches:
+    """Where the three caches live: batch over "data", KV heads over "model" when whole heads divide."""
+    def of(cache: KVCache, model: Model) -> KVCache:
+        specs = KVCache.specs(model.config.num_kv_heads, mesh.shape[sh.MODEL])
+        return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
+
+    return RSDCaches(*(of(c, m) for c, m in zip((caches.draft, caches.target, caches.prm), models)))
+
+
 def rsd_program(mesh, spec: DecodeSpec, shapes) -> Program:
     """The RSD loop on `mesh` for inputs shaped like `shapes` (draft, target, prm, prompts, tables, prm_view,
-    params, histogram: pytrees of arrays or ShapeDtypeStructs): weights tensor parallel, batch over "data"."""
+    params, histogram: pytrees of arrays or ShapeDtypeStructs): weights tensor parallel, batch over "data". The
+    program's arguments are those of `rsd_decode_impl` up to the key, then the caches (donated, with the prompts:
+    they are allocated once, outside the loop, as arguments rather than temporaries)."""
     draft, target, prm, prompts_shape, tables_shape, prm_view_shape, params_shape, hist_shape = shapes
-    fn = functools.partial(rsd_decode_impl, spec=spec)
+    caches_shape = jax.eval_shape(RSDCaches.zeros, draft, target, prm, prompts_shape)
+
+    def fn(draft, target, prm, prompts, tables, prm_view, params, budget, histogram, key, caches):
+        final = run_loop(draft, target, prm, prompts, tables, prm_view, params, budget, histogram, key, spec, caches)
+        return output(final), final_caches(final)  # the caches come back in the donated buffers: no copy
+
     out_shape = jax.eval_shape(fn, draft, target, prm, prompts_shape, tables_shape, prm_view_shape, params_shape,
                                jax.ShapeDtypeStruct((), "float32"), hist_shape,
-                               jax.ShapeDtypeStruct((), jax.random.key(0).dtype))
+                               jax.ShapeDtypeStruct((), jax.random.key(0).dtype), caches_shape)
     rep = functools.partial(sh.replicated, mesh=mesh)
     in_shardings = (sh.model_sharding_tree(draft, mesh), sh.model_sharding_tree(target, mesh),
                     sh.model_sharding_tree(prm, mesh), sh.batch_tree_shardings(prompts_shape, mesh),
                     rep(tables_shape), rep(prm_view_shape), rep(params_shape), rep(0.0), rep(hist_shape),
-                    rep(0))
-    return Program(fn, in_shardings, _output_shardings(out_shape, mesh, ("histogram",)), (3,))
+                    rep(0), cache_shardings(caches_shape, (draft, target, prm), mesh))
+    out_shardings = (_output_shardings(out_shape[0], mesh, ("histogram",)), in_shardings[10])
+    return Program(fn, in_shardings, out_shardings, (3, 10))
+
+
+def new_caches(mesh, draft: Model, target: Model, prm: Model, prompts: Prompts) -> RSDCaches:
+    """The three caches, zeros, each built straight into its sharding on `mesh`."""
+    shape = jax.eval_shape(RSDCaches.zeros, draft, target, prm, prompts)
+    shardings = cache_shardings(shape, (draft, target, prm), mesh)
+    zeros = jax.jit(lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape), out_shardings=shardings)
+    return zeros()
 
 
 @functools.lru_cache(maxsize=32)
@@ -118,9 +146,11 @@ def rsd_decode_on_mesh(mesh, draft: Model, target: Model, prm: Model, prompts: P
     shapes = _Shapes(tuple(map(_shape_key, (draft, target, prm, prompts, tables, prm_view, params, histogram))))
     fn, in_shardings = _jitted_rsd(mesh, spec, shapes)
     args = place((draft, target, prm, prompts, tables, prm_view, params, budget, histogram, key),
-                 in_shardings)  # weights restored elsewhere move once; placed ones stay
+                 in_shardings[:10])  # weights restored elsewhere move once; placed ones stay
+    caches = new_caches(mesh, draft, target, prm, prompts)
     with jax.set_mesh(mesh):
-        return fn(*args)
+        out, _ = fn(*args, caches)
+    return out
 
 
 @functools.lru_cache(maxsize=32)

@@ -1,8 +1,8 @@
 """Meshes and logical-axis rules: how weights, caches and loop state are laid out over ("data", "model").
 
-Weights use tensor parallelism over "model" (the attention projections' head dimension, MLP width, vocabulary),
-each only when the dimension divides evenly over the axis (otherwise it is replicated); caches split their KV
-heads over "model" when whole heads divide evenly; everything with a batch dimension is split over "data". One table of logical axes per
+Weights use tensor parallelism over "model" (query heads, whole KV heads, MLP width, vocabulary), each only when
+the dimension divides evenly over the axis (otherwise it is replicated); caches split their KV heads over "model"
+when whole heads divide evenly; everything with a batch dimension is split over "data". One table of logical axes per
 parameter, declared where the parameter is created (`rsd_jax.models.decoder`: its `axes` metadata), is the single
 description from which every sharding is derived; a parameter without declared axes is an error.
 
@@ -38,15 +38,18 @@ def make_mesh(data: int = -1, model: int = 1, devices=None) -> jax.sharding.Mesh
 
 
 def logical_rules(cfg: ModelConfig, model_size: int) -> dict[str | None, str | None]:
-    """Logical axis -> mesh axis for one model's weights: the attention projections' head dimension (heads x head
-    dim, flattened), the MLP width and the vocabulary go over "model" when they split evenly over it, and are
-    replicated otherwise. A weight's head dimension may split inside a head (2 KV heads of 128 over 4 devices: 64
-    columns each): memory is what runs out first, and the partitioner gathers the few activations that need whole
-    heads. The KV caches split by whole KV heads only (rsd_jax.cache)."""
+    """Logical axis -> mesh axis for one model's weights: the query heads (heads x head dim, flattened), the MLP
+    width and the vocabulary go over "model" when they split evenly over it, the key/value projections only by
+    whole KV heads (like the caches they fill, rsd_jax.cache); what does not split is replicated.
+
+    The query projections may split inside a head (12 heads of 128 over 8 devices: 192 columns each): memory runs
+    out first, and the partitioner gathers the few activations that need whole heads. The key/value projections do
+    not: their output goes into the cache, and a cache laid out by half heads costs the compiler layout copies of it
+    (measured on TPU v5e: 1.2 GiB per chip more for the 1.5B/7B/1.5B loop)."""
     def over_model(n: int) -> str | None:
         return MODEL if model_size > 1 and n % model_size == 0 else None
 
-    return {"heads": over_model(cfg.num_heads * cfg.head_dim), "kv_heads": over_model(cfg.num_kv_heads * cfg.head_dim),
+    return {"heads": over_model(cfg.num_heads * cfg.head_dim), "kv_heads": over_model(cfg.num_kv_heads),
             "mlp": over_model(cfg.intermediate_size), "vocab": over_model(cfg.vocab_size), "layers": None,
             None: None}
 

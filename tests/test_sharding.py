@@ -67,8 +67,8 @@ def test_weights_are_sharded_as_declared():
     assert layer["self_attn"]["q_proj"]["kernel"].sharding.spec == jax.P(None, None, "model")
     assert layer["self_attn"]["o_proj"]["kernel"].sharding.spec == jax.P(None, "model", None)
     assert layer["mlp"]["down_proj"]["kernel"].sharding.spec == jax.P(None, "model", None)
-    # 2 KV heads of 8 on a 4-way model axis: the weight's 16 columns split 4 ways (the cache keeps whole heads)
-    assert layer["self_attn"]["k_proj"]["kernel"].sharding.spec == jax.P(None, None, "model")
+    # 2 KV heads on a 4-way model axis: replicated, never split mid-head (the cache it fills keeps whole heads)
+    assert layer["self_attn"]["k_proj"]["kernel"].sharding.spec == jax.P(None, None, None)
     assert layer["input_layernorm"]["weight"].sharding.spec == jax.P(None, None)
     assert placed["norm"]["weight"].sharding.spec == jax.P(None)
 

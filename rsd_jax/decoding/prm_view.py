@@ -104,18 +104,22 @@ class PRMTextView:
     growth_per_step = 1  # the delimiter; a re-encoding longer than the generated step is caught as an overflow
 
     def __call__(self, step_tokens: jax.Array, step_len: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        def on_host(tokens: jax.Array, lengths: jax.Array):
-            shapes = (jax.ShapeDtypeStruct((tokens.shape[0], self.width), jnp.int32),
-                      jax.ShapeDtypeStruct(lengths.shape, jnp.int32), jax.ShapeDtypeStruct(lengths.shape, bool))
-            return jax.pure_callback(lambda t, n: self.encode(np.asarray(t), np.asarray(n), self.width), shapes,
-                                     tokens, lengths)
+        def packed(tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+            view, widths, overflow = self.encode(np.asarray(tokens), np.asarray(lengths), self.width)
+            return np.concatenate([view, widths[:, None], overflow[:, None].astype(np.int32)], axis=1)
+
+        def on_host(tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+            # one int32 [B, W + 2] result (ids, width, overflow): a single host transfer, which every backend
+            # lowers (a tuple of results of different ranks does not lower for TPU under a mesh)
+            shape = jax.ShapeDtypeStruct((tokens.shape[0], self.width + 2), jnp.int32)
+            return jax.pure_callback(packed, shape, tokens, lengths)
 
         mesh = jax.sharding.get_abstract_mesh()
         if mesh.empty or DATA_AXIS not in mesh.axis_names:
-            return on_host(step_tokens, step_len)
-        rows = P(DATA_AXIS)  # each data shard re-encodes its own rows, on its own host
-        return jax.shard_map(on_host, mesh=mesh, in_specs=(rows, rows), out_specs=(rows, rows, rows))(
-            step_tokens, step_len)
-
+            out = on_host(step_tokens, step_len)
+        else:  # each data shard re-encodes its own rows, on its own host
+            out = jax.shard_map(on_host, mesh=mesh, in_specs=(P(DATA_AXIS), P(DATA_AXIS)), out_specs=P(DATA_AXIS))(
+                step_tokens, step_len)
+        return out[:, :self.width], out[:, self.width], out[:, self.width + 1].astype(bool)
 
 PRMView = PRMTables | PRMTextView

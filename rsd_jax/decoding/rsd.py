@@ -89,6 +89,23 @@ class RSDStats:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
+class RSDCaches:
+    """The three models' KV caches: draft and target over the committed tokens [.., T, ..], the PRM over its view
+    [.., Tp, ..]. Passed to the loop (and donated) so that they are allocated once, outside it."""
+
+    draft: KVCache
+    target: KVCache
+    prm: KVCache
+
+    @classmethod
+    def zeros(cls, draft: Model, target: Model, prm: Model, prompts: Prompts) -> "RSDCaches":
+        batch, t_cap = prompts.tokens.shape
+        return cls(draft=draft.init_cache(batch, t_cap), target=target.init_cache(batch, t_cap),
+                   prm=prm.init_cache(batch, prompts.prm_tokens.shape[1]))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class RSDState:
     tokens: jax.Array  # [B, T]
     length: jax.Array  # [B]
@@ -226,15 +243,19 @@ def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, 
 
 
 def initial_state(draft: Model, target: Model, prm: Model, prompts: Prompts,
-                  histogram: acceptance.RewardHistogram, key: jax.Array, spec: DecodeSpec) -> RSDState:
-    """The loop state before the first step: empty caches, no steps, rows of length 0 already done."""
-    batch, t_cap = prompts.tokens.shape
+                  histogram: acceptance.RewardHistogram, key: jax.Array, spec: DecodeSpec,
+                  caches: RSDCaches | None = None) -> RSDState:
+    """The loop state before the first step: no steps, rows of length 0 already done, and the caches (new ones,
+    or those given: their contents are ignored, every row starts at length 0)."""
+    batch = prompts.tokens.shape[0]
+    caches = caches or RSDCaches.zeros(draft, target, prm, prompts)
+    empty = jnp.zeros((batch,), jnp.int32)
     return RSDState(
         tokens=prompts.tokens, length=prompts.length, prompt_length=prompts.length,
         done=prompts.length == 0, n_steps=jnp.zeros((batch,), jnp.int32),
         prm_tokens=prompts.prm_tokens, prm_length=prompts.prm_length,
-        draft_cache=draft.init_cache(batch, t_cap), target_cache=target.init_cache(batch, t_cap),
-        prm_cache=prm.init_cache(batch, prompts.prm_tokens.shape[1]), histogram=histogram,
+        draft_cache=caches.draft.with_lengths(empty), target_cache=caches.target.with_lengths(empty),
+        prm_cache=caches.prm.with_lengths(empty), histogram=histogram,
         trace=Trace.empty(batch, spec.max_steps), stats=RSDStats.zeros(batch), key=key)
 
 
@@ -246,15 +267,28 @@ def output(final: RSDState) -> RSDOutput:
 
 def rsd_decode_impl(draft: Model, target: Model, prm: Model, prompts: Prompts, tables: TokenTables,
                     prm_view: PRMView, params: acceptance.AcceptanceParams, budget: jax.Array,
-                    histogram: acceptance.RewardHistogram, key: jax.Array, spec: DecodeSpec) -> RSDOutput:
+                    histogram: acceptance.RewardHistogram, key: jax.Array, spec: DecodeSpec,
+                    caches: RSDCaches | None = None) -> RSDOutput:
     """Reward-guided speculative decoding of a batch of prompts, in one jitted loop.
 
     params (δ, p, α) and budget are traced: a threshold sweep compiles once. histogram seeds the online
-    quantile estimate (e.g. with a calibration run's rewards) when spec.online_budget is set.
+    quantile estimate (e.g. with a calibration run's rewards) when spec.online_budget is set. caches: the three
+    KV caches to work in (RSDCaches.zeros's shapes; donated by the sharded entry point); None: new ones.
     """
-    state = initial_state(draft, target, prm, prompts, histogram, key, spec)
+    return output(run_loop(draft, target, prm, prompts, tables, prm_view, params, budget, histogram, key, spec, caches))
+
+
+def run_loop(draft: Model, target: Model, prm: Model, prompts: Prompts, tables: TokenTables, prm_view: PRMView,
+             params: acceptance.AcceptanceParams, budget: jax.Array, histogram: acceptance.RewardHistogram,
+             key: jax.Array, spec: DecodeSpec, caches: RSDCaches | None = None) -> RSDState:
+    """The while_loop itself: the final state, caches included (`rsd_decode_impl`'s arguments)."""
+    state = initial_state(draft, target, prm, prompts, histogram, key, spec, caches)
     body = functools.partial(rsd_iteration, draft, target, prm, tables, prm_view, params, budget, spec)
-    return output(jax.lax.while_loop(lambda s: jnp.any(~s.done), body, state))
+    return jax.lax.while_loop(lambda s: jnp.any(~s.done), body, state)
+
+
+def final_caches(final: RSDState) -> RSDCaches:
+    return RSDCaches(draft=final.draft_cache, target=final.target_cache, prm=final.prm_cache)
 
 
 rsd_decode = jax.jit(rsd_decode_impl, static_argnames=("spec",))

@@ -5,7 +5,7 @@ and a running maximum, normaliser and weighted sum (float32) are updated block b
 softmax). Only the blocks up to the longest visible context of the batch are visited, so a short context reads
 a short part of the cache, and the temporaries scale with the chunk and the block, not with the cache capacity.
 
-Shapes: B batch, T queries in the chunk, H query heads, K kv heads, G = H / K, D head dim, L layers,
+Shapes: B batch, T queries in the chunk, H query heads, K kv heads, D head dim, L layers,
 S cache capacity (slots), N key-block width.
 
 Exactness: a key block that holds no visible key of a row changes nothing in that row's result (its scores are
@@ -52,37 +52,42 @@ class Visibility:
 
 def attend(q: jax.Array, keys: jax.Array, values: jax.Array, layer: jax.Array, visible: Visibility) -> jax.Array:
     """Softmax attention of queries q [B, T, H, D] (already rotated) over layer `layer` of the cache
-    keys / values [L, B, K, S, D]; returns [B, T, H, D] in q's dtype."""
+    keys / values [L, B, K, S, D]; returns [B, T, H, D] in q's dtype.
+
+    Grouped-query attention reads each block of K heads and repeats it to the H query heads: the queries stay
+    split by head (over a mesh's "model" axis) and the cache keeps its own layout (whole KV heads, or replicated),
+    so the partitioner never re-lays out the cache to match a split of the query groups.
+    """
     b, t, h, d = q.shape
     k_heads, capacity = keys.shape[2], keys.shape[3]
-    groups = h // k_heads
     block = min(KEY_BLOCK, capacity)
-    q = q.reshape(b, t, k_heads, groups, d).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, D]
+    kv_of_head = jnp.arange(h) // (h // k_heads)  # [H] the KV head each query head reads
+    q = q.transpose(0, 2, 1, 3)  # [B, H, T, D]
     scale = d ** -0.5
     offsets = jnp.arange(block, dtype=jnp.int32)
 
-    def read(cache: jax.Array, start: jax.Array) -> jax.Array:
-        return jax.lax.dynamic_slice(cache, (layer, 0, 0, start, 0), (1, b, k_heads, block, d))[0].astype(q.dtype)
+    def read(cache: jax.Array, start: jax.Array) -> jax.Array:  # [B, H, N, D]
+        piece = jax.lax.dynamic_slice(cache, (layer, 0, 0, start, 0), (1, b, k_heads, block, d))[0]
+        return jnp.take(piece, kv_of_head, axis=1).astype(q.dtype)
 
     def visit(j, carry):
-        top, norm, acc = carry  # [B, K, G, T], [B, K, G, T], [B, K, G, T, D]
+        top, norm, acc = carry  # [B, H, T], [B, H, T], [B, H, T, D]
         first = j * block
         start = jnp.minimum(first, capacity - block)  # the last block is shifted back to fit; seen slots masked
         slot = start + offsets  # [N]
         seen = (slot[None, None, :] >= first) & (slot[None, None, :] <= visible.query_slot[:, :, None]) & (
             slot[None, None, :] < visible.key_end[:, None, None])  # [B, T, N]
-        scores = jnp.einsum("bkgtd,bknd->bkgtn", q, read(keys, start), preferred_element_type=jnp.float32) * scale
-        scores = jnp.where(seen[:, None, None], scores, MASKED)
+        scores = jnp.einsum("bhtd,bhnd->bhtn", q, read(keys, start), preferred_element_type=jnp.float32) * scale
+        scores = jnp.where(seen[:, None], scores, MASKED)
         new_top = jnp.maximum(top, jnp.max(scores, axis=-1))
         weights = jnp.exp(scores - new_top[..., None])
         decay = jnp.exp(top - new_top)
         norm = norm * decay + jnp.sum(weights, axis=-1)
-        acc = acc * decay[..., None] + jnp.einsum("bkgtn,bknd->bkgtd", weights.astype(q.dtype), read(values, start),
+        acc = acc * decay[..., None] + jnp.einsum("bhtn,bhnd->bhtd", weights.astype(q.dtype), read(values, start),
                                                   preferred_element_type=jnp.float32)
         return new_top, norm, acc
 
-    init = (jnp.full((b, k_heads, groups, t), MASKED, jnp.float32), jnp.zeros((b, k_heads, groups, t), jnp.float32),
-            jnp.zeros((b, k_heads, groups, t, d), jnp.float32))
+    init = (jnp.full((b, h, t), MASKED, jnp.float32), jnp.zeros((b, h, t), jnp.float32),
+            jnp.zeros((b, h, t, d), jnp.float32))
     _, norm, acc = jax.lax.fori_loop(0, visible.n_blocks, visit, init)
-    out = (acc / norm[..., None]).astype(q.dtype)  # [B, K, G, T, D]
-    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+    return (acc / norm[..., None]).astype(q.dtype).transpose(0, 2, 1, 3)

@@ -89,7 +89,7 @@ class Attention(nnx.Module):
         k = self.k_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         v = self.v_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-        cache = cache.write_layer(layer, slots, k, v)
+        cache = cache.write_layer(layer, slots, k, v).on_current_mesh()  # pinned: the loop keeps its layout
         out = attend(q, cache.k, cache.v, layer, visible)
         return self.o_proj(out.reshape(b, t, cfg.num_heads * cfg.head_dim)), cache
 
