@@ -97,3 +97,18 @@ def test_step_rewards_are_the_official_protocols(folders, tmp_path):
     assert len(steps) == 3  # "...$.", "...:", and the answer ended by EOS
     ours = [s["reward"] for s in record["steps"]]
     np.testing.assert_allclose(ours, official_rewards(paths["prm"], question, steps), atol=2e-3)
+
+
+def test_the_chat_template_is_rendered_as_transformers_renders_it(tmp_path):
+    from rsd_jax.data.templates import format_prompt
+    from rsd_jax.hub_layout import write_tokenizer
+    from rsd_jax.tokenizer import HFTokenizer
+
+    write_tokenizer(tmp_path)
+    ours = HFTokenizer.from_folder(tmp_path)
+    theirs = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"),
+                                                  chat_template=ours.chat_template)
+    question = dataset_rows("math500")[3]["problem"]
+    expected = theirs.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                          add_generation_prompt=True)
+    assert format_prompt(question, "chat", ours) == expected == QWEN25_MATH_COT.replace("{question}", question)
