@@ -22,8 +22,7 @@ import jax.numpy as jnp
 if TYPE_CHECKING:
     from rsd_jax.models.config import ModelConfig
 
-#: Mesh axis names of the project: batch over DATA_AXIS, heads over MODEL_AXIS.
-DATA_AXIS, MODEL_AXIS = "data", "model"
+from rsd_jax.mesh_axes import DATA as DATA_AXIS, MODEL as MODEL_AXIS, has_data_axis, split, widths  # noqa: F401
 
 
 @jax.tree_util.register_dataclass
@@ -41,21 +40,20 @@ class KVCache:
         return cache.on_current_mesh()
 
     @staticmethod
-    def specs(num_kv_heads: int, model_size: int) -> "KVCache":
-        """The layout on a ("data", "model") mesh, as a KVCache of PartitionSpecs: batch over data, KV heads over
-        model when whole heads split evenly (else replicated)."""
+    def specs(num_kv_heads: int, mesh) -> "KVCache":
+        """The layout on a ("data", "model"[, "tensor"]) mesh, as a KVCache of PartitionSpecs: batch over data,
+        whole KV heads over the tensor-parallel axes they divide (rsd_jax.mesh_axes.split), else replicated."""
         P = jax.sharding.PartitionSpec
-        kv = MODEL_AXIS if model_size > 1 and num_kv_heads % model_size == 0 else None
+        kv = split(num_kv_heads, *widths(mesh))
         return KVCache(k=P(None, DATA_AXIS, kv, None, None), v=P(None, DATA_AXIS, kv, None, None),
                        lengths=P(DATA_AXIS))
 
     def on_current_mesh(self) -> "KVCache":
-        """Under `jax.set_mesh` with ("data", "model") axes: constrained to `specs`. Without a mesh: unchanged."""
+        """Under `jax.set_mesh` with a "data" axis: constrained to `specs`. Without a mesh: unchanged."""
         mesh = jax.sharding.get_abstract_mesh()
-        if mesh.empty or DATA_AXIS not in mesh.axis_names or MODEL_AXIS not in mesh.axis_names:
+        if not has_data_axis(mesh):
             return self
-        specs = KVCache.specs(self.num_kv_heads, mesh.shape[MODEL_AXIS])
-        return jax.tree.map(jax.lax.with_sharding_constraint, self, specs)
+        return jax.tree.map(jax.lax.with_sharding_constraint, self, KVCache.specs(self.num_kv_heads, mesh))
 
     @property
     def capacity(self) -> int:

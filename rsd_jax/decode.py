@@ -21,7 +21,7 @@ from rsd_jax.config import RunConfig
 from rsd_jax.configlib import describe, load_config, to_yaml
 from rsd_jax.data.problems import Item, load_items
 from rsd_jax.errors import RSDError
-from rsd_jax.loading import load_models, load_tokenizers, start_devices
+from rsd_jax.loading import kv_heads_of, load_models, load_tokenizers, start_devices
 from rsd_jax.methods import health_warning, run_method, summarize
 from rsd_jax.outputs import check_output_dir
 from rsd_jax.records import RecordLog, read_records
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(to_yaml(cfg), end="")
             return 0
-        mesh = start_devices(cfg.mesh)  # multi-host: joins the other processes before anything else uses JAX
+        # multi-host: joins the other processes before anything else uses JAX
+        mesh = start_devices(cfg.mesh, kv_heads_of(cfg, args.config))
         lead = jax.process_index() == 0  # multi-host: every process decodes the same batches, the first one writes
         out_dir = Path(args.out or cfg.output) if (args.out or cfg.output) else None
         kept = "nothing was written (no --out)"

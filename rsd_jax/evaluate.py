@@ -26,7 +26,7 @@ from rsd_jax.config import RunConfig
 from rsd_jax.configlib import load_config, to_yaml
 from rsd_jax.data.problems import Item, load_items
 from rsd_jax.errors import InputError, RSDError
-from rsd_jax.loading import load_models, load_tokenizers, start_devices
+from rsd_jax.loading import kv_heads_of, load_models, load_tokenizers, start_devices
 from rsd_jax.methods import health_warning, parse_method, run_method, summarize
 from rsd_jax.outputs import check_output_dir, write_text_atomic
 from rsd_jax.records import RecordLog, read_records
@@ -68,7 +68,8 @@ def summarize_log(path: Path, items: list[Item], method: str, delta: float | Non
 def evaluate(cfg: RunConfig, out: Path, config_file: str | None) -> dict:
     """Every method's records into `out` (a folder claimed for this run: rsd_jax.runs.claim_run_dir), resuming
     what is there; the summaries, recomputed from the records on disk."""
-    mesh = start_devices(cfg.mesh)  # multi-host: joins the other processes before anything else uses JAX
+    # multi-host: joins the other processes before anything else uses JAX
+    mesh = start_devices(cfg.mesh, kv_heads_of(cfg, config_file))
     tokenizers = load_tokenizers(cfg, config_file)
     items = load_items(cfg.data, config_file, tokenizers[0])
     logs = open_logs(cfg, out, items)

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 
@@ -30,14 +30,21 @@ CHAR_TOKENIZER_FILE = "char_tokenizer.json"
 ROLES = ("draft", "target", "prm")
 
 
-def start_devices(mesh: MeshConfig) -> jax.sharding.Mesh | None:
-    """Joins the other processes of a multi-host run (mesh.distributed), then builds the configured mesh; None on
-    one device with no model axis."""
+def start_devices(mesh: MeshConfig, kv_heads: Sequence[int] = ()) -> jax.sharding.Mesh | None:
+    """Joins the other processes of a multi-host run (mesh.distributed), then builds the configured mesh, its
+    tensor-parallel width factored by the models' KV head counts (`kv_heads_of`; rsd_jax.sharding.make_mesh);
+    None on one device with no model axis."""
     if mesh.distributed:
         initialize_distributed(mesh)
     if jax.device_count() == 1 and mesh.model == 1 and mesh.data in (-1, 1):
         return None
-    return sharding.make_mesh(mesh.data, mesh.model)
+    return sharding.make_mesh(mesh.data, mesh.model, kv_heads=kv_heads)
+
+
+def kv_heads_of(cfg: RunConfig, config_file: str | None) -> tuple[int, ...]:
+    """The three models' KV head counts, from their configs (no weights read, no JAX used)."""
+    return tuple(config_of(getattr(cfg.models, role), model_folder_of(getattr(cfg.models, role), role, config_file))
+                 .num_kv_heads for role in ROLES)
 
 
 def initialize_distributed(mesh: MeshConfig) -> None:

@@ -75,7 +75,7 @@ class Program:
 def cache_shardings(caches: RSDCaches, models: tuple[Model, Model, Model], mesh) -> RSDCaches:
     """Where the three caches live: batch over "data", KV heads over "model" when whole heads divide."""
     def of(cache: KVCache, model: Model) -> KVCache:
-        specs = KVCache.specs(model.config.num_kv_heads, mesh.shape[sh.MODEL])
+        specs = KVCache.specs(model.config.num_kv_heads, mesh)
         return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
 
     return RSDCaches(*(of(c, m) for c, m in zip((caches.draft, caches.target, caches.prm), models)))

@@ -6,52 +6,55 @@ when whole heads divide evenly; everything with a batch dimension is split over 
 parameter, declared where the parameter is created (`rsd_jax.models.decoder`: its `axes` metadata), is the single
 description from which every sharding is derived; a parameter without declared axes is an error.
 
-The mesh uses Auto axes, so XLA's partitioner propagates shardings through the loop from the declared
+Axes: ("data", "model", "tensor"), see rsd_jax.mesh_axes. The mesh uses Auto axes, so XLA's partitioner propagates shardings through the loop from the declared
 inputs and outputs; the entry points are `jax.jit(..., in_shardings=..., out_shardings=...)`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Sequence
 
 import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rsd_jax.cache import DATA_AXIS as DATA, MODEL_AXIS as MODEL
+from rsd_jax.mesh_axes import DATA, MODEL, TENSOR, split, widths
 from rsd_jax.errors import ConfigError
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
 
 
-def make_mesh(data: int = -1, model: int = 1, devices=None) -> jax.sharding.Mesh:
-    """A ("data", "model") mesh; data=-1 takes all devices left over after the model axis."""
+def make_mesh(data: int = -1, model: int = 1, devices=None, kv_heads: Sequence[int] = ()) -> jax.sharding.Mesh:
+    """A ("data", "model", "tensor") mesh: data=-1 takes all devices left over after the tensor-parallel width
+    `model`, which is factored as |model| x |tensor| with |model| the largest divisor of it that divides every
+    count in kv_heads (the models' KV heads: their caches split over "model"; rsd_jax.mesh_axes)."""
     devices = list(devices if devices is not None else jax.devices())
     if model < 1 or len(devices) % model:
         raise ConfigError(f"mesh.model={model} does not divide the {len(devices)} devices")
     data = len(devices) // model if data == -1 else data
-    if data * model != len(devices):
+    if data < 1 or data * model != len(devices):
         raise ConfigError(f"mesh.data={data} x mesh.model={model} != {len(devices)} devices")
-    auto = (jax.sharding.AxisType.Auto,) * 2
-    return jax.make_mesh((data, model), (DATA, MODEL), axis_types=auto, devices=devices)
+    kv = math.gcd(model, *kv_heads) if kv_heads else model
+    auto = (jax.sharding.AxisType.Auto,) * 3
+    return jax.make_mesh((data, kv, model // kv), (DATA, MODEL, TENSOR), axis_types=auto, devices=devices)
 
 
-def logical_rules(cfg: ModelConfig, model_size: int) -> dict[str | None, str | None]:
-    """Logical axis -> mesh axis for one model's weights: the query heads (heads x head dim, flattened), the MLP
-    width and the vocabulary go over "model" when they split evenly over it, the key/value projections only by
-    whole KV heads (like the caches they fill, rsd_jax.cache); what does not split is replicated.
+def logical_rules(cfg: ModelConfig, mesh) -> dict[str | None, Any]:
+    """Logical axis -> mesh axes for one model's weights on `mesh`: the query heads (heads x head dim,
+    flattened), the MLP width and the vocabulary split over the widest tensor-parallel axes they divide; the
+    key/value projections only by whole KV heads (like the caches they fill, rsd_jax.cache); what does not split
+    is replicated (rsd_jax.mesh_axes.split).
 
     The query projections may split inside a head (12 heads of 128 over 8 devices: 192 columns each): memory runs
     out first, and the partitioner gathers the few activations that need whole heads. The key/value projections do
     not: their output goes into the cache, and a cache laid out by half heads costs the compiler layout copies of it
     (measured on TPU v5e: 1.2 GiB per chip more for the 1.5B/7B/1.5B loop)."""
-    def over_model(n: int) -> str | None:
-        return MODEL if model_size > 1 and n % model_size == 0 else None
-
-    return {"heads": over_model(cfg.num_heads * cfg.head_dim), "kv_heads": over_model(cfg.num_kv_heads),
-            "mlp": over_model(cfg.intermediate_size), "vocab": over_model(cfg.vocab_size), "layers": None,
-            None: None}
+    model, tensor = widths(mesh)
+    return {"heads": split(cfg.num_heads * cfg.head_dim, model, tensor),
+            "kv_heads": split(cfg.num_kv_heads, model, tensor), "mlp": split(cfg.intermediate_size, model, tensor),
+            "vocab": split(cfg.vocab_size, model, tensor), "layers": None, None: None}
 
 
 def declared_axes(state: nnx.State) -> Any:
@@ -75,7 +78,7 @@ def param_axes(config: ModelConfig) -> Any:
 
 def param_specs(config: ModelConfig, mesh: jax.sharding.Mesh) -> Any:
     """A params-shaped tree (pure dict) of PartitionSpecs, from the declared axes and the mesh."""
-    rules = logical_rules(config, mesh.shape[MODEL])
+    rules = logical_rules(config, mesh)
 
     def spec(axes: tuple[str | None, ...]) -> P:
         unknown = [a for a in axes if a not in rules]

@@ -100,7 +100,7 @@ def fake(monkeypatch):
     for module in (decode, evaluate):
         monkeypatch.setattr(module, "run_method", run)
         monkeypatch.setattr(module, "load_models", lambda *a, **k: None)
-        monkeypatch.setattr(module, "start_devices", lambda mesh: None)
+        monkeypatch.setattr(module, "start_devices", lambda mesh, kv_heads=(): None)
     return options
 
 
@@ -259,7 +259,7 @@ def fake_again(monkeypatch):
     for module in (decode, evaluate):
         monkeypatch.setattr(module, "run_method", fake_run_method)
         monkeypatch.setattr(module, "load_models", lambda *a, **k: None)
-        monkeypatch.setattr(module, "start_devices", lambda mesh: None)
+        monkeypatch.setattr(module, "start_devices", lambda mesh, kv_heads=(): None)
 
 
 def test_decode_resumes_its_own_run_and_refuses_another(fake, tiny, tmp_path, capsys):

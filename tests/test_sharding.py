@@ -44,10 +44,11 @@ def setup():
     return args, reference, single
 
 
-@pytest.mark.parametrize("shape", [(8, 1), (1, 8), (2, 4), (4, 2)])
+@pytest.mark.parametrize("shape", [(8, 1), (1, 8), (2, 4), (4, 2), (2, 4, "kv")])
 def test_sharded_equals_single_device(setup, shape):
     args, reference, single = setup
-    mesh = sh.make_mesh(*shape)
+    kv_heads = [m.config.num_kv_heads for m in args[:3]] if "kv" in shape else ()
+    mesh = sh.make_mesh(*shape[:2], kv_heads=kv_heads)  # "kv": model 4 = 2 x 2, the 2 KV heads split over 2
     out = rsd_decode_on_mesh(mesh, *fresh(args), spec=SPEC)
     assert out.tokens.sharding.spec == jax.P("data", None)
     got = jax.device_get(out)
@@ -91,6 +92,21 @@ def test_batch_must_split_over_data(setup):
     batch, _, _ = world.prompts([5, 6, 7], t_cap=40, tp_cap=160)
     with pytest.raises(ConfigError, match="not a multiple of mesh.data=8"):
         rsd_decode_on_mesh(sh.make_mesh(8, 1), *(args[:3] + (batch,) + args[4:]), spec=SPEC)
+
+
+def test_the_tensor_parallel_width_is_factored_by_the_kv_heads():
+    # the paper's 1.5B models have 2 KV heads, the 7B 4: over model=4, the 1.5B caches split 2 ways, not replicated
+    mesh = sh.make_mesh(2, 4, kv_heads=(2, 4, 2))
+    assert dict(mesh.shape) == {"data": 2, "model": 2, "tensor": 2}
+    from rsd_jax.cache import KVCache
+
+    assert KVCache.specs(2, mesh).k == jax.P(None, "data", "model", None, None)
+    assert KVCache.specs(4, mesh).k == jax.P(None, "data", ("model", "tensor"), None, None)
+    draft = world.config(1, 32).replace(num_heads=8, head_dim=4, num_kv_heads=2)
+    specs = sh.param_specs(draft, mesh)["layers"]
+    assert specs["self_attn"]["q_proj"]["kernel"] == jax.P(None, None, ("model", "tensor"))
+    assert specs["self_attn"]["k_proj"]["kernel"] == jax.P(None, None, "model")
+    assert dict(sh.make_mesh(1, 8).shape) == {"data": 1, "model": 8, "tensor": 1}
 
 
 def test_every_parameter_declares_its_axes_and_an_undeclared_one_is_refused():

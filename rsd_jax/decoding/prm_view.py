@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from rsd_jax.cache import DATA_AXIS
+from rsd_jax.mesh_axes import DATA as DATA_AXIS, has_data_axis
 
 
 @jax.tree_util.register_dataclass
@@ -115,7 +115,7 @@ class PRMTextView:
             return jax.pure_callback(packed, shape, tokens, lengths)
 
         mesh = jax.sharding.get_abstract_mesh()
-        if mesh.empty or DATA_AXIS not in mesh.axis_names:
+        if not has_data_axis(mesh):
             out = on_host(step_tokens, step_len)
         else:  # each data shard re-encodes its own rows, on its own host
             out = jax.shard_map(on_host, mesh=mesh, in_specs=(P(DATA_AXIS), P(DATA_AXIS)), out_specs=P(DATA_AXIS))(
