@@ -1,130 +1,302 @@
-"""Memory, communication and roofline arithmetic for the paper's settings on TPU and GPU meshes.
+"""Per-device memory of the paper's decode loops on TPU and GPU slices: estimated, and compiled ahead of time.
 
-`python -m rsd_jax.capacity` prints the tables of docs/sharding.md. Everything is analytic: parameter counts
-from the models' configs (the Qwen2.5-Math and Skywork PRM architectures), bf16 weights and KV cache,
-tensor parallelism over the "model" axis as rsd_jax.sharding lays it out (a dimension that does not split
-evenly is replicated), and the published peak numbers of each chip.
+    python -m rsd_jax.capacity                        # estimates: each shipped paper config on each slice
+    python -m rsd_jax.capacity --config configs/qwen25_math_1.5b_7b_skywork1.5b.yaml --slice v5e-8 --compile
+    python -m rsd_jax.capacity ... --compile --largest-batch
+
+A slice is a chip and a device count; its mesh is the config's tensor-parallel width `mesh.model` and data over the
+rest, factored by the models' KV heads as the runs lay it out (rsd_jax.sharding.make_mesh). The estimate adds, per
+device: the three models' weights and KV caches and the loop's token buffers, exactly as their shardings split them
+(bfloat16, or the config's dtype), and the working set of one forward (a catch-up chunk's MLP and attention block
+activations, the logits) — the one part estimated. `--compile` compiles the loop itself with abstract weights for
+the slice's TPU topology (rsd_jax.aot; needs the libtpu wheel) or this machine's CPU devices, and prints compile
+seconds and XLA's per-device memory beside the estimate; `--largest-batch` finds the largest batch that fits by
+compiling (bisection). No GPU compiler runs here: GPU slices are estimates only.
+
+The roofline helpers (`critical_batch`, ...) are the chips' published peak bandwidth and FLOPs.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
 
 from rsd_jax import flops
-from rsd_jax.models.config import ModelConfig, RopeConfig
+from rsd_jax.aot import CHIPS, GiB
+from rsd_jax.errors import ConfigError, RSDError
+from rsd_jax.models import catalog
+from rsd_jax.models.config import ModelConfig
 
-BYTES = 2  # bfloat16
-
-
-def _qwen(hidden, layers, heads, kv, ff, vocab, tied) -> ModelConfig:
-    return ModelConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=ff, num_layers=layers, num_heads=heads,
-                       num_kv_heads=kv, head_dim=128, rope=RopeConfig(theta=10000.0), qkv_bias=True,
-                       tie_word_embeddings=tied, dtype="bfloat16")
-
-
-MODELS = {
-    "Qwen2.5-Math-1.5B": _qwen(1536, 28, 12, 2, 8960, 151936, True),
-    "Qwen2.5-Math-7B": _qwen(3584, 28, 28, 4, 18944, 152064, False),
-    "Qwen2.5-Math-72B": _qwen(8192, 80, 64, 8, 29568, 152064, False),
-}
-SETTINGS = {  # draft / target / PRM (Skywork PRMs share the Qwen2.5-Math architectures)
-    "1.5B/7B/1.5B": ("Qwen2.5-Math-1.5B", "Qwen2.5-Math-7B", "Qwen2.5-Math-1.5B"),
-    "7B/72B/7B": ("Qwen2.5-Math-7B", "Qwen2.5-Math-72B", "Qwen2.5-Math-7B"),
-}
+CONFIGS = ("configs/qwen25_math_1.5b_7b_skywork1.5b.yaml", "configs/qwen25_math_1.5b_7b_skywork7b.yaml",
+           "configs/qwen25_math_7b_72b_skywork7b.yaml")
 
 
 @dataclasses.dataclass(frozen=True)
-class Chip:
+class Slice:
+    """A slice of chips: `chip` a key of rsd_jax.aot.CHIPS, `devices` JAX devices, `topology` the TPU topology
+    to compile for (None: no compiler here), peak numbers for the roofline."""
+
     name: str
+    chip: str
     devices: int
-    hbm_gb: float
-    hbm_gbps: float
-    tflops: float  # dense bf16
-    link_gbps: float  # per-device interconnect bandwidth used for all-reduces (GB/s)
+    topology: str | None
+    hbm_gbps: float  # per device
+    tflops: float  # dense bf16, per device
 
 
-CHIPS = (Chip("TPU v5e-8", 8, 16, 819, 197, 100), Chip("TPU v5e-16", 16, 16, 819, 197, 100),
-         Chip("8x H100 SXM", 8, 80, 3350, 989, 450))
+SLICES = {s.name: s for s in (
+    Slice("v5e-8", "v5e", 8, "v5e:2x4", 819, 197), Slice("v5e-16", "v5e", 16, "v5e:4x4", 819, 197),
+    Slice("v6e-8", "v6e", 8, "v6e:2x4", 1640, 918), Slice("v5p-8", "v5p", 4, "v5p:2x2x1", 2765, 459),
+    Slice("v5p-16", "v5p", 8, "v5p:2x2x2", 2765, 459), Slice("8x H100", "h100", 8, None, 3350, 989))}
 
 
-def params(cfg: ModelConfig) -> int:
-    e, d = cfg.hidden_size, cfg.head_dim
-    layer = e * d * (2 * cfg.num_heads + 2 * cfg.num_kv_heads) + 3 * e * cfg.intermediate_size
-    embed = cfg.vocab_size * e * (1 if cfg.tie_word_embeddings else 2)
-    return cfg.num_layers * layer + embed
+# ------------------------------------------------------------------------------------------------ the estimate
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """Bytes per device of one decode loop (the most loaded device)."""
+
+    weights: int
+    caches: int
+    buffers: int  # prompts, PRM view, token tables, trace, statistics
+    activations: int  # the working set of one forward (estimated)
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.caches + self.buffers + self.activations
 
 
-def sharded_fraction(cfg: ModelConfig, tp: int) -> float:
-    """Fraction of the weights each device holds under the sharding rules with `tp` model-axis devices."""
-    e, d, L = cfg.hidden_size, cfg.head_dim, cfg.num_layers
-    split = lambda n: 1 / tp if n % tp == 0 else 1.0  # noqa: E731
-    attn = L * e * d * (2 * cfg.num_heads * split(cfg.num_heads) + 2 * cfg.num_kv_heads * split(cfg.num_kv_heads))
-    mlp = L * 3 * e * cfg.intermediate_size * split(cfg.intermediate_size)
-    embed = cfg.vocab_size * e * (1 if cfg.tie_word_embeddings else 2) * split(cfg.vocab_size)
-    return (attn + mlp + embed) / params(cfg)
+def _shard_bytes(shape: tuple[int, ...], dtype: Any, spec: Any, sizes: dict[str, int]) -> int:
+    """Bytes of the shard of an array of `shape` that one device holds under PartitionSpec `spec`."""
+    dims = list(shape)
+    for i, entry in enumerate(tuple(spec) + (None,) * (len(shape) - len(tuple(spec)))):
+        for axis in (entry if isinstance(entry, tuple) else (entry,) if entry else ()):
+            dims[i] = -(-dims[i] // sizes[axis])
+    return int(np.prod(dims)) * np.dtype(dtype).itemsize
+
+
+def _mesh(slice_: Slice, model: int, kv_heads: tuple[int, ...]) -> jax.sharding.AbstractMesh:
+    """The layout of the runs' mesh on a slice (axis sizes only)."""
+    import math
+
+    from rsd_jax.mesh_axes import DATA, MODEL, TENSOR
+
+    if model < 1 or slice_.devices % model:
+        raise ConfigError(f"mesh.model={model} does not divide the {slice_.devices} devices of {slice_.name}")
+    kv = math.gcd(model, *kv_heads)
+    return jax.sharding.AbstractMesh((slice_.devices // model, kv, model // kv), (DATA, MODEL, TENSOR))
+
+
+def estimate(inputs, mesh) -> Estimate:
+    """The per-device bytes of the loop for abstract inputs (rsd_jax.abstract_run.Inputs) on `mesh`."""
+    from rsd_jax import sharding as sh
+    from rsd_jax.cache import KVCache
+    from rsd_jax.decoding.rsd import RSDCaches
+    from rsd_jax.mesh_axes import DATA, widths
+
+    sizes = dict(mesh.shape)
+    weights = 0
+    for model in inputs.models:
+        specs = sh.param_specs(model.config, mesh)
+        shapes = model.pure_dict()
+        weights += sum(_shard_bytes(s.shape, s.dtype, p, sizes) for s, p in
+                       zip(jax.tree.leaves(shapes), jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, jax.P))))
+    caches_shape = jax.eval_shape(RSDCaches.zeros, *inputs.models, inputs.prompts)
+    caches = 0
+    for cache, model in zip((caches_shape.draft, caches_shape.target, caches_shape.prm), inputs.models):
+        specs = KVCache.specs(model.config.num_kv_heads, mesh)
+        caches += sum(_shard_bytes(c.shape, c.dtype, s, sizes) for c, s in
+                      zip(jax.tree.leaves(cache), jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, jax.P))))
+    rows = inputs.prompts.tokens.shape[0] // sizes[DATA]
+    buffers = sum(_shard_bytes(x.shape, x.dtype, jax.P(DATA), sizes) for x in jax.tree.leaves(inputs.prompts))
+    buffers += rows * inputs.spec.max_steps * 16 + sum(int(np.prod(x.shape)) for x in jax.tree.leaves(inputs.tables))
+    return Estimate(weights, caches, buffers, max(forward_working_set(m.config, rows, inputs.spec.chunk, *widths(mesh))
+                                                  for m in inputs.models))
+
+
+def forward_working_set(cfg: ModelConfig, rows: int, chunk: int, model: int, tensor: int) -> int:
+    """Bytes of the activations one catch-up forward holds at once, per device: the chunk's residual stream and
+    normed input, the MLP's gate, up and product on this device's share of the width, one key block's attention
+    scores and weights (float32) for this device's query heads, and the LM head's float32 logits of a decode step."""
+    from rsd_jax.mesh_axes import split
+    from rsd_jax.models.attention import KEY_BLOCK
+
+    tp = model * tensor
+    width = cfg.intermediate_size // tp if split(cfg.intermediate_size, model, tensor) else cfg.intermediate_size
+    heads = cfg.num_heads // tp if cfg.num_heads % tp == 0 else cfg.num_heads
+    item = np.dtype(cfg.jnp_dtype).itemsize
+    tokens = rows * chunk
+    mlp = tokens * (2 * cfg.hidden_size + 3 * width) * item
+    attention = 2 * rows * heads * chunk * KEY_BLOCK * 4 + rows * heads * chunk * cfg.head_dim * 4
+    logits = rows * cfg.vocab_size * 4 if cfg.has_lm_head else 0
+    return mlp + attention + logits
+
+
+# ------------------------------------------------------------------------------------------------ one config
+@dataclasses.dataclass(frozen=True)
+class Row:
+    config: str
+    slice: str
+    batch: int
+    mesh: str
+    estimate: Estimate
+    hbm: int
+    largest_estimated: int
+    compiled: Any = None  # rsd_jax.aot.Report
+    largest_compiled: Any = None  # rsd_jax.aot.BatchSearch
+
+
+@functools.lru_cache(maxsize=16)
+def _inputs(cfg, batch: int):
+    from rsd_jax import abstract_run
+
+    return abstract_run.abstract_inputs(cfg, batch)
+
+
+def evaluate_row(cfg, path: str, slice_: Slice, batch: int, *, compile_: bool, largest: bool) -> Row:
+    inputs = _inputs(cfg, batch)
+    kv_heads = tuple(m.config.num_kv_heads for m in inputs.models)
+    mesh = _mesh(slice_, cfg.mesh.model, kv_heads)
+    est = estimate(inputs, mesh)
+    hbm = CHIPS[slice_.chip].hbm_bytes
+    data = dict(mesh.shape)["data"]
+    per_rows = estimate(_inputs(cfg, 2 * batch), mesh).total - est.total  # bytes of `batch` more rows
+    largest_est = data * max(0, int((hbm - est.total) / per_rows * batch / data)) + batch if per_rows > 0 else 0
+    largest_est = largest_est if hbm >= est.total else 0
+    shape = "x".join(str(v) for v in dict(mesh.shape).values())
+    row = Row(Path(path).stem, slice_.name, batch, shape, est, hbm, largest_est)
+    if compile_ or largest:
+        if slice_.topology is None:
+            raise ConfigError(f"{slice_.name}: no compiler for it on this machine; estimates only")
+        report, search = compile_loop(cfg, slice_, batch, kv_heads, largest)
+        row = dataclasses.replace(row, compiled=report, largest_compiled=search)
+    return row
+
+
+def compile_loop(cfg, slice_: Slice, batch: int, kv_heads: tuple[int, ...], largest: bool):
+    """The loop compiled for the slice's TPU topology: (report at `batch`, batch search or None)."""
+    from rsd_jax import abstract_run, aot
+    from rsd_jax.sharding import make_mesh
+
+    target = aot.compile_target(slice_.topology)
+    mesh = make_mesh(-1, cfg.mesh.model, devices=target.devices, kv_heads=kv_heads)
+    data = dict(mesh.shape)["data"]
+
+    def report(rows: int):
+        program, args = abstract_run.program(_inputs(cfg, rows), mesh)
+        with jax.set_mesh(mesh):
+            return aot.compile_report(program.fn, args, program.in_shardings, program.out_shardings, target,
+                                      donate_argnums=program.donate_argnums)
+
+    first = report(batch)
+    if not largest:
+        return first, None
+    probes = []
+
+    def fits(rows: int) -> bool:
+        probes.append((rows, report(rows) if rows != batch else first))
+        return bool(probes[-1][1].fits)
+
+    best, failing, exact = aot.bisect_largest(fits, data, 64 * batch, multiple=data, max_probes=8)
+    return first, aot.BatchSearch(best, failing, exact, tuple(probes))
+
+
+# ------------------------------------------------------------------------------------------------ printing
+def _gib(x: float) -> str:
+    return f"{x / GiB:.2f}"
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| config | slice | mesh data x model x tensor | batch | weights | KV caches | buffers | activations (est.) "
+             "| estimate | compiled: args + temps = peak (GiB) | estimate vs compiled | compile s (wall / CPU) "
+             "| HBM per device | fits | largest batch |", "|" + "---|" * 15]
+    for r in rows:
+        e = r.estimate
+        compiled, error, seconds = "–", "–", "–"
+        fits = "yes" if e.total <= r.hbm else "no"
+        largest = f"{r.largest_estimated} (estimate)"
+        if r.compiled is not None:
+            c = r.compiled
+            if c.memory is None:
+                compiled, fits = f"refused: {c.refused[:60]}", "no"
+            else:
+                m = c.memory
+                compiled = f"{_gib(m.arguments)} + {_gib(m.temporaries)} = {_gib(m.peak)}"
+                error = f"{100 * (e.total - m.peak) / m.peak:+.1f}%"
+                fits = "yes" if c.fits else "no"
+            seconds = f"{c.lower_wall_s + c.compile_wall_s:.0f} / {c.lower_cpu_s + c.compile_cpu_s:.0f}"
+        if r.largest_compiled is not None:
+            s = r.largest_compiled
+            largest = f"{s.largest} (compiled; {s.smallest_failing} does not fit)" if s.smallest_failing else \
+                f"{s.largest} or more (compiled)"
+        lines.append(f"| {r.config} | {r.slice} | {r.mesh} | {r.batch} | {_gib(e.weights)} | {_gib(e.caches)} | "
+                     f"{_gib(e.buffers)} | {_gib(e.activations)} | {_gib(e.total)} | {compiled} | {error} | {seconds} "
+                     f"| {_gib(r.hbm)} | {fits} | {largest} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ roofline
+BYTES = 2  # bfloat16
+MODELS = {name.removesuffix("-Instruct"): catalog.model_config(name) for name in
+          ("Qwen2.5-Math-1.5B-Instruct", "Qwen2.5-Math-7B-Instruct", "Qwen2.5-Math-72B-Instruct")}
 
 
 def kv_bytes_per_token(cfg: ModelConfig) -> int:
     return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * BYTES
 
 
-def allreduce_bytes_per_token(cfg: ModelConfig, tp: int) -> float:
-    """Tensor parallelism all-reduces the [hidden] activation twice per layer; a ring sends 2(n-1)/n of it."""
-    return 0.0 if tp == 1 else 2 * cfg.num_layers * cfg.hidden_size * BYTES * 2 * (tp - 1) / tp
+def params(cfg: ModelConfig) -> int:
+    e, d = cfg.hidden_size, cfg.head_dim
+    layer = e * d * (2 * cfg.num_heads + 2 * cfg.num_kv_heads) + 3 * e * cfg.intermediate_size
+    return cfg.num_layers * layer + cfg.vocab_size * e * (1 if cfg.tie_word_embeddings else 2)
 
 
-def critical_batch(cfg: ModelConfig, chip: Chip, context: int) -> float:
+def critical_batch(cfg: ModelConfig, slice_: Slice, context: int) -> float:
     """Rows per decode step above which the model is compute- rather than memory-bound (one replica):
     B · flops(token) / peak_flops = (weight bytes + B · context · kv bytes) / bandwidth."""
     f = flops.flops_per_token(cfg, context)
-    w = params(cfg) * BYTES
-    t_flop, t_byte = f / (chip.tflops * 1e12), context * kv_bytes_per_token(cfg) / (chip.hbm_gbps * 1e9)
+    t_flop, t_byte = f / (slice_.tflops * 1e12), context * kv_bytes_per_token(cfg) / (slice_.hbm_gbps * 1e9)
     if t_flop <= t_byte:
         return float("inf")  # attention over the cache keeps it memory-bound at any batch
-    return (w / (chip.hbm_gbps * 1e9)) / (t_flop - t_byte)
+    return (params(cfg) * BYTES / (slice_.hbm_gbps * 1e9)) / (t_flop - t_byte)
 
 
-def _tp(setting: str, chip: Chip) -> int:
-    """Model-axis size: the 72B target needs all devices of a v5e-16 to fit; 7B targets use 4."""
-    return min(16 if "72B" in setting else 4, chip.devices)
-
-
-def _cell(x: float) -> str:
-    return "never (KV-bound)" if x == float("inf") else f"{x:.0f}"
-
-
-def report(context: int = 4096 + 256, short: int = 512, batch: int = 32) -> str:
-    lines = [f"bf16 weights and cache; {batch} rows per replica with a {context}-token context (prompt + the paper's "
-             f"4096-token budget); compute-bound batch also at {short} tokens of context.", ""]
-    for setting, names in SETTINGS.items():
-        lines += [f"### RSD {setting} (draft / target / PRM)", "",
-                  "| chip | mesh data x model | model | weights / device GB | KV cache / device GB | "
-                  f"all-reduce / token KB | compute-bound from batch ({short} / {context} ctx) |",
-                  "|---|---|---|---|---|---|---|"]
-        for chip in CHIPS:
-            tp = _tp(setting, chip)
-            total = 0.0
-            for role, name in zip(("draft", "target", "PRM"), names):
-                cfg = MODELS[name]
-                w = params(cfg) * BYTES * sharded_fraction(cfg, tp) / 1e9
-                kv = batch * context * kv_bytes_per_token(cfg) / (tp if cfg.num_kv_heads % tp == 0 else 1) / 1e9
-                total += w + kv
-                lines.append(f"| {chip.name} | {chip.devices // tp} x {tp} | {role} {name} | {w:.2f} | {kv:.2f} | "
-                             f"{allreduce_bytes_per_token(cfg, tp) / 1e3:.0f} | "
-                             f"{_cell(critical_batch(cfg, chip, short))} / {_cell(critical_batch(cfg, chip, context))} |")
-            verdict = "fits" if total <= chip.hbm_gb * 0.9 else "does NOT fit (int8 weights, a smaller batch or more devices)"
-            lines.append(f"| {chip.name} | | **all three** | **{total:.1f} of {chip.hbm_gb:.0f} GB: {verdict}** | | | |")
-        lines.append("")
-    return "\n".join(lines)
-
-
+# ------------------------------------------------------------------------------------------------ command
 def main(argv: list[str] | None = None) -> int:
-    """Prints the tables; any argument is refused (argparse: usage and one error line, exit 2)."""
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.capacity", description=__doc__.split("\n")[0])
-    parser.parse_args(argv)
-    print(report())
+    parser.add_argument("--config", action="append", help="run config(s) (default: the three paper configs)")
+    parser.add_argument("--slice", action="append", choices=sorted(SLICES), help="slices (default: all)")
+    parser.add_argument("--batch", type=int, help="rows per batch (default: the config's decoding.batch_size)")
+    parser.add_argument("--compile", action="store_true", help="compile the loop for each TPU slice (libtpu)")
+    parser.add_argument("--largest-batch", action="store_true", help="find the largest batch that fits, compiling")
+    parser.add_argument("overrides", nargs="*", help="key.path=value applied to every config")
+    args = parser.parse_args(argv)
+    from rsd_jax.config import RunConfig
+    from rsd_jax.configlib import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    rows = []
+    try:
+        for path in args.config or [str(root / c) for c in CONFIGS]:
+            cfg = load_config(RunConfig, path, args.overrides)
+            for name in args.slice or list(SLICES):
+                slice_ = SLICES[name]
+                if slice_.devices % cfg.mesh.model:
+                    continue
+                compile_ = (args.compile or args.largest_batch) and slice_.topology is not None
+                rows.append(evaluate_row(cfg, path, slice_, args.batch or cfg.decoding.batch_size,
+                                         compile_=compile_, largest=args.largest_batch and compile_))
+                print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    except RSDError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table(rows))
     return 0
 
 

@@ -426,8 +426,8 @@ def test_bench_prints_its_results_when_the_disk_is_full(tmp_path, monkeypatch, c
 
 def test_capacity_refuses_unknown_flags(capsys):
     with pytest.raises(SystemExit) as info:
-        capacity.main(["--batch", "8"])
-    assert info.value.code == 2 and "unrecognized arguments: --batch 8" in capsys.readouterr().err
+        capacity.main(["--batchh", "8"])
+    assert info.value.code == 2 and "unrecognized arguments: --batchh" in capsys.readouterr().err
 
 
 def test_convert_never_replaces_a_model_unasked_and_keeps_the_generation_config(tmp_path, capsys):
