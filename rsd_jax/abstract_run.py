@@ -106,7 +106,9 @@ def program(inputs: Inputs, mesh: jax.sharding.Mesh) -> tuple[Program, tuple]:
     prog = rsd_program(mesh, inputs.spec, shapes)
     args = (*shapes[:7], jax.ShapeDtypeStruct((), jnp.float32), shapes[7],
             jax.ShapeDtypeStruct((), jax.random.key(0).dtype), jax.eval_shape(RSDCaches.zeros, *shapes[:4]))
-    placed = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), args, prog.in_shardings)
+    placed = tuple(a if i < prog.models else  # weights: their layout is the compiler's choice, so no sharding here
+                   jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), a, prog.in_shardings[i])
+                   for i, a in enumerate(args))
     return prog, placed
 
 

@@ -44,7 +44,7 @@ class Slice:
     to compile for (None: no compiler here), peak numbers for the roofline."""
 
     name: str
-    chip: str
+    chip: str | None  # None: this machine's CPU devices (no HBM to compare with)
     devices: int
     topology: str | None
     hbm_gbps: float  # per device
@@ -54,7 +54,9 @@ class Slice:
 SLICES = {s.name: s for s in (
     Slice("v5e-8", "v5e", 8, "v5e:2x4", 819, 197), Slice("v5e-16", "v5e", 16, "v5e:4x4", 819, 197),
     Slice("v6e-8", "v6e", 8, "v6e:2x4", 1640, 918), Slice("v5p-8", "v5p", 4, "v5p:2x2x1", 2765, 459),
-    Slice("v5p-16", "v5p", 8, "v5p:2x2x2", 2765, 459), Slice("8x H100", "h100", 8, None, 3350, 989))}
+    Slice("v5p-16", "v5p", 8, "v5p:2x2x2", 2765, 459), Slice("8x H100", "h100", 8, None, 3350, 989),
+    Slice("cpu:1", None, 1, "cpu:1", 0, 0), Slice("cpu:8", None, 8, "cpu:8", 0, 0))}
+DEFAULT_SLICES = ("v5e-8", "v5e-16", "v6e-8", "v5p-8", "v5p-16", "8x H100")
 
 
 # ------------------------------------------------------------------------------------------------ the estimate
@@ -152,11 +154,14 @@ class Row:
     largest_compiled: Any = None  # rsd_jax.aot.BatchSearch
 
 
+LAYERS: dict[str, int] | None = None  # --layers: every model this deep
+
+
 @functools.lru_cache(maxsize=16)
 def _inputs(cfg, batch: int):
     from rsd_jax import abstract_run
 
-    return abstract_run.abstract_inputs(cfg, batch)
+    return abstract_run.abstract_inputs(cfg, batch, layers=LAYERS)
 
 
 def evaluate_row(cfg, path: str, slice_: Slice, batch: int, *, compile_: bool, largest: bool) -> Row:
@@ -164,11 +169,12 @@ def evaluate_row(cfg, path: str, slice_: Slice, batch: int, *, compile_: bool, l
     kv_heads = tuple(m.config.num_kv_heads for m in inputs.models)
     mesh = _mesh(slice_, cfg.mesh.model, kv_heads)
     est = estimate(inputs, mesh)
-    hbm = CHIPS[slice_.chip].hbm_bytes
+    hbm = CHIPS[slice_.chip].hbm_bytes if slice_.chip else None
     data = dict(mesh.shape)["data"]
-    per_rows = estimate(_inputs(cfg, 2 * batch), mesh).total - est.total  # bytes of `batch` more rows
-    largest_est = data * max(0, int((hbm - est.total) / per_rows * batch / data)) + batch if per_rows > 0 else 0
-    largest_est = largest_est if hbm >= est.total else 0
+    largest_est = None
+    if hbm is not None:
+        per_rows = estimate(_inputs(cfg, 2 * batch), mesh).total - est.total  # bytes of `batch` more rows
+        largest_est = data * int((hbm - est.total) / per_rows * batch / data) + batch if hbm >= est.total else 0
     shape = "x".join(str(v) for v in dict(mesh.shape).values())
     row = Row(Path(path).stem, slice_.name, batch, shape, est, hbm, largest_est)
     if compile_ or largest:
@@ -185,6 +191,9 @@ def compile_loop(cfg, slice_: Slice, batch: int, kv_heads: tuple[int, ...], larg
     from rsd_jax.sharding import make_mesh
 
     target = aot.compile_target(slice_.topology)
+    if target.platform == "cpu" and len(target.devices) < slice_.devices:
+        raise ConfigError(f"{slice_.name} needs {slice_.devices} CPU devices: set "
+                          f"XLA_FLAGS=--xla_force_host_platform_device_count={slice_.devices} before starting")
     mesh = make_mesh(-1, cfg.mesh.model, devices=target.devices, kv_heads=kv_heads)
     data = dict(mesh.shape)["data"]
 
@@ -219,8 +228,8 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         e = r.estimate
         compiled, error, seconds = "–", "–", "–"
-        fits = "yes" if e.total <= r.hbm else "no"
-        largest = f"{r.largest_estimated} (estimate)"
+        fits = "–" if r.hbm is None else "yes" if e.total <= r.hbm else "no"
+        largest = "–" if r.largest_estimated is None else f"{r.largest_estimated} (estimate)"
         if r.compiled is not None:
             c = r.compiled
             if c.memory is None:
@@ -229,7 +238,7 @@ def table(rows: list[Row]) -> str:
                 m = c.memory
                 compiled = f"{_gib(m.arguments)} + {_gib(m.temporaries)} = {_gib(m.peak)}"
                 error = f"{100 * (e.total - m.peak) / m.peak:+.1f}%"
-                fits = "yes" if c.fits else "no"
+                fits = {True: "yes", False: "no", None: "–"}[c.fits]
             seconds = f"{c.lower_wall_s + c.compile_wall_s:.0f} / {c.lower_cpu_s + c.compile_cpu_s:.0f}"
         if r.largest_compiled is not None:
             s = r.largest_compiled
@@ -237,7 +246,7 @@ def table(rows: list[Row]) -> str:
                 f"{s.largest} or more (compiled)"
         lines.append(f"| {r.config} | {r.slice} | {r.mesh} | {r.batch} | {_gib(e.weights)} | {_gib(e.caches)} | "
                      f"{_gib(e.buffers)} | {_gib(e.activations)} | {_gib(e.total)} | {compiled} | {error} | {seconds} "
-                     f"| {_gib(r.hbm)} | {fits} | {largest} |")
+                     f"| {'–' if r.hbm is None else _gib(r.hbm)} | {fits} | {largest} |")
     return "\n".join(lines)
 
 
@@ -271,12 +280,16 @@ def critical_batch(cfg: ModelConfig, slice_: Slice, context: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.capacity", description=__doc__.split("\n")[0])
     parser.add_argument("--config", action="append", help="run config(s) (default: the three paper configs)")
-    parser.add_argument("--slice", action="append", choices=sorted(SLICES), help="slices (default: all)")
+    parser.add_argument("--slice", action="append", choices=sorted(SLICES),
+                        help=f"slices (default: {', '.join(DEFAULT_SLICES)}); cpu:N compiles for this machine")
     parser.add_argument("--batch", type=int, help="rows per batch (default: the config's decoding.batch_size)")
-    parser.add_argument("--compile", action="store_true", help="compile the loop for each TPU slice (libtpu)")
+    parser.add_argument("--compile", action="store_true", help="compile the loop for each slice (TPU: libtpu)")
+    parser.add_argument("--layers", type=int, help="compile shallower copies of every model (compile-time studies)")
     parser.add_argument("--largest-batch", action="store_true", help="find the largest batch that fits, compiling")
     parser.add_argument("overrides", nargs="*", help="key.path=value applied to every config")
     args = parser.parse_args(argv)
+    global LAYERS
+    LAYERS = {role: args.layers for role in ("draft", "target", "prm")} if args.layers else None
     from rsd_jax.config import RunConfig
     from rsd_jax.configlib import load_config
 
@@ -285,13 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for path in args.config or [str(root / c) for c in CONFIGS]:
             cfg = load_config(RunConfig, path, args.overrides)
-            for name in args.slice or list(SLICES):
+            for name in args.slice or DEFAULT_SLICES:
                 slice_ = SLICES[name]
                 if slice_.devices % cfg.mesh.model:
                     continue
                 compile_ = (args.compile or args.largest_batch) and slice_.topology is not None
+                largest = args.largest_batch and compile_ and slice_.chip is not None
                 rows.append(evaluate_row(cfg, path, slice_, args.batch or cfg.decoding.batch_size,
-                                         compile_=compile_, largest=args.largest_batch and compile_))
+                                         compile_=compile_, largest=largest))
                 print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     except RSDError as e:
         print(f"error: {e}", file=sys.stderr)

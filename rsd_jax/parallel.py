@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from jax.experimental.layout import Format, Layout
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from rsd_jax import sharding as sh
@@ -60,16 +63,51 @@ def _output_shardings(out_shape, mesh, replicated_fields=()):
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """A decode loop as `jax.jit` takes it: the function, its input and output shardings, the donated inputs."""
+    """A decode loop as `jax.jit` takes it: the function, its input and output shardings, the donated inputs.
+
+    The first `models` inputs are models whose weights take the layout the compiler chooses (`Layout.AUTO`):
+    with a fixed row-major layout, XLA on TPU keeps re-laid-out copies of the largest weights as temporaries
+    (20 GiB per chip for the 72B target). Such a program is compiled ahead of time (`compile`) and called with
+    the weights laid out as `compiled.input_formats` says (`lay_out`).
+    """
 
     fn: Any
     in_shardings: tuple
     out_shardings: Any
     donate_argnums: tuple[int, ...]
+    models: int = 0
 
     def jit(self):
         return jax.jit(self.fn, in_shardings=self.in_shardings, out_shardings=self.out_shardings,
                        donate_argnums=self.donate_argnums)
+
+    def compile(self, args: tuple):
+        """Compiled for arguments shaped like `args` (arrays or ShapeDtypeStructs; models' without shardings)."""
+        abstract = [jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), a) if i < self.models else
+                    jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), a,
+                                 self.in_shardings[i])
+                    for i, a in enumerate(args)]
+        return self.jit().lower(*abstract).compile()
+
+
+def auto_layout(tree: Any) -> Any:
+    """Shardings -> the same shardings with the layout left to the compiler."""
+    return jax.tree.map(lambda s: Format(Layout.AUTO, s), tree)
+
+
+def lay_out(model: Model, formats: Model) -> Model:
+    """The model's weights moved, in place, into `formats` (a Model-shaped tree of jax Formats: sharding and
+    layout): each array whose format differs is copied into the new one and its old buffer released at once
+    (`donate`), so this needs one weight's memory more, not a model's. Every holder of this Model sees the new
+    arrays; a model already laid out this way costs nothing."""
+    leaves, treedef = jax.tree.flatten(model)
+    targets = jax.tree.leaves(formats, is_leaf=lambda x: isinstance(x, Format))
+    with warnings.catch_warnings():  # a move onto other devices cannot reuse the old buffer; it is freed all the same
+        warnings.filterwarnings("ignore", "Some donated buffers were not usable")
+        moved = [x if isinstance(x, jax.Array) and x.format == f else
+                 jax.device_put(x, f, donate=isinstance(x, jax.Array)) for x, f in zip(leaves, targets)]
+    nnx.replace_by_pure_dict(model.params, jax.tree.unflatten(treedef, moved).pure_dict())
+    return model
 
 
 def cache_shardings(caches: RSDCaches, models: tuple[Model, Model, Model], mesh) -> RSDCaches:
@@ -97,12 +135,12 @@ def rsd_program(mesh, spec: DecodeSpec, shapes) -> Program:
                                jax.ShapeDtypeStruct((), "float32"), hist_shape,
                                jax.ShapeDtypeStruct((), jax.random.key(0).dtype), caches_shape)
     rep = functools.partial(sh.replicated, mesh=mesh)
-    in_shardings = (sh.model_sharding_tree(draft, mesh), sh.model_sharding_tree(target, mesh),
-                    sh.model_sharding_tree(prm, mesh), sh.batch_tree_shardings(prompts_shape, mesh),
-                    rep(tables_shape), rep(prm_view_shape), rep(params_shape), rep(0.0), rep(hist_shape),
-                    rep(0), cache_shardings(caches_shape, (draft, target, prm), mesh))
+    in_shardings = (*(auto_layout(sh.model_sharding_tree(m, mesh)) for m in (draft, target, prm)),
+                    sh.batch_tree_shardings(prompts_shape, mesh), rep(tables_shape), rep(prm_view_shape),
+                    rep(params_shape), rep(0.0), rep(hist_shape), rep(0),
+                    cache_shardings(caches_shape, (draft, target, prm), mesh))
     out_shardings = (_output_shardings(out_shape[0], mesh, ("histogram",)), in_shardings[10])
-    return Program(fn, in_shardings, out_shardings, (3, 10))
+    return Program(fn, in_shardings, out_shardings, (3, 10), models=3)
 
 
 def new_caches(mesh, draft: Model, target: Model, prm: Model, prompts: Prompts) -> RSDCaches:
@@ -114,9 +152,13 @@ def new_caches(mesh, draft: Model, target: Model, prm: Model, prompts: Prompts) 
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_rsd(mesh, spec: DecodeSpec, shapes):
+def _compiled_rsd(mesh, spec: DecodeSpec, shapes):
     program = rsd_program(mesh, spec, shapes)
-    return program.jit(), program.in_shardings
+    caches = jax.eval_shape(RSDCaches.zeros, *shapes[:4])
+    args = (*shapes[:7], jax.ShapeDtypeStruct((), jnp.float32), shapes[7],
+            jax.ShapeDtypeStruct((), jax.random.key(0).dtype), caches)
+    with jax.set_mesh(mesh):
+        return program.compile(args), program.in_shardings
 
 
 def _shape_key(tree):
@@ -144,12 +186,12 @@ def rsd_decode_on_mesh(mesh, draft: Model, target: Model, prm: Model, prompts: P
     """`rsd_decode` with every input placed in its sharding on `mesh` (the batch must split over "data")."""
     sh.check_batch(prompts.tokens.shape[0], mesh)
     shapes = _Shapes(tuple(map(_shape_key, (draft, target, prm, prompts, tables, prm_view, params, histogram))))
-    fn, in_shardings = _jitted_rsd(mesh, spec, shapes)
-    args = place((draft, target, prm, prompts, tables, prm_view, params, budget, histogram, key),
-                 in_shardings[:10])  # weights restored elsewhere move once; placed ones stay
+    compiled, in_shardings = _compiled_rsd(mesh, spec, shapes)
+    models = [lay_out(m, f) for m, f in zip((draft, target, prm), compiled.input_formats[0][:3])]
+    args = place((prompts, tables, prm_view, params, budget, histogram, key), in_shardings[3:10])
     caches = new_caches(mesh, draft, target, prm, prompts)
     with jax.set_mesh(mesh):
-        out, _ = fn(*args, caches)
+        out, _ = compiled(*models, *args, caches)
     return out
 
 

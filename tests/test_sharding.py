@@ -13,7 +13,7 @@ from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.rsd import rsd_decode
 from rsd_jax.decoding.single import single_decode
 from rsd_jax.decoding.spec import DecodeSpec
-from rsd_jax.parallel import _jitted_rsd, rsd_decode_on_mesh, single_decode_on_mesh
+from rsd_jax.parallel import _compiled_rsd, rsd_decode_on_mesh, single_decode_on_mesh
 
 SPEC = DecodeSpec(max_new_tokens=24, max_steps=24, max_step_tokens=8, chunk=8)
 
@@ -78,11 +78,11 @@ def test_same_bucket_prompts_do_not_recompile(setup):
     args, _, _ = setup
     mesh = sh.make_mesh(4, 2)
     rsd_decode_on_mesh(mesh, *fresh(args), spec=SPEC)
-    before = _jitted_rsd.cache_info().misses
+    before = _compiled_rsd.cache_info().misses
     batch, _, _ = world.prompts([6, 3, 9, 9, 2, 7, 5, 8], t_cap=16 + SPEC.max_new_tokens, tp_cap=160, seed=9)
     new_args = args[:3] + (batch,) + args[4:]
     rsd_decode_on_mesh(mesh, *new_args, spec=SPEC)
-    assert _jitted_rsd.cache_info().misses == before
+    assert _compiled_rsd.cache_info().misses == before
 
 
 def test_batch_must_split_over_data(setup):

@@ -1,0 +1,249 @@
+"""A rehearsal of the paper's setting at real size on this machine's CPU, with 8 fake devices:
+`python -m rsd_jax.rehearse [--config configs/qwen25_math_1.5b_7b_skywork1.5b.yaml] [--work DIR]`.
+
+1. write: folders laid out as the hub's snapshots with random weights (rsd_jax.hub_layout): the draft and the PRM at
+   full size (Qwen2.5-Math-1.5B-Instruct, Skywork-o1-Open-PRM-Qwen-2.5-1.5B), the target with Qwen2.5-Math-7B's
+   widths and `--target-layers` of its 28 layers (as many as memory allows), sharded bfloat16 safetensors, the real
+   Qwen2.5 tokenizer files. Written by a child process, and kept in DIR for the next rehearsal.
+2. load: each model as the shipped config loads it (its dtype, its mesh over the 8 devices), weights read slice by
+   slice into their shardings: seconds, peak growth of this process's resident memory against the model's bytes,
+   bytes per device; and the 1.5B draft alone over a model axis of 8, the fraction of each tensor a device holds.
+3. decode: the shipped config with only the paths changed, plus a short run (`--problems`, `--new-tokens`) in
+   float32 (this CPU computes bfloat16 through float32 copies of every weight, twice the memory): compile
+   seconds, first-step latency (one reasoning step for every row, compiled), tokens per second.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")  # before JAX starts
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROLES = ("draft", "target", "prm")
+NAMES = {"draft": "Qwen2.5-Math-1.5B-Instruct", "target": "Qwen2.5-Math-7B-Instruct",
+         "prm": "Skywork-o1-Open-PRM-Qwen-2.5-1.5B"}
+GiB = 2**30
+
+
+def layouts(target_layers: int) -> dict:
+    from rsd_jax.hub_layout import Layout
+
+    return {role: Layout(NAMES[role], (("num_hidden_layers", target_layers),) if role == "target" else ())
+            for role in ROLES}
+
+
+def write(work: Path, target_layers: int) -> None:
+    """The three folders (skipped when a folder already holds the same layout)."""
+    from rsd_jax.hub_layout import write_snapshot
+
+    for role, layout in layouts(target_layers).items():
+        marker = work / role / "rehearsal.json"
+        if marker.is_file() and json.loads(marker.read_text()) == dataclasses.asdict(layout):
+            continue
+        start = time.time()
+        write_snapshot(layout, work / role, seed=ROLES.index(role), bos_token="<|endoftext|>" if role == "prm" else None)
+        marker.write_text(json.dumps(dataclasses.asdict(layout)))
+        print(f"wrote {work / role} in {time.time() - start:.0f} s", file=sys.stderr, flush=True)
+
+
+class PeakRSS:
+    """The peak resident memory of this process while the block runs (sampled every 5 ms), and at its start."""
+
+    def __enter__(self) -> "PeakRSS":
+        self.start = self.peak = _rss()
+        self._running = True
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self._running:
+            self.peak = max(self.peak, _rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc) -> None:
+        self._running = False
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def per_device_bytes(model) -> dict:
+    """Bytes of the model's weights on each device."""
+    import jax
+
+    total: dict = {}
+    for x in jax.tree.leaves(model.params):
+        for shard in x.addressable_shards:
+            total[shard.device] = total.get(shard.device, 0) + shard.data.nbytes
+    return total
+
+
+def shard_fractions(model) -> dict[str, float]:
+    """Each weight's fraction held by one device (1.0: replicated)."""
+    import jax
+
+    flat = jax.tree_util.tree_flatten_with_path(model.pure_dict())[0]
+    return {jax.tree_util.keystr(path): x.addressable_shards[0].data.size / x.size for path, x in flat}
+
+
+def weight_bytes(model) -> int:
+    import jax
+
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(model.params))
+
+
+def load_one(cfg, config_file: str, mesh, role: str) -> tuple[dict, object]:
+    """models.<role> loaded into its shardings on `mesh`: (figures, the model)."""
+    from rsd_jax.loading import load_ref
+
+    gc.collect()
+    with PeakRSS() as rss:
+        start = time.time()
+        model = load_ref(getattr(cfg.models, role), role, config_file, mesh)
+        seconds = time.time() - start
+    size, devices = weight_bytes(model), per_device_bytes(model)
+    return {"role": role, "mesh": dict(mesh.shape), "seconds": round(seconds, 1), "model_gib": size / GiB,
+            "rss_growth_gib": rss.growth / GiB, "rss_growth_vs_model": rss.growth / size,
+            "max_gib_per_device": max(devices.values()) / GiB,
+            "max_per_device_vs_model": max(devices.values()) / size}, model
+
+
+def load_section(cfg, config_file: str) -> list[dict]:
+    """Each model into the config's mesh, one at a time; then the 1.5B draft over a model axis of 8."""
+    from rsd_jax import sharding
+    from rsd_jax.loading import kv_heads_of
+
+    rows = []
+    mesh = sharding.make_mesh(-1, cfg.mesh.model, kv_heads=kv_heads_of(cfg, config_file))
+    for role in ROLES:
+        row, model = load_one(cfg, config_file, mesh, role)
+        rows.append(row)
+        del model
+    draft_8 = sharding.make_mesh(1, 8, kv_heads=kv_heads_of(cfg, config_file)[:1])
+    row, model = load_one(cfg, config_file, draft_8, "draft")
+    fractions = shard_fractions(model)
+    row["sharded_fraction"] = sorted({round(f, 4) for f in fractions.values() if f < 1.0})
+    row["replicated"] = sorted(k for k, f in fractions.items() if f == 1.0)
+    rows.append(row)
+    del model
+    gc.collect()
+    return rows
+
+
+def decode_section(cfg, config_file: str, problems: int, new_tokens: int) -> dict:
+    """The short run in float32: compile seconds, first-step latency, tokens per second."""
+    import dataclasses as dc
+
+    from rsd_jax.api import generate
+    from rsd_jax.data.problems import load_items
+    from rsd_jax.loading import kv_heads_of, load_models, load_tokenizers, start_devices
+
+    mesh = start_devices(cfg.mesh, kv_heads_of(cfg, config_file))
+    tokenizers = load_tokenizers(cfg, config_file)
+    items = load_items(cfg.data, config_file, tokenizers[0])[:problems]
+    longest = max(len(tokenizers[0].encode(i.prompt)) for i in items)
+    spec = cfg.decoding.spec(cfg.rsd).replace(max_new_tokens=longest + new_tokens)  # the budget counts the prompt
+    start = time.time()
+    models = load_models(cfg, config_file, mesh, tokenizers)
+    loaded = time.time() - start
+    data = dict(mesh.shape)["data"]
+    batch = -(-len(items) // data) * data
+
+    def run(max_steps: int) -> tuple[float, list]:
+        begin = time.time()
+        results = generate(models, [i.prompt for i in items], questions=[i.question for i in items],
+                           spec=dc.replace(spec, max_steps=max_steps), delta=cfg.rsd.delta, pad_batch_to=batch,
+                           mesh=mesh)
+        return time.time() - begin, results
+
+    first_step_cold, _ = run(1)
+    first_step, _ = run(1)
+    cold, _ = run(spec.max_steps)
+    warm, results = run(spec.max_steps)
+    tokens = sum(len(r.token_ids) for r in results)
+    return {"mesh": dict(mesh.shape), "rows": batch, "problems": len(items), "load_seconds": round(loaded, 1),
+            "compile_seconds": round(cold - warm, 1), "first_step_seconds": round(first_step, 2),
+            "first_step_compile_seconds": round(first_step_cold - first_step, 1), "decode_seconds": round(warm, 1),
+            "tokens": tokens, "tokens_per_second": round(tokens / warm, 2),
+            "steps": sum(len(r.steps) for r in results), "errors": sum(r.error is not None for r in results)}
+
+
+def run_config(args, overrides: list[str]):
+    from rsd_jax.config import RunConfig
+    from rsd_jax.configlib import load_config
+
+    paths = [f"models.{role}.path={Path(args.work).absolute() / role}" for role in ROLES]
+    return load_config(RunConfig, args.config, paths + overrides)
+
+
+def report(result: dict) -> str:
+    lines = ["| load (shipped config) | mesh | seconds | model GiB | peak RSS growth / model | max per device / model |",
+             "|---|---|---|---|---|---|"]
+    for r in result["load"]:
+        mesh = "x".join(map(str, r["mesh"].values()))
+        lines.append(f"| {r['role']} | {mesh} | {r['seconds']} | {r['model_gib']:.2f} | {r['rss_growth_vs_model']:.2f}x "
+                     f"| {r['max_per_device_vs_model']:.3f} |")
+    if "decode" in result:
+        d = result["decode"]
+        lines += ["", "| decode (float32) | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in d.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rsd_jax.rehearse", description=__doc__.split("\n")[0])
+    parser.add_argument("section", nargs="?", choices=("all", "write", "load", "decode"), default="all")
+    parser.add_argument("--config", default="configs/qwen25_math_1.5b_7b_skywork1.5b.yaml")
+    parser.add_argument("--work", default="runs/rehearsal", help="where the snapshots are written and kept")
+    parser.add_argument("--target-layers", type=int, default=2, help="layers of the 7B-wide target (of 28)")
+    parser.add_argument("--problems", type=int, default=2, help="decode: problems of the short run")
+    parser.add_argument("--new-tokens", type=int, default=24, help="decode: tokens after the longest prompt")
+    parser.add_argument("--out", help="write the figures as JSON")
+    args = parser.parse_args(argv)
+    from rsd_jax.errors import RSDError
+
+    try:
+        if args.section in ("all", "write"):
+            if args.section == "write":
+                write(Path(args.work), args.target_layers)
+                return 0
+            cmd = [sys.executable, "-m", "rsd_jax.rehearse", "write", "--work", args.work, "--target-layers",
+                   str(args.target_layers)]
+            subprocess.run(cmd, check=True)  # another process: its memory is not this one's peak
+        result = {"config": args.config, "target_layers": args.target_layers}
+        if args.section in ("all", "load"):
+            result["load"] = load_section(run_config(args, []), args.config)
+        if args.section in ("all", "decode"):
+            dtype = [f"models.{role}.dtype=float32" for role in ROLES]
+            result["decode"] = decode_section(run_config(args, dtype), args.config, args.problems, args.new_tokens)
+    except RSDError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(report(result) if "load" in result else json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
