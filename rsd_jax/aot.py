@@ -70,6 +70,7 @@ CHIPS: dict[str, Chip] = {
     # No GPU compile is possible on a CPU machine: for comparing a CPU compile (`compile_report(chip=...)`).
     # JAX preallocates 75% of it unless XLA_PYTHON_CLIENT_MEM_FRACTION / XLA_PYTHON_CLIENT_PREALLOCATE say otherwise.
     "h100": Chip("NVIDIA H100 SXM", "NVIDIA H100 80GB HBM3", 80 * GiB, 80),
+    "a100": Chip("NVIDIA A100 40GB", "NVIDIA A100-SXM4-40GB", 40 * GiB, 40),
 }
 
 

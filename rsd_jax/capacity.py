@@ -53,10 +53,12 @@ class Slice:
 
 SLICES = {s.name: s for s in (
     Slice("v5e-8", "v5e", 8, "v5e:2x4", 819, 197), Slice("v5e-16", "v5e", 16, "v5e:4x4", 819, 197),
-    Slice("v6e-8", "v6e", 8, "v6e:2x4", 1640, 918), Slice("v5p-8", "v5p", 4, "v5p:2x2x1", 2765, 459),
+    Slice("v6e-8", "v6e", 8, "v6e:2x4", 1640, 918), Slice("v5p-1", "v5p", 1, "v5p:1x1x1", 2765, 459),
+    Slice("v5p-8", "v5p", 4, "v5p:2x2x1", 2765, 459),
     Slice("v5p-16", "v5p", 8, "v5p:2x2x2", 2765, 459), Slice("8x H100", "h100", 8, None, 3350, 989),
+    Slice("1x A100 40GB", "a100", 1, None, 1555, 312), Slice("1x H100", "h100", 1, None, 3350, 989),
     Slice("cpu:1", None, 1, "cpu:1", 0, 0), Slice("cpu:8", None, 8, "cpu:8", 0, 0))}
-DEFAULT_SLICES = ("v5e-8", "v5e-16", "v6e-8", "v5p-8", "v5p-16", "8x H100")
+DEFAULT_SLICES = ("v5e-8", "v5e-16", "v6e-8", "v5p-8", "v5p-16", "8x H100", "1x A100 40GB", "1x H100")
 
 
 # ------------------------------------------------------------------------------------------------ the estimate
@@ -167,7 +169,7 @@ def _inputs(cfg, batch: int):
 def evaluate_row(cfg, path: str, slice_: Slice, batch: int, *, compile_: bool, largest: bool) -> Row:
     inputs = _inputs(cfg, batch)
     kv_heads = tuple(m.config.num_kv_heads for m in inputs.models)
-    mesh = _mesh(slice_, cfg.mesh.model, kv_heads)
+    mesh = _mesh(slice_, tensor_width(cfg, slice_), kv_heads)
     est = estimate(inputs, mesh)
     hbm = CHIPS[slice_.chip].hbm_bytes if slice_.chip else None
     data = dict(mesh.shape)["data"]
@@ -185,6 +187,11 @@ def evaluate_row(cfg, path: str, slice_: Slice, batch: int, *, compile_: bool, l
     return row
 
 
+def tensor_width(cfg, slice_: Slice) -> int:
+    """The config's mesh.model, or all the devices of a slice that has fewer (one GPU: 1)."""
+    return min(cfg.mesh.model, slice_.devices)
+
+
 def compile_loop(cfg, slice_: Slice, batch: int, kv_heads: tuple[int, ...], largest: bool):
     """The loop compiled for the slice's TPU topology: (report at `batch`, batch search or None)."""
     from rsd_jax import abstract_run, aot
@@ -194,7 +201,7 @@ def compile_loop(cfg, slice_: Slice, batch: int, kv_heads: tuple[int, ...], larg
     if target.platform == "cpu" and len(target.devices) < slice_.devices:
         raise ConfigError(f"{slice_.name} needs {slice_.devices} CPU devices: set "
                           f"XLA_FLAGS=--xla_force_host_platform_device_count={slice_.devices} before starting")
-    mesh = make_mesh(-1, cfg.mesh.model, devices=target.devices, kv_heads=kv_heads)
+    mesh = make_mesh(-1, tensor_width(cfg, slice_), devices=target.devices, kv_heads=kv_heads)
     data = dict(mesh.shape)["data"]
 
     def report(rows: int):
@@ -233,7 +240,7 @@ def table(rows: list[Row]) -> str:
         if r.compiled is not None:
             c = r.compiled
             if c.memory is None:
-                compiled, fits = f"refused: {c.refused[:60]}", "no"
+                compiled, fits = "refused by the compiler: over HBM", "no"
             else:
                 m = c.memory
                 compiled = f"{_gib(m.arguments)} + {_gib(m.temporaries)} = {_gib(m.peak)}"
@@ -300,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(RunConfig, path, args.overrides)
             for name in args.slice or DEFAULT_SLICES:
                 slice_ = SLICES[name]
-                if slice_.devices % cfg.mesh.model:
+                if slice_.devices % tensor_width(cfg, slice_):
                     continue
                 compile_ = (args.compile or args.largest_batch) and slice_.topology is not None
                 largest = args.largest_batch and compile_ and slice_.chip is not None

@@ -9,8 +9,10 @@
    slice into their shardings: seconds, peak growth of this process's resident memory against the model's bytes,
    bytes per device; and the 1.5B draft alone over a model axis of 8, the fraction of each tensor a device holds.
 3. decode: the shipped config with only the paths changed, plus a short run (`--problems`, `--new-tokens`) in
-   float32 (this CPU computes bfloat16 through float32 copies of every weight, twice the memory): compile
-   seconds, first-step latency (one reasoning step for every row, compiled), tokens per second.
+   float32 (this CPU computes bfloat16 through float32 copies of every weight, twice the memory) over a model axis
+   of 8 (`mesh.data=1`: on fake devices every data replica of the weights is host memory): compile seconds,
+   first-step latency (one reasoning step for every row, compiled), tokens per second.
+Each section runs in its own process (`all` starts them one after the other), so each one's memory is its own.
 """
 
 from __future__ import annotations
@@ -199,7 +201,7 @@ def run_config(args, overrides: list[str]):
 def report(result: dict) -> str:
     lines = ["| load (shipped config) | mesh | seconds | model GiB | peak RSS growth / model | max per device / model |",
              "|---|---|---|---|---|---|"]
-    for r in result["load"]:
+    for r in result.get("load", []):
         mesh = "x".join(map(str, r["mesh"].values()))
         lines.append(f"| {r['role']} | {mesh} | {r['seconds']} | {r['model_gib']:.2f} | {r['rss_growth_vs_model']:.2f}x "
                      f"| {r['max_per_device_vs_model']:.3f} |")
@@ -208,6 +210,25 @@ def report(result: dict) -> str:
         lines += ["", "| decode (float32) | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in d.items()]
     return "\n".join(lines)
+
+
+def run_all(args) -> int:
+    """write, load and decode, each in its own process; their figures together."""
+    result = {}
+    for section in ("write", "load", "decode"):
+        out = Path(args.work) / f"{section}.json"
+        cmd = [sys.executable, "-m", "rsd_jax.rehearse", section, "--config", args.config, "--work", args.work,
+               "--target-layers", str(args.target_layers), "--problems", str(args.problems), "--new-tokens",
+               str(args.new_tokens), "--out", str(out)]
+        if subprocess.run(cmd).returncode != 0:
+            print(f"error: the {section} section failed (its output is above)", file=sys.stderr)
+            return 2
+        if section != "write":
+            result.update(json.loads(out.read_text()))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(report(result))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,25 +244,24 @@ def main(argv: list[str] | None = None) -> int:
     from rsd_jax.errors import RSDError
 
     try:
-        if args.section in ("all", "write"):
-            if args.section == "write":
-                write(Path(args.work), args.target_layers)
-                return 0
-            cmd = [sys.executable, "-m", "rsd_jax.rehearse", "write", "--work", args.work, "--target-layers",
-                   str(args.target_layers)]
-            subprocess.run(cmd, check=True)  # another process: its memory is not this one's peak
+        if args.section == "all":
+            return run_all(args)
+        if args.section == "write":
+            write(Path(args.work), args.target_layers)
+            return 0
         result = {"config": args.config, "target_layers": args.target_layers}
-        if args.section in ("all", "load"):
+        if args.section == "load":
             result["load"] = load_section(run_config(args, []), args.config)
-        if args.section in ("all", "decode"):
-            dtype = [f"models.{role}.dtype=float32" for role in ROLES]
-            result["decode"] = decode_section(run_config(args, dtype), args.config, args.problems, args.new_tokens)
+        if args.section == "decode":
+            overrides = [f"models.{role}.dtype=float32" for role in ROLES] + ["mesh.data=1", "mesh.model=8"]
+            result["decode"] = decode_section(run_config(args, overrides), args.config, args.problems,
+                                              args.new_tokens)
     except RSDError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(report(result) if "load" in result else json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
     return 0
 
 
