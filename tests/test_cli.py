@@ -93,6 +93,10 @@ def test_bad_input_gives_one_clear_line(tiny_checkpoints, tmp_path, capsys):
     long = "Add 1. " * 200
     assert "exceeds the models' context" in _error(capsys, tiny_checkpoints + [
         "data.source=prompts", f"data.prompts=[{json.dumps(long)}]", "decoding.max_new_tokens=40000"])
+    assert "past the target's 64 (raise models.target.max_context" in _error(capsys, tiny_checkpoints + [
+        "data.source=prompts", "data.prompts=['Add 1.']", "models.target.max_context=64", "decoding.max_new_tokens=80"])
+    assert "leaves nothing of the budget of prompt + response" in _error(capsys, tiny_checkpoints + [
+        "data.source=prompts", f"data.prompts=[{json.dumps(long)}]", "decoding.budget_includes_prompt=true"])
 
 
 def test_nothing_written_is_lost_on_a_later_error(tiny_checkpoints, tmp_path, capsys):
