@@ -16,14 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsd_jax.api import buffer_widths, text_view_width
+from rsd_jax.api import prompt_shapes
 from rsd_jax.config import ModelRef, RunConfig
-from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.generator import TokenTables
 from rsd_jax.decoding.prm_view import PRMTextView
 from rsd_jax.decoding.prompts import Prompts
-from rsd_jax.decoding.rsd import RSDCaches
 from rsd_jax.decoding.spec import DecodeSpec
+from rsd_jax.engine import Engine
 from rsd_jax.errors import ConfigError
 from rsd_jax.models import catalog
 from rsd_jax.models.config import ModelConfig
@@ -59,23 +58,16 @@ def _unused_encoder(tokens, lengths, width):  # the text view's host side: never
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-    """The RSD loop's inputs (rsd_jax.decoding.rsd.rsd_decode_impl), abstract."""
+    """The RSD loop's inputs (rsd_jax.decoding.rsd.rsd_loop), abstract: an engine of ShapeDtypeStructs (no mesh
+    yet), the prompts' buffers, the spec."""
 
-    models: tuple[Model, Model, Model]
+    engine: Engine
     prompts: Prompts
-    tables: TokenTables
-    prm_view: PRMTextView
     spec: DecodeSpec
 
-    def shapes(self) -> tuple:
-        """What rsd_jax.parallel.rsd_program takes."""
-        return (*self.models, self.prompts, self.tables, self.prm_view, acceptance_shape(),
-                acceptance.RewardHistogram(counts=jax.ShapeDtypeStruct((self.spec.histogram_bins,), jnp.float32)))
-
-
-def acceptance_shape() -> acceptance.AcceptanceParams:
-    scalar = jax.ShapeDtypeStruct((), jnp.float32)
-    return acceptance.AcceptanceParams(delta=scalar, p=scalar, alpha=scalar)
+    @property
+    def models(self) -> tuple[Model, Model, Model]:
+        return self.engine.draft, self.engine.target, self.engine.prm
 
 
 def abstract_inputs(cfg: RunConfig, batch: int, *, prompt_tokens: int = 512, prm_prompt_tokens: int = 512,
@@ -90,26 +82,20 @@ def abstract_inputs(cfg: RunConfig, batch: int, *, prompt_tokens: int = 512, prm
     models = tuple(Model.abstract(c) for c in configs)
     vocab = min(c.vocab_size for c in configs[:2])
     tokens = QWEN_TOKENS if vocab >= QWEN_TOKENS and vocab <= QWEN_TOKENS + 512 else vocab
-    t_cap, tp_cap = buffer_widths(spec, prompt_tokens, prm_prompt_tokens, PRMTextView.growth_per_step, prm_excess)
-    ints = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)  # noqa: E731
-    prompts = Prompts(tokens=ints(batch, t_cap), length=ints(batch), prm_tokens=ints(batch, tp_cap),
-                      prm_length=ints(batch))
+    prompts = prompt_shapes(spec, batch, prompt_tokens=prompt_tokens, prm_prompt_tokens=prm_prompt_tokens,
+                            prm_excess=prm_excess)
     flags = jax.ShapeDtypeStruct((tokens,), jnp.bool_)
-    view = PRMTextView(encode=_unused_encoder, width=text_view_width(spec))
-    return Inputs(models, prompts, TokenTables(stop=flags, eos=flags), view, spec)
+    view = PRMTextView(encode=_unused_encoder, width=PRMTextView.width_for(spec.step_tokens))
+    engine = Engine(*models, tables=TokenTables(stop=flags, eos=flags), prm_view=view)
+    return Inputs(engine, prompts, spec)
 
 
 def program(inputs: Inputs, mesh: jax.sharding.Mesh) -> tuple[Program, tuple]:
-    """(the loop on `mesh`, its abstract arguments with their shardings), ready for jit(...).lower(*args) under
-    `jax.set_mesh(mesh)` (the loop reads the mesh while tracing: cache layout, the PRM view per data shard)."""
-    shapes = inputs.shapes()
-    prog = rsd_program(mesh, inputs.spec, shapes)
-    args = (*shapes[:7], jax.ShapeDtypeStruct((), jnp.float32), shapes[7],
-            jax.ShapeDtypeStruct((), jax.random.key(0).dtype), jax.eval_shape(RSDCaches.zeros, *shapes[:4]))
-    placed = tuple(a if i < prog.models else  # weights: their layout is the compiler's choice, so no sharding here
-                   jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), a, prog.in_shardings[i])
-                   for i, a in enumerate(args))
-    return prog, placed
+    """(the loop on `mesh`, its abstract arguments), ready for jit(...).lower(*args) under `jax.set_mesh(mesh)` (the
+    loop reads the mesh while tracing: cache layout, the PRM view per data shard)."""
+    engine = dataclasses.replace(inputs.engine, mesh=mesh)
+    prog = rsd_program(engine, inputs.spec, inputs.prompts)
+    return prog, prog.abstract_args()
 
 
 def argument_bytes(args: tuple) -> int:

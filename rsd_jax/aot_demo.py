@@ -61,7 +61,7 @@ def report(target: aot.Target, stack: MLPStack, batch: int, tokens: int, model: 
     return aot.compile_report(mlp_stack, args, None, args[0].sharding, target, donate_argnums=0, chip=chip)
 
 
-def search(target: aot.Target, stack: MLPStack, tokens: int, model: int, low: int, high: int,
+def search(target: aot.Target, stack: MLPStack, *, tokens: int, model: int, low: int, high: int,
            chip: str | None = None) -> aot.BatchSearch:
     mesh = target.mesh(model)
     return aot.largest_batch(mlp_stack, lambda b: abstract_args(stack, mesh, b, tokens), target, low=low,
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report(target, stack, a.batch, a.tokens, a.model, chip).summary())
         if a.search and (target.chip or chip):
             low, high = (int(v) for v in a.search.split(":"))
-            found = search(target, stack, a.tokens, a.model, low, high, chip)
+            found = search(target, stack, tokens=a.tokens, model=a.model, low=low, high=high, chip=chip)
             probes = ", ".join(f"{b}: {'fits' if r.fits else 'no'} ({r.compile_wall_s:.1f} s)" for b, r in found.probes)
             print(f"  largest batch that fits: {found.largest} (smallest failing {found.smallest_failing}, "
                   f"{'exact' if found.exact else 'probe cap reached'}); probes {probes}")

@@ -26,13 +26,15 @@ import jax
 import numpy as np
 
 from rsd_jax import exits
-from rsd_jax.api import RSDModels, encode_prompts, generate, host_tables
+from rsd_jax.api import encode_prompts, generate
+from rsd_jax.compilations import compilations
 from rsd_jax.data import arith
-from rsd_jax.decoding import acceptance
-from rsd_jax.decoding.rsd import rsd_decode
-from rsd_jax.decoding.single import single_decode
+from rsd_jax.decoding.rsd import Knobs, rsd_decode
+from rsd_jax.decoding.single import decode_model
 from rsd_jax.decoding.spec import DecodeSpec
+from rsd_jax.engine import Engine
 from rsd_jax.errors import RSDError
+from rsd_jax.methods import RSD, TargetOnly
 from rsd_jax.outputs import check_output_file, write_text_atomic
 
 GPT2_SMALL = dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
@@ -90,7 +92,7 @@ def bench_decode(quick: bool) -> dict:
         tokens[:, :prompt_len] = ids
         prompts = Prompts(jax.numpy.asarray(tokens), jax.numpy.full((batch,), prompt_len, jax.numpy.int32),
                           jax.numpy.zeros((batch, 1), jax.numpy.int32), jax.numpy.ones((batch,), jax.numpy.int32))
-        run = lambda: jax.block_until_ready(single_decode(model, prompts, no_ends, jax.random.key(0), spec=spec))  # noqa
+        run = lambda: jax.block_until_ready(decode_model(model, prompts=prompts, tables=no_ends, key=jax.random.key(0), spec=spec))  # noqa
         run()  # compile
         ours = min(_timed(run) for _ in range(2 if quick else 3))
         with torch.no_grad():
@@ -115,17 +117,17 @@ def bench_decode(quick: bool) -> dict:
     return out
 
 
-def embedded_models(root: Path) -> tuple[RSDModels, float]:
-    """The embedded default's models and its default δ (configs/arith_tiny.yaml)."""
+def embedded_engine(root: Path) -> tuple[Engine, float]:
+    """The embedded default's engine and its default δ (configs/arith_tiny.yaml)."""
     from rsd_jax.config import RunConfig
     from rsd_jax.configlib import load_config
-    from rsd_jax.loading import load_models
+    from rsd_jax.loading import load_engine
 
     cfg = load_config(RunConfig, str(root / "configs" / "arith_tiny.yaml"))
-    return load_models(cfg, str(root / "configs" / "arith_tiny.yaml")), cfg.rsd.delta
+    return load_engine(cfg, str(root / "configs" / "arith_tiny.yaml")), cfg.rsd.delta
 
 
-def bench_rsd(models: RSDModels, delta: float, quick: bool) -> dict:
+def bench_rsd(engine: Engine, delta: float, quick: bool) -> dict:
     spec = DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24, chunk=32)
     out = {}
     for batch in (1, 8, 64):
@@ -134,11 +136,11 @@ def bench_rsd(models: RSDModels, delta: float, quick: bool) -> dict:
         prompts, questions = [arith.format_prompt(p) for p in problems], [p.question for p in problems]
         timings, flops = {}, {}
         # "rsd@0" accepts every draft step: the draft and PRM loops alone, what RSD pays before any target work
-        for name, method, d in (("target", "target", delta), ("rsd", "rsd", delta), ("rsd@0", "rsd", 0.0)):
+        for name, method in (("target", TargetOnly()), ("rsd", RSD(delta=delta)), ("rsd@0", RSD(delta=0.0))):
             def run():
                 return [r for s in range(0, n, batch) for r in generate(
-                    models, prompts[s:s + batch], questions=questions[s:s + batch], method=method, spec=spec,
-                    delta=d, pad_batch_to=batch)]
+                    engine, prompts[s:s + batch], questions=questions[s:s + batch], method=method, decoding=spec,
+                    pad_batch_to=batch)]
 
             run()  # compile
             start = time.perf_counter()
@@ -155,28 +157,31 @@ def bench_rsd(models: RSDModels, delta: float, quick: bool) -> dict:
     return out
 
 
-def bench_compile(models: RSDModels) -> dict:
+def bench_compile(engine: Engine) -> dict:
+    """Seconds to compile the RSD loop, and how many compilations JAX reports for a δ sweep and for new prompts of
+    the same bucket (both should be none: δ is traced, prompts are bucketed)."""
     spec = DecodeSpec(max_new_tokens=64, max_steps=10, max_step_tokens=24, chunk=32)
     problems = arith.generate_problems(16, seed=4242)
-    tables, prm_view = host_tables(models, spec)
 
     def batch_of(ps):
-        return encode_prompts(models, [arith.format_prompt(p) for p in ps], [p.question for p in ps], spec)
+        return encode_prompts(engine.models, [arith.format_prompt(p) for p in ps], [p.question for p in ps], spec)
 
-    args = lambda b, d: (models.draft, models.target, models.prm, b, tables, prm_view,  # noqa: E731
-                         acceptance.AcceptanceParams.create(delta=d), jax.numpy.float32(0),
-                         acceptance.RewardHistogram.create(spec.histogram_bins), jax.random.key(0))
+    def run(batch, delta):
+        return jax.block_until_ready(rsd_decode(engine, prompts=batch, knobs=Knobs.create(delta=delta),
+                                                key=jax.random.key(0), spec=spec))
+
+    first, second = batch_of(problems[:8]), batch_of(problems[8:16])
     start = time.perf_counter()
-    rsd_decode.lower(*args(batch_of(problems[:8]), 0.7), spec=spec).compile()
-    seconds = time.perf_counter() - start
-    before = rsd_decode._cache_size()
-    for d in (0.3, 0.5, 0.7, 0.9):
-        jax.block_until_ready(rsd_decode(*args(batch_of(problems[:8]), d), spec=spec))
-    sweep = rsd_decode._cache_size() - before
-    before = rsd_decode._cache_size()
-    jax.block_until_ready(rsd_decode(*args(batch_of(problems[8:16]), 0.7), spec=spec))
-    return {"seconds": seconds, "compilations": sweep, "compilations_new_prompts_same_bucket":
-            rsd_decode._cache_size() - before}
+    with compilations() as count:
+        run(first, 0.7)
+    seconds, first_call = time.perf_counter() - start, count()
+    with compilations() as sweep:
+        for d in (0.3, 0.5, 0.7, 0.9):
+            run(first, d)
+    with compilations() as new_prompts:
+        run(second, 0.7)
+    return {"seconds": seconds, "compilations_first_call": first_call, "compilations": sweep(),
+            "compilations_new_prompts_same_bucket": new_prompts()}
 
 
 def table(result: dict) -> str:
@@ -207,11 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     if "decode" in sections:
         result["decode"] = bench_decode(args.quick)
     if "rsd" in sections or "compile" in sections:
-        models, delta = embedded_models(root)
+        engine, delta = embedded_engine(root)
         if "rsd" in sections:
-            result["rsd"] = bench_rsd(models, delta, args.quick)
+            result["rsd"] = bench_rsd(engine, delta, args.quick)
         if "compile" in sections:
-            result["compile"] = bench_compile(models)
+            result["compile"] = bench_compile(engine)
     print(table(result))
     try:
         write_text_atomic(out, json.dumps(result, indent=2) + "\n")

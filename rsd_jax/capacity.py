@@ -111,7 +111,7 @@ def estimate(inputs, mesh) -> Estimate:
         shapes = model.pure_dict()
         weights += sum(_shard_bytes(s.shape, s.dtype, p, sizes) for s, p in
                        zip(jax.tree.leaves(shapes), jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, jax.P))))
-    caches_shape = jax.eval_shape(RSDCaches.zeros, *inputs.models, inputs.prompts)
+    caches_shape = jax.eval_shape(RSDCaches.zeros, inputs.engine, inputs.prompts)
     caches = 0
     for cache, model in zip((caches_shape.draft, caches_shape.target, caches_shape.prm), inputs.models):
         specs = KVCache.specs(model.config.num_kv_heads, mesh)
@@ -119,7 +119,7 @@ def estimate(inputs, mesh) -> Estimate:
                       zip(jax.tree.leaves(cache), jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, jax.P))))
     rows = inputs.prompts.tokens.shape[0] // sizes[DATA]
     buffers = sum(_shard_bytes(x.shape, x.dtype, jax.P(DATA), sizes) for x in jax.tree.leaves(inputs.prompts))
-    buffers += rows * inputs.spec.max_steps * 16 + sum(int(np.prod(x.shape)) for x in jax.tree.leaves(inputs.tables))
+    buffers += rows * inputs.spec.max_steps * 16 + sum(int(np.prod(x.shape)) for x in jax.tree.leaves(inputs.engine.tables))
     return Estimate(weights, caches, buffers, max(forward_working_set(m.config, rows, inputs.spec.chunk, *widths(mesh))
                                                   for m in inputs.models))
 

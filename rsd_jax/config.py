@@ -17,13 +17,14 @@ from typing import Literal
 from rsd_jax.configlib import doc
 from rsd_jax.data import arith
 from rsd_jax.data.sources import NAMES as PAPER_DATASETS
+from rsd_jax import methods as method_values
 from rsd_jax.decoding.acceptance import WEIGHTINGS
 from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.errors import ConfigError
 
-#: The methods `decode` and `evaluate` know (one place: the CLI, the evaluator and the docs read it).
-METHODS = ("rsd", "target", "draft", "speculative", "best_of_n", "majority", "beam_search")
+#: The methods `decode` and `evaluate` know (rsd_jax.method_values.BY_NAME: the CLI, the evaluator and the docs read it).
+METHODS = method_values.NAMES
 DATASETS = ("arith", *PAPER_DATASETS, "prompts")
 
 
@@ -72,22 +73,24 @@ class RSDConfig:
     method: Literal[METHODS] = doc("rsd", "what decode runs")
     methods: tuple[str, ...] = doc((), "evaluate: the methods to compare, each 'name' or 'name:key=value,...' "
                                        "with keys of this section (e.g. best_of_n:n=16); default rsd, target, draft")
-    weighting: Literal[WEIGHTINGS] = doc("binary", "the weighting function ω of the acceptance criterion")
-    delta: float = doc(0.7, "threshold δ of binary and logistic ω (> 1 rejects every step)", (0.0, 2.0))
-    p: float = doc(0.5, "acceptance probability of the constant ω", (0.0, 1.0))
-    alpha: float = doc(20.0, "slope α of the logistic ω", (0.0, 1000.0))
+    weighting: Literal[WEIGHTINGS] = doc(method_values.RSD.weighting, "the weighting function ω of the acceptance "
+                                                                      "criterion")
+    delta: float = doc(method_values.RSD.delta, "threshold δ of binary and logistic ω (> 1 rejects every step)", (0.0, 2.0))
+    p: float = doc(method_values.RSD.p, "acceptance probability of the constant ω", (0.0, 1.0))
+    alpha: float = doc(method_values.RSD.alpha, "slope α of the logistic ω", (0.0, 1000.0))
     budget: float | None = doc(None, "largest fraction of steps that may go to the target (budget-aware δ)",
                                (0.0, 1.0))
     online_budget: bool = doc(False, "with budget: set δ inside the loop from a running quantile of rewards")
     thresholds: tuple[float, ...] = doc((), "evaluate: extra δ values to sweep")
     speculative_gamma: int = doc(0, "> 0: the target writes its steps by speculative decoding, γ drafts a round",
                                  (0, 64))
-    n: int = doc(4, "best_of_n / majority: samples per problem", (1, 1024))
-    aggregate: Literal["last", "min", "prod"] = doc("min", "best_of_n: how step rewards make a sample's score")
-    beam_width: int = doc(4, "beam_search: beams kept", (1, 256))
-    beam_expansions: int = doc(4, "beam_search: sampled steps per beam", (1, 256))
-    sample_temperature: float = doc(0.8, "best_of_n / majority / beam_search: temperature of their draft samples",
-                                    (0.0, 100.0))
+    n: int = doc(method_values.BestOfN.n, "best_of_n / majority: samples per problem", (1, 1024))
+    aggregate: Literal["last", "min", "prod"] = doc(method_values.BestOfN.select,
+                                                    "best_of_n: how step rewards make a sample's score")
+    beam_width: int = doc(method_values.Beam.width, "beam_search: beams kept", (1, 256))
+    beam_expansions: int = doc(method_values.Beam.expand, "beam_search: sampled steps per beam", (1, 256))
+    sample_temperature: float = doc(method_values.BestOfN.temperature, "best_of_n / majority / beam_search: temperature "
+                                    "of their draft samples", (0.0, 100.0))
 
     def __post_init__(self) -> None:
         """Checks the method names (also on direct construction) and the keys of each `methods` variant."""
@@ -95,6 +98,16 @@ class RSDConfig:
             raise ConfigError(f"rsd.method must be one of {', '.join(METHODS)}; got {self.method!r}")
         for i, text in enumerate(self.methods):
             split_method_variant(text, f"rsd.methods[{i}]")
+
+    def method_value(self, name: str | None = None, *, delta: float | None = None, extract=None) -> method_values.Method:
+        """The method `name` (default: `method`) as a value of rsd_jax.methods, with this section's options that
+        apply to it (δ overridden by `delta`; `extract`: the problems' answer reader, for majority voting)."""
+        return method_values.from_options(name or self.method, delta=self.delta if delta is None else delta,
+                                    weighting=self.weighting, p=self.p, alpha=self.alpha, budget=self.budget,
+                                    online_budget=self.online_budget, speculative_gamma=self.speculative_gamma,
+                                    n=self.n, aggregate=self.aggregate, beam_width=self.beam_width,
+                                    beam_expansions=self.beam_expansions, sample_temperature=self.sample_temperature,
+                                    extract=extract)
 
 
 def split_method_variant(text: str, key: str = "method") -> tuple[str, dict[str, str]]:
@@ -136,13 +149,13 @@ class DecodingConfig:
                               "a smaller batch (compute-bound devices); 0: the whole batch, the others masked "
                               "(memory-bound decoding, no gathered cache copy)", (0, 1_000_000))
 
-    def spec(self, rsd: RSDConfig) -> DecodeSpec:
-        return DecodeSpec(max_new_tokens=self.max_new_tokens, budget_includes_prompt=self.budget_includes_prompt,
-                          max_steps=self.max_steps,
-                          max_step_tokens=self.max_step_tokens, chunk=self.chunk,
-                          sampling=Sampling(self.temperature, self.top_k, self.top_p), weighting=rsd.weighting,
-                          online_budget=rsd.online_budget, speculative_gamma=rsd.speculative_gamma,
-                          target_rows=self.target_rows)
+    def spec(self, rsd: RSDConfig | None = None) -> DecodeSpec:
+        """The decoding settings as the loops' static spec; with `rsd`, that of its RSD loop (its weighting, budget
+        mode and speculative target steps: rsd_jax.method_values.RSD.spec)."""
+        spec = DecodeSpec(max_new_tokens=self.max_new_tokens, budget_includes_prompt=self.budget_includes_prompt,
+                          max_steps=self.max_steps, max_step_tokens=self.max_step_tokens, chunk=self.chunk,
+                          sampling=Sampling(self.temperature, self.top_k, self.top_p), target_rows=self.target_rows)
+        return rsd.method_value("rsd").spec(spec) if rsd is not None else spec
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,8 +21,9 @@ from rsd_jax.config import RunConfig
 from rsd_jax.configlib import describe, load_config, to_yaml
 from rsd_jax.data.problems import Item, load_items
 from rsd_jax.errors import RSDError
-from rsd_jax.loading import kv_heads_of, load_models, load_tokenizers, start_devices
-from rsd_jax.methods import health_warning, run_method, summarize
+from rsd_jax.engine import Engine
+from rsd_jax.loading import kv_heads_of, load_engine, load_tokenizers, start_devices
+from rsd_jax.runner import health_warning, run_method, summarize
 from rsd_jax.outputs import check_output_dir
 from rsd_jax.records import RecordLog, read_records
 from rsd_jax.runs import check_records_match, claim_run_dir, run_identity
@@ -70,13 +71,13 @@ def open_log(out_dir: Path, items: list[Item]) -> RecordLog:
     return log
 
 
-def decode_items(models, items: list[Item], cfg: RunConfig, mesh, log: RecordLog | None, done: frozenset,
+def decode_items(engine: Engine, items: list[Item], cfg: RunConfig, log: RecordLog | None, done: frozenset,
                  quiet: bool) -> list[dict]:
     """Decodes the items not `done` yet, printing each record and appending each batch to `log` (the first
     process's, multi-host) as it finishes; returns this run's new records."""
     color = sys.stdout.isatty()
     records = []
-    for batch in run_method(models, items, cfg.rsd.method, cfg, mesh=mesh, done=done):
+    for batch in run_method(engine, items, cfg.rsd.method, cfg, done=done):
         batch = [r for r in batch if r["uid"] not in done]
         if not quiet and jax.process_index() == 0:
             for record in batch:
@@ -111,13 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             kept = f"the records written so far are kept in {out_dir}; run the same command to resume"
         tokenizers = load_tokenizers(cfg, args.config)
         items: list[Item] = load_items(cfg.data, args.config, tokenizers[0])
-        models = load_models(cfg, args.config, mesh, tokenizers)  # weights straight into their shardings
+        engine = load_engine(cfg, args.config, mesh, tokenizers)  # weights straight into their shardings
         log = open_log(out_dir, items) if out_dir is not None and lead else None
         done = frozenset(log.uids) if log is not None else frozenset()
         if out_dir is not None and not lead:  # multi-host: every process skips the problems the folder holds
             done = frozenset(r["uid"] for r in read_records(out_dir / "results.jsonl"))
         start = time.time()
-        records = decode_items(models, items, cfg, mesh, log, done, args.quiet)
+        records = decode_items(engine, items, cfg, log, done, args.quiet)
         if log is not None:  # the summary of what is on disk: a resumed run counts every problem once
             uids = {i.uid for i in items}
             records = [r for r in log.records if r["uid"] in uids]

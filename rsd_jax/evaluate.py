@@ -26,8 +26,8 @@ from rsd_jax.config import RunConfig
 from rsd_jax.configlib import load_config, to_yaml
 from rsd_jax.data.problems import Item, load_items
 from rsd_jax.errors import InputError, RSDError
-from rsd_jax.loading import kv_heads_of, load_models, load_tokenizers, start_devices
-from rsd_jax.methods import health_warning, parse_method, run_method, summarize
+from rsd_jax.loading import kv_heads_of, load_engine, load_tokenizers, start_devices
+from rsd_jax.runner import health_warning, parse_method, run_method, summarize
 from rsd_jax.outputs import check_output_dir, write_text_atomic
 from rsd_jax.records import RecordLog, read_records
 from rsd_jax.runs import check_records_match, claim_run_dir, run_identity
@@ -73,14 +73,14 @@ def evaluate(cfg: RunConfig, out: Path, config_file: str | None) -> dict:
     tokenizers = load_tokenizers(cfg, config_file)
     items = load_items(cfg.data, config_file, tokenizers[0])
     logs = open_logs(cfg, out, items)
-    models = load_models(cfg, config_file, mesh, tokenizers)  # weights straight into their shardings
+    engine = load_engine(cfg, config_file, mesh, tokenizers)  # weights straight into their shardings
     write_text_atomic(out / "config.yaml", to_yaml(cfg))
     summaries = {}
     for key, method, run_cfg, delta in method_keys(cfg):
         log, done = logs[key], frozenset(logs[key].uids)
         with tqdm(total=len(items), initial=sum(i.uid in done for i in items), desc=key) as bar:
             start = time.time()
-            for batch in run_method(models, items, method, run_cfg, delta=delta, mesh=mesh, done=done):
+            for batch in run_method(engine, items, method, run_cfg, delta=delta, done=done):
                 seconds = time.time() - start
                 for record in batch:
                     record["wall_seconds"] = seconds / len(batch)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import jax
 
 from rsd_jax import sharding
-from rsd_jax.api import RSDModels
+from rsd_jax.engine import Engine, RSDModels
 from rsd_jax.config import MeshConfig, ModelRef, RunConfig
 from rsd_jax.data.char_tokenizer import CharTokenizer
 from rsd_jax.errors import CheckpointError, ConfigError
@@ -142,3 +142,19 @@ def load_models(cfg: RunConfig, config_file: str | None, mesh: jax.sharding.Mesh
     draft, target, prm = (load_ref(getattr(cfg.models, role), role, config_file, mesh) for role in ROLES)
     return RSDModels(draft=draft, target=target, prm=prm, tokenizer=tok, prm_tokenizer=prm_tok,
                      delimiter=cfg.decoding.delimiter)
+
+
+def load_engine(cfg: RunConfig, config_file: str | None, mesh: jax.sharding.Mesh | None = None,
+                tokenizers: tuple[Tokenizer, Tokenizer | None] | None = None) -> Engine:
+    """The run's engine: `load_models` (weights straight into their shardings on `mesh`), and on an accelerator
+    mesh the weights moved once into the layouts the compiler chooses for the run's RSD loop
+    (rsd_jax.parallel.lay_out_engine; on CPU the chosen layouts are the default ones, so nothing moves)."""
+    engine = Engine.create(load_models(cfg, config_file, mesh, tokenizers), mesh)
+    if mesh is None or jax.default_backend() == "cpu":
+        return engine
+    from rsd_jax.api import prompt_shapes
+    from rsd_jax.parallel import lay_out_engine
+
+    spec = cfg.decoding.spec(cfg.rsd)
+    rows = -(-cfg.decoding.batch_size // mesh.shape["data"]) * mesh.shape["data"]
+    return lay_out_engine(engine, spec, prompt_shapes(spec, rows))

@@ -1,137 +1,257 @@
-"""Running a decoding method over a list of problems in batches, and summarising the results.
+"""Decoding methods as values: `generate(engine, prompts, method=RSD(delta=0.8))`.
 
-Shared by `decode` and `evaluate`: each batch becomes a list of JSON-ready records with the response, its
-steps (source, reward, text, tokens), the accounting and, when the problem has a reference, the grade.
+Each method is a frozen dataclass of its parameters (the one home of their defaults). It knows its static part
+(`spec`: what it changes in the decoding spec, e.g. RSD's weighting, Best-of-N's sampling temperature), runs its
+jitted loop on an encoded batch (`run`), and turns the loop's arrays into per-prompt results (rsd_jax.results).
+The config's method names map onto these classes in one place (`BY_NAME`, `from_options`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Sequence
+from typing import Any, Callable, ClassVar, Protocol, Sequence
 
+import jax
 import numpy as np
 
-from rsd_jax.api import GenerationResult, RSDModels, generate
-from rsd_jax.config import RSDConfig, RunConfig, split_method_variant
-from rsd_jax.data.problems import Item
-from rsd_jax.decoding.acceptance import calibrate_threshold
-from rsd_jax.errors import NumericalError
-
-#: Methods whose steps carry PRM rewards (the others record NaN rewards by design).
-SCORED_METHODS = ("rsd", "best_of_n", "majority", "beam_search")
-
-
-def to_record(item: Item, result: GenerationResult, method: str) -> dict:
-    return {
-        "uid": item.uid, "method": method, "question": item.question, "prompt": item.prompt,
-        "text": result.text, "token_ids": list(result.token_ids),
-        "steps": [{"source": s.source, "reward": s.reward, "text": s.text, "n_tokens": s.n_tokens}
-                  for s in result.steps],
-        "accounting": result.accounting, "answer": item.answer,
-        "correct": item.grade(result.text) if item.grade is not None else None,
-        "level": item.level, "error": result.error,
-    }
+from rsd_jax import results as res
+from rsd_jax.decoding import acceptance
+from rsd_jax.decoding.best_of_n import AGGREGATES, aggregate_rewards, majority_vote, sample_n
+from rsd_jax.decoding.prompts import Prompts
+from rsd_jax.decoding.rsd import Knobs, rsd_decode
+from rsd_jax.decoding.spec import DecodeSpec
+from rsd_jax.engine import Engine
+from rsd_jax.errors import ConfigError, InputError
+from rsd_jax.placement import to_host
+from rsd_jax.results import GenerationResult
 
 
-def calibrated_delta(models: RSDModels, items: Sequence[Item], cfg: RunConfig) -> float:
-    """δ from a calibration run: the draft's step rewards with every step accepted, at the budget quantile."""
-    spec = cfg.decoding.spec(cfg.rsd)
-    results = generate(models, [i.prompt for i in items], questions=[i.question for i in items], method="rsd",
-                       spec=spec.replace(online_budget=False, weighting="binary"), delta=0.0,
-                       seed=cfg.decoding.seed)
-    rewards = np.array([s.reward for r in results for s in r.steps])
-    bad = int(np.sum(~np.isfinite(rewards)))
-    if bad:
-        raise NumericalError(f"rsd.budget: cannot calibrate δ, the PRM gave non-finite rewards to {bad} of the "
-                             f"{rewards.size} draft steps of the calibration batch (is the PRM checkpoint broken?)")
-    return calibrate_threshold(rewards, cfg.rsd.budget)
+class Method(Protocol):
+    """What `generate` needs of a method."""
+
+    name: ClassVar[str]  # the config's name for it
+    scored: ClassVar[bool]  # its steps carry PRM rewards (the others record NaN by design)
+
+    def spec(self, decoding: DecodeSpec) -> DecodeSpec:
+        """The static spec of its loop, from the decoding settings (budgets, sampling, chunk)."""
+
+    def run(self, engine: Engine, batch: Prompts, *, prompts: Sequence[str], key: jax.Array,
+            spec: DecodeSpec) -> list[GenerationResult]:
+        """Results for the first len(prompts) rows of `batch` (the rest are padding)."""
 
 
-def parse_method(text: str, cfg: RunConfig) -> tuple[str, RunConfig]:
-    """'name' or 'name:key=value,key=value' (keys of the rsd section) -> (name, config with the overrides)."""
-    import yaml
+@dataclasses.dataclass(frozen=True)
+class RSD:
+    """Reward-guided speculative decoding. delta, p, alpha: the weighting ω's parameters (traced: a sweep compiles
+    once); delta may be one threshold per prompt. budget: the largest fraction of steps that may go to the target;
+    with online_budget, δ follows a running quantile of the draft's rewards, seeded by calibration_rewards.
+    speculative_gamma > 0: the target writes its steps by speculative decoding with γ draft tokens a round."""
 
-    from rsd_jax.configlib import build, to_dict
+    delta: float | Sequence[float] = acceptance.DEFAULT_DELTA
+    weighting: str = "binary"
+    p: float = acceptance.DEFAULT_P
+    alpha: float = acceptance.DEFAULT_ALPHA
+    budget: float | None = None
+    online_budget: bool = False
+    calibration_rewards: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+    speculative_gamma: int = 0
 
-    name, overrides = split_method_variant(text)
-    if not overrides:
-        return name, cfg
-    rsd = {**to_dict(cfg.rsd), **{k: yaml.safe_load(v) for k, v in overrides.items()}}
-    return name, dataclasses.replace(cfg, rsd=build(RSDConfig, rsd, "rsd."))
+    name: ClassVar[str] = "rsd"
+    scored: ClassVar[bool] = True
 
+    def spec(self, decoding: DecodeSpec) -> DecodeSpec:
+        return decoding.replace(weighting=self.weighting, online_budget=self.online_budget,
+                                speculative_gamma=self.speculative_gamma)
 
-def run_method(models: RSDModels, items: Sequence[Item], method: str, cfg: RunConfig,
-               delta: float | None = None, mesh=None, done: frozenset[str] = frozenset()) -> Iterator[list[dict]]:
-    """Yields the records of each batch of `items` decoded with `method` (any of config.METHODS).
+    def knobs(self, spec: DecodeSpec, rows: int) -> Knobs:
+        delta = self.delta
+        if np.ndim(delta) == 1:  # one threshold per prompt (per-context δ): padding rows take the last value
+            delta = np.pad(np.asarray(delta, np.float32), (0, rows - len(delta)), mode="edge")
+        return Knobs.create(delta=delta, p=self.p, alpha=self.alpha, budget=self.budget,
+                            histogram_bins=spec.histogram_bins, calibration_rewards=self.calibration_rewards)
 
-    Batches are fixed slices of `items` (batch_size each), seeded by their position, and the budget's δ is
-    calibrated on the first: a resume passes every item with `done` (the uids already on disk) and gets the
-    same batches, skipping those whose records are all done (a batch with some done is decoded whole again,
-    so each record is what an uninterrupted run writes)."""
-    if not items:
-        return
-    spec = cfg.decoding.spec(cfg.rsd)
-    if method in ("best_of_n", "majority", "beam_search"):  # they need distinct samples
-        spec = spec.replace(sampling=dataclasses.replace(spec.sampling, temperature=cfg.rsd.sample_temperature))
-    bs = cfg.decoding.batch_size
-    r = cfg.rsd
-    delta = r.delta if delta is None else delta
-    calibrate = method == "rsd" and r.budget is not None and not r.online_budget
-    for start in range(0, len(items), bs):
-        chunk = items[start:start + bs]
-        if all(i.uid in done for i in chunk):
-            continue
-        if calibrate:
-            delta, calibrate = calibrated_delta(models, items[:bs], cfg), False
-        results = generate(models, [i.prompt for i in chunk], questions=[i.question for i in chunk],
-                           method=method, spec=spec, delta=delta, p=r.p, alpha=r.alpha, budget=r.budget,
-                           seed=cfg.decoding.seed + start, pad_batch_to=bs, mesh=mesh, n=r.n, aggregate=r.aggregate,
-                           gamma=r.speculative_gamma or 4, beam_width=r.beam_width,
-                           beam_expansions=r.beam_expansions, extract=chunk[0].extract)
-        records = [to_record(i, res, method) for i, res in zip(chunk, results)]
-        for rec in records:
-            rec["delta"] = delta
-        yield records
+    def run(self, engine: Engine, batch: Prompts, *, prompts: Sequence[str], key: jax.Array,
+            spec: DecodeSpec) -> list[GenerationResult]:
+        out = rsd_decode(engine, prompts=batch, knobs=self.knobs(spec, batch.length.shape[0]), key=key, spec=spec)
+        return res.rsd_results(engine.models, prompts, to_host(out))
 
 
-def health(records: Sequence[dict]) -> dict:
-    """How many records carry an error (e.g. non-finite logits) and how many, of a method that scores steps
-    with the PRM, have a non-finite step reward."""
-    nonfinite = sum(1 for r in records if r.get("method") in SCORED_METHODS
-                    and any(not np.isfinite(s["reward"]) for s in r["steps"]))
-    return {"n_errors": sum(1 for r in records if r.get("error")), "n_nonfinite_rewards": nonfinite}
+@dataclasses.dataclass(frozen=True)
+class TargetOnly:
+    """The target alone: the baseline RSD's FLOPs are compared with."""
+
+    name: ClassVar[str] = "target"
+    scored: ClassVar[bool] = False
+    role: ClassVar[str] = "target"
+
+    def spec(self, decoding: DecodeSpec) -> DecodeSpec:
+        return decoding
+
+    def run(self, engine: Engine, batch: Prompts, *, prompts: Sequence[str], key: jax.Array,
+            spec: DecodeSpec) -> list[GenerationResult]:
+        from rsd_jax.decoding.single import single_decode
+
+        out = single_decode(engine, role=self.role, prompts=batch, key=key, spec=spec)
+        return res.single_results(engine.models, prompts, to_host(out), self.name)
 
 
-def health_warning(summary: dict, what: str = "") -> str | None:
-    """A one-line warning when a summary counts errors or non-finite rewards, else None."""
-    parts = [f"{summary[k]} of {summary['n_problems']} records {text}" for k, text in
-             (("n_errors", "have an error"), ("n_nonfinite_rewards", "have non-finite PRM rewards"))
-             if summary.get(k)]
-    return f"warning: {what}{'; '.join(parts)} (see each record's error and steps)" if parts else None
+@dataclasses.dataclass(frozen=True)
+class DraftOnly(TargetOnly):
+    """The draft alone."""
+
+    name: ClassVar[str] = "draft"
+    role: ClassVar[str] = "draft"
 
 
-def summarize(records: Sequence[dict], wall_seconds: float | None = None) -> dict:
-    """Accuracy, draft share of steps, tokens by model, FLOPs, their fraction of what target-only decoding of the
-    same outputs takes (flops_vs_target_only) and its inverse (flops_ratio_vs_target)."""
-    graded = [r["correct"] for r in records if r["correct"] is not None]
-    steps = [s for r in records for s in r["steps"]]
-    useful = sum(r["accounting"]["useful_flops_total"] for r in records)
-    target_only = sum(r["accounting"]["target_only_flops"] for r in records)
-    out = {"n_problems": len(records), **health(records)}
-    if graded:
-        out["accuracy"] = float(np.mean(graded))
-    if steps and all(s["source"] in ("draft", "target") for s in steps):
-        out["draft_acceptance_rate"] = float(np.mean([s["source"] == "draft" for s in steps]))
-    for model in ("draft", "target", "prm"):
-        n = sum(r["accounting"].get("tokens_processed", {}).get(model, 0) for r in records)
-        if n:
-            out[f"tokens_{model}"] = n
-    out["useful_flops"] = useful
-    out["executed_flops"] = sum(r["accounting"].get("executed_flops", 0.0) for r in records)
-    out["flops_vs_target_only"] = useful / target_only if target_only else float("nan")  # < 1: RSD saves
-    out["flops_ratio_vs_target"] = target_only / useful if useful else float("nan")  # how many times fewer
-    if wall_seconds is not None:
-        out["wall_seconds"] = wall_seconds
-    return out
+@dataclasses.dataclass(frozen=True)
+class Speculative:
+    """Token-level speculative decoding (the target's distribution, fewer target passes): γ draft tokens a round."""
 
+    gamma: int = 4
+
+    name: ClassVar[str] = "speculative"
+    scored: ClassVar[bool] = False
+
+    def spec(self, decoding: DecodeSpec) -> DecodeSpec:
+        return decoding
+
+    def run(self, engine: Engine, batch: Prompts, *, prompts: Sequence[str], key: jax.Array,
+            spec: DecodeSpec) -> list[GenerationResult]:
+        from rsd_jax.decoding.single import SingleOutput
+        from rsd_jax.decoding.speculative import speculative_decode
+
+        _one_device(engine, self.name)
+        out = jax.device_get(speculative_decode(engine, prompts=batch, key=key, spec=spec, gamma=self.gamma))
+        single = SingleOutput(tokens=out.tokens, length=out.length, prompt_length=out.prompt_length,
+                              ended_eos=out.ended_eos, nonfinite=np.zeros_like(out.ended_eos), work=out.target)
+        results = res.single_results(engine.models, prompts, single, "target")
+        for i, r in enumerate(results):
+            draft, acc = float(out.draft.useful_flops[i]), r.accounting
+            acc["useful_flops"]["draft"] = draft
+            acc["tokens_processed"]["draft"] = int(out.draft.tokens[i])
+            acc["draft_kept_tokens"] = int(out.draft_kept[i])
+            acc["executed_flops"] += float(out.draft.executed_flops) / len(prompts)
+            acc["useful_flops_total"] += draft
+            acc["flops_ratio_vs_target"] = acc["target_only_flops"] / acc["useful_flops_total"]
+        return results
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sampled:
+    """n draft samples per prompt at `temperature`, each step scored by the PRM (the RSD loop, every step kept)."""
+
+    n: int = 4
+    temperature: float = 0.8
+
+    scored: ClassVar[bool] = True
+
+    def spec(self, decoding: DecodeSpec) -> DecodeSpec:
+        return decoding.replace(sampling=dataclasses.replace(decoding.sampling, temperature=self.temperature))
+
+    def samples(self, engine: Engine, batch: Prompts, prompts: Sequence[str], key: jax.Array, spec: DecodeSpec):
+        out = to_host(sample_n(engine, prompts=batch, key=key, spec=spec, n=self.n))
+        return out, res.rsd_results(engine.models, [p for p in prompts for _ in range(self.n)], out)
+
+
+@dataclasses.dataclass(frozen=True)
+class BestOfN(_Sampled):
+    """Best-of-N: the sample whose step rewards, aggregated by `select` (last, min, prod), score highest."""
+
+    select: str = "min"
+
+    name: ClassVar[str] = "best_of_n"
+
+    def __post_init__(self) -> None:
+        if self.select not in AGGREGATES:
+            raise ConfigError(f"best_of_n select={self.select!r} is not one of {', '.join(AGGREGATES)}")
+
+    def run(self, engine: Engine, batch: Prompts, *, prompts: Sequence[str], key: jax.Array,
+            spec: DecodeSpec) -> list[GenerationResult]:
+        out, rows = self.samples(engine, batch, prompts, key, spec)
+        scores = np.asarray(aggregate_rewards(out, self.select)).reshape(-1, self.n)
+        chosen = np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=1)
+        return [res.grouped(rows[b * self.n:(b + 1) * self.n], int(chosen[b]), self.n) for b in range(len(prompts))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Majority(_Sampled):
+    """Majority voting over n samples: the most common answer, read by `extract` (the problems' answer reader)."""
+
+    extract: Callable[[str], Any] | None = dataclasses.field(default=None, compare=False)
+
+    name: ClassVar[str] = "majority"
+
+    def run(self, engine: Engine, batch: Prompts, *, prompts: Sequence[str], key: jax.Array,
+            spec: DecodeSpec) -> list[GenerationResult]:
+        if self.extract is None:
+            raise InputError("majority voting needs an answer extractor for these problems")
+        _, rows = self.samples(engine, batch, prompts, key, spec)
+        picked = []
+        for b in range(len(prompts)):
+            answers = [self.extract(r.text) for r in rows[b * self.n:(b + 1) * self.n]]
+            winner = majority_vote(answers)
+            picked.append(res.grouped(rows[b * self.n:(b + 1) * self.n],
+                                      answers.index(winner) if winner is not None else 0, self.n))
+        return picked
+
+
+@dataclasses.dataclass(frozen=True)
+class Beam:
+    """Process beam search with the PRM: `width` beams, each expanded by `expand` sampled steps."""
+
+    width: int = 4
+    expand: int = 4
+    temperature: float = 0.8
+
+    name: ClassVar[str] = "beam_search"
+    scored: ClassVar[bool] = True
+
+    def spec(self, decoding: DecodeSpec) -> DecodeSpec:
+        return decoding.replace(sampling=dataclasses.replace(decoding.sampling, temperature=self.temperature))
+
+    def run(self, engine: Engine, batch: Prompts, *, prompts: Sequence[str], key: jax.Array,
+            spec: DecodeSpec) -> list[GenerationResult]:
+        from rsd_jax.decoding.beam_search import beam_search
+
+        _one_device(engine, self.name)
+        out = jax.device_get(beam_search(engine, prompts=batch, key=key, spec=spec, width=self.width,
+                                         expansions=self.expand))
+        k = self.width * self.expand
+        rows = res.rsd_results(engine.models, [p for p in prompts for _ in range(k)], out.beams)
+        work = np.asarray(out.beams.stats.draft.useful_flops) + np.asarray(out.beams.stats.prm.useful_flops)
+        share = work / max(work.sum(), 1.0) * float(out.useful_flops)
+        return [res.grouped(rows[b * k:(b + 1) * k], 0, k, float(share[b * k:(b + 1) * k].sum()))
+                for b in range(len(prompts))]
+
+
+def _one_device(engine: Engine, name: str) -> None:
+    if engine.mesh is not None:
+        raise InputError(f"method {name!r} runs on one device (an engine without a mesh) for now")
+
+
+#: Every method by its config name (the CLI, the evaluator and the docs read this one table).
+BY_NAME: dict[str, type] = {cls.name: cls for cls in (RSD, TargetOnly, DraftOnly, Speculative, BestOfN, Majority,
+                                                       Beam)}
+NAMES = tuple(BY_NAME)
+SCORED = tuple(name for name, cls in BY_NAME.items() if cls.scored)
+
+
+def from_options(name: str, *, delta, weighting: str, p: float, alpha: float, budget: float | None,
+                 online_budget: bool, speculative_gamma: int, n: int, aggregate: str, beam_width: int,
+                 beam_expansions: int, sample_temperature: float, extract: Callable | None = None) -> Method:
+    """The method `name` with the config's options (the rsd section's keys) that apply to it."""
+    if name not in BY_NAME:
+        raise ConfigError(f"method {name!r} is not one of {', '.join(NAMES)}")
+    if name == "rsd":
+        return RSD(delta=delta, weighting=weighting, p=p, alpha=alpha, budget=budget, online_budget=online_budget,
+                   speculative_gamma=speculative_gamma)
+    if name == "speculative":
+        return Speculative(gamma=speculative_gamma or Speculative.gamma)
+    if name == "best_of_n":
+        return BestOfN(n=n, temperature=sample_temperature, select=aggregate)
+    if name == "majority":
+        return Majority(n=n, temperature=sample_temperature, extract=extract)
+    if name == "beam_search":
+        return Beam(width=beam_width, expand=beam_expansions, temperature=sample_temperature)
+    return BY_NAME[name]()
 

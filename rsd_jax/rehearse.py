@@ -158,30 +158,30 @@ def decode_section(cfg, config_file: str, problems: int, new_tokens: int) -> dic
 
     from rsd_jax.api import generate
     from rsd_jax.data.problems import load_items
-    from rsd_jax.loading import kv_heads_of, load_models, load_tokenizers, start_devices
+    from rsd_jax.loading import kv_heads_of, load_engine, load_tokenizers, start_devices
 
     mesh = start_devices(cfg.mesh, kv_heads_of(cfg, config_file))
     tokenizers = load_tokenizers(cfg, config_file)
     items = load_items(cfg.data, config_file, tokenizers[0])[:problems]
     longest = max(len(tokenizers[0].encode(i.prompt)) for i in items)
-    spec = cfg.decoding.spec(cfg.rsd).replace(max_new_tokens=longest + new_tokens)  # the budget counts the prompt
+    decoding = cfg.decoding.spec().replace(max_new_tokens=longest + new_tokens)  # the budget counts the prompt
+    method = cfg.rsd.method_value("rsd")
     start = time.time()
-    models = load_models(cfg, config_file, mesh, tokenizers)
+    engine = load_engine(cfg, config_file, mesh, tokenizers)
     loaded = time.time() - start
     data = dict(mesh.shape)["data"]
     batch = -(-len(items) // data) * data
 
     def run(max_steps: int) -> tuple[float, list]:
         begin = time.time()
-        results = generate(models, [i.prompt for i in items], questions=[i.question for i in items],
-                           spec=dc.replace(spec, max_steps=max_steps), delta=cfg.rsd.delta, pad_batch_to=batch,
-                           mesh=mesh)
+        results = generate(engine, [i.prompt for i in items], questions=[i.question for i in items], method=method,
+                           decoding=dc.replace(decoding, max_steps=max_steps), pad_batch_to=batch)
         return time.time() - begin, results
 
     first_step_cold, _ = run(1)
     first_step, _ = run(1)
-    cold, _ = run(spec.max_steps)
-    warm, results = run(spec.max_steps)
+    cold, _ = run(decoding.max_steps)
+    warm, results = run(decoding.max_steps)
     tokens = sum(len(r.token_ids) for r in results)
     return {"mesh": dict(mesh.shape), "rows": batch, "problems": len(items), "load_seconds": round(loaded, 1),
             "compile_seconds": round(cold - warm, 1), "first_step_seconds": round(first_step, 2),

@@ -12,7 +12,7 @@ from rsd_jax.config import RunConfig
 from rsd_jax.configlib import load_config
 from rsd_jax.data import arith
 from rsd_jax.decoding.spec import DecodeSpec
-from rsd_jax.loading import load_models
+from rsd_jax.loading import load_engine
 from rsd_jax.theory import perfect_prm as perfect
 from rsd_jax.theory.__main__ import main
 
@@ -23,7 +23,7 @@ SPEC = DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24, chunk=32
 @pytest.fixture(scope="module")
 def shipped():
     config = ROOT / "configs" / "arith_dev.yaml"
-    return load_models(load_config(RunConfig, config), str(config))
+    return load_engine(load_config(RunConfig, config), str(config))
 
 
 def test_only_correct_draft_steps_are_kept_and_every_rejection_was_wrong(shipped):
@@ -40,18 +40,18 @@ def test_only_correct_draft_steps_are_kept_and_every_rejection_was_wrong(shipped
 
 def test_the_target_pays_for_everything_up_to_its_last_step(shipped):
     problem = arith.generate_problems(1, seed=0)[0]
-    tok, draft, target = shipped.tokenizer, shipped.draft.config, shipped.target.config
+    tok, draft, target = shipped.models.tokenizer, shipped.draft.config, shipped.target.config
     prompt = len(tok.encode(arith.format_prompt(problem)))
     total = prompt + sum(len(tok.encode(s + arith.DELIMITER)) for s in problem.steps)
-    alone = perfect.useful_flops(shipped, problem, perfect.Trajectory(list(problem.steps),
+    alone = perfect.useful_flops(shipped.models, problem, perfect.Trajectory(list(problem.steps),
                                                                       ["draft"] * len(problem.steps)))
     assert alone["target"] == 0.0
     assert alone["draft"] == pytest.approx(float(flops.span_flops(draft, 0, total, with_head=False)
                                                  + (total - prompt) * flops.head_flops_per_token(draft)))
     wrong = "1" + problem.steps[0]
-    first = perfect.useful_flops(shipped, problem, perfect.Trajectory(
+    first = perfect.useful_flops(shipped.models, problem, perfect.Trajectory(
         list(problem.steps), ["target"] + ["draft"] * (len(problem.steps) - 1), [(0, wrong)]))
-    last = perfect.useful_flops(shipped, problem, perfect.Trajectory(
+    last = perfect.useful_flops(shipped.models, problem, perfect.Trajectory(
         list(problem.steps), ["draft"] * (len(problem.steps) - 1) + ["target"]))
     first_end = prompt + len(tok.encode(problem.steps[0] + arith.DELIMITER))
     head = flops.head_flops_per_token(target)

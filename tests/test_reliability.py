@@ -67,7 +67,7 @@ def model_args(root: Path, prm: str = "prm") -> list[str]:
             f"models.prm.path={root / prm}"]
 
 
-def fake_run_method(models, items, method, cfg, delta=None, mesh=None, done=frozenset(), reward=0.9, error=None,
+def fake_run_method(engine, items, method, cfg, delta=None, done=frozenset(), reward=0.9, error=None,
                     fail_after=None):
     """run_method's contract without a model: fixed batches over `items`, those all in `done` skipped."""
     bs = cfg.decoding.batch_size
@@ -99,7 +99,7 @@ def fake(monkeypatch):
 
     for module in (decode, evaluate):
         monkeypatch.setattr(module, "run_method", run)
-        monkeypatch.setattr(module, "load_models", lambda *a, **k: None)
+        monkeypatch.setattr(module, "load_engine", lambda *a, **k: None)
         monkeypatch.setattr(module, "start_devices", lambda mesh, kv_heads=(): None)
     return options
 
@@ -118,7 +118,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the output location was checked")
 
     for module in (decode, evaluate):
-        monkeypatch.setattr(module, "load_models", boom)
+        monkeypatch.setattr(module, "load_engine", boom)
         monkeypatch.setattr(module, "load_items", boom)
 
 
@@ -258,7 +258,7 @@ def test_decode_writes_as_it_goes_and_a_full_disk_keeps_the_good_records(fake, t
 def fake_again(monkeypatch):
     for module in (decode, evaluate):
         monkeypatch.setattr(module, "run_method", fake_run_method)
-        monkeypatch.setattr(module, "load_models", lambda *a, **k: None)
+        monkeypatch.setattr(module, "load_engine", lambda *a, **k: None)
         monkeypatch.setattr(module, "start_devices", lambda mesh, kv_heads=(): None)
 
 
@@ -493,7 +493,7 @@ def test_mesh_data_that_does_not_fit_one_device_is_an_error(monkeypatch):
 def test_calibration_with_non_finite_rewards_raises_the_projects_error(monkeypatch):
     with pytest.raises(NumericalError, match="2 of the 3 rewards are not finite"):
         calibrate_threshold(np.array([0.5, np.nan, np.inf]), 0.3)
-    from rsd_jax import methods
+    from rsd_jax import runner
 
     class Step:
         reward = float("nan")
@@ -501,12 +501,12 @@ def test_calibration_with_non_finite_rewards_raises_the_projects_error(monkeypat
     class Result:
         steps = (Step(), Step())
 
-    monkeypatch.setattr(methods, "generate", lambda *a, **k: [Result()])
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: [Result()])
     cfg = load_config(RunConfig, None, ["rsd.budget=0.3"])
     from rsd_jax.data.problems import load_items
 
     with pytest.raises(NumericalError, match="rsd.budget: cannot calibrate δ, the PRM gave non-finite rewards to 2"):
-        methods.calibrated_delta(None, load_items(cfg.data)[:1], cfg)
+        runner.calibrated_delta(None, load_items(cfg.data)[:1], cfg)
 
 
 def test_a_dash_stays_a_string_for_string_fields():

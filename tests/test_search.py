@@ -11,6 +11,7 @@ from rsd_jax.decoding.best_of_n import aggregate_rewards, best_of_n, majority_vo
 from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.decoding.single import single_decode
 from rsd_jax.decoding.spec import DecodeSpec
+from rsd_jax.engine import Engine
 
 SPEC = DecodeSpec(max_new_tokens=24, max_steps=24, max_step_tokens=8, chunk=8)
 
@@ -19,7 +20,8 @@ def _setup():
     draft, _, prm = world.models()
     tables, prm_tables, _ = world.tables()
     batch, _, _ = world.prompts([5, 9, 7], t_cap=16 + 24, tp_cap=200)
-    return draft, prm, tables, prm_tables, batch
+    engine = Engine(draft=draft, target=draft, prm=prm, tables=tables, prm_view=prm_tables)
+    return engine, batch
 
 
 def responses(tokens, start, end):
@@ -27,19 +29,19 @@ def responses(tokens, start, end):
 
 
 def test_best_of_one_greedy_is_the_draft_greedy_decoding():
-    draft, prm, tables, prm_tables, batch = _setup()
-    out = jax.device_get(best_of_n(draft, prm, batch, tables, prm_tables, jax.random.key(0), spec=SPEC, n=1))
-    ref = jax.device_get(single_decode(draft, batch, tables, jax.random.key(0), spec=SPEC))
+    engine, batch = _setup()
+    out = jax.device_get(best_of_n(engine, prompts=batch, key=jax.random.key(0), spec=SPEC, n=1))
+    ref = jax.device_get(single_decode(engine, role="draft", prompts=batch, key=jax.random.key(0), spec=SPEC))
     s = out.samples
     assert responses(s.tokens, s.prompt_length, s.length) == responses(ref.tokens, ref.prompt_length, ref.length)
     assert (out.chosen == 0).all()
 
 
 def test_best_of_n_chooses_the_highest_aggregate():
-    draft, prm, tables, prm_tables, batch = _setup()
+    engine, batch = _setup()
     spec = SPEC.replace(sampling=Sampling(temperature=1.0))
     for how in ("last", "min", "prod"):
-        out = jax.device_get(best_of_n(draft, prm, batch, tables, prm_tables, jax.random.key(1), spec=spec, n=4,
+        out = jax.device_get(best_of_n(engine, prompts=batch, key=jax.random.key(1), spec=spec, n=4,
                                        aggregate=how))
         scores = np.asarray(aggregate_rewards(out.samples, how)).reshape(3, 4)
         np.testing.assert_array_equal(out.chosen, scores.argmax(1))
@@ -47,8 +49,8 @@ def test_best_of_n_chooses_the_highest_aggregate():
 
 
 def test_sample_n_rows_are_grouped_by_prompt():
-    draft, prm, tables, prm_tables, batch = _setup()
-    out = jax.device_get(sample_n(draft, prm, batch, tables, prm_tables, jax.random.key(0), spec=SPEC, n=3))
+    engine, batch = _setup()
+    out = jax.device_get(sample_n(engine, prompts=batch, key=jax.random.key(0), spec=SPEC, n=3))
     np.testing.assert_array_equal(out.prompt_length, np.repeat(np.asarray(batch.length), 3))
 
 
@@ -59,18 +61,18 @@ def test_majority_vote():
 
 
 def test_beam_width_one_is_greedy_step_decoding():
-    draft, prm, tables, prm_tables, batch = _setup()
-    out = jax.device_get(beam_search(draft, prm, batch, tables, prm_tables, jax.random.key(0), spec=SPEC, width=1,
+    engine, batch = _setup()
+    out = jax.device_get(beam_search(engine, prompts=batch, key=jax.random.key(0), spec=SPEC, width=1,
                                      expansions=1))
-    ref = jax.device_get(single_decode(draft, batch, tables, jax.random.key(0), spec=SPEC))
+    ref = jax.device_get(single_decode(engine, role="draft", prompts=batch, key=jax.random.key(0), spec=SPEC))
     b = out.beams
     assert responses(b.tokens, b.prompt_length, b.length) == responses(ref.tokens, ref.prompt_length, ref.length)
 
 
 def test_beam_search_keeps_the_best_scored_candidates():
-    draft, prm, tables, prm_tables, batch = _setup()
+    engine, batch = _setup()
     spec = SPEC.replace(sampling=Sampling(temperature=1.0), max_steps=3)
-    out = jax.device_get(beam_search(draft, prm, batch, tables, prm_tables, jax.random.key(2), spec=spec, width=2,
+    out = jax.device_get(beam_search(engine, prompts=batch, key=jax.random.key(2), spec=spec, width=2,
                                      expansions=3))
     b = out.beams
     assert b.tokens.shape[0] == 3 * 6

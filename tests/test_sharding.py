@@ -9,11 +9,12 @@ import pytest
 
 import engine_world as world
 from rsd_jax import sharding as sh
-from rsd_jax.decoding import acceptance
-from rsd_jax.decoding.rsd import rsd_decode
+from rsd_jax.compilations import compilations
+from rsd_jax.decoding.rsd import Knobs, rsd_decode
 from rsd_jax.decoding.single import single_decode
 from rsd_jax.decoding.spec import DecodeSpec
-from rsd_jax.parallel import _compiled_rsd, rsd_decode_on_mesh, single_decode_on_mesh
+from rsd_jax.engine import Engine
+from rsd_jax.parallel import lay_out_engine
 
 SPEC = DecodeSpec(max_new_tokens=24, max_steps=24, max_step_tokens=8, chunk=8)
 
@@ -26,44 +27,55 @@ def _models():
     return draft, target, prm
 
 
-def fresh(args):
-    """The prompts buffer is donated to the loop: give each call its own copy."""
-    return args[:3] + (jax.tree.map(jnp.copy, args[3]),) + args[4:]
+def _engine() -> Engine:
+    draft, target, prm = _models()
+    tables, prm_tables, _ = world.tables()
+    return Engine(draft=draft, target=target, prm=prm, tables=tables, prm_view=prm_tables)
+
+
+def _rsd(engine: Engine, batch):
+    return rsd_decode(engine, prompts=batch, knobs=Knobs.create(delta=0.5, histogram_bins=SPEC.histogram_bins),
+                      key=jax.random.key(0), spec=SPEC)
 
 
 @pytest.fixture(scope="module")
 def setup():
-    draft, target, prm = _models()
-    tables, prm_tables, _ = world.tables()
+    engine = _engine()
     batch, _, _ = world.prompts([5, 9, 7, 4, 8, 6, 10, 3], t_cap=16 + SPEC.max_new_tokens, tp_cap=160)
-    params = acceptance.AcceptanceParams.create(delta=0.5)
-    hist = acceptance.RewardHistogram.create(SPEC.histogram_bins)
-    args = (draft, target, prm, batch, tables, prm_tables, params, jnp.float32(0), hist, jax.random.key(0))
-    reference = jax.device_get(rsd_decode(*args, spec=SPEC))
-    single = jax.device_get(single_decode(target, batch, tables, jax.random.key(0), spec=SPEC))
-    return args, reference, single
+    reference = jax.device_get(_rsd(engine, batch))
+    single = jax.device_get(single_decode(engine, role="target", prompts=batch, key=jax.random.key(0), spec=SPEC))
+    return engine, batch, reference, single
 
 
 @pytest.mark.parametrize("shape", [(8, 1), (1, 8), (2, 4), (4, 2), (2, 4, "kv")])
 def test_sharded_equals_single_device(setup, shape):
-    args, reference, single = setup
-    kv_heads = [m.config.num_kv_heads for m in args[:3]] if "kv" in shape else ()
+    engine, batch, reference, single = setup
+    kv_heads = [m.config.num_kv_heads for m in (engine.draft, engine.target, engine.prm)] if "kv" in shape else ()
     mesh = sh.make_mesh(*shape[:2], kv_heads=kv_heads)  # "kv": model 4 = 2 x 2, the 2 KV heads split over 2
-    out = rsd_decode_on_mesh(mesh, *fresh(args), spec=SPEC)
-    assert out.tokens.sharding.spec == jax.P("data", None)
+    on_mesh = engine.on_mesh(mesh)
+    out = _rsd(on_mesh, batch)
+    assert out.tokens.sharding.is_equivalent_to(jax.NamedSharding(mesh, jax.P("data", None)), 2)
     got = jax.device_get(out)
     np.testing.assert_array_equal(got.tokens, reference.tokens)
     np.testing.assert_array_equal(got.trace.source, reference.trace.source)
     np.testing.assert_allclose(got.trace.reward, reference.trace.reward, atol=1e-5)
-    a = fresh(args)
-    target_only = jax.device_get(single_decode_on_mesh(mesh, a[1], a[3], a[4], a[9], spec=SPEC))
+    target_only = jax.device_get(single_decode(on_mesh, role="target", prompts=batch, key=jax.random.key(0),
+                                               spec=SPEC))
     np.testing.assert_array_equal(target_only.tokens, single.tokens)
 
 
-def test_weights_are_sharded_as_declared():
-    draft, target, _ = _models()
+def test_weights_laid_out_by_the_compiler_decode_the_same(setup):
+    engine, batch, reference, _ = setup
     mesh = sh.make_mesh(2, 4)
-    placed = sh.shard_model(target, mesh).pure_dict()
+    laid_out = lay_out_engine(engine.on_mesh(mesh), SPEC, batch)
+    got = jax.device_get(_rsd(laid_out, batch))
+    np.testing.assert_array_equal(got.tokens, reference.tokens)
+    np.testing.assert_allclose(got.trace.reward, reference.trace.reward, atol=1e-5)
+
+
+def test_weights_are_sharded_as_declared():
+    mesh = sh.make_mesh(2, 4)
+    placed = _engine().on_mesh(mesh).target.pure_dict()
     layer = placed["layers"]  # stacked over a leading, replicated layer axis
     assert layer["self_attn"]["q_proj"]["kernel"].sharding.spec == jax.P(None, None, "model")
     assert layer["self_attn"]["o_proj"]["kernel"].sharding.spec == jax.P(None, "model", None)
@@ -75,23 +87,22 @@ def test_weights_are_sharded_as_declared():
 
 
 def test_same_bucket_prompts_do_not_recompile(setup):
-    args, _, _ = setup
-    mesh = sh.make_mesh(4, 2)
-    rsd_decode_on_mesh(mesh, *fresh(args), spec=SPEC)
-    before = _compiled_rsd.cache_info().misses
-    batch, _, _ = world.prompts([6, 3, 9, 9, 2, 7, 5, 8], t_cap=16 + SPEC.max_new_tokens, tp_cap=160, seed=9)
-    new_args = args[:3] + (batch,) + args[4:]
-    rsd_decode_on_mesh(mesh, *new_args, spec=SPEC)
-    assert _compiled_rsd.cache_info().misses == before
+    engine, batch, _, _ = setup
+    on_mesh = engine.on_mesh(sh.make_mesh(4, 2))
+    jax.block_until_ready(_rsd(on_mesh, batch))
+    other, _, _ = world.prompts([6, 3, 9, 9, 2, 7, 5, 8], t_cap=16 + SPEC.max_new_tokens, tp_cap=160, seed=9)
+    with compilations() as count:  # as JAX itself reports them
+        jax.block_until_ready(_rsd(on_mesh, other))
+    assert count() == 0
 
 
 def test_batch_must_split_over_data(setup):
-    args, _, _ = setup
+    engine, _, _, _ = setup
     from rsd_jax.errors import ConfigError
 
     batch, _, _ = world.prompts([5, 6, 7], t_cap=40, tp_cap=160)
     with pytest.raises(ConfigError, match="not a multiple of mesh.data=8"):
-        rsd_decode_on_mesh(sh.make_mesh(8, 1), *(args[:3] + (batch,) + args[4:]), spec=SPEC)
+        _rsd(engine.on_mesh(sh.make_mesh(8, 1)), batch)
 
 
 def test_the_tensor_parallel_width_is_factored_by_the_kv_heads():

@@ -10,12 +10,12 @@ import pytest
 from scipy import stats
 
 import engine_world as world
-from rsd_jax.decoding import acceptance
-from rsd_jax.decoding.rsd import rsd_decode
+from rsd_jax.decoding.rsd import Knobs, rsd_decode
 from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.decoding.single import single_decode
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.decoding.speculative import speculative_decode
+from rsd_jax.engine import Engine
 from rsd_jax.models import full_forward
 
 SPEC = DecodeSpec(max_new_tokens=30, max_steps=30, max_step_tokens=10, chunk=8)
@@ -27,6 +27,11 @@ def close_draft(target, noise: float, seed: int = 7):
     keys = jax.random.split(jax.random.key(seed), len(leaves))
     return target.with_params(jax.tree.unflatten(
         treedef, [x + noise * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)]))
+
+
+def engine(draft, target, tables, prm=None, prm_tables=None) -> Engine:
+    return Engine(draft=draft, target=target, prm=prm if prm is not None else draft, tables=tables,
+                  prm_view=prm_tables if prm_tables is not None else world.tables()[1])
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +47,9 @@ def test_greedy_speculative_equals_target_greedy(world_models, which, gamma):
     draft = close if which == "close_draft" else draft
     tables, _, _ = world.tables()
     batch, _, _ = world.prompts([5, 11, 8], t_cap=16 + 30, tp_cap=100)
-    ref = jax.device_get(single_decode(target, batch, tables, jax.random.key(0), spec=SPEC))
-    out = jax.device_get(speculative_decode(draft, target, batch, tables, jax.random.key(0), spec=SPEC,
-                                            gamma=gamma))
+    pair = engine(draft, target, tables)
+    ref = jax.device_get(single_decode(pair, role="target", prompts=batch, key=jax.random.key(0), spec=SPEC))
+    out = jax.device_get(speculative_decode(pair, prompts=batch, key=jax.random.key(0), spec=SPEC, gamma=gamma))
     np.testing.assert_array_equal(out.tokens, ref.tokens)
     np.testing.assert_array_equal(out.length, ref.length)
     if which == "close_draft" and gamma == 4:
@@ -75,7 +80,8 @@ def test_sampled_speculative_matches_target_distribution(world_models):
     batch = Prompts(tokens=jnp.asarray(tokens), length=jnp.full((n,), 4, jnp.int32),
                     prm_tokens=jnp.zeros((n, 4), jnp.int32), prm_length=jnp.ones((n,), jnp.int32))
     spec = DecodeSpec(max_new_tokens=2, chunk=4, sampling=Sampling(temperature=1.0))
-    out = jax.device_get(speculative_decode(draft, target, batch, no_stop, jax.random.key(3), spec=spec, gamma=2))
+    out = jax.device_get(speculative_decode(engine(draft, target, no_stop), prompts=batch, key=jax.random.key(3),
+                                            spec=spec, gamma=2))
     p1, p2 = _exact_two_token_marginals(target, prompt)
     for position, p in ((4, p1), (5, p2)):
         counts = np.bincount(out.tokens[:, position], minlength=world.VOCAB)
@@ -95,17 +101,18 @@ def test_rsd_with_speculative_target_steps_equals_plain_rsd(world_models):
     draft, target, prm, _ = world_models
     tables, prm_tables, _ = world.tables()
     batch, _, _ = world.prompts([5, 11, 8], t_cap=16 + 30, tp_cap=200)
-    params = acceptance.AcceptanceParams.create(delta=0.5)
-    hist = acceptance.RewardHistogram.create(256)
-    plain = jax.device_get(rsd_decode(draft, target, prm, batch, tables, prm_tables, params, jnp.float32(0), hist,
-                                      jax.random.key(0), spec=SPEC))
+    knobs = Knobs.create(delta=0.5)
+
+    def rsd(d, spec):
+        return jax.device_get(rsd_decode(engine(d, target, tables, prm, prm_tables), prompts=batch, knobs=knobs,
+                                         key=jax.random.key(0), spec=spec))
+
+    plain = rsd(draft, SPEC)
     # the same draft proposes inside the target's steps; a close draft makes the rounds pay off
     close = close_draft(target, 0.01)
-    plain_close = jax.device_get(rsd_decode(close, target, prm, batch, tables, prm_tables, params,
-                                            jnp.float32(0), hist, jax.random.key(0), spec=SPEC))
+    plain_close = rsd(close, SPEC)
     for d, ref in ((draft, plain), (close, plain_close)):
-        out = jax.device_get(rsd_decode(d, target, prm, batch, tables, prm_tables, params, jnp.float32(0), hist,
-                                        jax.random.key(0), spec=SPEC.replace(speculative_gamma=4)))
+        out = rsd(d, SPEC.replace(speculative_gamma=4))
         np.testing.assert_array_equal(out.tokens, ref.tokens)
         np.testing.assert_array_equal(out.trace.source, ref.trace.source)
     assert (plain_close.trace.source == 1).any()

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
-from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.best_of_n import tile_prompts
-from rsd_jax.decoding.generator import TokenTables
-from rsd_jax.decoding.prm_view import PRMView
 from rsd_jax.decoding.prompts import Prompts
-from rsd_jax.decoding.rsd import RSDOutput, RSDState, initial_state, output, rsd_iteration
+from rsd_jax.decoding.rsd import Knobs, RSDOutput, RSDState, initial_state, output, rsd_iteration
 from rsd_jax.decoding.spec import DecodeSpec
-from rsd_jax.models.model import Model
+from rsd_jax.placement import on_engine_mesh
+
+if TYPE_CHECKING:
+    from rsd_jax.engine import Engine
 
 
 @jax.tree_util.register_dataclass
@@ -66,27 +67,43 @@ def select_beams(scores: jax.Array, done: jax.Array, width: int, expansions: int
     return (base + jnp.repeat(best, expansions, axis=1)).reshape(-1)
 
 
-def beam_search_impl(draft: Model, prm: Model, prompts: Prompts, tables: TokenTables, prm_view: PRMView,
-                     key: jax.Array, spec: DecodeSpec, width: int, expansions: int) -> BeamOutput:
+def beam_search_impl(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec: DecodeSpec, width: int,
+                     expansions: int) -> BeamOutput:
+    """Beam search over `width` x `expansions` candidates per prompt (the engine's target is never used)."""
     k = width * expansions
+    engine = engine.drafting_only()
     spec = spec.replace(weighting="binary", online_budget=False)
-    accept_all = acceptance.AcceptanceParams.create(delta=0.0)
-    state = initial_state(draft, draft, prm, tile_prompts(prompts, k),
-                          acceptance.RewardHistogram.create(spec.histogram_bins), key, spec)
-    step = functools.partial(rsd_iteration, draft, draft, prm, tables, prm_view, accept_all, jnp.float32(0), spec)
+    knobs = Knobs.accept_all(spec)
+    state = initial_state(engine, prompts=tile_prompts(prompts, k), histogram=knobs.histogram, key=key, spec=spec)
+    step = functools.partial(rsd_iteration, engine, knobs, spec)
 
     def useful(s: RSDState) -> jax.Array:
         return jnp.sum(s.stats.draft.useful_flops) + jnp.sum(s.stats.prm.useful_flops)
 
-    def body(carry):
-        s, total = carry
-        before = useful(s)
-        s = step(s)
-        total = total + useful(s) - before
-        return gather_rows(s, select_beams(newest_reward(s), s.done, width, expansions)), total
+    def body(carry: Beams) -> Beams:
+        before = useful(carry.state)
+        s = step(carry.state)
+        return Beams(state=gather_rows(s, select_beams(newest_reward(s), s.done, width, expansions)),
+                     useful_flops=carry.useful_flops + useful(s) - before)
 
-    final, total = jax.lax.while_loop(lambda c: jnp.any(~c[0].done), body, (state, jnp.float32(0)))
-    return BeamOutput(beams=output(final), useful_flops=total, scores=newest_reward(final))
+    final = jax.lax.while_loop(lambda c: jnp.any(~c.state.done), body, Beams(state, jnp.float32(0)))
+    return BeamOutput(beams=output(final.state), useful_flops=final.useful_flops, scores=newest_reward(final.state))
 
 
-beam_search = jax.jit(beam_search_impl, static_argnames=("spec", "width", "expansions"))
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Beams:
+    """The beam search's loop state: the candidates' RSD state and the useful FLOPs of all candidates so far."""
+
+    state: RSDState
+    useful_flops: jax.Array  # []
+
+
+_beam_search = jax.jit(beam_search_impl, static_argnames=("spec", "width", "expansions"))
+
+
+def beam_search(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec: DecodeSpec, width: int,
+                expansions: int) -> BeamOutput:
+    """Process beam search with the PRM (one device; on an engine with a mesh, the batch is split over "data")."""
+    with on_engine_mesh(engine, prompts=prompts, replicated=key) as (prompts, key):
+        return _beam_search(engine, prompts=prompts, key=key, spec=spec, width=width, expansions=expansions)

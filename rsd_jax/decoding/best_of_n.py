@@ -9,17 +9,17 @@ Selection (jitted over the batch) aggregates each sample's step rewards: the las
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
-from rsd_jax.decoding import acceptance
-from rsd_jax.decoding.generator import TokenTables
-from rsd_jax.decoding.prm_view import PRMView
 from rsd_jax.decoding.prompts import Prompts
-from rsd_jax.decoding.rsd import RSDOutput, rsd_decode_impl
+from rsd_jax.decoding.rsd import Knobs, RSDOutput, rsd_decode
 from rsd_jax.decoding.spec import DecodeSpec
-from rsd_jax.models.model import Model
+
+if TYPE_CHECKING:
+    from rsd_jax.engine import Engine
 
 AGGREGATES = ("last", "min", "prod")
 
@@ -29,14 +29,12 @@ def tile_prompts(prompts: Prompts, n: int) -> Prompts:
     return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), prompts)
 
 
-def sample_n_impl(draft: Model, prm: Model, prompts: Prompts, tables: TokenTables, prm_view: PRMView,
-                  key: jax.Array, spec: DecodeSpec, n: int) -> RSDOutput:
-    """n samples per prompt from the draft, each step scored by the PRM: an RSDOutput over B*n rows."""
-    accept_all = acceptance.AcceptanceParams.create(delta=0.0)
-    histogram = acceptance.RewardHistogram.create(spec.histogram_bins)
-    return rsd_decode_impl(draft, draft, prm, tile_prompts(prompts, n), tables, prm_view, accept_all,
-                           jnp.float32(0.0), histogram, key, spec=spec.replace(weighting="binary",
-                                                                                online_budget=False))
+def sample_n(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec: DecodeSpec, n: int) -> RSDOutput:
+    """n samples per prompt from the draft, each step scored by the PRM: an RSDOutput over B*n rows (the RSD loop
+    with every step accepted; the target never runs)."""
+    spec = spec.replace(weighting="binary", online_budget=False)
+    return rsd_decode(engine.drafting_only(), prompts=tile_prompts(prompts, n), knobs=Knobs.accept_all(spec), key=key,
+                      spec=spec)
 
 
 def aggregate_rewards(out: RSDOutput, how: str) -> jax.Array:
@@ -61,16 +59,12 @@ class BestOfNOutput:
     chosen: jax.Array  # [B] index of the chosen sample of each prompt
 
 
-def best_of_n_impl(draft: Model, prm: Model, prompts: Prompts, tables: TokenTables, prm_view: PRMView,
-                   key: jax.Array, spec: DecodeSpec, n: int, aggregate: str = "min") -> BestOfNOutput:
-    samples = sample_n_impl(draft, prm, prompts, tables, prm_view, key, spec, n)
+def best_of_n(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec: DecodeSpec, n: int,
+              aggregate: str = "min") -> BestOfNOutput:
+    """n scored draft samples per prompt, and the one whose aggregated step rewards score highest."""
+    samples = sample_n(engine, prompts=prompts, key=key, spec=spec, n=n)
     scores = aggregate_rewards(samples, aggregate).reshape(-1, n)
-    return BestOfNOutput(samples=samples, scores=scores,
-                         chosen=jnp.argmax(jnp.nan_to_num(scores, nan=-jnp.inf), axis=1))
-
-
-sample_n = jax.jit(sample_n_impl, static_argnames=("spec", "n"))
-best_of_n = jax.jit(best_of_n_impl, static_argnames=("spec", "n", "aggregate"))
+    return BestOfNOutput(samples=samples, scores=scores, chosen=jnp.argmax(jnp.nan_to_num(scores, nan=-jnp.inf), axis=1))
 
 
 def majority_vote(answers: list[object]) -> object:

@@ -43,14 +43,14 @@ def token_logits(model: Model, hidden: jax.Array, tables: TokenTables) -> jax.Ar
     return model.logits(hidden)[..., :tables.vocab_size]
 
 
-def catch_up(model: Model, cache: KVCache, view: jax.Array, target_len: jax.Array, active: jax.Array,
-             chunk: int, work: Work) -> tuple[KVCache, jax.Array, Work]:
-    """Feeds view[b, cache.lengths[b] : target_len[b]] into the cache for active rows, `chunk` at a time.
+def catch_up(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, active: jax.Array, chunk: int,
+             work: Work) -> tuple[KVCache, jax.Array, Work]:
+    """Feeds view[b, cache.lengths[b] : upto[b]] into the cache for active rows, `chunk` at a time.
 
-    view [B, T] tokens; target_len [B]; active [B] bool. Returns the cache (lengths = target_len on
-    active rows), the last hidden state of each row's final fed token [B, E] (zeros if none), the work.
+    view [B, T] tokens; upto [B]; active [B] bool. Returns the cache (lengths = upto on active rows), the last
+    hidden state of each row's final fed token [B, E] (zeros if none), the work.
     """
-    target = jnp.where(active, target_len, cache.lengths)
+    target = jnp.where(active, upto, cache.lengths)
     batch, t_view = view.shape
     offsets = jnp.arange(chunk, dtype=jnp.int32)[None, :]
 
@@ -88,56 +88,68 @@ class Step:
     probs: jax.Array | None = None  # [B, M, V] the distribution each token was drawn from (record_probs)
 
 
-def write_step(model: Model, cache: KVCache, tokens: jax.Array, length: jax.Array, active: jax.Array,
-               cap: jax.Array, key: jax.Array, tables: TokenTables, *, sampling: Sampling,
-               max_step_tokens: int, chunk: int, work: Work, record_probs: bool = False) -> Step:
-    """Writes at most min(cap, max_step_tokens) tokens per active row, stopping a row at a step-delimiter
-    token, at EOS, or at the cap (inner `lax.while_loop`, one token per iteration).
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Writing:
+    """`write_step`'s loop state: one token per iteration for every live row."""
 
-    tokens [B, T] committed tokens, length [B] committed length (>= 1), active [B] bool, cap [B] int32.
-    record_probs: also return the distribution of every drawn token (speculative decoding needs q).
+    current: jax.Array  # [B] int32 the token fed next (the last one written, or the last committed)
+    live: jax.Array  # [B] bool rows still writing
+    written: jax.Array  # [B] int32 tokens written so far
+    out: jax.Array  # [B, M] int32 the step's tokens
+    eos: jax.Array  # [B] bool ended at EOS
+    stop: jax.Array  # [B] bool ended at a step-delimiter token
+    nonfinite: jax.Array  # [B] bool some logits were NaN or inf
+    cache: KVCache
+    key: jax.Array
+    work: Work
+    probs: jax.Array | None  # [B, M, V] with record_probs, else None
+
+
+def write_step(model: Model, cache: KVCache, *, tokens: jax.Array, length: jax.Array, active: jax.Array,
+               room: jax.Array, key: jax.Array, tables: TokenTables, sampling: Sampling, max_step_tokens: int,
+               chunk: int, work: Work, record_probs: bool = False) -> Step:
+    """Writes at most min(room, max_step_tokens) tokens per active row, stopping a row at a step-delimiter
+    token, at EOS, or when its room is spent (inner `lax.while_loop`, one token per iteration).
+
+    tokens [B, T] committed tokens, length [B] committed length (>= 1), active [B] bool, room [B] int32 tokens the
+    row may still write. record_probs: also return the distribution of every drawn token (speculative decoding
+    needs q).
     """
     batch = tokens.shape[0]
     rows = jnp.arange(batch)
-    cache, _, work = catch_up(model, cache, tokens, length - 1, active, chunk, work)
+    cache, _, work = catch_up(model, cache, view=tokens, upto=length - 1, active=active, chunk=chunk, work=work)
     # a cache that already holds the last committed token (right after a rollback) re-feeds it
     cache = cache.with_lengths(jnp.where(active, length - 1, cache.lengths))
     last_committed = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], axis=1)[:, 0]
-    cap = jnp.minimum(cap, max_step_tokens)
-    init = dict(
-        current=last_committed, live=active & (cap > 0), n=jnp.zeros((batch,), jnp.int32),
-        out=jnp.zeros((batch, max_step_tokens), jnp.int32), eos=jnp.zeros((batch,), bool),
-        stop=jnp.zeros((batch,), bool), bad=jnp.zeros((batch,), bool), cache=cache, key=key, work=work)
-    if record_probs:
-        init["probs"] = jnp.zeros((batch, max_step_tokens, tables.vocab_size), jnp.float32)
+    room = jnp.minimum(room, max_step_tokens)
+    no = jnp.zeros((batch,), bool)
+    init = Writing(current=last_committed, live=active & (room > 0), written=jnp.zeros((batch,), jnp.int32),
+                   out=jnp.zeros((batch, max_step_tokens), jnp.int32), eos=no, stop=no, nonfinite=no, cache=cache,
+                   key=key, work=work,
+                   probs=jnp.zeros((batch, max_step_tokens, tables.vocab_size), jnp.float32) if record_probs else None)
 
-    def cond(s):
-        return jnp.any(s["live"])
-
-    def body(s):
-        live, cache = s["live"], s["cache"]
-        start = cache.lengths
-        out = model.backbone(s["current"][:, None], start, cache, live.astype(jnp.int32))
+    def body(s: Writing) -> Writing:
+        live, start = s.live, s.cache.lengths
+        out = model.backbone(s.current[:, None], start, s.cache, live.astype(jnp.int32))
         logits = token_logits(model, out.hidden[:, 0], tables)
-        key, sub = jax.random.split(s["key"])
+        key, sub = jax.random.split(s.key)
         token = sample(sampling, logits, sub)
-        slot = jnp.where(live, s["n"], max_step_tokens)
-        n = s["n"] + live
+        slot = jnp.where(live, s.written, max_step_tokens)
+        written = s.written + live
         is_eos, is_stop = tables.eos[token] & live, tables.stop[token] & live
-        finished = is_eos | is_stop | (n >= cap)
-        new = dict(
-            current=jnp.where(live, token, s["current"]), live=live & ~finished, n=n,
-            out=s["out"].at[rows, slot].set(token, mode="drop"), eos=s["eos"] | is_eos,
-            stop=s["stop"] | is_stop, bad=s["bad"] | (live & ~jnp.all(jnp.isfinite(logits), axis=-1)),
-            cache=out.cache, key=key,
-            work=s["work"].add_forward(model.config, start, live.astype(jnp.int32), 1, cache.capacity, 1))
-        if record_probs:
-            new["probs"] = s["probs"].at[rows, slot].set(token_probs(sampling, logits), mode="drop")
-        return new
+        finished = is_eos | is_stop | (written >= room)
+        probs = None if s.probs is None else s.probs.at[rows, slot].set(token_probs(sampling, logits), mode="drop")
+        return Writing(
+            current=jnp.where(live, token, s.current), live=live & ~finished, written=written,
+            out=s.out.at[rows, slot].set(token, mode="drop"), eos=s.eos | is_eos, stop=s.stop | is_stop,
+            nonfinite=s.nonfinite | (live & ~jnp.all(jnp.isfinite(logits), axis=-1)), cache=out.cache, key=key,
+            work=s.work.add_forward(model.config, start, live.astype(jnp.int32), 1, s.cache.capacity, 1),
+            probs=probs)
 
-    s = jax.lax.while_loop(cond, body, init)
-    return Step(tokens=s["out"], length=s["n"], ended_eos=s["eos"], ended_stop=s["stop"],
-                nonfinite=s["bad"], cache=s["cache"], work=s["work"], probs=s.get("probs"))
+    s = jax.lax.while_loop(lambda s: jnp.any(s.live), body, init)
+    return Step(tokens=s.out, length=s.written, ended_eos=s.eos, ended_stop=s.stop, nonfinite=s.nonfinite,
+                cache=s.cache, work=s.work, probs=s.probs)
 
 
 def commit(tokens: jax.Array, length: jax.Array, step_tokens: jax.Array, step_len: jax.Array) -> jax.Array:

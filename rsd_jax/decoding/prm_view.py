@@ -103,6 +103,12 @@ class PRMTextView:
 
     growth_per_step = 1  # the delimiter; a re-encoding longer than the generated step is caught as an overflow
 
+    @staticmethod
+    def width_for(step_tokens: int) -> int:
+        """Most ids one step of at most `step_tokens` tokens may take in the view: the step, its delimiter, and room
+        for a re-encoding that comes out a little longer than the generated ids (longer still is an overflow)."""
+        return step_tokens + 1 + max(8, step_tokens // 8)
+
     def __call__(self, step_tokens: jax.Array, step_len: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         def packed(tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
             view, widths, overflow = self.encode(np.asarray(tokens), np.asarray(lengths), self.width)

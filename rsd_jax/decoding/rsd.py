@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
 from rsd_jax.decoding import acceptance
+from rsd_jax.placement import on_engine_mesh
 from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, write_step
 from rsd_jax.decoding.prm_view import PRMView
 from rsd_jax.decoding.prompts import Prompts
@@ -31,7 +33,37 @@ from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.decoding.work import Work
 from rsd_jax.models.model import Model
 
+if TYPE_CHECKING:
+    from rsd_jax.engine import Engine
+
 DRAFT, TARGET, NO_STEP = 0, 1, -1
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+    """The loop's traced controls (changing them does not recompile: a δ sweep compiles once).
+
+    acceptance: δ (a scalar, or one per row [B]), p, α of the weighting ω. budget: [] the largest fraction of steps
+    that may go to the target (spec.online_budget). histogram: the running reward histogram it starts from (e.g.
+    seeded with a calibration run's rewards)."""
+
+    acceptance: acceptance.AcceptanceParams
+    budget: jax.Array
+    histogram: acceptance.RewardHistogram
+
+    @classmethod
+    def create(cls, delta=acceptance.DEFAULT_DELTA, p: float = acceptance.DEFAULT_P,
+               alpha: float = acceptance.DEFAULT_ALPHA, budget: float | None = None, histogram_bins: int = 256,
+               calibration_rewards=None) -> "Knobs":
+        return cls(acceptance=acceptance.AcceptanceParams.create(delta=delta, p=p, alpha=alpha),
+                   budget=jnp.float32(budget if budget is not None else 0.0),
+                   histogram=acceptance.RewardHistogram.create(histogram_bins, calibration_rewards))
+
+    @classmethod
+    def accept_all(cls, spec: DecodeSpec) -> "Knobs":
+        """Binary δ = 0: every step the draft writes is kept (sampling with scores: Best-of-N, beam search)."""
+        return cls.create(delta=0.0, histogram_bins=spec.histogram_bins)
 
 
 @jax.tree_util.register_dataclass
@@ -98,10 +130,10 @@ class RSDCaches:
     prm: KVCache
 
     @classmethod
-    def zeros(cls, draft: Model, target: Model, prm: Model, prompts: Prompts) -> "RSDCaches":
+    def zeros(cls, engine: "Engine", prompts: Prompts) -> "RSDCaches":
         batch, t_cap = prompts.tokens.shape
-        return cls(draft=draft.init_cache(batch, t_cap), target=target.init_cache(batch, t_cap),
-                   prm=prm.init_cache(batch, prompts.prm_tokens.shape[1]))
+        return cls(draft=engine.draft.init_cache(batch, t_cap), target=engine.target.init_cache(batch, t_cap),
+                   prm=engine.prm.init_cache(batch, prompts.prm_tokens.shape[1]))
 
 
 @jax.tree_util.register_dataclass
@@ -145,23 +177,25 @@ def _skipped_step(cache: KVCache, work: Work, batch: int, width: int) -> Step:
                 ended_eos=false, ended_stop=false, nonfinite=false, cache=cache, work=work)
 
 
-def _target_step(draft: Model, target: Model, draft_cache: KVCache, s: "RSDState", reject: jax.Array,
-                 cap: jax.Array, key: jax.Array, tables: TokenTables, spec: DecodeSpec,
-                 draft_work: Work) -> tuple[Step, KVCache, Work]:
-    """The target writes the step of the rejected rows: alone, or by speculative decoding with the draft."""
+def _target_step(engine: "Engine", s: "RSDState", draft: Step, *, reject: jax.Array, room: jax.Array,
+                 key: jax.Array, spec: DecodeSpec) -> tuple[Step, KVCache, Work]:
+    """The target writes the step of the rejected rows: alone, or by speculative decoding with the draft (whose
+    cache and work it then also advances: returned with the target's step)."""
     if spec.speculative_gamma:
         step, draft_cache, draft_work, _ = speculative_write(
-            draft, target, draft_cache, s.target_cache, s.tokens, s.length, reject, cap, key, tables,
-            sampling=spec.sampling, gamma=spec.speculative_gamma, max_step_tokens=spec.step_tokens,
-            chunk=spec.chunk, draft_work=draft_work, target_work=s.stats.target)
+            engine.draft, engine.target, draft.cache, s.target_cache, tokens=s.tokens, length=s.length,
+            active=reject, room=room, key=key, tables=engine.tables, sampling=spec.sampling,
+            gamma=spec.speculative_gamma, max_step_tokens=spec.step_tokens, chunk=spec.chunk, draft_work=draft.work,
+            target_work=s.stats.target)
         return step, draft_cache, draft_work
-    step = write_step_in_groups(target, s.target_cache, s.tokens, s.length, reject, cap, key, tables,
-                                sampling=spec.sampling, max_step_tokens=spec.step_tokens, chunk=spec.chunk,
-                                work=s.stats.target, rows=spec.target_rows)
-    return step, draft_cache, draft_work
+    step = write_step_in_groups(engine.target, s.target_cache, tokens=s.tokens, length=s.length, active=reject,
+                                room=room, key=key, tables=engine.tables, sampling=spec.sampling,
+                                max_step_tokens=spec.step_tokens, chunk=spec.chunk, work=s.stats.target,
+                                rows=spec.target_rows)
+    return step, draft.cache, draft.work
 
 
-def _fit_view(prm_view: PRMView, step_tokens: jax.Array, step_len: jax.Array, prm_length: jax.Array,
+def _fit_view(prm_view: PRMView, step_tokens: jax.Array, step_len: jax.Array, *, prm_length: jax.Array,
               capacity: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The PRM's view of steps (ids [B, W], width [B]) cut to what fits the PRM's buffer after prm_length [B];
     overflow [B] marks rows whose view did not fit (they end with an error instead of a wrong reward)."""
@@ -170,85 +204,85 @@ def _fit_view(prm_view: PRMView, step_tokens: jax.Array, step_len: jax.Array, pr
     return view, jnp.minimum(width, jnp.maximum(room, 0)), overflow | (width > room)
 
 
-def rsd_iteration(draft: Model, target: Model, prm: Model, tables: TokenTables, prm_view: PRMView,
-                  params: acceptance.AcceptanceParams, budget: jax.Array, spec: DecodeSpec,
-                  s: RSDState) -> RSDState:
+def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDState) -> RSDState:
     """One reasoning step for every live row."""
-    live = ~s.done
-    key, k_draft, k_accept, k_target = jax.random.split(s.key, 4)
-    cap = spec.end_of(s.prompt_length) - s.length
-    write = functools.partial(write_step, tables=tables, sampling=spec.sampling,
-                              max_step_tokens=spec.step_tokens, chunk=spec.chunk)
+    live = ~state.done
+    key, k_draft, k_accept, k_target = jax.random.split(state.key, 4)
+    room = spec.end_of(state.prompt_length) - state.length  # [B] tokens each row may still write
+    prm, prm_view, capacity = engine.prm, engine.view(spec.step_tokens), state.prm_tokens.shape[1]
 
     # 1-2. the draft writes a step
-    d = write(draft, s.draft_cache, s.tokens, s.length, live, cap, k_draft, work=s.stats.draft)
+    drafted = write_step(engine.draft, state.draft_cache, tokens=state.tokens, length=state.length, active=live,
+                         room=room, key=k_draft, tables=engine.tables, sampling=spec.sampling,
+                         max_step_tokens=spec.step_tokens, chunk=spec.chunk, work=state.stats.draft)
 
     # 3. the PRM scores it in its own view, from its own cache
-    capacity = s.prm_tokens.shape[1]
-    view, width, overflow = _fit_view(prm_view, d.tokens, d.length, s.prm_length, capacity)
-    prm_tokens = commit(s.prm_tokens, s.prm_length, view, width)
-    prm_cache, hidden, prm_work = catch_up(prm, s.prm_cache, prm_tokens, s.prm_length + width, live,
-                                           spec.chunk, s.stats.prm)
+    view, width, overflow = _fit_view(prm_view, drafted.tokens, drafted.length, prm_length=state.prm_length,
+                                      capacity=capacity)
+    prm_tokens = commit(state.prm_tokens, state.prm_length, view, width)
+    prm_cache, hidden, prm_work = catch_up(prm, state.prm_cache, view=prm_tokens, upto=state.prm_length + width,
+                                           active=live, chunk=spec.chunk, work=state.stats.prm)
     reward = prm.rewards(hidden)
     prm_work = prm_work.add_head(prm.config, live)
 
     # 4. the mixture
-    histogram = s.histogram
-    delta = params.delta
+    histogram = state.histogram
+    delta = knobs.acceptance.delta
     if spec.online_budget:
         histogram = acceptance.update(histogram, reward, live)
-        delta = acceptance.threshold(histogram, budget, params.delta)
-    decision_params = dataclasses.replace(params, delta=delta)
-    accepted = live & acceptance.accept(spec.weighting, decision_params, reward, k_accept)
+        delta = acceptance.threshold(histogram, knobs.budget, knobs.acceptance.delta)
+    decision = dataclasses.replace(knobs.acceptance, delta=delta)
+    accepted = live & acceptance.accept(spec.weighting, decision, reward, k_accept)
     reject = live & ~accepted
 
     # 5. the target, only when some row rejected; the rejected draft step is rolled back first
-    draft_cache = d.cache.with_lengths(jnp.where(reject, s.length, d.cache.lengths))
-    t, draft_cache, draft_work = jax.lax.cond(
+    drafted = dataclasses.replace(drafted, cache=drafted.cache.with_lengths(
+        jnp.where(reject, state.length, drafted.cache.lengths)))
+    rewritten, draft_cache, draft_work = jax.lax.cond(
         jnp.any(reject),
-        lambda: _target_step(draft, target, draft_cache, s, reject, cap, k_target, tables, spec, d.work),
-        lambda: (_skipped_step(s.target_cache, s.stats.target, live.shape[0], spec.step_tokens), draft_cache,
-                 d.work))
+        lambda: _target_step(engine, state, drafted, reject=reject, room=room, key=k_target, spec=spec),
+        lambda: (_skipped_step(state.target_cache, state.stats.target, live.shape[0], spec.step_tokens),
+                 drafted.cache, drafted.work))
 
     # 6. commit the chosen step; the PRM's view gets the target's step where it wrote one
-    step_tokens = jnp.where(reject[:, None], t.tokens, d.tokens)
-    step_len = jnp.where(reject, t.length, jnp.where(live, d.length, 0))
-    ended_eos = jnp.where(reject, t.ended_eos, d.ended_eos)
-    tokens = commit(s.tokens, s.length, step_tokens, step_len)
-    length = s.length + step_len
-    t_view, t_width, t_overflow = _fit_view(prm_view, t.tokens, t.length, s.prm_length, capacity)
-    prm_tokens = commit(prm_tokens, s.prm_length, t_view, jnp.where(reject, t_width, 0))
+    step_tokens = jnp.where(reject[:, None], rewritten.tokens, drafted.tokens)
+    step_len = jnp.where(reject, rewritten.length, jnp.where(live, drafted.length, 0))
+    ended_eos = jnp.where(reject, rewritten.ended_eos, drafted.ended_eos)
+    tokens = commit(state.tokens, state.length, step_tokens, step_len)
+    length = state.length + step_len
+    t_view, t_width, t_overflow = _fit_view(prm_view, rewritten.tokens, rewritten.length,
+                                            prm_length=state.prm_length, capacity=capacity)
+    prm_tokens = commit(prm_tokens, state.prm_length, t_view, jnp.where(reject, t_width, 0))
     overflow = live & (overflow | (reject & t_overflow))
-    prm_length = s.prm_length + jnp.where(reject, t_width, jnp.where(accepted, width, 0))
-    prm_cache = prm_cache.with_lengths(jnp.where(reject, s.prm_length, prm_cache.lengths))
+    prm_length = state.prm_length + jnp.where(reject, t_width, jnp.where(accepted, width, 0))
+    prm_cache = prm_cache.with_lengths(jnp.where(reject, state.prm_length, prm_cache.lengths))
 
-    n_steps = s.n_steps + live
-    done = s.done | (live & (ended_eos | (length >= spec.end_of(s.prompt_length)) | (n_steps >= spec.max_steps)
-                             | overflow))
-    trace = s.trace.record(s.n_steps, live, jnp.where(reject, TARGET, DRAFT), reward, delta, length)
-    st = s.stats
-    nonfinite = (st.nonfinite | jnp.where(d.nonfinite, 1, 0) | jnp.where(t.nonfinite, 2, 0)
+    n_steps = state.n_steps + live
+    done = state.done | (live & (ended_eos | (length >= spec.end_of(state.prompt_length))
+                                 | (n_steps >= spec.max_steps) | overflow))
+    trace = state.trace.record(state.n_steps, live, jnp.where(reject, TARGET, DRAFT), reward, delta, length)
+    stats = state.stats
+    nonfinite = (stats.nonfinite | jnp.where(drafted.nonfinite, 1, 0) | jnp.where(rewritten.nonfinite, 2, 0)
                  | jnp.where(live & ~jnp.isfinite(reward), 4, 0) | jnp.where(overflow, 8, 0))
     stats = RSDStats(
-        draft_accepted_tokens=st.draft_accepted_tokens + jnp.where(accepted, d.length, 0),
-        draft_discarded_tokens=st.draft_discarded_tokens + jnp.where(reject, d.length, 0),
-        target_tokens=st.target_tokens + jnp.where(reject, t.length, 0),
-        draft_steps=st.draft_steps + accepted, target_steps=st.target_steps + reject,
-        target_invocations=st.target_invocations + jnp.any(reject), iterations=st.iterations + 1,
-        nonfinite=nonfinite, draft=draft_work, target=t.work, prm=prm_work)
-    return RSDState(tokens=tokens, length=length, prompt_length=s.prompt_length, done=done, n_steps=n_steps,
+        draft_accepted_tokens=stats.draft_accepted_tokens + jnp.where(accepted, drafted.length, 0),
+        draft_discarded_tokens=stats.draft_discarded_tokens + jnp.where(reject, drafted.length, 0),
+        target_tokens=stats.target_tokens + jnp.where(reject, rewritten.length, 0),
+        draft_steps=stats.draft_steps + accepted, target_steps=stats.target_steps + reject,
+        target_invocations=stats.target_invocations + jnp.any(reject), iterations=stats.iterations + 1,
+        nonfinite=nonfinite, draft=draft_work, target=rewritten.work, prm=prm_work)
+    return RSDState(tokens=tokens, length=length, prompt_length=state.prompt_length, done=done, n_steps=n_steps,
                     prm_tokens=prm_tokens, prm_length=prm_length, draft_cache=draft_cache,
-                    target_cache=t.cache, prm_cache=prm_cache, histogram=histogram, trace=trace,
+                    target_cache=rewritten.cache, prm_cache=prm_cache, histogram=histogram, trace=trace,
                     stats=stats, key=key)
 
 
-def initial_state(draft: Model, target: Model, prm: Model, prompts: Prompts,
-                  histogram: acceptance.RewardHistogram, key: jax.Array, spec: DecodeSpec,
-                  caches: RSDCaches | None = None) -> RSDState:
+def initial_state(engine: "Engine", *, prompts: Prompts, histogram: acceptance.RewardHistogram, key: jax.Array,
+                  spec: DecodeSpec, caches: RSDCaches | None = None) -> RSDState:
     """The loop state before the first step: no steps, rows of length 0 already done, and the caches (new ones,
     or those given: their contents are ignored, every row starts at length 0)."""
     batch = prompts.tokens.shape[0]
-    caches = caches or RSDCaches.zeros(draft, target, prm, prompts)
+    caches = caches or RSDCaches.zeros(engine, prompts)
     empty = jnp.zeros((batch,), jnp.int32)
     return RSDState(
         tokens=prompts.tokens, length=prompts.length, prompt_length=prompts.length,
@@ -265,25 +299,11 @@ def output(final: RSDState) -> RSDOutput:
                      trace=final.trace, stats=final.stats, histogram=final.histogram)
 
 
-def rsd_decode_impl(draft: Model, target: Model, prm: Model, prompts: Prompts, tables: TokenTables,
-                    prm_view: PRMView, params: acceptance.AcceptanceParams, budget: jax.Array,
-                    histogram: acceptance.RewardHistogram, key: jax.Array, spec: DecodeSpec,
-                    caches: RSDCaches | None = None) -> RSDOutput:
-    """Reward-guided speculative decoding of a batch of prompts, in one jitted loop.
-
-    params (δ, p, α) and budget are traced: a threshold sweep compiles once. histogram seeds the online
-    quantile estimate (e.g. with a calibration run's rewards) when spec.online_budget is set. caches: the three
-    KV caches to work in (RSDCaches.zeros's shapes; donated by the sharded entry point); None: new ones.
-    """
-    return output(run_loop(draft, target, prm, prompts, tables, prm_view, params, budget, histogram, key, spec, caches))
-
-
-def run_loop(draft: Model, target: Model, prm: Model, prompts: Prompts, tables: TokenTables, prm_view: PRMView,
-             params: acceptance.AcceptanceParams, budget: jax.Array, histogram: acceptance.RewardHistogram,
-             key: jax.Array, spec: DecodeSpec, caches: RSDCaches | None = None) -> RSDState:
-    """The while_loop itself: the final state, caches included (`rsd_decode_impl`'s arguments)."""
-    state = initial_state(draft, target, prm, prompts, histogram, key, spec, caches)
-    body = functools.partial(rsd_iteration, draft, target, prm, tables, prm_view, params, budget, spec)
+def run_loop(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Array, spec: DecodeSpec,
+             caches: RSDCaches | None = None) -> RSDState:
+    """The while_loop itself: the final state, caches included."""
+    state = initial_state(engine, prompts=prompts, histogram=knobs.histogram, key=key, spec=spec, caches=caches)
+    body = functools.partial(rsd_iteration, engine, knobs, spec)
     return jax.lax.while_loop(lambda s: jnp.any(~s.done), body, state)
 
 
@@ -291,4 +311,43 @@ def final_caches(final: RSDState) -> RSDCaches:
     return RSDCaches(draft=final.draft_cache, target=final.target_cache, prm=final.prm_cache)
 
 
-rsd_decode = jax.jit(rsd_decode_impl, static_argnames=("spec",))
+def rsd_loop(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Array, caches: RSDCaches,
+             spec: DecodeSpec) -> tuple[RSDOutput, RSDCaches]:
+    """The loop working in `caches` (RSDCaches.zeros's shapes; their contents are ignored), which it returns: jitted
+    with the caches donated, they are allocated once, outside the loop, and come back in the same buffers."""
+    final = run_loop(engine, prompts=prompts, knobs=knobs, key=key, spec=spec, caches=caches)
+    return output(final), final_caches(final)
+
+
+_rsd_loop = jax.jit(rsd_loop, static_argnames=("spec",), donate_argnames=("caches",))
+
+
+def rsd_decode(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Array, spec: DecodeSpec) -> RSDOutput:
+    """Reward-guided speculative decoding of a batch of prompts, in one jitted loop (on the engine's mesh when it
+    has one: the batch split over "data", the weights as they are sharded).
+
+    knobs (δ, p, α, budget, histogram) are traced: a threshold sweep compiles once; spec is static."""
+    with on_engine_mesh(engine, prompts=prompts, replicated=(knobs, key)) as (prompts, (knobs, key)):
+        caches = new_caches(engine, prompts)
+        out, _ = _rsd_loop(engine, prompts=prompts, knobs=knobs, key=key, caches=caches, spec=spec)
+    return out
+
+
+def new_caches(engine: "Engine", prompts: Prompts) -> RSDCaches:
+    """The three caches, zeros (each built straight into its sharding when the engine has a mesh)."""
+    shape = jax.eval_shape(RSDCaches.zeros, engine, prompts)
+    if engine.mesh is None:
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
+    return jax.tree.map(lambda s, where: jnp.zeros(s.shape, s.dtype, device=where), shape,
+                        cache_shardings(engine, shape))
+
+
+def cache_shardings(engine: "Engine", caches: RSDCaches) -> RSDCaches:
+    """Where the three caches live on the engine's mesh: batch over "data", KV heads over the tensor-parallel axes
+    when whole heads divide them."""
+    def of(model: Model) -> KVCache:
+        specs = KVCache.specs(model.config.num_kv_heads, engine.mesh)
+        return jax.tree.map(lambda s: jax.sharding.NamedSharding(engine.mesh, s), specs,
+                            is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+
+    return RSDCaches(draft=of(engine.draft), target=of(engine.target), prm=of(engine.prm))

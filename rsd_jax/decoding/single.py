@@ -7,6 +7,7 @@ reference for its invariants (accept-everything RSD = the draft's decoding; reje
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,10 @@ from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.decoding.work import Work
 from rsd_jax.models.model import Model
+from rsd_jax.placement import on_engine_mesh
+
+if TYPE_CHECKING:
+    from rsd_jax.engine import Engine
 
 
 @jax.tree_util.register_dataclass
@@ -29,18 +34,26 @@ class SingleOutput:
     work: Work
 
 
-def single_decode_impl(model: Model, prompts: Prompts, tables: TokenTables, key: jax.Array,
-                  spec: DecodeSpec) -> SingleOutput:
+def single_decode_impl(model: Model, *, prompts: Prompts, tables: TokenTables, key: jax.Array,
+                       spec: DecodeSpec) -> SingleOutput:
     """Decodes each row up to its token budget (spec.end_of) with one model, stopping rows at EOS."""
     batch, t_cap = prompts.tokens.shape
     no_steps = dataclasses.replace(tables, stop=jnp.zeros_like(tables.stop))
-    step = write_step(model, model.init_cache(batch, t_cap), prompts.tokens, prompts.length,
-                      prompts.length > 0, spec.end_of(prompts.length) - prompts.length, key,
-                      no_steps, sampling=spec.sampling, max_step_tokens=spec.max_new_tokens,
+    step = write_step(model, model.init_cache(batch, t_cap), tokens=prompts.tokens, length=prompts.length,
+                      active=prompts.length > 0, room=spec.end_of(prompts.length) - prompts.length, key=key,
+                      tables=no_steps, sampling=spec.sampling, max_step_tokens=spec.max_new_tokens,
                       chunk=spec.chunk, work=Work.zeros(batch))
     return SingleOutput(tokens=commit(prompts.tokens, prompts.length, step.tokens, step.length),
                         length=prompts.length + step.length, prompt_length=prompts.length,
                         ended_eos=step.ended_eos, nonfinite=step.nonfinite, work=step.work)
 
 
-single_decode = jax.jit(single_decode_impl, static_argnames=("spec",))
+decode_model = jax.jit(single_decode_impl, static_argnames=("spec",))
+"""`single_decode_impl` jitted: one model, outside any engine (benchmarks against other libraries)."""
+
+
+def single_decode(engine: "Engine", *, role: str, prompts: Prompts, key: jax.Array, spec: DecodeSpec) -> SingleOutput:
+    """One of the engine's models ("draft" or "target") alone over the batch, on the engine's mesh when it has
+    one: target-only and draft-only decoding, the baselines and the references of RSD's invariants."""
+    with on_engine_mesh(engine, prompts=prompts, replicated=key) as (prompts, key):
+        return decode_model(getattr(engine, role), prompts=prompts, tables=engine.tables, key=key, spec=spec)

@@ -13,6 +13,7 @@ side of RSD with speculative target steps, and (with no step delimiters) plain s
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,9 @@ from rsd_jax.decoding.sampling import Sampling, token_probs
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.decoding.work import Work
 from rsd_jax.models.model import Model
+
+if TYPE_CHECKING:
+    from rsd_jax.engine import Engine
 
 
 @jax.tree_util.register_dataclass
@@ -47,19 +51,21 @@ def first_false(ok: jax.Array) -> jax.Array:
     return jnp.sum(jnp.cumprod(ok.astype(jnp.int32), axis=1), axis=1)
 
 
-def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_cache: KVCache,
-                      tokens: jax.Array, length: jax.Array, active: jax.Array, cap: jax.Array, key: jax.Array,
-                      tables: TokenTables, *, sampling: Sampling, gamma: int, chunk: int,
+def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_cache: KVCache, *,
+                      tokens: jax.Array, length: jax.Array, active: jax.Array, room: jax.Array, key: jax.Array,
+                      tables: TokenTables, sampling: Sampling, gamma: int, chunk: int,
                       draft_work: Work, target_work: Work) -> Round:
-    """One propose / verify round. Commits between 1 and min(γ + 1, cap) tokens per active row, cut after
+    """One propose / verify round. Commits between 1 and min(γ + 1, room) tokens per active row, cut after
     the first EOS or step-delimiter token."""
     batch = tokens.shape[0]
     k_draft, k_accept, k_residual = jax.random.split(key, 3)
     no_ends = TokenTables(stop=jnp.zeros_like(tables.stop), eos=jnp.zeros_like(tables.eos))  # the same vocabulary
-    d = write_step(draft, draft_cache, tokens, length, active, jnp.minimum(cap, gamma), k_draft, no_ends,
-                   sampling=sampling, max_step_tokens=gamma, chunk=chunk, work=draft_work, record_probs=True)
+    d = write_step(draft, draft_cache, tokens=tokens, length=length, active=active, room=jnp.minimum(room, gamma),
+                   key=k_draft, tables=no_ends, sampling=sampling, max_step_tokens=gamma, chunk=chunk,
+                   work=draft_work, record_probs=True)
 
-    target_cache, _, target_work = catch_up(target, target_cache, tokens, length - 1, active, chunk, target_work)
+    target_cache, _, target_work = catch_up(target, target_cache, view=tokens, upto=length - 1, active=active,
+                                            chunk=chunk, work=target_work)
     target_cache = target_cache.with_lengths(jnp.where(active, length - 1, target_cache.lengths))
     last = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], axis=1)
     n_in = jnp.where(active, d.length + 1, 0)
@@ -87,7 +93,7 @@ def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_
     j = jnp.arange(gamma + 1)[None, :]
     padded = jnp.pad(d.tokens, ((0, 0), (0, 1)))
     new = jnp.where(j < kept[:, None], padded, jnp.where(j == kept[:, None], extra[:, None], 0))  # [B, γ+1]
-    n_new = jnp.minimum(kept + 1, cap)
+    n_new = jnp.minimum(kept + 1, room)
     ends = (tables.eos[new] | tables.stop[new]) & (j < n_new[:, None])
     n_new = jnp.where(active, jnp.minimum(n_new, first_false(~ends) + 1), 0)
     last_new = new[rows, jnp.maximum(n_new - 1, 0)]
@@ -102,41 +108,59 @@ def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_
         draft_work=d.work, target_work=target_work)
 
 
-def speculative_write(draft: Model, target: Model, draft_cache: KVCache, target_cache: KVCache,
-                      tokens: jax.Array, length: jax.Array, active: jax.Array, cap: jax.Array, key: jax.Array,
-                      tables: TokenTables, *, sampling: Sampling, gamma: int, max_step_tokens: int, chunk: int,
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Speculating:
+    """`speculative_write`'s loop state: one round per iteration for every live row."""
+
+    tokens: jax.Array  # [B, T] committed tokens, the rounds' included
+    length: jax.Array  # [B]
+    live: jax.Array  # [B] bool rows whose step has not ended
+    eos: jax.Array  # [B] bool
+    stop: jax.Array  # [B] bool
+    kept: jax.Array  # [B] draft tokens kept so far
+    draft_cache: KVCache
+    target_cache: KVCache
+    draft_work: Work
+    target_work: Work
+    key: jax.Array
+
+
+def speculative_write(draft: Model, target: Model, draft_cache: KVCache, target_cache: KVCache, *,
+                      tokens: jax.Array, length: jax.Array, active: jax.Array, room: jax.Array, key: jax.Array,
+                      tables: TokenTables, sampling: Sampling, gamma: int, max_step_tokens: int, chunk: int,
                       draft_work: Work, target_work: Work) -> tuple[Step, KVCache, Work, jax.Array]:
-    """Writes one step per active row with speculative rounds until a delimiter, EOS or the cap.
+    """Writes one step per active row with speculative rounds until a delimiter, EOS or its room is spent.
 
     Returns the target's Step (tokens [B, max_step_tokens]), the draft cache and work, and the draft
     tokens kept [B] (those the target did not have to decode itself).
     """
-    cap = jnp.minimum(cap, max_step_tokens)
+    room = jnp.minimum(room, max_step_tokens)
     batch = tokens.shape[0]
-    zeros = jnp.zeros((batch,), jnp.int32)
-    init = (tokens, length, active, jnp.zeros((batch,), bool), jnp.zeros((batch,), bool), zeros,
-            draft_cache, target_cache, draft_work, target_work, key)
+    no = jnp.zeros((batch,), bool)
+    init = Speculating(tokens=tokens, length=length, live=active, eos=no, stop=no, kept=jnp.zeros((batch,), jnp.int32),
+                       draft_cache=draft_cache, target_cache=target_cache, draft_work=draft_work,
+                       target_work=target_work, key=key)
 
-    def cond(c):
-        return jnp.any(c[2])
+    def body(s: Speculating) -> Speculating:
+        key, sub = jax.random.split(s.key)
+        r = speculative_round(draft, target, s.draft_cache, s.target_cache, tokens=s.tokens, length=s.length,
+                              active=s.live, room=room - (s.length - length), key=sub, tables=tables,
+                              sampling=sampling, gamma=gamma, chunk=chunk, draft_work=s.draft_work,
+                              target_work=s.target_work)
+        finished = r.ended_eos | r.ended_stop | (r.length - length >= room)
+        return Speculating(tokens=r.tokens, length=r.length, live=s.live & ~finished, eos=s.eos | r.ended_eos,
+                           stop=s.stop | r.ended_stop, kept=s.kept + r.kept, draft_cache=r.draft_cache,
+                           target_cache=r.target_cache, draft_work=r.draft_work, target_work=r.target_work, key=key)
 
-    def body(c):
-        toks, cur, live, eos, stop, kept, dcache, tcache, dwork, twork, key = c
-        key, sub = jax.random.split(key)
-        r = speculative_round(draft, target, dcache, tcache, toks, cur, live, cap - (cur - length), sub, tables,
-                              sampling=sampling, gamma=gamma, chunk=chunk, draft_work=dwork, target_work=twork)
-        finished = r.ended_eos | r.ended_stop | (r.length - length >= cap)
-        return (r.tokens, r.length, live & ~finished, eos | r.ended_eos, stop | r.ended_stop, kept + r.kept,
-                r.draft_cache, r.target_cache, r.draft_work, r.target_work, key)
-
-    toks, cur, _, eos, stop, kept, dcache, tcache, dwork, twork, _ = jax.lax.while_loop(cond, body, init)
+    s = jax.lax.while_loop(lambda s: jnp.any(s.live), body, init)
     offsets = length[:, None] + jnp.arange(max_step_tokens)[None, :]
-    step_tokens = jnp.take_along_axis(toks, jnp.clip(offsets, 0, toks.shape[1] - 1), axis=1)
-    n = cur - length
+    step_tokens = jnp.take_along_axis(s.tokens, jnp.clip(offsets, 0, s.tokens.shape[1] - 1), axis=1)
+    n = s.length - length
     step_tokens = jnp.where(jnp.arange(max_step_tokens)[None, :] < n[:, None], step_tokens, 0)
-    step = Step(tokens=step_tokens, length=n, ended_eos=eos, ended_stop=stop,
-                nonfinite=jnp.zeros((batch,), bool), cache=tcache, work=twork)
-    return step, dcache, dwork, kept
+    step = Step(tokens=step_tokens, length=n, ended_eos=s.eos, ended_stop=s.stop, nonfinite=no,
+                cache=s.target_cache, work=s.target_work)
+    return step, s.draft_cache, s.draft_work, s.kept
 
 
 @jax.tree_util.register_dataclass
@@ -151,16 +175,17 @@ class SpeculativeOutput:
     target: Work
 
 
-def speculative_decode_impl(draft: Model, target: Model, prompts: Prompts, tables: TokenTables, key: jax.Array,
-                            spec: DecodeSpec, gamma: int = 4) -> SpeculativeOutput:
+def speculative_decode_impl(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec: DecodeSpec,
+                            gamma: int = 4) -> SpeculativeOutput:
     """Speculative decoding of whole responses: the target's distribution (its greedy output when greedy)."""
     batch, t_cap = prompts.tokens.shape
-    no_steps = dataclasses.replace(tables, stop=jnp.zeros_like(tables.stop))
+    no_steps = dataclasses.replace(engine.tables, stop=jnp.zeros_like(engine.tables.stop))
     step, _, dwork, kept = speculative_write(
-        draft, target, draft.init_cache(batch, t_cap), target.init_cache(batch, t_cap), prompts.tokens,
-        prompts.length, prompts.length > 0, spec.end_of(prompts.length) - prompts.length, key, no_steps,
-        sampling=spec.sampling, gamma=gamma, max_step_tokens=spec.max_new_tokens, chunk=spec.chunk,
-        draft_work=Work.zeros(batch), target_work=Work.zeros(batch))
+        engine.draft, engine.target, engine.draft.init_cache(batch, t_cap), engine.target.init_cache(batch, t_cap),
+        tokens=prompts.tokens, length=prompts.length, active=prompts.length > 0,
+        room=spec.end_of(prompts.length) - prompts.length, key=key, tables=no_steps, sampling=spec.sampling,
+        gamma=gamma, max_step_tokens=spec.max_new_tokens, chunk=spec.chunk, draft_work=Work.zeros(batch),
+        target_work=Work.zeros(batch))
     return SpeculativeOutput(tokens=commit(prompts.tokens, prompts.length, step.tokens, step.length),
                              length=prompts.length + step.length, prompt_length=prompts.length,
                              ended_eos=step.ended_eos, draft_kept=kept, draft=dwork, target=step.work)

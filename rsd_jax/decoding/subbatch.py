@@ -39,14 +39,15 @@ def _put(full: jax.Array, rows: jax.Array, part: jax.Array, keep: jax.Array, axi
     return full.at[index].set(merged)
 
 
-def write_step_in_groups(model: Model, cache: KVCache, tokens: jax.Array, length: jax.Array, active: jax.Array,
-                         cap: jax.Array, key: jax.Array, tables: TokenTables, *, sampling: Sampling,
+def write_step_in_groups(model: Model, cache: KVCache, *, tokens: jax.Array, length: jax.Array, active: jax.Array,
+                         room: jax.Array, key: jax.Array, tables: TokenTables, sampling: Sampling,
                          max_step_tokens: int, chunk: int, work: Work, rows: int) -> Step:
     """`write_step` for the active rows, `rows` of them at a time (0 or >= B: the whole batch, masked)."""
     batch = tokens.shape[0]
-    kw = dict(sampling=sampling, max_step_tokens=max_step_tokens, chunk=chunk)
+    kw = dict(tables=tables, sampling=sampling, max_step_tokens=max_step_tokens, chunk=chunk)
     if rows <= 0 or rows >= batch:
-        return write_step(model, cache, tokens, length, active, cap, key, tables, work=work, **kw)
+        return write_step(model, cache, tokens=tokens, length=length, active=active, room=room, key=key, work=work,
+                          **kw)
     order = jnp.argsort(~active, stable=True)  # active rows first
     n_groups = (jnp.sum(active) + rows - 1) // rows
     position = jnp.arange(rows)
@@ -63,8 +64,8 @@ def write_step_in_groups(model: Model, cache: KVCache, tokens: jax.Array, length
         sub_cache = KVCache(k=_take(c.k, picked, 1), v=_take(c.v, picked, 1), lengths=_take(c.lengths, picked))
         sub_work = dataclasses.replace(out.work, tokens=_take(out.work.tokens, picked),
                                        useful_flops=_take(out.work.useful_flops, picked))
-        sub = write_step(model, sub_cache, _take(tokens, picked), _take(length, picked), mine, _take(cap, picked),
-                         jax.random.fold_in(key, g), tables, work=sub_work, **kw)
+        sub = write_step(model, sub_cache, tokens=_take(tokens, picked), length=_take(length, picked), active=mine,
+                         room=_take(room, picked), key=jax.random.fold_in(key, g), work=sub_work, **kw)
         put = lambda full, part, axis=0: _put(full, picked, part, mine, axis)  # noqa: E731
         cache = KVCache(k=put(c.k, sub.cache.k, 1), v=put(c.v, sub.cache.v, 1),
                         lengths=put(c.lengths, sub.cache.lengths))

@@ -16,7 +16,7 @@ from rsd_jax.models.config import ModelConfig
 QWEN_BOS, QWEN_EOS, QWEN_IM_END = 151643, 151643, 151645  # <|endoftext|> doubles as BOS id and pad; <|im_end|>
 
 
-def _qwen25_math(hidden: int, layers: int, heads: int, kv_heads: int, ffn: int, vocab: int, tied: bool) -> dict:
+def _qwen25_math(*, hidden: int, layers: int, heads: int, kv_heads: int, ffn: int, vocab: int, tied: bool) -> dict:
     return {
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
         "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
@@ -32,9 +32,9 @@ def _skywork(backbone: dict) -> dict:
     return {**backbone, "architectures": ["Qwen2ForPrmModel"], "eos_token_id": QWEN_EOS}
 
 
-_QWEN_1_5B = _qwen25_math(1536, 28, 12, 2, 8960, 151936, True)
-_QWEN_7B = _qwen25_math(3584, 28, 28, 4, 18944, 152064, False)
-_QWEN_72B = _qwen25_math(8192, 80, 64, 8, 29568, 152064, False)
+_QWEN_1_5B = _qwen25_math(hidden=1536, layers=28, heads=12, kv_heads=2, ffn=8960, vocab=151936, tied=True)
+_QWEN_7B = _qwen25_math(hidden=3584, layers=28, heads=28, kv_heads=4, ffn=18944, vocab=152064, tied=False)
+_QWEN_72B = _qwen25_math(hidden=8192, layers=80, heads=64, kv_heads=8, ffn=29568, vocab=152064, tied=False)
 
 #: name -> the snapshot's config.json
 HF_CONFIGS: dict[str, dict[str, Any]] = {

@@ -81,7 +81,7 @@ class Attention(nnx.Module):
         self.o_proj = _linear(cfg.num_heads * d, e, cfg.out_bias, cfg, rngs, ("heads", None))
         self.cfg = cfg
 
-    def __call__(self, x, positions, inv_freq, slots, cache: KVCache, layer: jax.Array, visible: Visibility):
+    def __call__(self, x, positions, inv_freq, slots, *, cache: KVCache, layer: jax.Array, visible: Visibility):
         """x [B, T, E], positions/slots [B, T] -> ([B, T, E], cache with layer `layer` written)."""
         cfg = self.cfg
         b, t, _ = x.shape
@@ -112,8 +112,9 @@ class Block(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, positions, inv_freq, slots, cache, layer, visible):
-        attn, cache = self.self_attn(self.input_layernorm(x), positions, inv_freq, slots, cache, layer, visible)
+    def __call__(self, x, positions, inv_freq, slots, *, cache: KVCache, layer: jax.Array, visible: Visibility):
+        attn, cache = self.self_attn(self.input_layernorm(x), positions, inv_freq, slots, cache=cache, layer=layer,
+                                     visible=visible)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), cache
 
@@ -181,7 +182,8 @@ class Decoder(nnx.Module):
 
         def layer(carry, params):
             x, cache, i = carry
-            x, cache = nnx.merge(block_def, params)(x, visible.query_slot, inv_freq, slots, cache, i, visible)
+            x, cache = nnx.merge(block_def, params)(x, visible.query_slot, inv_freq, slots, cache=cache, layer=i,
+                                                    visible=visible)
             return (x, cache, i + 1), None
 
         with jax.named_scope("layers"):

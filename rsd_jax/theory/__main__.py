@@ -11,7 +11,7 @@ from pathlib import Path
 from rsd_jax.config import TheoryConfig
 from rsd_jax.configlib import load_config, to_yaml
 from rsd_jax.errors import InputError, RSDError
-from rsd_jax.methods import health_warning
+from rsd_jax.runner import health_warning
 from rsd_jax.outputs import check_output_dir, write_text_atomic
 
 
@@ -32,15 +32,15 @@ def main(argv: list[str] | None = None) -> int:
             summary = experiments.analytic(cfg, out)
         else:
             from rsd_jax.data.problems import load_items
-            from rsd_jax.loading import load_models
+            from rsd_jax.loading import load_engine
 
             items = load_items(cfg.run.data, args.config)
             if items[0].grade is None and cfg.experiment == "end_to_end":
                 raise InputError("end_to_end needs problems with reference answers")
-            models = load_models(cfg.run, args.config)
+            engine = load_engine(cfg.run, args.config)
             run = {"empirical": experiments.empirical, "end_to_end": experiments.end_to_end,
                    "perfect_prm": experiments.perfect_prm, "prm_errors": experiments.prm_errors}[cfg.experiment]
-            summary = run(cfg, models, items, out)
+            summary = run(cfg, engine, items, out)
         summary["health"] = experiments.health()
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     except RSDError as e:

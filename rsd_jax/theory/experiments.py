@@ -23,13 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsd_jax.api import RSDModels
 from rsd_jax.api import generate as _generate
+from rsd_jax.engine import Engine, RSDModels
+from rsd_jax.methods import RSD
 from rsd_jax.config import TheoryConfig
 from rsd_jax.decoding.acceptance import calibrate_threshold
 from rsd_jax.data import arith
 from rsd_jax.errors import InputError
-from rsd_jax.methods import run_method, summarize
+from rsd_jax.runner import run_method, summarize
 from rsd_jax.models.model import full_forward
 from rsd_jax.theory import mixture as th
 from rsd_jax.theory import perfect_prm as perfect
@@ -62,9 +63,9 @@ def generate(*args, **kwargs):
     return results
 
 
-def _decoded(models: RSDModels, items, run, delta: float) -> list[dict]:
+def _decoded(engine: Engine, items, run, delta: float) -> list[dict]:
     """RSD's records of `items` (run_method), each tallied in health()."""
-    records = [r for chunk in run_method(models, items, "rsd", run, delta=delta) for r in chunk]
+    records = [r for chunk in run_method(engine, items, "rsd", run, delta=delta) for r in chunk]
     _tally([r["error"] for r in records], [[s["reward"] for s in r["steps"]] for r in records])
     return records
 
@@ -135,15 +136,16 @@ def analytic(cfg: TheoryConfig, out: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ empirical
-def step_rewards(models: RSDModels, prompts: list[str], questions: list[str], cfg: TheoryConfig,
+def step_rewards(engine: Engine, prompts: list[str], questions: list[str], cfg: TheoryConfig,
                  writer: str) -> list[np.ndarray]:
     """Per problem, the PRM rewards of the steps `writer` ("draft" or "target") writes when it writes them all."""
-    m = models if writer == "draft" else dataclasses.replace(models, draft=models.target)
-    spec = cfg.run.decoding.spec(cfg.run.rsd).replace(weighting="binary", online_budget=False)
+    m = engine if writer == "draft" else dataclasses.replace(engine, draft=engine.target)
+    spec = cfg.run.decoding.spec()
     rewards = []
     bs = cfg.run.decoding.batch_size
     for s in range(0, len(prompts), bs):
-        res = generate(m, prompts[s:s + bs], questions=questions[s:s + bs], spec=spec, delta=0.0, pad_batch_to=bs)
+        res = generate(m, prompts[s:s + bs], questions=questions[s:s + bs], method=RSD(delta=0.0), decoding=spec,
+                       pad_batch_to=bs)
         rewards += [np.array([st.reward for st in r.steps]) for r in res]
     return rewards
 
@@ -168,18 +170,19 @@ def committed_rewards(models: RSDModels, questions: list[str], step_texts: list[
     return [rewards[i, pos] for i, pos in enumerate(marks)]
 
 
-def empirical(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
+def empirical(cfg: TheoryConfig, engine: Engine, items, out: Path) -> dict:
+    models = engine.models
     prompts, questions = [i.prompt for i in items], [i.question for i in items]
-    draft = step_rewards(models, prompts, questions, cfg, "draft")
-    target = step_rewards(models, prompts, questions, cfg, "target")
+    draft = step_rewards(engine, prompts, questions, cfg, "draft")
+    target = step_rewards(engine, prompts, questions, cfg, "target")
     r_all = np.concatenate(draft)
     mu_target = float(np.concatenate(target).mean())
     probs = np.full(len(r_all), 1 / len(r_all))
-    spec = cfg.run.decoding.spec(cfg.run.rsd).replace(weighting="binary", online_budget=False)
+    spec = cfg.run.decoding.spec()
     rows = []
     for delta in cfg.deltas:
         omega = th.weighting_values("binary", r_all, delta=delta)
-        results = generate(models, prompts, questions=questions, spec=spec, delta=delta)
+        results = generate(engine, prompts, questions=questions, method=RSD(delta=delta), decoding=spec)
         steps = [[s.text for s in r.steps] for r in results]
         measured = np.concatenate(committed_rewards(models, questions, steps))
         sources = [s.source for r in results for s in r.steps]
@@ -189,7 +192,7 @@ def empirical(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
                      "measured_reward": float(measured.mean()),
                      "accuracy": float(np.mean([i.grade(r.text) for i, r in zip(items, results)]))
                      if items[0].grade else None})
-    per_context = per_context_gain(models, items, draft, mu_target, cfg)
+    per_context = per_context_gain(engine, items, draft, mu_target, cfg)
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
     d = [r["delta"] for r in rows]
@@ -230,11 +233,11 @@ def empirical(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
     return {"mu_draft": float(r_all.mean()), "mu_target": mu_target, "sweep": rows, "per_context": per_context}
 
 
-def per_context_gain(models: RSDModels, items, draft: list[np.ndarray], mu_target: float,
+def per_context_gain(engine: Engine, items, draft: list[np.ndarray], mu_target: float,
                      cfg: TheoryConfig) -> list[dict]:
     """At each budget: one global δ (quantile of all draft rewards) against a per-problem δ_γ(z) (quantile of
     that problem's own draft rewards: an oracle, it needs the problem's rewards in advance)."""
-    spec = cfg.run.decoding.spec(cfg.run.rsd).replace(weighting="binary", online_budget=False)
+    spec = cfg.run.decoding.spec()
     prompts, questions = [i.prompt for i in items], [i.question for i in items]
     rows = []
     for budget in cfg.budgets:
@@ -248,7 +251,7 @@ def per_context_gain(models: RSDModels, items, draft: list[np.ndarray], mu_targe
             expected[name] = float(np.mean(values))
         acc = {}
         for name, deltas in (("global", float(global_delta)), ("oracle", per_problem)):
-            results = generate(models, prompts, questions=questions, spec=spec, delta=deltas)
+            results = generate(engine, prompts, questions=questions, method=RSD(delta=deltas), decoding=spec)
             acc[name] = float(np.mean([i.grade(r.text) for i, r in zip(items, results)]))
         rows.append({"budget": budget, "global_delta": float(global_delta), "global_accuracy": acc["global"],
                      "oracle_accuracy": acc["oracle"], "global_expected_reward": expected["global"],
@@ -265,17 +268,16 @@ def family_sweep(kind: str, cfg: TheoryConfig) -> list[dict[str, float]]:
     return [{}]
 
 
-def end_to_end(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
+def end_to_end(cfg: TheoryConfig, engine: Engine, items, out: Path) -> dict:
     prompts, questions = [i.prompt for i in items], [i.question for i in items]
-    target = step_rewards(models, prompts, questions, cfg, "target")
+    target = step_rewards(engine, prompts, questions, cfg, "target")
     mu_target = float(np.concatenate(target).mean())
     curves: dict[str, list[dict]] = {}
     for kind in cfg.weightings:
-        spec = cfg.run.decoding.spec(cfg.run.rsd).replace(weighting=kind, online_budget=False)
         curves[kind] = []
         for params in family_sweep(kind, cfg):
-            results = generate(models, prompts, questions=questions, spec=spec, seed=cfg.run.decoding.seed,
-                               **params)
+            results = generate(engine, prompts, questions=questions, method=RSD(weighting=kind, **params),
+                               decoding=cfg.run.decoding.spec(), seed=cfg.run.decoding.seed)
             sources = [s.source for r in results for s in r.steps]
             curves[kind].append({**params, "target_rate": float(np.mean([s == "target" for s in sources])),
                                  "accuracy": float(np.mean([i.grade(r.text) for i, r in zip(items, results)]))})
@@ -324,14 +326,15 @@ def _global_threshold(cfg: TheoryConfig):
                                                                  budget=None))
 
 
-def perfect_prm(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
+def perfect_prm(cfg: TheoryConfig, engine: Engine, items, out: Path) -> dict:
     problems = _arith_problems(cfg, items, "perfect_prm")
     run = _global_threshold(cfg)
-    runs = perfect.decode(models, problems, run.decoding.spec(run.rsd), run.decoding.batch_size)
+    runs = perfect.decode(engine, problems, run.decoding.spec(), run.decoding.batch_size)
     rows = [{"prm": "perfect (exact checker)", "delta": None,
-             **perfect.summarize(problems, runs, [perfect.useful_flops(models, p, r) for p, r in zip(problems, runs)])}]
+             **perfect.summarize(problems, runs, [perfect.useful_flops(engine.models, p, r)
+                                                  for p, r in zip(problems, runs)])}]
     for delta in cfg.deltas:
-        records = _decoded(models, items, run, delta)
+        records = _decoded(engine, items, run, delta)
         measured = summarize(records)
         target_only = sum(r["accounting"]["target_only_flops"] for r in records)
         rows.append({"prm": "learned", "delta": delta, "accuracy": measured["accuracy"],
@@ -378,11 +381,11 @@ def draft_step_rewards(problems: list[arith.Problem], records: list[dict]) -> li
     return rows
 
 
-def prm_errors(cfg: TheoryConfig, models: RSDModels, items, out: Path) -> dict:
+def prm_errors(cfg: TheoryConfig, engine: Engine, items, out: Path) -> dict:
     from rsd_jax.training.prm import auroc
 
     problems = _arith_problems(cfg, items, "prm_errors")
-    records = _decoded(models, items, _global_threshold(cfg), 0.0)
+    records = _decoded(engine, items, _global_threshold(cfg), 0.0)
     rows = draft_step_rewards(problems, records)  # δ = 0 keeps every draft step: the draft's own solutions
     rewards = np.array([r for _, _, r in rows])
     correct = np.array([e == "correct" for _, e, _ in rows])

@@ -19,7 +19,10 @@ import dataclasses
 import numpy as np
 
 from rsd_jax import flops
-from rsd_jax.api import RSDModels, generate, target_only_flops
+from rsd_jax.api import generate
+from rsd_jax.engine import Engine, RSDModels
+from rsd_jax.methods import BY_NAME
+from rsd_jax.results import target_only_flops
 from rsd_jax.data import arith
 from rsd_jax.decoding.spec import DecodeSpec
 
@@ -31,17 +34,17 @@ class Trajectory:
     rejected: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (step index, the draft's proposal)
 
 
-def _first_steps(models: RSDModels, method: str, prompts: list[str], questions: list[str], spec: DecodeSpec,
+def _first_steps(engine: Engine, method: str, prompts: list[str], questions: list[str], spec: DecodeSpec,
                  batch_size: int) -> list[str]:
     """The first step `method` writes after each prompt ("" when it writes none)."""
     out = []
     for s in range(0, len(prompts), batch_size):
-        out += generate(models, prompts[s:s + batch_size], method=method, spec=spec,
+        out += generate(engine, prompts[s:s + batch_size], method=BY_NAME[method](), decoding=spec,
                         questions=questions[s:s + batch_size])
     return [(arith.split_steps(r.text) or [""])[0] for r in out]
 
 
-def decode(models: RSDModels, problems: list[arith.Problem], spec: DecodeSpec, batch_size: int = 100,
+def decode(engine: Engine, problems: list[arith.Problem], spec: DecodeSpec, batch_size: int = 100,
            ) -> list[Trajectory]:
     """RSD with the exact checker as the PRM, greedy, until each problem has its answer step or max_steps."""
     one_step = spec.replace(max_steps=1, speculative_gamma=0, online_budget=False)
@@ -51,7 +54,7 @@ def decode(models: RSDModels, problems: list[arith.Problem], spec: DecodeSpec, b
         prompts = [arith.format_prompt(problems[i]) + "".join(s + arith.DELIMITER for s in runs[i].steps)
                    for i in active]
         questions = [problems[i].question for i in active]
-        proposals = _first_steps(models, "draft", prompts, questions, one_step, batch_size)
+        proposals = _first_steps(engine, "draft", prompts, questions, one_step, batch_size)
         rejected = []
         for j, (i, step) in enumerate(zip(active, proposals)):
             run = runs[i]
@@ -61,7 +64,7 @@ def decode(models: RSDModels, problems: list[arith.Problem], spec: DecodeSpec, b
                 run.rejected.append((len(run.steps), step))
                 rejected.append(j)
         if rejected:
-            written = _first_steps(models, "target", [prompts[j] for j in rejected],
+            written = _first_steps(engine, "target", [prompts[j] for j in rejected],
                                    [questions[j] for j in rejected], one_step, batch_size)
             for j, step in zip(rejected, written):
                 runs[active[j]].steps.append(step), runs[active[j]].sources.append("target")

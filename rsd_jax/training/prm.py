@@ -21,7 +21,7 @@ from rsd_jax.data import arith
 from rsd_jax.decoding.generator import TokenTables
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.sampling import Sampling
-from rsd_jax.decoding.single import single_decode
+from rsd_jax.decoding.single import decode_model
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.models.model import Model
 from rsd_jax.training.lm import next_token_loss
@@ -65,8 +65,8 @@ def sample_solutions(model: Model, tok: "Tokenizer", problems: Sequence[arith.Pr
         heads = prefixes[start:start + batch_size]
         pad = batch_size - len(chunk)  # one shape: one compilation
         chunk, heads = chunk + [chunk[-1]] * pad, heads + [heads[-1]] * pad
-        out = jax.device_get(single_decode(model, lm_prompts(tok, chunk, max_new_tokens, heads), tables,
-                                           jax.random.key(seed * 100_003 + start), spec=spec))
+        out = jax.device_get(decode_model(model, prompts=lm_prompts(tok, chunk, max_new_tokens, heads), tables=tables,
+                                          key=jax.random.key(seed * 100_003 + start), spec=spec))
         for i in range(min(batch_size, len(problems) - start)):
             ids = [t for t in out.tokens[i, out.prompt_length[i]:out.length[i]] if t not in tok.eos_ids]
             texts.append(tok.decode(ids))

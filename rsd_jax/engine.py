@@ -1,0 +1,147 @@
+"""The engine: the three models and their device tables, one value that every jitted loop takes.
+
+    engine = Engine.create(models)                       # models: RSDModels (weights + tokenizers)
+    engine = Engine.create(models, mesh=make_mesh(4, 2))  # weights placed in their shardings on the mesh
+    generate(engine, prompts, method=RSD(delta=0.8))
+
+An `Engine` is a registered pytree: the models' weights, the token tables and the PRM's view tables are its
+leaves (traced), the host side (tokenizers, delimiter) and the mesh are static. Swapping two models is a
+keyword (`dataclasses.replace(engine, target=engine.draft)`), not a positional slip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rsd_jax import sharding as sh
+from rsd_jax.decoding.generator import TokenTables
+from rsd_jax.decoding.prm_view import PRMTables, PRMTextView, PRMView
+from rsd_jax.errors import InputError
+from rsd_jax.models.model import Model
+from rsd_jax.placement import place
+from rsd_jax.tokenizer import StepTextEncoder, Tokenizer, build_prm_stop_table, step_stop_ids
+
+
+@dataclasses.dataclass(frozen=True)
+class RSDModels:
+    """Draft, target and PRM, the tokenizer the draft and target share, and the PRM's own tokenizer (default: the
+    same). The models' embeddings may have more rows than the tokenizer has tokens (padded vocabularies: the
+    Qwen2.5-Math 1.5B and 7B differ there); only the tokenizer's tokens are ever drawn."""
+
+    draft: Model
+    target: Model
+    prm: Model
+    tokenizer: Tokenizer
+    prm_tokenizer: Tokenizer | None = None
+    delimiter: str = "\n\n"
+
+    def __post_init__(self) -> None:
+        for role in ("draft", "target"):
+            rows = getattr(self, role).config.vocab_size
+            if self.tokenizer.vocab_size > rows:
+                raise InputError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the {role}'s vocabulary "
+                                 f"only {rows}: they do not belong together")
+        if self.prm_tok.vocab_size > self.prm.config.vocab_size:
+            raise InputError(f"the PRM's tokenizer has {self.prm_tok.vocab_size} tokens but the PRM's vocabulary only "
+                             f"{self.prm.config.vocab_size}")
+
+    @property
+    def prm_tok(self) -> Tokenizer:
+        return self.prm_tokenizer or self.tokenizer
+
+    @functools.cached_property
+    def step_encoder(self) -> StepTextEncoder:
+        """The host side of the PRM's text view (one object per models: the compiled loop is reused)."""
+        return StepTextEncoder(self.tokenizer, self.prm_tok, self.delimiter)
+
+    @property
+    def prm_view_in_graph(self) -> bool:
+        """True when the in-graph tables reproduce the PRM protocol: one tokenizer whose re-encoding of a step's
+        text gives back its ids (character-level); BPE tokenizers use the host text view."""
+        return self.prm_tok is self.tokenizer and getattr(self.tokenizer, "exact_reencoding", False)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """draft, target, prm: the models. tables: the draft's and target's token sets over the tokenizer's vocabulary
+    [V]. prm_view: how the PRM reads a step (in-graph tables, or the host text protocol; its width follows the
+    decoding spec, `view`). host: the tokenizers and delimiter (None for an engine used on token ids only).
+    mesh: where the weights live (None: one device)."""
+
+    draft: Model
+    target: Model
+    prm: Model
+    tables: TokenTables
+    prm_view: PRMView
+    host: "_Host | None" = dataclasses.field(default=None, metadata=dict(static=True))
+    mesh: jax.sharding.Mesh | None = dataclasses.field(default=None, metadata=dict(static=True))
+
+    @classmethod
+    def create(cls, models: RSDModels, mesh: jax.sharding.Mesh | None = None) -> "Engine":
+        """The engine of `models` (their token tables and PRM view built on the host), on `mesh` when given: each
+        model's weights in their shardings (rsd_jax.sharding), the tables replicated."""
+        tables, prm_view = host_tables(models)
+        engine = cls(draft=models.draft, target=models.target, prm=models.prm, tables=tables, prm_view=prm_view,
+                     host=_Host(models))
+        return engine.on_mesh(mesh) if mesh is not None else engine
+
+    def on_mesh(self, mesh: jax.sharding.Mesh) -> "Engine":
+        """This engine with its arrays placed on `mesh` (weights sharded as they declare, tables replicated)."""
+        models = {role: place(m, sh.model_sharding_tree(m, mesh))
+                  for role, m in (("draft", self.draft), ("target", self.target), ("prm", self.prm))}
+        rep = functools.partial(sh.replicated, mesh=mesh)
+        return dataclasses.replace(self, **models, tables=place(self.tables, rep(self.tables)),
+                                   prm_view=place(self.prm_view, rep(self.prm_view)), mesh=mesh)
+
+    def drafting_only(self) -> "Engine":
+        """The draft in the target's place: loops that never call the target (Best-of-N, beam search) compile no
+        target and hold no second model's cache shape."""
+        return dataclasses.replace(self, target=self.draft)
+
+    def view(self, step_tokens: int) -> PRMView:
+        """The PRM's view for steps of at most `step_tokens` tokens (the text view's width follows them)."""
+        if isinstance(self.prm_view, PRMTextView):
+            return dataclasses.replace(self.prm_view, width=PRMTextView.width_for(step_tokens))
+        return self.prm_view
+
+    @property
+    def models(self) -> RSDModels:
+        """The host side: tokenizers, delimiter, and the models as loaded."""
+        if self.host is None:
+            raise ValueError("this engine was built from arrays alone (no tokenizers): build it with Engine.create")
+        return self.host.models
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Host:
+    """The host side of an engine, static in its pytree. No loop reads it (the PRM's text view carries its own
+    encoder), so every host compares equal: engines that differ only here share their compiled loops."""
+
+    models: RSDModels
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Host)
+
+    def __hash__(self) -> int:
+        return hash(_Host)
+
+
+def host_tables(models: RSDModels) -> tuple[TokenTables, PRMView]:
+    """The token tables of the tokenizer's vocabulary, and the PRM's view of a step (rsd_jax.decoding.prm_view)."""
+    tok, vocab = models.tokenizer, models.tokenizer.vocab_size
+    stop = np.zeros((vocab,), bool)
+    stop[list(step_stop_ids(tok, models.delimiter))] = True
+    eos = np.zeros((vocab,), bool)
+    eos[list(tok.eos_ids)] = True
+    tables = TokenTables(stop=jnp.asarray(stop), eos=jnp.asarray(eos))
+    if not models.prm_view_in_graph:
+        return tables, PRMTextView(encode=models.step_encoder, width=PRMTextView.width_for(1))
+    table = build_prm_stop_table(tok, models.delimiter)
+    return tables, PRMTables.build(vocab, table.stop_ids, table.text_ids, table.text_len, table.delimiter_id,
+                                   tok.eos_ids)

@@ -1,0 +1,130 @@
+"""Running a decoding method over a list of problems in batches, and summarising the results.
+
+Shared by `decode` and `evaluate`: each batch becomes a list of JSON-ready records with the response, its
+steps (source, reward, text, tokens), the accounting and, when the problem has a reference, the grade.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from rsd_jax import methods
+from rsd_jax.api import generate
+from rsd_jax.config import RSDConfig, RunConfig, split_method_variant
+from rsd_jax.data.problems import Item
+from rsd_jax.decoding.acceptance import calibrate_threshold
+from rsd_jax.engine import Engine
+from rsd_jax.errors import NumericalError
+from rsd_jax.results import GenerationResult
+
+
+def to_record(item: Item, result: GenerationResult, method: str) -> dict:
+    return {
+        "uid": item.uid, "method": method, "question": item.question, "prompt": item.prompt,
+        "text": result.text, "token_ids": list(result.token_ids),
+        "steps": [{"source": s.source, "reward": s.reward, "text": s.text, "n_tokens": s.n_tokens}
+                  for s in result.steps],
+        "accounting": result.accounting, "answer": item.answer,
+        "correct": item.grade(result.text) if item.grade is not None else None,
+        "level": item.level, "error": result.error,
+    }
+
+
+def calibrated_delta(engine: Engine, items: Sequence[Item], cfg: RunConfig) -> float:
+    """δ from a calibration run: the draft's step rewards with every step accepted, at the budget quantile."""
+    results = generate(engine, [i.prompt for i in items], questions=[i.question for i in items],
+                       method=methods.RSD(delta=0.0), decoding=cfg.decoding.spec(), seed=cfg.decoding.seed)
+    rewards = np.array([s.reward for r in results for s in r.steps])
+    bad = int(np.sum(~np.isfinite(rewards)))
+    if bad:
+        raise NumericalError(f"rsd.budget: cannot calibrate δ, the PRM gave non-finite rewards to {bad} of the "
+                             f"{rewards.size} draft steps of the calibration batch (is the PRM checkpoint broken?)")
+    return calibrate_threshold(rewards, cfg.rsd.budget)
+
+
+def parse_method(text: str, cfg: RunConfig) -> tuple[str, RunConfig]:
+    """'name' or 'name:key=value,key=value' (keys of the rsd section) -> (name, config with the overrides)."""
+    import yaml
+
+    from rsd_jax.configlib import build, to_dict
+
+    name, overrides = split_method_variant(text)
+    if not overrides:
+        return name, cfg
+    rsd = {**to_dict(cfg.rsd), **{k: yaml.safe_load(v) for k, v in overrides.items()}}
+    return name, dataclasses.replace(cfg, rsd=build(RSDConfig, rsd, "rsd."))
+
+
+def run_method(engine: Engine, items: Sequence[Item], method: str, cfg: RunConfig,
+               delta: float | None = None, done: frozenset[str] = frozenset()) -> Iterator[list[dict]]:
+    """Yields the records of each batch of `items` decoded with `method` (a name of rsd_jax.methods.NAMES, its
+    options from the config's rsd section).
+
+    Batches are fixed slices of `items` (batch_size each), seeded by their position, and the budget's δ is
+    calibrated on the first: a resume passes every item with `done` (the uids already on disk) and gets the
+    same batches, skipping those whose records are all done (a batch with some done is decoded whole again,
+    so each record is what an uninterrupted run writes)."""
+    if not items:
+        return
+    bs = cfg.decoding.batch_size
+    delta = cfg.rsd.delta if delta is None else delta
+    calibrate = method == "rsd" and cfg.rsd.budget is not None and not cfg.rsd.online_budget
+    for start in range(0, len(items), bs):
+        chunk = items[start:start + bs]
+        if all(i.uid in done for i in chunk):
+            continue
+        if calibrate:
+            delta, calibrate = calibrated_delta(engine, items[:bs], cfg), False
+        results = generate(engine, [i.prompt for i in chunk], questions=[i.question for i in chunk],
+                           method=cfg.rsd.method_value(method, delta=delta, extract=chunk[0].extract),
+                           decoding=cfg.decoding.spec(), seed=cfg.decoding.seed + start, pad_batch_to=bs)
+        records = [to_record(i, res, method) for i, res in zip(chunk, results)]
+        for rec in records:
+            rec["delta"] = delta
+        yield records
+
+
+def health(records: Sequence[dict]) -> dict:
+    """How many records carry an error (e.g. non-finite logits) and how many, of a method that scores steps
+    with the PRM, have a non-finite step reward."""
+    nonfinite = sum(1 for r in records if r.get("method") in methods.SCORED
+                    and any(not np.isfinite(s["reward"]) for s in r["steps"]))
+    return {"n_errors": sum(1 for r in records if r.get("error")), "n_nonfinite_rewards": nonfinite}
+
+
+def health_warning(summary: dict, what: str = "") -> str | None:
+    """A one-line warning when a summary counts errors or non-finite rewards, else None."""
+    parts = [f"{summary[k]} of {summary['n_problems']} records {text}" for k, text in
+             (("n_errors", "have an error"), ("n_nonfinite_rewards", "have non-finite PRM rewards"))
+             if summary.get(k)]
+    return f"warning: {what}{'; '.join(parts)} (see each record's error and steps)" if parts else None
+
+
+def summarize(records: Sequence[dict], wall_seconds: float | None = None) -> dict:
+    """Accuracy, draft share of steps, tokens by model, FLOPs, their fraction of what target-only decoding of the
+    same outputs takes (flops_vs_target_only) and its inverse (flops_ratio_vs_target)."""
+    graded = [r["correct"] for r in records if r["correct"] is not None]
+    steps = [s for r in records for s in r["steps"]]
+    useful = sum(r["accounting"]["useful_flops_total"] for r in records)
+    target_only = sum(r["accounting"]["target_only_flops"] for r in records)
+    out = {"n_problems": len(records), **health(records)}
+    if graded:
+        out["accuracy"] = float(np.mean(graded))
+    if steps and all(s["source"] in ("draft", "target") for s in steps):
+        out["draft_acceptance_rate"] = float(np.mean([s["source"] == "draft" for s in steps]))
+    for model in ("draft", "target", "prm"):
+        n = sum(r["accounting"].get("tokens_processed", {}).get(model, 0) for r in records)
+        if n:
+            out[f"tokens_{model}"] = n
+    out["useful_flops"] = useful
+    out["executed_flops"] = sum(r["accounting"].get("executed_flops", 0.0) for r in records)
+    out["flops_vs_target_only"] = useful / target_only if target_only else float("nan")  # < 1: RSD saves
+    out["flops_ratio_vs_target"] = target_only / useful if useful else float("nan")  # how many times fewer
+    if wall_seconds is not None:
+        out["wall_seconds"] = wall_seconds
+    return out
+
+
