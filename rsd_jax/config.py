@@ -23,7 +23,7 @@ from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.errors import ConfigError
 
-#: The methods `decode` and `evaluate` know (rsd_jax.method_values.BY_NAME: the CLI, the evaluator and the docs read it).
+#: The methods `decode` and `evaluate` know (rsd_jax.methods.BY_NAME: the CLI, the evaluator and the docs read it).
 METHODS = method_values.NAMES
 DATASETS = ("arith", *PAPER_DATASETS, "prompts")
 
@@ -75,7 +75,8 @@ class RSDConfig:
                                        "with keys of this section (e.g. best_of_n:n=16); default rsd, target, draft")
     weighting: Literal[WEIGHTINGS] = doc(method_values.RSD.weighting, "the weighting function ω of the acceptance "
                                                                       "criterion")
-    delta: float = doc(method_values.RSD.delta, "threshold δ of binary and logistic ω (> 1 rejects every step)", (0.0, 2.0))
+    delta: float = doc(method_values.RSD.delta, "threshold δ of binary and logistic ω (> 1 rejects every step)",
+                       (0.0, 2.0))
     p: float = doc(method_values.RSD.p, "acceptance probability of the constant ω", (0.0, 1.0))
     alpha: float = doc(method_values.RSD.alpha, "slope α of the logistic ω", (0.0, 1000.0))
     budget: float | None = doc(None, "largest fraction of steps that may go to the target (budget-aware δ)",
@@ -89,8 +90,8 @@ class RSDConfig:
                                                     "best_of_n: how step rewards make a sample's score")
     beam_width: int = doc(method_values.Beam.width, "beam_search: beams kept", (1, 256))
     beam_expansions: int = doc(method_values.Beam.expand, "beam_search: sampled steps per beam", (1, 256))
-    sample_temperature: float = doc(method_values.BestOfN.temperature, "best_of_n / majority / beam_search: temperature "
-                                    "of their draft samples", (0.0, 100.0))
+    sample_temperature: float = doc(method_values.BestOfN.temperature,
+                                    "best_of_n / majority / beam_search: temperature of their draft samples", (0.0, 100.0))
 
     def __post_init__(self) -> None:
         """Checks the method names (also on direct construction) and the keys of each `methods` variant."""
@@ -99,7 +100,8 @@ class RSDConfig:
         for i, text in enumerate(self.methods):
             split_method_variant(text, f"rsd.methods[{i}]")
 
-    def method_value(self, name: str | None = None, *, delta: float | None = None, extract=None) -> method_values.Method:
+    def method_value(self, name: str | None = None, *, delta: float | None = None,
+                     extract=None) -> method_values.Method:
         """The method `name` (default: `method`) as a value of rsd_jax.methods, with this section's options that
         apply to it (δ overridden by `delta`; `extract`: the problems' answer reader, for majority voting)."""
         return method_values.from_options(name or self.method, delta=self.delta if delta is None else delta,

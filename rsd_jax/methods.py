@@ -123,7 +123,7 @@ class Speculative:
         _one_device(engine, self.name)
         out = jax.device_get(speculative_decode(engine, prompts=batch, key=key, spec=spec, gamma=self.gamma))
         single = SingleOutput(tokens=out.tokens, length=out.length, prompt_length=out.prompt_length,
-                              ended_eos=out.ended_eos, nonfinite=np.zeros_like(out.ended_eos), work=out.target)
+                              ended_eos=out.ended_eos, nonfinite=np.zeros_like(out.ended_eos), usage=out.target)
         results = res.single_results(engine.models, prompts, single, "target")
         for i, r in enumerate(results):
             draft, acc = float(out.draft.useful_flops[i]), r.accounting
@@ -218,8 +218,8 @@ class Beam:
                                          expansions=self.expand))
         k = self.width * self.expand
         rows = res.rsd_results(engine.models, [p for p in prompts for _ in range(k)], out.beams)
-        work = np.asarray(out.beams.stats.draft.useful_flops) + np.asarray(out.beams.stats.prm.useful_flops)
-        share = work / max(work.sum(), 1.0) * float(out.useful_flops)
+        usage = np.asarray(out.beams.stats.draft.useful_flops) + np.asarray(out.beams.stats.prm.useful_flops)
+        share = usage / max(usage.sum(), 1.0) * float(out.useful_flops)
         return [res.grouped(rows[b * k:(b + 1) * k], 0, k, float(share[b * k:(b + 1) * k].sum()))
                 for b in range(len(prompts))]
 

@@ -116,11 +116,11 @@ def single_results(models: RSDModels, prompts: Sequence[str], out: SingleOutput,
         plen, length = int(out.prompt_length[i]), int(out.length[i])
         ids = tuple(int(t) for t in out.tokens[i, plen:length])
         text = models.tokenizer.decode(ids)
-        useful = float(out.work.useful_flops[i])
+        useful = float(out.usage.useful_flops[i])
         target_only = target_only_flops(models.target, plen, length)
         accounting = {
-            "executed_flops": float(out.work.executed_flops) / len(prompts),
-            f"{method}_tokens": len(ids), "tokens_processed": {method: int(out.work.tokens[i])},
+            "executed_flops": float(out.usage.executed_flops) / len(prompts),
+            f"{method}_tokens": len(ids), "tokens_processed": {method: int(out.usage.tokens[i])},
             "useful_flops": {method: useful}, "useful_flops_total": useful,
             "target_only_flops": target_only,
             "flops_ratio_vs_target": target_only / useful if useful else float("nan"),
@@ -134,7 +134,7 @@ def single_results(models: RSDModels, prompts: Sequence[str], out: SingleOutput,
 
 
 def grouped(group: list[GenerationResult], chosen: int, n: int, total: float | None = None) -> GenerationResult:
-    """The chosen sample of a group, with the whole group's work in its accounting."""
+    """The chosen sample of a group, with the whole group's usage in its accounting."""
     best = group[chosen]
     acc = dict(best.accounting)
     models = ("draft", "prm")

@@ -29,13 +29,13 @@ def test_real_model_counts_trace_under_jit():
     import jax
 
     from rsd_jax.capacity import MODELS
-    from rsd_jax.decoding.work import Work
+    from rsd_jax.decoding.usage import Usage
 
     for name, cfg in MODELS.items():
         start, n = jnp.array([0, 4000], jnp.int32), jnp.array([256, 1], jnp.int32)
-        work = jax.jit(lambda w, s, k: w.add_forward(cfg, s, k, 256, 4352, 1).add_head(cfg, k > 0))(
-            Work.zeros(2), start, n)
+        usage = jax.jit(lambda w, s, k: w.add_forward(cfg, s, k, 256, 4352, 1).add_head(cfg, k > 0))(
+            Usage.zeros(2), start, n)
         expected = span_flops(cfg, 4000, 1, with_head=False) + 2 * cfg.hidden_size * cfg.vocab_size
-        np.testing.assert_allclose(float(work.useful_flops[1]), expected + 2 * cfg.hidden_size * cfg.vocab_size,
+        np.testing.assert_allclose(float(usage.useful_flops[1]), expected + 2 * cfg.hidden_size * cfg.vocab_size,
                                    rtol=1e-6)
-        assert float(work.executed_flops) > 2 * 256 * matmul_flops_per_token(cfg) > 2**31, name
+        assert float(usage.executed_flops) > 2 * 256 * matmul_flops_per_token(cfg) > 2**31, name

@@ -40,7 +40,8 @@ def engine_of(setup, tables=None) -> Engine:
 def run_rsd(setup, delta, spec=SPEC, weighting_params=None, key=0, budget=0.0, histogram=None):
     batch = setup[6]
     knobs = Knobs(acceptance=weighting_params or acceptance.AcceptanceParams.create(delta=delta),
-                  budget=jnp.float32(budget), histogram=histogram or acceptance.RewardHistogram.create(spec.histogram_bins))
+                  budget=jnp.float32(budget),
+                  histogram=histogram or acceptance.RewardHistogram.create(spec.histogram_bins))
     return jax.device_get(rsd_decode(engine_of(setup), prompts=batch, knobs=knobs, key=jax.random.key(key), spec=spec))
 
 
@@ -140,8 +141,8 @@ def test_accounting_adds_up(setup):
     # every token a model wrote went through it once (decode), plus what it prefilled
     assert (st.draft.tokens >= st.draft_accepted_tokens + st.draft_discarded_tokens).all()
     assert (st.target.tokens >= st.target_tokens).all()
-    for work in (st.draft, st.target, st.prm):
-        assert float(work.executed_flops) >= float(work.useful_flops.sum()) > 0
+    for usage in (st.draft, st.target, st.prm):
+        assert float(usage.executed_flops) >= float(usage.useful_flops.sum()) > 0
     assert int(st.target_invocations) <= int(st.iterations)
 
 

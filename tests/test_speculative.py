@@ -54,7 +54,7 @@ def test_greedy_speculative_equals_target_greedy(world_models, which, gamma):
     np.testing.assert_array_equal(out.length, ref.length)
     if which == "close_draft" and gamma == 4:
         assert out.draft_kept.sum() > 0.3 * (out.length - out.prompt_length).sum()
-        assert int(out.target.forwards) < int(ref.work.forwards)
+        assert int(out.target.forwards) < int(ref.usage.forwards)
 
 
 def _exact_two_token_marginals(target, prompt: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -64,7 +64,8 @@ def best_of_n(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec: Decod
     """n scored draft samples per prompt, and the one whose aggregated step rewards score highest."""
     samples = sample_n(engine, prompts=prompts, key=key, spec=spec, n=n)
     scores = aggregate_rewards(samples, aggregate).reshape(-1, n)
-    return BestOfNOutput(samples=samples, scores=scores, chosen=jnp.argmax(jnp.nan_to_num(scores, nan=-jnp.inf), axis=1))
+    chosen = jnp.argmax(jnp.nan_to_num(scores, nan=-jnp.inf), axis=1)
+    return BestOfNOutput(samples=samples, scores=scores, chosen=chosen)
 
 
 def majority_vote(answers: list[object]) -> object:

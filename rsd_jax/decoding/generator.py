@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
 from rsd_jax.decoding.sampling import Sampling, sample, token_probs
-from rsd_jax.decoding.work import Work
+from rsd_jax.decoding.usage import Usage
 from rsd_jax.models.model import Model
 
 
@@ -44,11 +44,11 @@ def token_logits(model: Model, hidden: jax.Array, tables: TokenTables) -> jax.Ar
 
 
 def catch_up(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, active: jax.Array, chunk: int,
-             work: Work) -> tuple[KVCache, jax.Array, Work]:
+             usage: Usage) -> tuple[KVCache, jax.Array, Usage]:
     """Feeds view[b, cache.lengths[b] : upto[b]] into the cache for active rows, `chunk` at a time.
 
     view [B, T] tokens; upto [B]; active [B] bool. Returns the cache (lengths = upto on active rows), the last
-    hidden state of each row's final fed token [B, E] (zeros if none), the work.
+    hidden state of each row's final fed token [B, E] (zeros if none), the usage.
     """
     target = jnp.where(active, upto, cache.lengths)
     batch, t_view = view.shape
@@ -59,18 +59,18 @@ def catch_up(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, 
         return jnp.any(cache.lengths < target)
 
     def body(carry):
-        cache, last, work = carry
+        cache, last, usage = carry
         start = cache.lengths
         n = jnp.clip(target - start, 0, chunk)
         tokens = jnp.take_along_axis(view, jnp.clip(start[:, None] + offsets, 0, t_view - 1), axis=1)
         out = model.backbone(tokens, start, cache, n)
         final = jnp.take_along_axis(out.hidden, jnp.maximum(n - 1, 0)[:, None, None], axis=1)[:, 0]
         last = jnp.where((n > 0)[:, None], final, last)
-        work = work.add_forward(model.config, start, n, chunk, cache.capacity, head_tokens=0)
-        return out.cache, last, work
+        usage = usage.add_forward(model.config, start, n, chunk, cache.capacity, head_tokens=0)
+        return out.cache, last, usage
 
     last = jnp.zeros((batch, model.config.hidden_size), model.config.jnp_dtype)
-    return jax.lax.while_loop(cond, body, (cache, last, work))
+    return jax.lax.while_loop(cond, body, (cache, last, usage))
 
 
 @jax.tree_util.register_dataclass
@@ -84,7 +84,7 @@ class Step:
     ended_stop: jax.Array  # [B] bool: ended on a step-delimiter token
     nonfinite: jax.Array  # [B] bool: some logits were NaN or inf
     cache: KVCache
-    work: Work
+    usage: Usage
     probs: jax.Array | None = None  # [B, M, V] the distribution each token was drawn from (record_probs)
 
 
@@ -102,13 +102,13 @@ class Writing:
     nonfinite: jax.Array  # [B] bool some logits were NaN or inf
     cache: KVCache
     key: jax.Array
-    work: Work
+    usage: Usage
     probs: jax.Array | None  # [B, M, V] with record_probs, else None
 
 
 def write_step(model: Model, cache: KVCache, *, tokens: jax.Array, length: jax.Array, active: jax.Array,
                room: jax.Array, key: jax.Array, tables: TokenTables, sampling: Sampling, max_step_tokens: int,
-               chunk: int, work: Work, record_probs: bool = False) -> Step:
+               chunk: int, usage: Usage, record_probs: bool = False) -> Step:
     """Writes at most min(room, max_step_tokens) tokens per active row, stopping a row at a step-delimiter
     token, at EOS, or when its room is spent (inner `lax.while_loop`, one token per iteration).
 
@@ -118,7 +118,7 @@ def write_step(model: Model, cache: KVCache, *, tokens: jax.Array, length: jax.A
     """
     batch = tokens.shape[0]
     rows = jnp.arange(batch)
-    cache, _, work = catch_up(model, cache, view=tokens, upto=length - 1, active=active, chunk=chunk, work=work)
+    cache, _, usage = catch_up(model, cache, view=tokens, upto=length - 1, active=active, chunk=chunk, usage=usage)
     # a cache that already holds the last committed token (right after a rollback) re-feeds it
     cache = cache.with_lengths(jnp.where(active, length - 1, cache.lengths))
     last_committed = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], axis=1)[:, 0]
@@ -126,7 +126,7 @@ def write_step(model: Model, cache: KVCache, *, tokens: jax.Array, length: jax.A
     no = jnp.zeros((batch,), bool)
     init = Writing(current=last_committed, live=active & (room > 0), written=jnp.zeros((batch,), jnp.int32),
                    out=jnp.zeros((batch, max_step_tokens), jnp.int32), eos=no, stop=no, nonfinite=no, cache=cache,
-                   key=key, work=work,
+                   key=key, usage=usage,
                    probs=jnp.zeros((batch, max_step_tokens, tables.vocab_size), jnp.float32) if record_probs else None)
 
     def body(s: Writing) -> Writing:
@@ -144,12 +144,12 @@ def write_step(model: Model, cache: KVCache, *, tokens: jax.Array, length: jax.A
             current=jnp.where(live, token, s.current), live=live & ~finished, written=written,
             out=s.out.at[rows, slot].set(token, mode="drop"), eos=s.eos | is_eos, stop=s.stop | is_stop,
             nonfinite=s.nonfinite | (live & ~jnp.all(jnp.isfinite(logits), axis=-1)), cache=out.cache, key=key,
-            work=s.work.add_forward(model.config, start, live.astype(jnp.int32), 1, s.cache.capacity, 1),
+            usage=s.usage.add_forward(model.config, start, live.astype(jnp.int32), 1, s.cache.capacity, 1),
             probs=probs)
 
     s = jax.lax.while_loop(lambda s: jnp.any(s.live), body, init)
     return Step(tokens=s.out, length=s.written, ended_eos=s.eos, ended_stop=s.stop, nonfinite=s.nonfinite,
-                cache=s.cache, work=s.work, probs=s.probs)
+                cache=s.cache, usage=s.usage, probs=s.probs)
 
 
 def commit(tokens: jax.Array, length: jax.Array, step_tokens: jax.Array, step_len: jax.Array) -> jax.Array:

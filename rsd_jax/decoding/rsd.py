@@ -30,7 +30,7 @@ from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.speculative import speculative_write
 from rsd_jax.decoding.subbatch import write_step_in_groups
 from rsd_jax.decoding.spec import DecodeSpec
-from rsd_jax.decoding.work import Work
+from rsd_jax.decoding.usage import Usage
 from rsd_jax.models.model import Model
 
 if TYPE_CHECKING:
@@ -108,15 +108,15 @@ class RSDStats:
     iterations: jax.Array  # [] loop iterations
     nonfinite: jax.Array  # [B] int32 bit flags: 1 draft logits, 2 target logits, 4 PRM reward not finite,
     #                       8 a step did not fit the PRM's view (its re-encoding or the PRM's buffer)
-    draft: Work
-    target: Work
-    prm: Work
+    draft: Usage
+    target: Usage
+    prm: Usage
 
     @classmethod
     def zeros(cls, batch: int) -> "RSDStats":
         z = jnp.zeros((batch,), jnp.int32)
         s = jnp.zeros((), jnp.int32)
-        return cls(z, z, z, z, z, s, s, z, Work.zeros(batch), Work.zeros(batch), Work.zeros(batch))
+        return cls(z, z, z, z, z, s, s, z, Usage.zeros(batch), Usage.zeros(batch), Usage.zeros(batch))
 
 
 @jax.tree_util.register_dataclass
@@ -171,28 +171,28 @@ class RSDOutput:
     histogram: acceptance.RewardHistogram
 
 
-def _skipped_step(cache: KVCache, work: Work, batch: int, width: int) -> Step:
+def _skipped_step(cache: KVCache, usage: Usage, batch: int, width: int) -> Step:
     false = jnp.zeros((batch,), bool)
     return Step(tokens=jnp.zeros((batch, width), jnp.int32), length=jnp.zeros((batch,), jnp.int32),
-                ended_eos=false, ended_stop=false, nonfinite=false, cache=cache, work=work)
+                ended_eos=false, ended_stop=false, nonfinite=false, cache=cache, usage=usage)
 
 
 def _target_step(engine: "Engine", s: "RSDState", draft: Step, *, reject: jax.Array, room: jax.Array,
-                 key: jax.Array, spec: DecodeSpec) -> tuple[Step, KVCache, Work]:
+                 key: jax.Array, spec: DecodeSpec) -> tuple[Step, KVCache, Usage]:
     """The target writes the step of the rejected rows: alone, or by speculative decoding with the draft (whose
-    cache and work it then also advances: returned with the target's step)."""
+    cache and usage it then also advances: returned with the target's step)."""
     if spec.speculative_gamma:
-        step, draft_cache, draft_work, _ = speculative_write(
+        step, draft_cache, draft_usage, _ = speculative_write(
             engine.draft, engine.target, draft.cache, s.target_cache, tokens=s.tokens, length=s.length,
             active=reject, room=room, key=key, tables=engine.tables, sampling=spec.sampling,
-            gamma=spec.speculative_gamma, max_step_tokens=spec.step_tokens, chunk=spec.chunk, draft_work=draft.work,
-            target_work=s.stats.target)
-        return step, draft_cache, draft_work
+            gamma=spec.speculative_gamma, max_step_tokens=spec.step_tokens, chunk=spec.chunk, draft_usage=draft.usage,
+            target_usage=s.stats.target)
+        return step, draft_cache, draft_usage
     step = write_step_in_groups(engine.target, s.target_cache, tokens=s.tokens, length=s.length, active=reject,
                                 room=room, key=key, tables=engine.tables, sampling=spec.sampling,
-                                max_step_tokens=spec.step_tokens, chunk=spec.chunk, work=s.stats.target,
+                                max_step_tokens=spec.step_tokens, chunk=spec.chunk, usage=s.stats.target,
                                 rows=spec.target_rows)
-    return step, draft.cache, draft.work
+    return step, draft.cache, draft.usage
 
 
 def _fit_view(prm_view: PRMView, step_tokens: jax.Array, step_len: jax.Array, *, prm_length: jax.Array,
@@ -214,16 +214,16 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
     # 1-2. the draft writes a step
     drafted = write_step(engine.draft, state.draft_cache, tokens=state.tokens, length=state.length, active=live,
                          room=room, key=k_draft, tables=engine.tables, sampling=spec.sampling,
-                         max_step_tokens=spec.step_tokens, chunk=spec.chunk, work=state.stats.draft)
+                         max_step_tokens=spec.step_tokens, chunk=spec.chunk, usage=state.stats.draft)
 
     # 3. the PRM scores it in its own view, from its own cache
     view, width, overflow = _fit_view(prm_view, drafted.tokens, drafted.length, prm_length=state.prm_length,
                                       capacity=capacity)
     prm_tokens = commit(state.prm_tokens, state.prm_length, view, width)
-    prm_cache, hidden, prm_work = catch_up(prm, state.prm_cache, view=prm_tokens, upto=state.prm_length + width,
-                                           active=live, chunk=spec.chunk, work=state.stats.prm)
+    prm_cache, hidden, prm_usage = catch_up(prm, state.prm_cache, view=prm_tokens, upto=state.prm_length + width,
+                                           active=live, chunk=spec.chunk, usage=state.stats.prm)
     reward = prm.rewards(hidden)
-    prm_work = prm_work.add_head(prm.config, live)
+    prm_usage = prm_usage.add_head(prm.config, live)
 
     # 4. the mixture
     histogram = state.histogram
@@ -238,11 +238,11 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
     # 5. the target, only when some row rejected; the rejected draft step is rolled back first
     drafted = dataclasses.replace(drafted, cache=drafted.cache.with_lengths(
         jnp.where(reject, state.length, drafted.cache.lengths)))
-    rewritten, draft_cache, draft_work = jax.lax.cond(
+    rewritten, draft_cache, draft_usage = jax.lax.cond(
         jnp.any(reject),
         lambda: _target_step(engine, state, drafted, reject=reject, room=room, key=k_target, spec=spec),
         lambda: (_skipped_step(state.target_cache, state.stats.target, live.shape[0], spec.step_tokens),
-                 drafted.cache, drafted.work))
+                 drafted.cache, drafted.usage))
 
     # 6. commit the chosen step; the PRM's view gets the target's step where it wrote one
     step_tokens = jnp.where(reject[:, None], rewritten.tokens, drafted.tokens)
@@ -270,7 +270,7 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
         target_tokens=stats.target_tokens + jnp.where(reject, rewritten.length, 0),
         draft_steps=stats.draft_steps + accepted, target_steps=stats.target_steps + reject,
         target_invocations=stats.target_invocations + jnp.any(reject), iterations=stats.iterations + 1,
-        nonfinite=nonfinite, draft=draft_work, target=rewritten.work, prm=prm_work)
+        nonfinite=nonfinite, draft=draft_usage, target=rewritten.usage, prm=prm_usage)
     return RSDState(tokens=tokens, length=length, prompt_length=state.prompt_length, done=done, n_steps=n_steps,
                     prm_tokens=prm_tokens, prm_length=prm_length, draft_cache=draft_cache,
                     target_cache=rewritten.cache, prm_cache=prm_cache, histogram=histogram, trace=trace,

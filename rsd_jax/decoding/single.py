@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from rsd_jax.decoding.generator import TokenTables, commit, write_step
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.spec import DecodeSpec
-from rsd_jax.decoding.work import Work
+from rsd_jax.decoding.usage import Usage
 from rsd_jax.models.model import Model
 from rsd_jax.placement import on_engine_mesh
 
@@ -31,7 +31,7 @@ class SingleOutput:
     prompt_length: jax.Array  # [B]
     ended_eos: jax.Array  # [B] bool
     nonfinite: jax.Array  # [B] bool
-    work: Work
+    usage: Usage
 
 
 def single_decode_impl(model: Model, *, prompts: Prompts, tables: TokenTables, key: jax.Array,
@@ -42,10 +42,10 @@ def single_decode_impl(model: Model, *, prompts: Prompts, tables: TokenTables, k
     step = write_step(model, model.init_cache(batch, t_cap), tokens=prompts.tokens, length=prompts.length,
                       active=prompts.length > 0, room=spec.end_of(prompts.length) - prompts.length, key=key,
                       tables=no_steps, sampling=spec.sampling, max_step_tokens=spec.max_new_tokens,
-                      chunk=spec.chunk, work=Work.zeros(batch))
+                      chunk=spec.chunk, usage=Usage.zeros(batch))
     return SingleOutput(tokens=commit(prompts.tokens, prompts.length, step.tokens, step.length),
                         length=prompts.length + step.length, prompt_length=prompts.length,
-                        ended_eos=step.ended_eos, nonfinite=step.nonfinite, work=step.work)
+                        ended_eos=step.ended_eos, nonfinite=step.nonfinite, usage=step.usage)
 
 
 decode_model = jax.jit(single_decode_impl, static_argnames=("spec",))

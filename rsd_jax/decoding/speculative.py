@@ -23,7 +23,7 @@ from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, toke
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.sampling import Sampling, token_probs
 from rsd_jax.decoding.spec import DecodeSpec
-from rsd_jax.decoding.work import Work
+from rsd_jax.decoding.usage import Usage
 from rsd_jax.models.model import Model
 
 if TYPE_CHECKING:
@@ -42,8 +42,8 @@ class Round:
     kept: jax.Array  # [B] draft tokens kept
     draft_cache: KVCache
     target_cache: KVCache
-    draft_work: Work
-    target_work: Work
+    draft_usage: Usage
+    target_usage: Usage
 
 
 def first_false(ok: jax.Array) -> jax.Array:
@@ -54,7 +54,7 @@ def first_false(ok: jax.Array) -> jax.Array:
 def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_cache: KVCache, *,
                       tokens: jax.Array, length: jax.Array, active: jax.Array, room: jax.Array, key: jax.Array,
                       tables: TokenTables, sampling: Sampling, gamma: int, chunk: int,
-                      draft_work: Work, target_work: Work) -> Round:
+                      draft_usage: Usage, target_usage: Usage) -> Round:
     """One propose / verify round. Commits between 1 and min(γ + 1, room) tokens per active row, cut after
     the first EOS or step-delimiter token."""
     batch = tokens.shape[0]
@@ -62,15 +62,15 @@ def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_
     no_ends = TokenTables(stop=jnp.zeros_like(tables.stop), eos=jnp.zeros_like(tables.eos))  # the same vocabulary
     d = write_step(draft, draft_cache, tokens=tokens, length=length, active=active, room=jnp.minimum(room, gamma),
                    key=k_draft, tables=no_ends, sampling=sampling, max_step_tokens=gamma, chunk=chunk,
-                   work=draft_work, record_probs=True)
+                   usage=draft_usage, record_probs=True)
 
-    target_cache, _, target_work = catch_up(target, target_cache, view=tokens, upto=length - 1, active=active,
-                                            chunk=chunk, work=target_work)
+    target_cache, _, target_usage = catch_up(target, target_cache, view=tokens, upto=length - 1, active=active,
+                                            chunk=chunk, usage=target_usage)
     target_cache = target_cache.with_lengths(jnp.where(active, length - 1, target_cache.lengths))
     last = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], axis=1)
     n_in = jnp.where(active, d.length + 1, 0)
     out = target.backbone(jnp.concatenate([last, d.tokens], axis=1), target_cache.lengths, target_cache, n_in)
-    target_work = target_work.add_forward(target.config, target_cache.lengths, n_in, gamma + 1,
+    target_usage = target_usage.add_forward(target.config, target_cache.lengths, n_in, gamma + 1,
                                           target_cache.capacity, gamma + 1)
     p = token_probs(sampling, token_logits(target, out.hidden, tables))  # [B, γ+1, V]
     q = d.probs  # [B, γ, V]
@@ -105,7 +105,7 @@ def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_
         draft_cache=d.cache.with_lengths(jnp.where(active, jnp.minimum(d.cache.lengths, new_length - 1),
                                                    d.cache.lengths)),
         target_cache=out.cache.with_lengths(jnp.where(active, new_length - 1, target_cache.lengths)),
-        draft_work=d.work, target_work=target_work)
+        draft_usage=d.usage, target_usage=target_usage)
 
 
 @jax.tree_util.register_dataclass
@@ -121,37 +121,37 @@ class Speculating:
     kept: jax.Array  # [B] draft tokens kept so far
     draft_cache: KVCache
     target_cache: KVCache
-    draft_work: Work
-    target_work: Work
+    draft_usage: Usage
+    target_usage: Usage
     key: jax.Array
 
 
 def speculative_write(draft: Model, target: Model, draft_cache: KVCache, target_cache: KVCache, *,
                       tokens: jax.Array, length: jax.Array, active: jax.Array, room: jax.Array, key: jax.Array,
                       tables: TokenTables, sampling: Sampling, gamma: int, max_step_tokens: int, chunk: int,
-                      draft_work: Work, target_work: Work) -> tuple[Step, KVCache, Work, jax.Array]:
+                      draft_usage: Usage, target_usage: Usage) -> tuple[Step, KVCache, Usage, jax.Array]:
     """Writes one step per active row with speculative rounds until a delimiter, EOS or its room is spent.
 
-    Returns the target's Step (tokens [B, max_step_tokens]), the draft cache and work, and the draft
+    Returns the target's Step (tokens [B, max_step_tokens]), the draft cache and usage, and the draft
     tokens kept [B] (those the target did not have to decode itself).
     """
     room = jnp.minimum(room, max_step_tokens)
     batch = tokens.shape[0]
     no = jnp.zeros((batch,), bool)
     init = Speculating(tokens=tokens, length=length, live=active, eos=no, stop=no, kept=jnp.zeros((batch,), jnp.int32),
-                       draft_cache=draft_cache, target_cache=target_cache, draft_work=draft_work,
-                       target_work=target_work, key=key)
+                       draft_cache=draft_cache, target_cache=target_cache, draft_usage=draft_usage,
+                       target_usage=target_usage, key=key)
 
     def body(s: Speculating) -> Speculating:
         key, sub = jax.random.split(s.key)
         r = speculative_round(draft, target, s.draft_cache, s.target_cache, tokens=s.tokens, length=s.length,
                               active=s.live, room=room - (s.length - length), key=sub, tables=tables,
-                              sampling=sampling, gamma=gamma, chunk=chunk, draft_work=s.draft_work,
-                              target_work=s.target_work)
+                              sampling=sampling, gamma=gamma, chunk=chunk, draft_usage=s.draft_usage,
+                              target_usage=s.target_usage)
         finished = r.ended_eos | r.ended_stop | (r.length - length >= room)
         return Speculating(tokens=r.tokens, length=r.length, live=s.live & ~finished, eos=s.eos | r.ended_eos,
                            stop=s.stop | r.ended_stop, kept=s.kept + r.kept, draft_cache=r.draft_cache,
-                           target_cache=r.target_cache, draft_work=r.draft_work, target_work=r.target_work, key=key)
+                           target_cache=r.target_cache, draft_usage=r.draft_usage, target_usage=r.target_usage, key=key)
 
     s = jax.lax.while_loop(lambda s: jnp.any(s.live), body, init)
     offsets = length[:, None] + jnp.arange(max_step_tokens)[None, :]
@@ -159,8 +159,8 @@ def speculative_write(draft: Model, target: Model, draft_cache: KVCache, target_
     n = s.length - length
     step_tokens = jnp.where(jnp.arange(max_step_tokens)[None, :] < n[:, None], step_tokens, 0)
     step = Step(tokens=step_tokens, length=n, ended_eos=s.eos, ended_stop=s.stop, nonfinite=no,
-                cache=s.target_cache, work=s.target_work)
-    return step, s.draft_cache, s.draft_work, s.kept
+                cache=s.target_cache, usage=s.target_usage)
+    return step, s.draft_cache, s.draft_usage, s.kept
 
 
 @jax.tree_util.register_dataclass
@@ -171,8 +171,8 @@ class SpeculativeOutput:
     prompt_length: jax.Array  # [B]
     ended_eos: jax.Array  # [B]
     draft_kept: jax.Array  # [B] tokens taken from the draft's proposals
-    draft: Work
-    target: Work
+    draft: Usage
+    target: Usage
 
 
 def speculative_decode_impl(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec: DecodeSpec,
@@ -180,15 +180,15 @@ def speculative_decode_impl(engine: "Engine", *, prompts: Prompts, key: jax.Arra
     """Speculative decoding of whole responses: the target's distribution (its greedy output when greedy)."""
     batch, t_cap = prompts.tokens.shape
     no_steps = dataclasses.replace(engine.tables, stop=jnp.zeros_like(engine.tables.stop))
-    step, _, dwork, kept = speculative_write(
+    step, _, draft_usage, kept = speculative_write(
         engine.draft, engine.target, engine.draft.init_cache(batch, t_cap), engine.target.init_cache(batch, t_cap),
         tokens=prompts.tokens, length=prompts.length, active=prompts.length > 0,
         room=spec.end_of(prompts.length) - prompts.length, key=key, tables=no_steps, sampling=spec.sampling,
-        gamma=gamma, max_step_tokens=spec.max_new_tokens, chunk=spec.chunk, draft_work=Work.zeros(batch),
-        target_work=Work.zeros(batch))
+        gamma=gamma, max_step_tokens=spec.max_new_tokens, chunk=spec.chunk, draft_usage=Usage.zeros(batch),
+        target_usage=Usage.zeros(batch))
     return SpeculativeOutput(tokens=commit(prompts.tokens, prompts.length, step.tokens, step.length),
                              length=prompts.length + step.length, prompt_length=prompts.length,
-                             ended_eos=step.ended_eos, draft_kept=kept, draft=dwork, target=step.work)
+                             ended_eos=step.ended_eos, draft_kept=kept, draft=draft_usage, target=step.usage)
 
 
 speculative_decode = jax.jit(speculative_decode_impl, static_argnames=("spec", "gamma"))
