@@ -1,13 +1,22 @@
-"""Test set-up: eight fake CPU devices (for the sharding tests) before JAX is imported, float32 matmuls.
+"""Test set-up: eight fake CPU devices (for the sharding tests) before JAX is imported, float32 matmuls, and one
+compilation cache for the whole run.
 
 The eight devices are threads of one process; on a loaded 2-core machine a collective can wait for its slowest thread
-far longer than XLA's default 40 s before it aborts the process, so the tests give collectives ten minutes."""
+far longer than XLA's default 40 s before it aborts the process, so the tests give collectives ten minutes.
+
+Many tests run the commands in fresh processes (decode, evaluate, train, the notebooks, killed and resumed runs), each
+compiling the same loops for the embedded models: JAX's persistent compilation cache, in one folder for the run
+(inherited by those processes and by every pytest-xdist worker), compiles each program once."""
 
 import os
+import tempfile
+from pathlib import Path
 
 PATIENT_COLLECTIVES = "--xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600"
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {PATIENT_COLLECTIVES}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"rsd_jax_tests_xla_{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # noqa: E402
 
