@@ -23,12 +23,13 @@ import jax
 import numpy as np
 
 from rsd_jax import flops
-from rsd_jax.config import OptimConfig, TrainConfig, resolve_path
+from rsd_jax.config import OptimConfig, TrainConfig
 from rsd_jax.configlib import describe, load_config, to_dict, to_yaml
 from rsd_jax.data import arith
 from rsd_jax.data.char_tokenizer import CharTokenizer
 from rsd_jax.errors import ConfigError, RSDError
 from rsd_jax.outputs import check_destination, staged_folder
+from rsd_jax.paths import resolve_path
 from rsd_jax.models import Model, ModelConfig, RopeConfig
 from rsd_jax.training import lm, prm
 from rsd_jax.training.loop import train, trim_padding
