@@ -18,7 +18,7 @@ import jax
 
 from rsd_jax import exits
 from rsd_jax.config import RunConfig
-from rsd_jax.configlib import describe, load_config, to_yaml
+from rsd_jax.configlib import add_config_flags, describe_if_asked, load_config, print_config_if_asked
 from rsd_jax.data.problems import Item, load_items
 from rsd_jax.errors import RSDError
 from rsd_jax.loading import kv_heads_of, load_models, load_tokenizers, start_devices
@@ -53,8 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--new-run", action="store_true", help="DIR holds a run: write into a fresh DIR-2, ... instead")
     parser.add_argument("--strict", action="store_true",
                         help="exit 3 when a record has an error or non-finite PRM rewards")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("--describe", action="store_true", help="list every config key with its doc and exit")
+    add_config_flags(parser)
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     parser.add_argument("overrides", nargs="*", help="key.path=value")
     return parser.parse_intermixed_args(argv)
@@ -89,16 +88,14 @@ def decode_items(models, items: list[Item], cfg: RunConfig, mesh, log: RecordLog
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.describe:
-        print(describe(RunConfig))
+    if describe_if_asked(args, RunConfig):
         return 0
     kept = "nothing was written yet"
     handling = contextlib.ExitStack()  # SIGINT / SIGTERM: one line, exit 130 / 143
     handling.enter_context(interruptible("rsd_jax.decode", lambda: kept))
     try:
         cfg = load_config(RunConfig, args.config, args.overrides)
-        if args.print_config:
-            print(to_yaml(cfg), end="")
+        if print_config_if_asked(args, cfg):
             return 0
         # multi-host: joins the other processes before anything else uses JAX
         mesh = start_devices(cfg.mesh, kv_heads_of(cfg, args.config))
