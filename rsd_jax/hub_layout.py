@@ -115,8 +115,3 @@ def write_tokenizer(folder: Path, *, bos_token: str | None = None) -> None:
               "errors": "replace", "model_max_length": 131072, "split_special_tokens": False,
               "tokenizer_class": "Qwen2Tokenizer"}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-
-
-def model_bytes(layout: Layout) -> int:
-    """Bytes of the model's weights in bfloat16."""
-    return sum(2 * int(np.prod(shape)) for _, shape in tensor_shapes(layout.hf_config()))

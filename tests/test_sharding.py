@@ -14,6 +14,7 @@ from rsd_jax.decoding.rsd import rsd_decode
 from rsd_jax.decoding.single import single_decode
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.parallel import _compiled_rsd, rsd_decode_on_mesh, single_decode_on_mesh
+from rsd_jax.weights import load_model, save_model
 
 SPEC = DecodeSpec(max_new_tokens=24, max_steps=24, max_step_tokens=8, chunk=8)
 
@@ -60,10 +61,11 @@ def test_sharded_equals_single_device(setup, shape):
     np.testing.assert_array_equal(target_only.tokens, single.tokens)
 
 
-def test_weights_are_sharded_as_declared():
+def test_weights_are_sharded_as_declared(tmp_path):
     draft, target, _ = _models()
     mesh = sh.make_mesh(2, 4)
-    placed = sh.shard_model(target, mesh).pure_dict()
+    save_model(target, tmp_path / "target")  # read back into its shardings, as rsd_jax.loading places every model
+    placed = load_model(tmp_path / "target", shardings=sh.param_shardings(target.config, mesh)).pure_dict()
     layer = placed["layers"]  # stacked over a leading, replicated layer axis
     assert layer["self_attn"]["q_proj"]["kernel"].sharding.spec == jax.P(None, None, "model")
     assert layer["self_attn"]["o_proj"]["kernel"].sharding.spec == jax.P(None, "model", None)
