@@ -1,6 +1,7 @@
 """Decode problems with RSD (or another method): `python -m rsd_jax.decode --config FILE [key=value ...] [--out DIR]`.
 
-Prints each problem with its steps marked by source (draft or target) and the PRM's reward, then a summary;
+Prints each problem with its steps marked by source (draft or target) and the PRM's reward, then a summary, and
+shows its progress over the problems on stderr (--quiet: only the summary);
 with --out, writes DIR/results.jsonl (one record per problem, appended and fsynced as each batch finishes) and
 DIR/run.json (what run wrote them): the same command again resumes, another run into DIR is refused
 (--new-run: a fresh folder beside it). See rsd_jax.exits for the exit codes.
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import jax
+from tqdm import tqdm
 
 from rsd_jax import exits
 from rsd_jax.config import RunConfig
@@ -69,20 +71,54 @@ def open_log(out_dir: Path, items: list[Item]) -> RecordLog:
     return log
 
 
+class Progress:
+    """A bar over the problems on stderr that appears once the first batch is done, counting it from the start: a
+    run that fails before prints only its one-line error, and the rate and time left leave out the compilation.
+    Off with --quiet and on every process but the first (multi-host)."""
+
+    def __init__(self, total: int, done: int, quiet: bool):
+        self.total, self.done, self.off = total, done, quiet or jax.process_index() != 0
+        self.bar: tqdm | None = None
+
+    def advance(self, n: int) -> None:
+        """n more problems decoded."""
+        self.done += n
+        if self.off:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=self.total, initial=self.done, desc="decode", unit="problem", file=sys.stderr)
+        else:
+            self.bar.update(n)
+
+    def printing(self) -> contextlib.AbstractContextManager:
+        """While records print on stdout, the bar steps aside (on a terminal both share the screen)."""
+        return tqdm.external_write_mode(file=sys.stdout) if self.bar is not None else contextlib.nullcontext()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def decode_items(models, items: list[Item], cfg: RunConfig, mesh, log: RecordLog | None, done: frozenset,
                  quiet: bool) -> list[dict]:
     """Decodes the items not `done` yet, printing each record and appending each batch to `log` (the first
     process's, multi-host) as it finishes; returns this run's new records."""
     color = sys.stdout.isatty()
     records = []
-    for batch in run_method(models, items, cfg.rsd.method, cfg, mesh=mesh, done=done):
-        batch = [r for r in batch if r["uid"] not in done]
-        if not quiet and jax.process_index() == 0:
-            for record in batch:
-                print(format_record(record, color), flush=True)
-        if log is not None:
-            log.append(batch)
-        records += batch
+    with Progress(len(items), sum(i.uid in done for i in items), quiet) as progress:
+        for batch in run_method(models, items, cfg.rsd.method, cfg, mesh=mesh, done=done):
+            batch = [r for r in batch if r["uid"] not in done]
+            if not quiet and jax.process_index() == 0:
+                with progress.printing():
+                    for record in batch:
+                        print(format_record(record, color), flush=True)
+            if log is not None:
+                log.append(batch)
+            records += batch
+            progress.advance(len(batch))
     return records
 
 

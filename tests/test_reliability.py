@@ -94,6 +94,8 @@ def fake(monkeypatch):
     """decode and evaluate with the fake decoding and no model loading; returns a dict to set its options."""
     options = {}
     monkeypatch.setattr(evaluate, "tqdm", functools.partial(evaluate.tqdm, disable=True))  # stderr: errors only
+    no_bar = functools.partial(decode.Progress, quiet=True)
+    monkeypatch.setattr(decode, "Progress", lambda total, done, quiet: no_bar(total, done))
 
     def run(*args, **kwargs):
         return fake_run_method(*args, **{**kwargs, **options})
