@@ -44,11 +44,11 @@ _NOT_IDENTITY = ("out", "work_dir", "checkpoint_every", "overwrite")
 
 
 def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
-    a = cfg.model
-    return ModelConfig(vocab_size=vocab_size, hidden_size=a.hidden_size, intermediate_size=a.intermediate_size,
-                       num_layers=a.num_layers, num_heads=a.num_heads, num_kv_heads=a.num_kv_heads,
-                       head_dim=a.hidden_size // a.num_heads, rope=RopeConfig(theta=a.rope_theta),
-                       tie_word_embeddings=a.tie_word_embeddings,
+    arch = cfg.model
+    return ModelConfig(vocab_size=vocab_size, hidden_size=arch.hidden_size, intermediate_size=arch.intermediate_size,
+                       num_layers=arch.num_layers, num_heads=arch.num_heads, num_kv_heads=arch.num_kv_heads,
+                       head_dim=arch.hidden_size // arch.num_heads, rope=RopeConfig(theta=arch.rope_theta),
+                       tie_word_embeddings=arch.tie_word_embeddings,
                        head="value" if cfg.kind == "prm" else "lm", max_position_embeddings=1024,
                        bos_token_id=CharTokenizer.bos_id, eos_token_id=CharTokenizer.eos_ids)
 

@@ -70,7 +70,7 @@ def frontiers(beta: Sequence[Sequence[float]], mu_target: Sequence[float], discr
         for name, (rewards, probs) in cases.items():
             checks[cell_name(name, mu)] = frontier_check(rewards, probs, mu)
             curves[cell_name(name, mu)] = th.threshold_frontier(rewards, probs, mu, RATES)
-    worst = max(v[k]["max_excess_over_threshold"] for v in checks.values() for k in FAMILIES)
-    slack = [v["slack_optimum"] for v in checks.values()]
-    bound = min(s["expected_reward"] - max(s["mu_draft"], s["mu_target"]) for s in slack)
+    worst = max(check[kind]["max_excess_over_threshold"] for check in checks.values() for kind in FAMILIES)
+    optima = [check["slack_optimum"] for check in checks.values()]
+    bound = min(opt["expected_reward"] - max(opt["mu_draft"], opt["mu_target"]) for opt in optima)
     return Frontiers(tuple(cases), tuple(mu_target), checks, curves, worst, bound)

@@ -48,8 +48,8 @@ def learned_row(delta: float, records: list[dict]) -> dict:
     target_only = sum(r["accounting"]["target_only_flops"] for r in records)
     return {"prm": "learned", "delta": delta, "accuracy": measured["accuracy"],
             "flops_vs_target_only": measured["flops_vs_target_only"],
-            "flops_by_model": {m: sum(r["accounting"]["useful_flops"].get(m, 0.0) for r in records) / target_only
-                               for m in ("draft", "prm", "target")},
+            "flops_by_model": {model: sum(r["accounting"]["useful_flops"].get(model, 0.0) for r in records)
+                               / target_only for model in ("draft", "prm", "target")},
             "draft_acceptance": measured["draft_acceptance_rate"],
             "problems_with_target_steps": float(np.mean([any(s["source"] == "target" for s in r["steps"])
                                                          for r in records]))}

@@ -37,10 +37,10 @@ def accuracy(items: Sequence[Item], results) -> float:
 def step_rewards(models: RSDModels, prompts: list[str], questions: list[str], spec: DecodeSpec, batch_size: int,
                  writer: str) -> list[np.ndarray]:
     """Per problem, the PRM rewards of the steps `writer` ("draft" or "target") writes when it writes them all."""
-    m = models if writer == "draft" else dataclasses.replace(models, draft=models.target)
+    drafting = models if writer == "draft" else dataclasses.replace(models, draft=models.target)
     rewards = []
     for start in range(0, len(prompts), batch_size):
-        results = generate(m, prompts[start:start + batch_size], questions=questions[start:start + batch_size],
+        results = generate(drafting, prompts[start:start + batch_size], questions=questions[start:start + batch_size],
                            spec=binary(spec), delta=0.0, pad_batch_to=batch_size)
         rewards += [np.array([step.reward for step in r.steps]) for r in results]
     return rewards

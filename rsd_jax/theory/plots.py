@@ -44,15 +44,15 @@ def predicted_vs_measured(result: Empirical, path: Path) -> None:
     """Draft acceptance and mean step reward against δ, predicted and measured."""
     plt = _pyplot()
     rows = result.sweep
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    d = [r["delta"] for r in rows]
-    a1.plot(d, [r["predicted_acceptance"] for r in rows], "o-", label="predicted")
-    a1.plot(d, [r["measured_acceptance"] for r in rows], "s--", label="measured")
-    a1.set_xlabel("δ"), a1.set_ylabel("draft acceptance"), a1.legend()
-    a2.plot(d, [r["predicted_reward"] for r in rows], "o-", label="predicted")
-    a2.plot(d, [r["measured_reward"] for r in rows], "s--", label="measured")
-    a2.axvline(result.mu_target, color="gray", lw=1, ls=":", label="δ = μ_M")
-    a2.set_xlabel("δ"), a2.set_ylabel("mean step reward"), a2.legend()
+    fig, (acceptance, reward) = plt.subplots(1, 2, figsize=(9, 3.5))
+    deltas = [r["delta"] for r in rows]
+    acceptance.plot(deltas, [r["predicted_acceptance"] for r in rows], "o-", label="predicted")
+    acceptance.plot(deltas, [r["measured_acceptance"] for r in rows], "s--", label="measured")
+    acceptance.set_xlabel("δ"), acceptance.set_ylabel("draft acceptance"), acceptance.legend()
+    reward.plot(deltas, [r["predicted_reward"] for r in rows], "o-", label="predicted")
+    reward.plot(deltas, [r["measured_reward"] for r in rows], "s--", label="measured")
+    reward.axvline(result.mu_target, color="gray", lw=1, ls=":", label="δ = μ_M")
+    reward.set_xlabel("δ"), reward.set_ylabel("mean step reward"), reward.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

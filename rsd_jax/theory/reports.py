@@ -72,10 +72,11 @@ def perfect_prm(result: PerfectPRM, seed: int) -> str:
              "| PRM | δ | accuracy | draft acceptance | FLOPs vs target-only | draft | PRM | target | "
              "problems with a target step |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result.rows:
-        f, delta = r["flops_by_model"], "–" if r["delta"] is None else f"{r['delta']:g}"
+        by_model, delta = r["flops_by_model"], "–" if r["delta"] is None else f"{r['delta']:g}"
         lines.append(f"| {r['prm']} | {delta} | "
                      f"{100 * r['accuracy']:.1f} | {100 * r['draft_acceptance']:.1f}% | "
-                     f"{r['flops_vs_target_only']:.3f} | {f['draft']:.3f} | {f['prm']:.3f} | {f['target']:.3f} | "
+                     f"{r['flops_vs_target_only']:.3f} | {by_model['draft']:.3f} | {by_model['prm']:.3f} | "
+                     f"{by_model['target']:.3f} | "
                      f"{100 * r['problems_with_target_steps']:.1f}% |")
     lines.append("")
     return "\n".join(lines)

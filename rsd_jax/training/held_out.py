@@ -41,13 +41,13 @@ def prm_metrics(model: Model, tok: "Tokenizer", lms: Sequence[Model], problems: 
     metrics = {}
     for name, lm in zip(LM_NAMES, lms):
         for label, temp in (("greedy", 0.0), ("sampled", temperature)):
-            t, m, y = prm_dataset(tok, problems, [lm], seed=seed, temperature=temp, copies=1,
-                                  sequence_length=sequence_length)
-            labels = y[m > 0]
-            metrics[f"auroc_{name}_{label}"] = prm.auroc(prm.score_examples(model, t, m), labels)
-            metrics[f"step_accuracy_{name}_{label}"] = float(labels.mean()) if labels.size else float("nan")
-        ks = reference_cuts(problems, seed, 1)
-        texts = continue_prefixes(lm, tok, problems, ks, temperature=0.0, seed=0)
-        t, m, y = prm.encode_prm_examples(tok, problems, texts, sequence_length, ks)
-        metrics[f"auroc_{name}_continued"] = prm.auroc(prm.score_examples(model, t, m), y[m > 0])
+            tokens, mask, labels = prm_dataset(tok, problems, [lm], seed=seed, temperature=temp, copies=1,
+                                               sequence_length=sequence_length)
+            steps = labels[mask > 0]
+            metrics[f"auroc_{name}_{label}"] = prm.auroc(prm.score_examples(model, tokens, mask), steps)
+            metrics[f"step_accuracy_{name}_{label}"] = float(steps.mean()) if steps.size else float("nan")
+        cuts = reference_cuts(problems, seed, 1)
+        texts = continue_prefixes(lm, tok, problems, cuts, temperature=0.0, seed=0)
+        tokens, mask, labels = prm.encode_prm_examples(tok, problems, texts, sequence_length, cuts)
+        metrics[f"auroc_{name}_continued"] = prm.auroc(prm.score_examples(model, tokens, mask), labels[mask > 0])
     return metrics
