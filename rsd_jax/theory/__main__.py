@@ -33,8 +33,8 @@ def run_analytic(cfg: TheoryConfig, out: Path) -> dict:
 
 def run_empirical(cfg: TheoryConfig, models: RSDModels, items: list[Item], out: Path) -> dict:
     run = cfg.run
-    result = measured.empirical(models, items, run.decoding.spec(run.rsd), run.decoding.batch_size, cfg.deltas,
-                                cfg.budgets)
+    result = measured.empirical(models, items, run.decoding.spec(run.rsd), run.decoding.batch_size,
+                                deltas=cfg.deltas, budgets=cfg.budgets)
     plots.predicted_vs_measured(result, out / "predicted_vs_measured.png")
     (out / "report.md").write_text(reports.empirical(result))
     return result.summary()
@@ -43,7 +43,7 @@ def run_empirical(cfg: TheoryConfig, models: RSDModels, items: list[Item], out: 
 def run_end_to_end(cfg: TheoryConfig, models: RSDModels, items: list[Item], out: Path) -> dict:
     run = cfg.run
     result = measured.end_to_end(models, items, run.decoding.spec(run.rsd), run.decoding.batch_size,
-                                 cfg.weightings, cfg.deltas, run.decoding.seed)
+                                 weightings=cfg.weightings, deltas=cfg.deltas, seed=run.decoding.seed)
     plots.accuracy_vs_target_rate(result, out / "accuracy_vs_target_rate.png")
     (out / "report.md").write_text(reports.end_to_end(result))
     return result.summary()

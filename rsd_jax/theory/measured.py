@@ -80,7 +80,7 @@ class Empirical:
                 "per_context": self.per_context}
 
 
-def empirical(models: RSDModels, items: Sequence[Item], spec: DecodeSpec, batch_size: int,
+def empirical(models: RSDModels, items: Sequence[Item], spec: DecodeSpec, batch_size: int, *,
               deltas: Sequence[float], budgets: Sequence[float]) -> Empirical:
     """Acceptance and expected reward per δ as the library predicts them from the draft's and target's step
     rewards, next to what RSD measures; and the per-context gain at each budget."""
@@ -153,7 +153,7 @@ class EndToEnd:
                 "curves": self.curves}
 
 
-def end_to_end(models: RSDModels, items: Sequence[Item], spec: DecodeSpec, batch_size: int,
+def end_to_end(models: RSDModels, items: Sequence[Item], spec: DecodeSpec, batch_size: int, *,
                weightings: Sequence[str], deltas: Sequence[float], seed: int) -> EndToEnd:
     """Accuracy against the fraction of steps the target writes, for each weighting family over its sweep."""
     prompts, questions = [i.prompt for i in items], [i.question for i in items]
