@@ -14,7 +14,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rsd_jax.api import prompt_shapes
 from rsd_jax.config import ModelRef, RunConfig
@@ -96,12 +95,3 @@ def program(inputs: Inputs, mesh: jax.sharding.Mesh) -> tuple[Program, tuple]:
     engine = dataclasses.replace(inputs.engine, mesh=mesh)
     prog = rsd_program(engine, inputs.spec, inputs.prompts)
     return prog, prog.abstract_args()
-
-
-def argument_bytes(args: tuple) -> int:
-    """Bytes of the arguments held by one device (each array's shard), the first device of each sharding."""
-    total = 0
-    for leaf in jax.tree.leaves(args):
-        shape = leaf.sharding.shard_shape(leaf.shape) if getattr(leaf, "sharding", None) is not None else leaf.shape
-        total += int(np.prod(shape)) * jnp.dtype(leaf.dtype).itemsize
-    return total

@@ -285,6 +285,9 @@ def critical_batch(cfg: ModelConfig, slice_: Slice, context: int) -> float:
 
 # ------------------------------------------------------------------------------------------------ command
 def main(argv: list[str] | None = None) -> int:
+    from rsd_jax.config import RunConfig
+    from rsd_jax.configlib import add_config_flags, describe_if_asked, load_config, print_config_if_asked
+
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.capacity", description=__doc__.split("\n")[0])
     parser.add_argument("--config", action="append", help="run config(s) (default: the three paper configs)")
     parser.add_argument("--slice", action="append", choices=sorted(SLICES),
@@ -293,18 +296,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="compile the loop for each slice (TPU: libtpu)")
     parser.add_argument("--layers", type=int, help="compile shallower copies of every model (compile-time studies)")
     parser.add_argument("--largest-batch", action="store_true", help="find the largest batch that fits, compiling")
+    add_config_flags(parser)
     parser.add_argument("overrides", nargs="*", help="key.path=value applied to every config")
     args = parser.parse_args(argv)
+    if describe_if_asked(args, RunConfig):
+        return 0
     global LAYERS
     LAYERS = {role: args.layers for role in ("draft", "target", "prm")} if args.layers else None
-    from rsd_jax.config import RunConfig
-    from rsd_jax.configlib import load_config
-
     root = Path(__file__).resolve().parents[1]
     rows = []
     try:
-        for path in args.config or [str(root / c) for c in CONFIGS]:
-            cfg = load_config(RunConfig, path, args.overrides)
+        paths = args.config or [str(root / c) for c in CONFIGS]
+        configs = [load_config(RunConfig, path, args.overrides) for path in paths]  # every one checked first
+        if print_config_if_asked(args, *configs):
+            return 0
+        for path, cfg in zip(paths, configs):
             for name in args.slice or DEFAULT_SLICES:
                 slice_ = SLICES[name]
                 if slice_.devices % tensor_width(cfg, slice_):

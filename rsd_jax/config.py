@@ -1,9 +1,9 @@
 """The config schemas of the project's commands (decode, evaluate, train): every key documented.
 
 Load with `rsd_jax.configlib.load_config(RunConfig, "configs/arith_tiny.yaml", ["rsd.delta=0.8"])`;
-print every key with `python -m rsd_jax.decode --print-config`. A config keeps paths as written; `resolve_path`
-resolves a relative one against the config file's folder's parent (the repository root for files in configs/),
-then the config file's folder, then the current directory: the first that exists.
+print every key with `python -m rsd_jax.decode --describe`. A config keeps paths as written;
+`rsd_jax.paths.resolve_path` resolves a relative one against the config file's folder's parent (the repository
+root for files in configs/), then the config file's folder, then the current directory: the first that exists.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from pathlib import Path
 from typing import Literal
 
 from rsd_jax.configlib import doc
@@ -26,20 +25,6 @@ from rsd_jax.errors import ConfigError
 #: The methods `decode` and `evaluate` know (rsd_jax.methods.BY_NAME: the CLI, the evaluator and the docs read it).
 METHODS = method_values.NAMES
 DATASETS = ("arith", *PAPER_DATASETS, "prompts")
-
-
-def resolve_path(raw: str, config_file: str | Path | None) -> Path:
-    """A path from a config: absolute, or relative to the repository root (the config's parent's parent),
-    the config's folder, or the current directory — the first that exists."""
-    path = Path(raw).expanduser()
-    if path.is_absolute():
-        return path
-    candidates = []
-    if config_file is not None:
-        here = Path(config_file).resolve().parent
-        candidates += [here.parent / path, here / path]
-    candidates.append(Path.cwd() / path)
-    return next((c for c in candidates if c.exists()), candidates[0])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,10 +3,15 @@
 A schema is a tree of frozen dataclasses whose fields all have defaults and a one-line doc in their
 metadata (`doc(...)`), optionally a range. `load_config` fails with a `ConfigError` that names the key: an
 unknown key (with the nearest valid one), a wrong type, a value out of range, a missing or malformed file.
+
+Every command that reads a schema offers the same two flags (`add_config_flags`): `--describe` lists every key
+with its type, default and doc (`describe_if_asked`, before the config is read), `--print-config` prints the
+resolved config as YAML (`print_config_if_asked`, once it is read) and the command exits.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import types
@@ -231,3 +236,24 @@ def describe(cls, prefix: str = "") -> str:
         extra = f" in [{bounds[0]}, {bounds[1]}]" if bounds else ""
         lines.append(f"{prefix}{f.name} = {default!r}  ({_type_name(hint)}{extra}) {f.metadata.get('doc', '')}")
     return "\n".join(lines)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """--print-config and --describe, the flags of every command that reads a config schema."""
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--describe", action="store_true", help="list every config key with its doc and exit")
+
+
+def describe_if_asked(args: argparse.Namespace, cls) -> bool:
+    """With --describe, prints every key of schema `cls` and returns True: the command is done."""
+    if args.describe:
+        print(describe(cls))
+    return args.describe
+
+
+def print_config_if_asked(args: argparse.Namespace, *configs) -> bool:
+    """With --print-config, prints the resolved config(s) as YAML (several as YAML documents, `---` between them)
+    and returns True: the command is done."""
+    if args.print_config:
+        print("---\n".join(to_yaml(c) for c in configs), end="")
+    return args.print_config

@@ -1,6 +1,7 @@
 """Decode problems with RSD (or another method): `python -m rsd_jax.decode --config FILE [key=value ...] [--out DIR]`.
 
-Prints each problem with its steps marked by source (draft or target) and the PRM's reward, then a summary;
+Prints each problem with its steps marked by source (draft or target) and the PRM's reward, then a summary, and
+shows its progress over the problems on stderr (--quiet: only the summary);
 with --out, writes DIR/results.jsonl (one record per problem, appended and fsynced as each batch finishes) and
 DIR/run.json (what run wrote them): the same command again resumes, another run into DIR is refused
 (--new-run: a fresh folder beside it). See rsd_jax.exits for the exit codes.
@@ -15,15 +16,17 @@ import time
 from pathlib import Path
 
 import jax
+from tqdm import tqdm
 
 from rsd_jax import exits
 from rsd_jax.config import RunConfig
-from rsd_jax.configlib import describe, load_config, to_yaml
+from rsd_jax.configlib import add_config_flags, describe_if_asked, load_config, print_config_if_asked
 from rsd_jax.data.problems import Item, load_items
 from rsd_jax.errors import RSDError
 from rsd_jax.engine import Engine
 from rsd_jax.loading import kv_heads_of, load_engine, load_tokenizers, start_devices
-from rsd_jax.runner import health_warning, run_method, summarize
+from rsd_jax.runner import run_method
+from rsd_jax.summary import health_warning, summarize
 from rsd_jax.outputs import check_output_dir
 from rsd_jax.records import RecordLog, read_records
 from rsd_jax.runs import check_records_match, claim_run_dir, run_identity
@@ -54,8 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--new-run", action="store_true", help="DIR holds a run: write into a fresh DIR-2, ... instead")
     parser.add_argument("--strict", action="store_true",
                         help="exit 3 when a record has an error or non-finite PRM rewards")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("--describe", action="store_true", help="list every config key with its doc and exit")
+    add_config_flags(parser)
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     parser.add_argument("overrides", nargs="*", help="key.path=value")
     return parser.parse_intermixed_args(argv)
@@ -71,35 +73,67 @@ def open_log(out_dir: Path, items: list[Item]) -> RecordLog:
     return log
 
 
+class Progress:
+    """A bar over the problems on stderr that appears once the first batch is done, counting it from the start: a
+    run that fails before prints only its one-line error, and the rate and time left leave out the compilation.
+    Off with --quiet and on every process but the first (multi-host)."""
+
+    def __init__(self, total: int, done: int, quiet: bool):
+        self.total, self.done, self.off = total, done, quiet or jax.process_index() != 0
+        self.bar: tqdm | None = None
+
+    def advance(self, n: int) -> None:
+        """n more problems decoded."""
+        self.done += n
+        if self.off:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=self.total, initial=self.done, desc="decode", unit="problem", file=sys.stderr)
+        else:
+            self.bar.update(n)
+
+    def printing(self) -> contextlib.AbstractContextManager:
+        """While records print on stdout, the bar steps aside (on a terminal both share the screen)."""
+        return tqdm.external_write_mode(file=sys.stdout) if self.bar is not None else contextlib.nullcontext()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def decode_items(engine: Engine, items: list[Item], cfg: RunConfig, log: RecordLog | None, done: frozenset,
                  quiet: bool) -> list[dict]:
     """Decodes the items not `done` yet, printing each record and appending each batch to `log` (the first
     process's, multi-host) as it finishes; returns this run's new records."""
     color = sys.stdout.isatty()
     records = []
-    for batch in run_method(engine, items, cfg.rsd.method, cfg, done=done):
-        batch = [r for r in batch if r["uid"] not in done]
-        if not quiet and jax.process_index() == 0:
-            for record in batch:
-                print(format_record(record, color), flush=True)
-        if log is not None:
-            log.append(batch)
-        records += batch
+    with Progress(len(items), sum(i.uid in done for i in items), quiet) as progress:
+        for batch in run_method(engine, items, cfg.rsd.method, cfg, done=done):
+            batch = [r for r in batch if r["uid"] not in done]
+            if not quiet and jax.process_index() == 0:
+                with progress.printing():
+                    for record in batch:
+                        print(format_record(record, color), flush=True)
+            if log is not None:
+                log.append(batch)
+            records += batch
+            progress.advance(len(batch))
     return records
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.describe:
-        print(describe(RunConfig))
+    if describe_if_asked(args, RunConfig):
         return 0
     kept = "nothing was written yet"
     handling = contextlib.ExitStack()  # SIGINT / SIGTERM: one line, exit 130 / 143
     handling.enter_context(interruptible("rsd_jax.decode", lambda: kept))
     try:
         cfg = load_config(RunConfig, args.config, args.overrides)
-        if args.print_config:
-            print(to_yaml(cfg), end="")
+        if print_config_if_asked(args, cfg):
             return 0
         # multi-host: joins the other processes before anything else uses JAX
         mesh = start_devices(cfg.mesh, kv_heads_of(cfg, args.config))

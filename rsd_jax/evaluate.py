@@ -23,11 +23,12 @@ from tqdm import tqdm
 
 from rsd_jax import exits
 from rsd_jax.config import RunConfig
-from rsd_jax.configlib import load_config, to_yaml
+from rsd_jax.configlib import add_config_flags, describe_if_asked, load_config, print_config_if_asked, to_yaml
 from rsd_jax.data.problems import Item, load_items
 from rsd_jax.errors import InputError, RSDError
 from rsd_jax.loading import kv_heads_of, load_engine, load_tokenizers, start_devices
-from rsd_jax.runner import health_warning, parse_method, run_method, summarize
+from rsd_jax.runner import parse_method, run_method
+from rsd_jax.summary import health_warning, summarize
 from rsd_jax.outputs import check_output_dir, write_text_atomic
 from rsd_jax.records import RecordLog, read_records
 from rsd_jax.runs import check_records_match, claim_run_dir, run_identity
@@ -151,13 +152,18 @@ def main(argv: list[str] | None = None) -> int:
                                                                  "DIR-2, ... instead")
     parser.add_argument("--strict", action="store_true",
                         help="exit 3 when a record has an error or non-finite PRM rewards")
+    add_config_flags(parser)
     parser.add_argument("overrides", nargs="*", help="key.path=value")
     args = parser.parse_intermixed_args(argv)
+    if describe_if_asked(args, RunConfig):
+        return 0
     kept = "nothing was written yet"
     handling = contextlib.ExitStack()  # SIGINT / SIGTERM: one line, exit 130 / 143
     handling.enter_context(interruptible("rsd_jax.evaluate", lambda: kept))
     try:
         cfg = load_config(RunConfig, args.config, args.overrides)
+        if print_config_if_asked(args, cfg):
+            return 0
         out = args.out or cfg.output
         if not out:
             raise InputError("give --out DIR (or output: in the config)")

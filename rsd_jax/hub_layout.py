@@ -107,7 +107,7 @@ def write_snapshot(layout: Layout, folder: str | Path, *, seed: int = 0, scale: 
 
 def write_tokenizer(folder: Path, *, bos_token: str | None = None) -> None:
     """tokenizer.json of the real Qwen2.5 vocabulary and a tokenizer_config.json as the snapshots have it."""
-    from rsd_jax.tokenizer import qwen_tokenizer
+    from rsd_jax.qwen_vocabulary import qwen_tokenizer
 
     qwen_tokenizer().save(folder)  # tokenizer.json (and a minimal tokenizer_config.json, replaced below)
     config = {"bos_token": bos_token, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": None,
@@ -115,8 +115,3 @@ def write_tokenizer(folder: Path, *, bos_token: str | None = None) -> None:
               "errors": "replace", "model_max_length": 131072, "split_special_tokens": False,
               "tokenizer_class": "Qwen2Tokenizer"}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-
-
-def model_bytes(layout: Layout) -> int:
-    """Bytes of the model's weights in bfloat16."""
-    return sum(2 * int(np.prod(shape)) for _, shape in tensor_shapes(layout.hf_config()))

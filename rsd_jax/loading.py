@@ -22,7 +22,9 @@ from rsd_jax.data.char_tokenizer import CharTokenizer
 from rsd_jax.errors import CheckpointError, ConfigError
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
-from rsd_jax.tokenizer import HFTokenizer, Tokenizer, qwen_tokenizer
+from rsd_jax.hf_tokenizer import HFTokenizer
+from rsd_jax.qwen_vocabulary import qwen_tokenizer
+from rsd_jax.tokenizer import Tokenizer
 from rsd_jax.weights import load_model, model_config
 from rsd_jax.weights.sources import TOKENIZER_FILES, model_folder
 

@@ -17,7 +17,6 @@ from rsd_jax import sharding as sh
 
 if TYPE_CHECKING:
     from rsd_jax.decoding.prompts import Prompts
-    from rsd_jax.engine import Engine
 
 
 def place(tree: Any, shardings: Any) -> Any:
@@ -46,14 +45,14 @@ def to_host(tree: Any) -> Any:
 
 
 @contextlib.contextmanager
-def on_engine_mesh(engine: "Engine", *, prompts: "Prompts", replicated: Any) -> Iterator[tuple["Prompts", Any]]:
-    """Around a loop's call: on the engine's mesh, the prompts split over "data" (the batch must divide it) and
+def on_mesh(mesh: jax.sharding.Mesh | None, *, prompts: "Prompts",
+            replicated: Any) -> Iterator[tuple["Prompts", Any]]:
+    """Around a loop's call: on `mesh` (an engine's), the prompts split over "data" (the batch must divide it) and
     `replicated` (knobs, keys: any pytree) on every device, inside `jax.set_mesh` (the loop reads the mesh while
     tracing: cache layout, the PRM's text view per data shard). Without a mesh: the arguments as they are."""
-    if engine.mesh is None:
+    if mesh is None:
         yield prompts, replicated
         return
-    mesh = engine.mesh
     sh.check_batch(prompts.tokens.shape[0], mesh)
     prompts = place(prompts, sh.batch_tree_shardings(prompts, mesh))
     replicated = place(replicated, sh.replicated(replicated, mesh))

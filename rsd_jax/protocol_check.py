@@ -23,8 +23,8 @@ import numpy as np
 from rsd_jax.data.sources import NAMES
 from rsd_jax.decoding.prm_view import PRMTables, PRMTextView
 from rsd_jax.errors import RSDError
-from rsd_jax.tokenizer import (DELIMITER, StepTextEncoder, Tokenizer, build_prm_stop_table, qwen_tokenizer,
-                               step_stop_ids)
+from rsd_jax.qwen_vocabulary import qwen_tokenizer
+from rsd_jax.tokenizer import DELIMITER, StepTextEncoder, Tokenizer, build_prm_stop_table, step_stop_ids
 
 TEXT_FIELDS = {"math500": "solution", "minerva_math": "solution", "gsm8k": "answer", "olympiadbench": "solution"}
 

@@ -191,6 +191,7 @@ def decode_section(cfg, config_file: str, problems: int, new_tokens: int) -> dic
 
 
 def run_config(args, overrides: list[str]):
+    """The config at --config with the models' paths in the work folder (and the section's overrides)."""
     from rsd_jax.config import RunConfig
     from rsd_jax.configlib import load_config
 
@@ -232,6 +233,10 @@ def run_all(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rsd_jax.config import RunConfig
+    from rsd_jax.configlib import add_config_flags, describe_if_asked, print_config_if_asked
+    from rsd_jax.errors import RSDError
+
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.rehearse", description=__doc__.split("\n")[0])
     parser.add_argument("section", nargs="?", choices=("all", "write", "load", "decode"), default="all")
     parser.add_argument("--config", default="configs/qwen25_math_1.5b_7b_skywork1.5b.yaml")
@@ -240,10 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--problems", type=int, default=2, help="decode: problems of the short run")
     parser.add_argument("--new-tokens", type=int, default=24, help="decode: tokens after the longest prompt")
     parser.add_argument("--out", help="write the figures as JSON")
+    add_config_flags(parser)
     args = parser.parse_args(argv)
-    from rsd_jax.errors import RSDError
-
+    if describe_if_asked(args, RunConfig):
+        return 0
     try:
+        cfg = run_config(args, [])  # a bad config is one line before any section starts
+        if print_config_if_asked(args, cfg):
+            return 0
         if args.section == "all":
             return run_all(args)
         if args.section == "write":
@@ -251,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         result = {"config": args.config, "target_layers": args.target_layers}
         if args.section == "load":
-            result["load"] = load_section(run_config(args, []), args.config)
+            result["load"] = load_section(cfg, args.config)
         if args.section == "decode":
             overrides = [f"models.{role}.dtype=float32" for role in ROLES] + ["mesh.data=1", "mesh.model=8"]
             result["decode"] = decode_section(run_config(args, overrides), args.config, args.problems,

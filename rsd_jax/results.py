@@ -14,7 +14,7 @@ from rsd_jax.models.model import Model
 from rsd_jax.tokenizer import step_stop_ids
 
 if TYPE_CHECKING:
-    from rsd_jax.api import RSDModels
+    from rsd_jax.engine import RSDModels
 
 SOURCES = {0: "draft", 1: "target"}
 

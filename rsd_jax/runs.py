@@ -28,10 +28,11 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from rsd_jax.config import RunConfig, resolve_path
+from rsd_jax.config import RunConfig
 from rsd_jax.configlib import to_dict
 from rsd_jax.errors import ConfigError, InputError
 from rsd_jax.outputs import write_text_atomic
+from rsd_jax.paths import resolve_path
 
 RUN_FILE = "run.json"
 RECORD_FORMAT = 2  # bump when a record's fields change meaning

@@ -95,12 +95,6 @@ def param_shardings(config: ModelConfig, mesh: jax.sharding.Mesh) -> Any:
                         is_leaf=lambda x: isinstance(x, P))
 
 
-def shard_model(model: Model, mesh: jax.sharding.Mesh) -> Model:
-    """Places the model's weights into their shardings."""
-    placed = jax.tree.map(jax.device_put, model.pure_dict(), param_shardings(model.config, mesh))
-    return Model.from_pure_dict(model.config, placed)
-
-
 def model_sharding_tree(model: Model, mesh: jax.sharding.Mesh) -> Model:
     """The model's pytree with NamedShardings as leaves (an `in_shardings` entry for `jax.jit`)."""
     return Model.from_pure_dict(model.config, param_shardings(model.config, mesh))

@@ -11,7 +11,7 @@ from hf_models import qwen2_config, save_causal_lm, save_skywork_prm
 from rsd_jax import decode, evaluate
 from rsd_jax.data.char_tokenizer import CharTokenizer
 from rsd_jax.models import Model, ModelConfig
-from rsd_jax.tokenizer import qwen_tokenizer
+from rsd_jax.qwen_vocabulary import qwen_tokenizer
 from rsd_jax.weights import save_model
 
 QWEN_VOCAB = 151936

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from rsd_jax.config import DATASETS, METHODS, RSDConfig, RunConfig, TheoryConfig, TrainConfig, resolve_path
+from rsd_jax.config import DATASETS, METHODS, RSDConfig, RunConfig, TheoryConfig, TrainConfig
 from rsd_jax.configlib import describe, load_config, to_yaml
 from rsd_jax.decoding.acceptance import WEIGHTINGS
 from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.errors import ConfigError
+from rsd_jax.paths import resolve_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = (RunConfig, TrainConfig, TheoryConfig)

@@ -17,7 +17,7 @@ from rsd_jax import convert, decode
 from rsd_jax.config import ModelRef
 from rsd_jax.errors import CheckpointError, ConfigError
 from rsd_jax.loading import _tokenizer_spec, load_ref, load_tokenizer
-from rsd_jax.tokenizer import qwen_tokenizer
+from rsd_jax.qwen_vocabulary import qwen_tokenizer
 from rsd_jax.weights import restore_model
 from rsd_jax.weights.sources import HubId, model_folder, parse_source
 

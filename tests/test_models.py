@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hf_models import llama_config, qwen2_config, save_causal_lm, save_skywork_prm
-from rsd_jax.models import Model, ModelConfig, forward, full_forward, score
+from rsd_jax.models import Model, ModelConfig, forward, full_forward
 from rsd_jax.weights import load_hf_model
 
 VARIANTS = {
@@ -152,7 +152,8 @@ def test_value_head_prm_matches_torch(tmp_path):
     with torch.no_grad():
         hidden = lm.model(torch.tensor(ids), output_hidden_states=True).hidden_states[-1]
         ref = torch.sigmoid(v_head(hidden))[..., 0].numpy()
-    rewards, _ = score(prm, jnp.asarray(ids), jnp.zeros(2, jnp.int32), prm.init_cache(2, 30))
+    _, hidden, _ = forward(prm, jnp.asarray(ids), jnp.zeros(2, jnp.int32), prm.init_cache(2, 30))
+    rewards = prm.rewards(hidden)  # as the decoding loops score a step
     np.testing.assert_allclose(rewards, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -162,7 +163,8 @@ def test_token_logit_prm_matches_torch(tmp_path):
     ids = np.random.default_rng(6).integers(0, prm.config.vocab_size, size=(2, 16))
     probs = torch.softmax(torch.tensor(hf_logits(hf, ids), dtype=torch.float64), -1).numpy()
     ref = probs[..., 10] / (probs[..., 10] + probs[..., 20])
-    rewards, _ = score(prm, jnp.asarray(ids), jnp.zeros(2, jnp.int32), prm.init_cache(2, 16))
+    _, hidden, _ = forward(prm, jnp.asarray(ids), jnp.zeros(2, jnp.int32), prm.init_cache(2, 16))
+    rewards = prm.rewards(hidden)
     np.testing.assert_allclose(rewards, ref, rtol=1e-5, atol=1e-6)
 
 

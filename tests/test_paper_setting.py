@@ -19,7 +19,7 @@ import paper_models
 from rsd_jax import decode
 from rsd_jax.data.datasets import dataset_rows
 from rsd_jax.data.templates import QWEN25_MATH_COT
-from rsd_jax.tokenizer import qwen_tokenizer
+from rsd_jax.qwen_vocabulary import qwen_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "qwen25_math_1.5b_7b_skywork1.5b.yaml")
@@ -102,7 +102,7 @@ def test_step_rewards_are_the_official_protocols(folders, tmp_path):
 def test_the_chat_template_is_rendered_as_transformers_renders_it(tmp_path):
     from rsd_jax.data.templates import format_prompt
     from rsd_jax.hub_layout import write_tokenizer
-    from rsd_jax.tokenizer import HFTokenizer
+    from rsd_jax.hf_tokenizer import HFTokenizer
 
     write_tokenizer(tmp_path)
     ours = HFTokenizer.from_folder(tmp_path)

@@ -9,7 +9,7 @@ import numpy as np
 
 from rsd_jax.data import arith
 from rsd_jax.theory.__main__ import main
-from rsd_jax.theory.experiments import draft_step_rewards
+from rsd_jax.theory.checker import draft_step_rewards
 
 ROOT = Path(__file__).resolve().parent.parent
 

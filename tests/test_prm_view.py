@@ -11,7 +11,8 @@ import pytest
 from rsd_jax import sharding as sh
 from rsd_jax.decoding.prm_view import PRMTextView
 from rsd_jax.protocol_check import compare, generated_steps
-from rsd_jax.tokenizer import StepTextEncoder, qwen_tokenizer
+from rsd_jax.qwen_vocabulary import qwen_tokenizer
+from rsd_jax.tokenizer import StepTextEncoder
 
 SOLUTION = ("We have $x = 5$.\n\nThen $2x = 10$:\n\n$$y = 2x + 1 = 11.$$\n\nSo the answer is $\\boxed{11}$.\n\n"
             "Done!\n\n\nAnd more")

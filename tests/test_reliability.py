@@ -35,6 +35,7 @@ from rsd_jax.errors import CheckpointError, ConfigError, NumericalError, OutputE
 from rsd_jax.models import Model, ModelConfig
 from rsd_jax.records import RecordLog, read_records
 from rsd_jax.signals import Interrupted, interruptible, writing
+import rsd_jax.theory.__main__ as theory_command
 from rsd_jax.theory.__main__ import main as theory_main
 from rsd_jax.weights import restore_model, save_model
 
@@ -93,6 +94,8 @@ def fake(monkeypatch):
     """decode and evaluate with the fake decoding and no model loading; returns a dict to set its options."""
     options = {}
     monkeypatch.setattr(evaluate, "tqdm", functools.partial(evaluate.tqdm, disable=True))  # stderr: errors only
+    no_bar = functools.partial(decode.Progress, quiet=True)
+    monkeypatch.setattr(decode, "Progress", lambda total, done, quiet: no_bar(total, done))
 
     def run(*args, **kwargs):
         return fake_run_method(*args, **{**kwargs, **options})
@@ -219,8 +222,8 @@ def test_a_bad_out_is_one_line_before_any_work(case, tmp_path, monkeypatch, caps
                 "read_only": "not writable", "not_creatable": "cannot be created"}[case]
     no_work(monkeypatch)
     monkeypatch.setattr(bench, "bench_decode", lambda quick: pytest.fail("benchmarked before checking --out"))
-    from rsd_jax.theory import experiments
-    monkeypatch.setattr(experiments, "analytic", lambda cfg, out: pytest.fail("theory ran before checking --out"))
+    monkeypatch.setattr(theory_command, "run_analytic",
+                        lambda cfg, out: pytest.fail("theory ran before checking --out"))
     one_line_error(capsys, 2, decode.main(model_args(tiny) + ["--out", str(out)]), expected)
     one_line_error(capsys, 2, evaluate.main(model_args(tiny) + ["--out", str(out)]), expected)
     one_line_error(capsys, 2, theory_main(["--out", str(out)]), expected)
@@ -387,16 +390,14 @@ def test_theory_refuses_bad_distributions_and_keeps_its_summary_on_a_full_disk(t
                    "discrete_probs must be non-negative and sum to 1")
     one_line_error(capsys, 2, theory_main(["--out", out, "beta=[[0, 2]]"]), "beta[0] must be [a, b] with a > 0")
     one_line_error(capsys, 2, theory_main(["--out", out, "beta=[[2]]"]), "beta[0] must be [a, b]")
-    from rsd_jax.theory import experiments
-
-    monkeypatch.setattr(experiments, "analytic", lambda cfg, out: {"fake": 1})
+    monkeypatch.setattr(theory_command, "run_analytic", lambda cfg, out: {"fake": 1})
     monkeypatch.setattr(outputs, "_write_file", lambda f, text: (_ for _ in ()).throw(
         OSError(errno.ENOSPC, "No space left on device")))
     one_line_error(capsys, 2, theory_main(["--out", out]), "No space left on device")
 
 
 def test_theory_reports_results_with_errors_or_non_finite_rewards(tmp_path, monkeypatch, capsys):
-    from rsd_jax.theory import experiments
+    from rsd_jax.theory import decoded
 
     class Step:
         reward = float("nan")
@@ -404,8 +405,8 @@ def test_theory_reports_results_with_errors_or_non_finite_rewards(tmp_path, monk
     class Result:
         steps, error = (Step(),), "non-finite values in PRM reward"
 
-    monkeypatch.setattr(experiments, "_generate", lambda *a, **k: [Result(), Result()])
-    monkeypatch.setattr(experiments, "analytic", lambda cfg, out: {"n": len(experiments.generate())})
+    monkeypatch.setattr(decoded, "_generate", lambda *a, **k: [Result(), Result()])
+    monkeypatch.setattr(theory_command, "run_analytic", lambda cfg, out: {"n": len(decoded.generate())})
     (tmp_path / "report.md").write_text("report\n")
     assert theory_main(["--out", str(tmp_path)]) == 0
     health = json.loads((tmp_path / "summary.json").read_text())["health"]

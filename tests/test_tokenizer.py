@@ -11,9 +11,11 @@ import pytest
 
 from rsd_jax.data import arith
 from rsd_jax.data.char_tokenizer import CharTokenizer
+from rsd_jax.decoding.prm_view import PRMTables
 from rsd_jax.errors import CheckpointError, InputError
-from rsd_jax.tokenizer import (HFTokenizer, build_prm_stop_table, prm_delimiter_id, prm_prompt_ids, prm_step_ids,
-                               qwen_tokenizer, step_stop_ids)
+from rsd_jax.hf_tokenizer import HFTokenizer
+from rsd_jax.qwen_vocabulary import qwen_tokenizer
+from rsd_jax.tokenizer import build_prm_stop_table, prm_delimiter_id, prm_prompt_ids, prm_step_ids, step_stop_ids
 
 
 def test_char_tokenizer_round_trip_and_one_delimiter_token():
@@ -33,13 +35,19 @@ def test_char_tokenizer_round_trip_and_one_delimiter_token():
         CharTokenizer.from_dict({"kind": "bpe"})
 
 
+def in_graph(table, tok, vocab_size: int) -> PRMTables:
+    """The stop table as the jitted loop reads it (what rsd_jax.api builds for the loop)."""
+    return PRMTables.build(vocab_size, table.stop_ids, table.text_ids, table.text_len, table.delimiter_id,
+                           tok.eos_ids)
+
+
 def test_char_step_stops_and_prm_table_are_trivial():
     tok = CharTokenizer()
     assert step_stop_ids(tok) == (tok.delimiter_id,) and prm_delimiter_id(tok) == tok.delimiter_id
     table = build_prm_stop_table(tok)
     assert table.stop_ids.tolist() == [tok.delimiter_id] and table.text_len.tolist() == [0]
     assert table.delimiter_id == tok.delimiter_id and build_prm_stop_table(tok) is table  # cached
-    rows = table.row_of_token(tok.vocab_size)
+    rows = np.asarray(in_graph(table, tok, tok.vocab_size).row_of_token)
     assert rows.shape == (tok.vocab_size,) and rows[tok.delimiter_id] == 0 and (np.delete(rows, 3) == -1).all()
     assert prm_step_ids(tok, "12+5=17\n\n") == tok.encode("12+5=17") + [tok.delimiter_id]
     assert prm_prompt_ids(tok, "Add 7.") == [tok.bos_id] + tok.encode("Add 7.\n")
@@ -83,7 +91,7 @@ def test_qwen_merged_delimiters_are_step_stops(qwen):
 def _table_view(qwen, step: str) -> list[int]:
     """What the jitted loop feeds the PRM for a model that generated encode(step + "\\n\\n")."""
     table = build_prm_stop_table(qwen)
-    rows = table.row_of_token(151936)  # the models' padded vocabulary
+    rows = np.asarray(in_graph(table, qwen, 151936).row_of_token)  # the models' padded vocabulary
     generated = qwen.encode(step + "\n\n")
     r = rows[generated[-1]]
     assert r >= 0, "the step must end on a step-stop token"

@@ -16,9 +16,11 @@ from rsd_jax.data import arith
 from rsd_jax.data.char_tokenizer import CharTokenizer
 from rsd_jax.errors import RSDError
 from rsd_jax.models import Model, ModelConfig
-from rsd_jax.train import main, prm, prm_dataset
-from rsd_jax.training import lm
+from rsd_jax.train import main, prm
+from rsd_jax.training import lm, run_dir
+from rsd_jax.training.backbone import initial_params
 from rsd_jax.training.loop import trim_padding
+from rsd_jax.training.prm_data import prm_dataset
 from rsd_jax.weights import load_model, save_model
 
 TINY = ["model.hidden_size=16", "model.intermediate_size=32", "optim.warmup_steps=1", "optim.batch_size=4",
@@ -69,16 +71,16 @@ def test_init_from_continues_an_lm_or_starts_a_prm_and_refuses_another_architect
     save_model(source, tmp_path / "lm")
     want = jax.tree_util.tree_leaves(source.pure_dict())
     cont = load_config(TrainConfig, None, TINY + ["kind=lm", f"init_from={tmp_path / 'lm'}"])  # seed 0: other init
-    got = train_module.initial_params(cont, train_module.model_config(cont, CharTokenizer().vocab_size), None)
+    got = initial_params(train_module.model_config(cont, CharTokenizer().vocab_size), cont.seed, tmp_path / "lm")
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(got), want))
     prm_cfg = load_config(TrainConfig, None, TINY + ["kind=prm", f"init_from={tmp_path / 'lm'}"])
-    got = train_module.initial_params(prm_cfg, train_module.model_config(prm_cfg, CharTokenizer().vocab_size), None)
+    got = initial_params(train_module.model_config(prm_cfg, CharTokenizer().vocab_size), prm_cfg.seed, tmp_path / "lm")
     assert np.array_equal(got["layers"]["mlp"]["down_proj"]["kernel"],
                           source.pure_dict()["layers"]["mlp"]["down_proj"]["kernel"])
     assert "v_head" in got and "v_head" not in source.pure_dict()
     wide = load_config(TrainConfig, None, TINY + ["kind=prm", f"init_from={tmp_path / 'lm'}", "model.hidden_size=32"])
     with pytest.raises(RSDError, match="do not match the model's architecture.*embed_tokens"):
-        train_module.initial_params(wide, train_module.model_config(wide, CharTokenizer().vocab_size), None)
+        initial_params(train_module.model_config(wide, CharTokenizer().vocab_size), wide.seed, tmp_path / "lm")
 
 
 def test_a_work_dir_is_resumed_only_by_its_own_run(tmp_path, monkeypatch, capsys):
@@ -91,7 +93,7 @@ def test_a_work_dir_is_resumed_only_by_its_own_run(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert "different run" in err and "data.seed: 1 there, 5 now" in err
     assert main(lm + ["optim.total_steps=6"]) == 2 and "optim.total_steps" in capsys.readouterr().err
-    (tmp_path / "work" / train_module.RUN_FILE).unlink()  # checkpoints of an unknown run
+    (tmp_path / "work" / run_dir.RUN_FILE).unlink()  # checkpoints of an unknown run
     assert main(lm) == 2 and "cannot tell whose run" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["2"]  # nothing was deleted
 
@@ -119,6 +121,11 @@ def test_the_auxiliary_lm_loss_needs_tied_embeddings_and_says_so_before_sampling
     assert "tie_word_embeddings" in capsys.readouterr().err
 
 
+def prm_data(problems, lms, **options):
+    """The PRM's training arrays of `problems` from `lms` at temperature 1 (seed 5, 160 tokens a row)."""
+    return prm_dataset(CharTokenizer(), problems, lms, seed=5, temperature=1.0, sequence_length=160, **options)
+
+
 def test_prm_data_holds_sampled_and_greedy_solutions_of_every_lm(monkeypatch):
     calls = []
 
@@ -129,17 +136,14 @@ def test_prm_data_holds_sampled_and_greedy_solutions_of_every_lm(monkeypatch):
                 for p in problems]
 
     monkeypatch.setattr(prm, "sample_solutions", fake_sample)
-    cfg = load_config(TrainConfig, None, TINY + ["data.sequence_length=160"])
     problems = arith.generate_problems(3, seed=0)
-    tokens, mask, labels = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft", "target"], temperature=1.0,
-                                       copies=2, greedy=True)
+    tokens, mask, labels = prm_data(problems, ["draft", "target"], copies=2, greedy=True)
     assert calls == [("draft", 1.0), ("draft", 1.0), ("draft", 0.0), ("target", 1.0), ("target", 1.0),
                      ("target", 0.0)]
     first_step_label = [row[m > 0][0] for row, m in zip(labels, mask)]
     assert len(tokens) == 18 and first_step_label == ([0.0] * 6 + [1.0] * 3) * 2
     calls.clear()
-    assert len(prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=2)[0]) == 6 and \
-        calls == [("draft", 1.0)] * 2
+    assert len(prm_data(problems, ["draft"], copies=2)[0]) == 6 and calls == [("draft", 1.0)] * 2
 
 
 def test_prm_data_from_reference_prefixes_labels_only_the_lms_own_steps(monkeypatch):
@@ -158,10 +162,8 @@ def test_prm_data_from_reference_prefixes_labels_only_the_lms_own_steps(monkeypa
         return out
 
     monkeypatch.setattr(prm, "sample_solutions", fake_continue)
-    cfg = load_config(TrainConfig, None, TINY + ["data.sequence_length=160"])
     problems = arith.generate_problems(40, seed=0)
-    tokens, mask, labels = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=0, greedy=True,
-                                       cuts=1)
+    tokens, mask, labels = prm_data(problems, ["draft"], copies=0, greedy=True, cuts=1)
     assert seen[0] is None and len(seen) == 2 and len(tokens) == 80
     ks = [prefix.count(arith.DELIMITER) for prefix in seen[1]]
     assert all(1 <= k <= p.level for k, p in zip(ks, problems)) and len(set(ks)) > 1
@@ -186,22 +188,19 @@ def test_prefix_continuations_extend_the_prompt():
 def test_prm_data_adds_perturbed_references_after_the_samples(monkeypatch):
     monkeypatch.setattr(prm, "sample_solutions", lambda model, tok, problems, **kw: [arith.solution_text(p)
                                                                                   for p in problems])
-    cfg = load_config(TrainConfig, None, TINY + ["data.sequence_length=160"])
     problems = arith.generate_problems(20, seed=0)
-    tokens, mask, labels = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=1,
-                                       perturbed=2)
+    tokens, mask, labels = prm_data(problems, ["draft"], copies=1, perturbed=2)
     assert len(tokens) == 60
     for i in range(20, 60):
         row = labels[i][mask[i] > 0]
         assert row[-1] == 0.0 and row[:-1].tolist() == [1.0] * (len(row) - 1)  # correct steps, one near miss
-    again = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=1, perturbed=2)[0]
+    again = prm_data(problems, ["draft"], copies=1, perturbed=2)[0]
     assert (again == tokens).all() and not (tokens[20:40] == tokens[40:60]).all()  # seeded; two copies differ
-    flips = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=1, perturbed=1,
-                        perturb_kinds=("operator",))[0]
+    flips = prm_data(problems, ["draft"], copies=1, perturbed=1, perturb_kinds=("operator",))[0]
     for p, row in zip(problems, flips[20:]):
         steps = arith.split_steps(CharTokenizer().decode([t for t in row.tolist() if t > 2])[len(p.question) + 1:])
         assert arith.step_errors(p, steps, len(steps) - 1) == ("operator",)
-    share = prm_dataset(cfg, CharTokenizer(), problems, 5, ["draft"], 1.0, copies=1, perturbed=2.25)
+    share = prm_data(problems, ["draft"], copies=1, perturbed=2.25)
     assert len(share[0]) == 65 and (share[0][:60] == tokens).all()  # whole copies as before, then 5 problems
     picked = [CharTokenizer().decode([t for t in row.tolist() if t > 2]).split("\n")[0] for row in share[0][60:]]
     assert len(set(picked)) == 5 and set(picked) <= {p.question for p in problems}

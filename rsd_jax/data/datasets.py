@@ -12,11 +12,11 @@ import re
 import threading
 from pathlib import Path
 
-from rsd_jax.config import DataConfig, resolve_path
 from rsd_jax.data import sources
-from rsd_jax.data.problems import Item
+from rsd_jax.data.item import Item, ProblemSource
 from rsd_jax.data.templates import format_prompt
 from rsd_jax.errors import InputError
+from rsd_jax.paths import resolve_path
 
 MULTIPLE_CHOICE = ("gpqa", "mmlu_stem")
 LETTERS = "ABCDE"
@@ -42,11 +42,6 @@ def parse_jsonl(raw: bytes, where: str) -> list[dict]:
     if not rows:
         raise InputError(f"{where} has no problems")
     return rows
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file."""
-    return parse_jsonl(sources.read_file(path), str(path))
 
 
 def dataset_rows(source: str, path: Path | None = None) -> list[dict]:
@@ -149,7 +144,7 @@ def question_and_answer(source: str, row: dict) -> tuple[str, str]:
     raise InputError(f"unknown dataset {source!r}")
 
 
-def dataset_items(data: DataConfig, config_file: str | None, tokenizer=None) -> list[Item]:
+def dataset_items(data: ProblemSource, config_file: str | None, tokenizer=None) -> list[Item]:
     """The problems of a paper dataset: data.path (relative to the config file) when set, else data.source by name;
     prompts in data.template (the chat template reads `tokenizer`'s)."""
     rows = dataset_rows(data.source, resolve_path(data.path, config_file) if data.path else None)

@@ -1,29 +1,19 @@
-"""Problems from any source as one record type: what the models read, and how an answer is graded."""
+"""The problems a run decodes, from any source (the embedded task, a paper dataset, prompts), as `Item`s: what the
+models read, and how an answer is graded."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from typing import Callable
 
-from rsd_jax.config import DataConfig, resolve_path
 from rsd_jax.data import arith
+from rsd_jax.data.datasets import dataset_items
+from rsd_jax.data.item import Item, ProblemSource
 from rsd_jax.data.templates import format_prompt
 from rsd_jax.errors import InputError
+from rsd_jax.paths import resolve_path
 
 
-@dataclasses.dataclass(frozen=True)
-class Item:
-    uid: str
-    question: str  # the raw question (what the PRM reads)
-    prompt: str  # what the draft and the target read
-    answer: str | None = None  # the reference answer, when known
-    grade: Callable[[str], bool] | None = dataclasses.field(default=None, compare=False)  # response -> correct?
-    level: int | str | None = None
-    extract: Callable[[str], object] | None = dataclasses.field(default=None, compare=False)  # response -> answer
-
-
-def arith_items(data: DataConfig, tokenizer=None) -> list[Item]:
+def arith_items(data: ProblemSource, tokenizer=None) -> list[Item]:
     problems = arith.generate_problems(data.n or 500, data.seed, data.levels)
     return [Item(uid=p.uid, question=p.question, prompt=format_prompt(p.question, data.template, tokenizer),
                  answer=str(p.answer),
@@ -31,7 +21,7 @@ def arith_items(data: DataConfig, tokenizer=None) -> list[Item]:
             for p in problems]
 
 
-def prompt_items(data: DataConfig, config_file: str | None, tokenizer=None) -> list[Item]:
+def prompt_items(data: ProblemSource, config_file: str | None, tokenizer=None) -> list[Item]:
     lines = list(data.prompts)
     if data.prompts_file:
         if data.prompts_file == "-":
@@ -54,7 +44,7 @@ def prompt_items(data: DataConfig, config_file: str | None, tokenizer=None) -> l
             for i, q in enumerate(lines)]
 
 
-def load_items(data: DataConfig, config_file: str | None = None, tokenizer=None) -> list[Item]:
+def load_items(data: ProblemSource, config_file: str | None = None, tokenizer=None) -> list[Item]:
     """The problems a run decodes, from data.source, each prompt in data.template (whatever the source; the chat
     template is `tokenizer`'s, the draft's)."""
     if data.source == "arith":
@@ -62,8 +52,6 @@ def load_items(data: DataConfig, config_file: str | None = None, tokenizer=None)
     elif data.source == "prompts":
         items = prompt_items(data, config_file, tokenizer)
     else:
-        from rsd_jax.data.datasets import dataset_items
-
         items = dataset_items(data, config_file, tokenizer)
     if not items:
         raise InputError(f"the dataset {data.source!r} has no problems")

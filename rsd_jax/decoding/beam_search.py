@@ -21,7 +21,7 @@ from rsd_jax.decoding.best_of_n import tile_prompts
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.rsd import Knobs, RSDOutput, RSDState, initial_state, output, rsd_iteration
 from rsd_jax.decoding.spec import DecodeSpec
-from rsd_jax.placement import on_engine_mesh
+from rsd_jax.placement import on_mesh
 
 if TYPE_CHECKING:
     from rsd_jax.engine import Engine
@@ -105,5 +105,5 @@ _beam_search = jax.jit(beam_search_impl, static_argnames=("spec", "width", "expa
 def beam_search(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec: DecodeSpec, width: int,
                 expansions: int) -> BeamOutput:
     """Process beam search with the PRM (one device; on an engine with a mesh, the batch is split over "data")."""
-    with on_engine_mesh(engine, prompts=prompts, replicated=key) as (prompts, key):
+    with on_mesh(engine.mesh, prompts=prompts, replicated=key) as (prompts, key):
         return _beam_search(engine, prompts=prompts, key=key, spec=spec, width=width, expansions=expansions)

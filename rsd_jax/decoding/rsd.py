@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
 from rsd_jax.decoding import acceptance
-from rsd_jax.placement import on_engine_mesh
+from rsd_jax.placement import on_mesh
 from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, write_step
 from rsd_jax.decoding.prm_view import PRMView
 from rsd_jax.decoding.prompts import Prompts
@@ -327,7 +327,7 @@ def rsd_decode(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Arr
     has one: the batch split over "data", the weights as they are sharded).
 
     knobs (δ, p, α, budget, histogram) are traced: a threshold sweep compiles once; spec is static."""
-    with on_engine_mesh(engine, prompts=prompts, replicated=(knobs, key)) as (prompts, (knobs, key)):
+    with on_mesh(engine.mesh, prompts=prompts, replicated=(knobs, key)) as (prompts, (knobs, key)):
         caches = new_caches(engine, prompts)
         out, _ = _rsd_loop(engine, prompts=prompts, knobs=knobs, key=key, caches=caches, spec=spec)
     return out

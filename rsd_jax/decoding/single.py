@@ -17,7 +17,7 @@ from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.decoding.usage import Usage
 from rsd_jax.models.model import Model
-from rsd_jax.placement import on_engine_mesh
+from rsd_jax.placement import on_mesh
 
 if TYPE_CHECKING:
     from rsd_jax.engine import Engine
@@ -55,5 +55,5 @@ decode_model = jax.jit(single_decode_impl, static_argnames=("spec",))
 def single_decode(engine: "Engine", *, role: str, prompts: Prompts, key: jax.Array, spec: DecodeSpec) -> SingleOutput:
     """One of the engine's models ("draft" or "target") alone over the batch, on the engine's mesh when it has
     one: target-only and draft-only decoding, the baselines and the references of RSD's invariants."""
-    with on_engine_mesh(engine, prompts=prompts, replicated=key) as (prompts, key):
+    with on_mesh(engine.mesh, prompts=prompts, replicated=key) as (prompts, key):
         return decode_model(getattr(engine, role), prompts=prompts, tables=engine.tables, key=key, spec=spec)

@@ -2,6 +2,6 @@
 
 from rsd_jax.models.config import ModelConfig, RopeConfig
 from rsd_jax.models.decoder import Decoder
-from rsd_jax.models.model import Model, forward, full_forward, score
+from rsd_jax.models.model import Model, forward, full_forward
 
-__all__ = ["ModelConfig", "RopeConfig", "Decoder", "Model", "forward", "full_forward", "score"]
+__all__ = ["ModelConfig", "RopeConfig", "Decoder", "Model", "forward", "full_forward"]

@@ -95,13 +95,6 @@ def forward(model: Model, tokens: jax.Array, starts: jax.Array, cache: KVCache,
     return logits, out.hidden, out.cache
 
 
-def score(model: Model, tokens: jax.Array, starts: jax.Array, cache: KVCache,
-          n_valid: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
-    """PRM forward: per-position rewards [B, T] in [0, 1] and the updated cache."""
-    out = model.backbone(tokens, starts, cache, n_valid)
-    return model.rewards(out.hidden), out.cache
-
-
 def full_forward(model: Model, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Whole sequences [B, T] from scratch, no cache kept: (logits [B, T, V], hidden [B, T, E]); differentiable."""
     b, t = tokens.shape

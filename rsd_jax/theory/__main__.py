@@ -1,47 +1,119 @@
 """`python -m rsd_jax.theory --config configs/theory_<name>.yaml --out DIR`: one of the theory experiments,
-writing DIR/summary.json, PNG plots and DIR/report.md."""
+writing DIR/summary.json, PNG plots and DIR/report.md.
+
+The command binds the config to the experiments: each `run_<experiment>` computes (rsd_jax.theory.analytic,
+.measured, .checker), draws (.plots) and writes the report (.reports); its summary goes to summary.json with the
+health of every result it decoded (rsd_jax.theory.decoded).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from rsd_jax.config import TheoryConfig
-from rsd_jax.configlib import load_config, to_yaml
+from rsd_jax.config import RunConfig, TheoryConfig
+from rsd_jax.configlib import add_config_flags, describe_if_asked, load_config, print_config_if_asked, to_yaml
+from rsd_jax.data.item import Item
+from rsd_jax.engine import Engine
 from rsd_jax.errors import InputError, RSDError
-from rsd_jax.runner import health_warning
+from rsd_jax.runner import run_method
+from rsd_jax.summary import health_warning
 from rsd_jax.outputs import check_output_dir, write_text_atomic
+from rsd_jax.theory import analytic, checker, decoded, measured, plots, reports
+
+
+def run_analytic(cfg: TheoryConfig, out: Path) -> dict:
+    result = analytic.frontiers(cfg.beta, cfg.mu_target, cfg.discrete_rewards, cfg.discrete_probs)
+    plots.frontiers(result, out / "frontiers.png")
+    (out / "report.md").write_text(reports.analytic(result))
+    return result.summary()
+
+
+def run_empirical(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) -> dict:
+    run = cfg.run
+    result = measured.empirical(engine, items, run.decoding.spec(), run.decoding.batch_size,
+                                deltas=cfg.deltas, budgets=cfg.budgets)
+    plots.predicted_vs_measured(result, out / "predicted_vs_measured.png")
+    (out / "report.md").write_text(reports.empirical(result))
+    return result.summary()
+
+
+def run_end_to_end(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) -> dict:
+    run = cfg.run
+    result = measured.end_to_end(engine, items, run.decoding.spec(), run.decoding.batch_size,
+                                 weightings=cfg.weightings, deltas=cfg.deltas, seed=run.decoding.seed)
+    plots.accuracy_vs_target_rate(result, out / "accuracy_vs_target_rate.png")
+    (out / "report.md").write_text(reports.end_to_end(result))
+    return result.summary()
+
+
+def global_threshold(run: RunConfig) -> RunConfig:
+    """`run` with RSD's binary rule at one global δ (no per-context budget)."""
+    return dataclasses.replace(run, rsd=dataclasses.replace(run.rsd, weighting="binary", online_budget=False,
+                                                            budget=None))
+
+
+def rsd_records(engine: Engine, items: list[Item], run: RunConfig, delta: float) -> list[dict]:
+    """RSD's records of `items` at δ (rsd_jax.runner.run_method), each tallied in the experiment's health."""
+    records = [r for chunk in run_method(engine, items, "rsd", run, delta=delta) for r in chunk]
+    decoded.tally_records(records)
+    return records
+
+
+def run_perfect_prm(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) -> dict:
+    problems = checker.arith_problems(cfg.run.data, items, "perfect_prm")
+    run = global_threshold(cfg.run)
+    learned = [(delta, rsd_records(engine, items, run, delta)) for delta in cfg.deltas]
+    result = checker.perfect_prm(engine, problems, run.decoding.spec(), run.decoding.batch_size, learned)
+    (out / "report.md").write_text(reports.perfect_prm(result, cfg.run.data.seed))
+    return result.summary()
+
+
+def run_prm_errors(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) -> dict:
+    problems = checker.arith_problems(cfg.run.data, items, "prm_errors")
+    records = rsd_records(engine, items, global_threshold(cfg.run), 0.0)  # δ = 0 keeps every draft step
+    summary = checker.prm_errors(problems, records, cfg.deltas)
+    (out / "report.md").write_text(reports.prm_errors(summary, cfg.run.data.seed))
+    return summary
+
+
+def run_on_models(cfg: TheoryConfig, config_file: str | None, out: Path) -> dict:
+    """An experiment on the run's models and problems (all but analytic)."""
+    from rsd_jax.data.problems import load_items
+    from rsd_jax.loading import load_engine
+
+    items = load_items(cfg.run.data, config_file)
+    if items[0].grade is None and cfg.experiment == "end_to_end":
+        raise InputError("end_to_end needs problems with reference answers")
+    engine = load_engine(cfg.run, config_file)
+    run = {"empirical": run_empirical, "end_to_end": run_end_to_end, "perfect_prm": run_perfect_prm,
+           "prm_errors": run_prm_errors}[cfg.experiment]
+    return run(cfg, engine, items, out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.theory", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="YAML config (configs/theory_*.yaml)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", help="output folder")
+    add_config_flags(parser)
     parser.add_argument("overrides", nargs="*", help="key.path=value")
     args = parser.parse_intermixed_args(argv)
+    if describe_if_asked(args, TheoryConfig):
+        return 0
     try:
         cfg = load_config(TheoryConfig, args.config, args.overrides)
+        if print_config_if_asked(args, cfg):
+            return 0
+        if not args.out:
+            raise InputError("give --out DIR")
         out = check_output_dir(Path(args.out))
         write_text_atomic(out / "config.yaml", to_yaml(cfg))
-        from rsd_jax.theory import experiments
-
-        experiments.reset_health()
-        if cfg.experiment == "analytic":
-            summary = experiments.analytic(cfg, out)
-        else:
-            from rsd_jax.data.problems import load_items
-            from rsd_jax.loading import load_engine
-
-            items = load_items(cfg.run.data, args.config)
-            if items[0].grade is None and cfg.experiment == "end_to_end":
-                raise InputError("end_to_end needs problems with reference answers")
-            engine = load_engine(cfg.run, args.config)
-            run = {"empirical": experiments.empirical, "end_to_end": experiments.end_to_end,
-                   "perfect_prm": experiments.perfect_prm, "prm_errors": experiments.prm_errors}[cfg.experiment]
-            summary = run(cfg, engine, items, out)
-        summary["health"] = experiments.health()
+        decoded.reset_health()
+        summary = run_analytic(cfg, out) if cfg.experiment == "analytic" else run_on_models(cfg, args.config, out)
+        summary["health"] = decoded.health()
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     except RSDError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -10,7 +10,7 @@ The loss is `loss_fn(model, batch) -> (loss, metrics)` on a `Model`; parameters 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -19,14 +19,25 @@ import optax
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from rsd_jax.config import OptimConfig
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
 
 LossFn = Callable[[Model, Any], tuple[jax.Array, dict[str, jax.Array]]]
 
 
-def make_optimizer(o: OptimConfig) -> optax.GradientTransformation:
+class OptimizerSettings(Protocol):
+    """What the loop reads of the optimizer's settings (the fields of rsd_jax.config.OptimConfig)."""
+
+    learning_rate: float  # peak AdamW learning rate
+    warmup_steps: int  # linear warm-up
+    total_steps: int  # then cosine decay to 5% of the peak
+    weight_decay: float
+    grad_clip: float  # global gradient-norm clip
+    b1: float
+    b2: float
+
+
+def make_optimizer(o: OptimizerSettings) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, o.warmup_steps, o.total_steps,
                                                   end_value=o.learning_rate * 0.05)
     return optax.chain(optax.clip_by_global_norm(o.grad_clip),
@@ -59,7 +70,7 @@ def _train_step_fn(config: ModelConfig, loss_fn: LossFn, tx: optax.GradientTrans
 
 
 def train(config: ModelConfig, init_params: dict, loss_fn: LossFn, batch_at: Callable[[int], Any],
-          optim: OptimConfig, state_dir: Path, *, checkpoint_every: int = 200,
+          optim: OptimizerSettings, state_dir: Path, *, checkpoint_every: int = 200,
           on_checkpoint: Callable[[int, Model], None] | None = None, desc: str = "train") -> Model:
     """Runs optim.total_steps steps from scratch or from the latest checkpoint in state_dir; returns the model.
 

@@ -4,7 +4,7 @@
 rsd_jax reads, `MODEL_FILES`, when online); `model_folder("models/draft")` returns the local folder when it exists.
 
 Which strings are paths and which are hub ids, in this order:
-1. a string that exists on disk (absolute, `~`-expanded, or relative resolved as `rsd_jax.config.resolve_path`
+1. a string that exists on disk (absolute, `~`-expanded, or relative resolved as `rsd_jax.paths.resolve_path`
    does: against the repository root, the config's folder, then the current directory) is a path;
 2. a string that starts with `/`, `~` or `.` (`./x`, `../x`), or holds a backslash, is a path;
 3. a string whose part before the first `@` has no `/` or more than one (`draft`, `x/y/z`, `org/name/`) is a path;
@@ -29,8 +29,8 @@ import os
 import re
 from pathlib import Path
 
-from rsd_jax.config import resolve_path
 from rsd_jax.errors import CheckpointError, ConfigError
+from rsd_jax.paths import resolve_path
 
 #: What rsd_jax reads of a model repository: HF safetensors snapshots (single or sharded), their configs and
 #: tokenizer files, and an rsd_jax orbax checkpoint (model_config.json, params/, char_tokenizer.json).
