@@ -29,7 +29,8 @@ from rsd_jax import exits
 from rsd_jax.api import encode_prompts, generate
 from rsd_jax.compilations import compilations
 from rsd_jax.data import arith
-from rsd_jax.decoding.rsd import Knobs, rsd_decode
+from rsd_jax.decoding.rsd import rsd_decode
+from rsd_jax.decoding.rsd_state import Knobs
 from rsd_jax.decoding.single import decode_model
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.engine import Engine

@@ -101,7 +101,7 @@ def estimate(inputs, mesh) -> Estimate:
     """The per-device bytes of the loop for abstract inputs (rsd_jax.abstract_run.Inputs) on `mesh`."""
     from rsd_jax import sharding as sh
     from rsd_jax.cache import KVCache
-    from rsd_jax.decoding.rsd import RSDCaches
+    from rsd_jax.decoding.rsd_state import RSDCaches
     from rsd_jax.mesh_axes import DATA, widths
 
     sizes = dict(mesh.shape)

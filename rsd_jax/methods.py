@@ -18,7 +18,8 @@ from rsd_jax import results as res
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.best_of_n import AGGREGATES, aggregate_rewards, majority_vote, sample_n
 from rsd_jax.decoding.prompts import Prompts
-from rsd_jax.decoding.rsd import Knobs, rsd_decode
+from rsd_jax.decoding.rsd import rsd_decode
+from rsd_jax.decoding.rsd_state import Knobs
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.engine import Engine
 from rsd_jax.errors import ConfigError, InputError

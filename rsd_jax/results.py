@@ -8,7 +8,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Sequence
 
 from rsd_jax import flops
-from rsd_jax.decoding.rsd import RSDOutput
+from rsd_jax.decoding.rsd_state import RSDOutput
 from rsd_jax.decoding.single import SingleOutput
 from rsd_jax.models.model import Model
 from rsd_jax.tokenizer import step_stop_ids

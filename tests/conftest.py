@@ -17,6 +17,9 @@ os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {P
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"rsd_jax_tests_xla_{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# the TPU-topology compiles (rsd_jax.aot, where the libtpu wheel is installed) may run in two test workers at once:
+# they only compile, so libtpu's one-process-per-host lock does not apply
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import jax  # noqa: E402
 

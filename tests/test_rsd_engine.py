@@ -13,7 +13,8 @@ import engine_world as world
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.reference import reference_rsd
 from rsd_jax.compilations import compilations
-from rsd_jax.decoding.rsd import DRAFT, NO_STEP, TARGET, Knobs, rsd_decode
+from rsd_jax.decoding.rsd import rsd_decode
+from rsd_jax.decoding.rsd_state import DRAFT, NO_STEP, TARGET, Knobs
 from rsd_jax.decoding.single import single_decode
 from rsd_jax.engine import Engine
 from rsd_jax.decoding.spec import DecodeSpec

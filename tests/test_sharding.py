@@ -10,7 +10,8 @@ import pytest
 import engine_world as world
 from rsd_jax import sharding as sh
 from rsd_jax.compilations import compilations
-from rsd_jax.decoding.rsd import Knobs, rsd_decode
+from rsd_jax.decoding.rsd import rsd_decode
+from rsd_jax.decoding.rsd_state import Knobs
 from rsd_jax.decoding.single import single_decode
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.engine import Engine

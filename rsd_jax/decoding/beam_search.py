@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from rsd_jax.cache import KVCache
 from rsd_jax.decoding.best_of_n import tile_prompts
 from rsd_jax.decoding.prompts import Prompts
-from rsd_jax.decoding.rsd import Knobs, RSDOutput, RSDState, initial_state, output, rsd_iteration
+from rsd_jax.decoding.rsd import initial_state, rsd_iteration
+from rsd_jax.decoding.rsd_state import Knobs, RSDOutput, RSDState, output
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.placement import on_mesh
 

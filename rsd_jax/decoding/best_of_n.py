@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from rsd_jax.decoding.prompts import Prompts
-from rsd_jax.decoding.rsd import Knobs, RSDOutput, rsd_decode
+from rsd_jax.decoding.rsd import rsd_decode
+from rsd_jax.decoding.rsd_state import Knobs, RSDOutput
 from rsd_jax.decoding.spec import DecodeSpec
 
 if TYPE_CHECKING:

@@ -43,6 +43,16 @@ def token_logits(model: Model, hidden: jax.Array, tables: TokenTables) -> jax.Ar
     return model.logits(hidden)[..., :tables.vocab_size]
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CatchingUp:
+    """`catch_up`'s loop state: the cache as fed so far, each row's last hidden state [B, E], the usage."""
+
+    cache: KVCache
+    last: jax.Array
+    usage: Usage
+
+
 def catch_up(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, active: jax.Array, chunk: int,
              usage: Usage) -> tuple[KVCache, jax.Array, Usage]:
     """Feeds view[b, cache.lengths[b] : upto[b]] into the cache for active rows, `chunk` at a time.
@@ -54,12 +64,8 @@ def catch_up(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, 
     batch, t_view = view.shape
     offsets = jnp.arange(chunk, dtype=jnp.int32)[None, :]
 
-    def cond(carry):
-        cache, _, _ = carry
-        return jnp.any(cache.lengths < target)
-
-    def body(carry):
-        cache, last, usage = carry
+    def body(carry: CatchingUp) -> CatchingUp:
+        cache, last, usage = carry.cache, carry.last, carry.usage
         start = cache.lengths
         n = jnp.clip(target - start, 0, chunk)
         tokens = jnp.take_along_axis(view, jnp.clip(start[:, None] + offsets, 0, t_view - 1), axis=1)
@@ -67,10 +73,12 @@ def catch_up(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, 
         final = jnp.take_along_axis(out.hidden, jnp.maximum(n - 1, 0)[:, None, None], axis=1)[:, 0]
         last = jnp.where((n > 0)[:, None], final, last)
         usage = usage.add_forward(model.config, start, n, chunk, cache.capacity, head_tokens=0)
-        return out.cache, last, usage
+        return CatchingUp(cache=out.cache, last=last, usage=usage)
 
     last = jnp.zeros((batch, model.config.hidden_size), model.config.jnp_dtype)
-    return jax.lax.while_loop(cond, body, (cache, last, usage))
+    final = jax.lax.while_loop(lambda c: jnp.any(c.cache.lengths < target), body,
+                               CatchingUp(cache=cache, last=last, usage=usage))
+    return final.cache, final.last, final.usage
 
 
 @jax.tree_util.register_dataclass

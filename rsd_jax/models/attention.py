@@ -70,8 +70,8 @@ def attend(q: jax.Array, keys: jax.Array, values: jax.Array, layer: jax.Array, v
         piece = jax.lax.dynamic_slice(cache, (layer, 0, 0, start, 0), (1, b, k_heads, block, d))[0]
         return jnp.take(piece, kv_of_head, axis=1).astype(q.dtype)
 
-    def visit(j, carry):
-        top, norm, acc = carry  # [B, H, T], [B, H, T], [B, H, T, D]
+    def visit(j, carry: OnlineSoftmax) -> OnlineSoftmax:
+        top, norm, acc = carry.top, carry.norm, carry.acc
         first = j * block
         start = jnp.minimum(first, capacity - block)  # the last block is shifted back to fit; seen slots masked
         slot = start + offsets  # [N]
@@ -85,9 +85,20 @@ def attend(q: jax.Array, keys: jax.Array, values: jax.Array, layer: jax.Array, v
         norm = norm * decay + jnp.sum(weights, axis=-1)
         acc = acc * decay[..., None] + jnp.einsum("bhtn,bhnd->bhtd", weights.astype(q.dtype), read(values, start),
                                                   preferred_element_type=jnp.float32)
-        return new_top, norm, acc
+        return OnlineSoftmax(top=new_top, norm=norm, acc=acc)
 
-    init = (jnp.full((b, h, t), MASKED, jnp.float32), jnp.zeros((b, h, t), jnp.float32),
-            jnp.zeros((b, h, t, d), jnp.float32))
-    _, norm, acc = jax.lax.fori_loop(0, visible.n_blocks, visit, init)
-    return (acc / norm[..., None]).astype(q.dtype).transpose(0, 2, 1, 3)
+    init = OnlineSoftmax(top=jnp.full((b, h, t), MASKED, jnp.float32), norm=jnp.zeros((b, h, t), jnp.float32),
+                         acc=jnp.zeros((b, h, t, d), jnp.float32))
+    final = jax.lax.fori_loop(0, visible.n_blocks, visit, init)
+    return (final.acc / final.norm[..., None]).astype(q.dtype).transpose(0, 2, 1, 3)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class OnlineSoftmax:
+    """The attention's loop state over key blocks: the running maximum score, the softmax's normaliser and the
+    weighted sum of values, per query."""
+
+    top: jax.Array  # [B, H, T] float32
+    norm: jax.Array  # [B, H, T] float32
+    acc: jax.Array  # [B, H, T, D] float32

@@ -142,6 +142,16 @@ class ValueHead(nnx.Module):
         return self.summary(hidden)[..., 0].astype(jnp.float32)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LayerInput:
+    """What the scan over the stacked layers carries from one layer to the next."""
+
+    x: jax.Array  # [B, T, E] the hidden states
+    cache: KVCache
+    index: jax.Array  # [] int32 the layer (its slice of the stacked cache)
+
+
 @dataclasses.dataclass(frozen=True)
 class DecoderOutput:
     hidden: jax.Array  # [B, T, E] last hidden states (after the final norm)
@@ -180,14 +190,14 @@ class Decoder(nnx.Module):
         x = self.embed_tokens(tokens)
         block_def, block_params = nnx.split(self.layers)
 
-        def layer(carry, params):
-            x, cache, i = carry
-            x, cache = nnx.merge(block_def, params)(x, visible.query_slot, inv_freq, slots, cache=cache, layer=i,
-                                                    visible=visible)
-            return (x, cache, i + 1), None
+        def layer(carry: LayerInput, params) -> tuple[LayerInput, None]:
+            x, cache = nnx.merge(block_def, params)(carry.x, visible.query_slot, inv_freq, slots, cache=carry.cache,
+                                                    layer=carry.index, visible=visible)
+            return LayerInput(x=x, cache=cache, index=carry.index + 1), None
 
         with jax.named_scope("layers"):
-            (x, cache, _), _ = jax.lax.scan(layer, (x, cache, jnp.int32(0)), block_params)
+            final, _ = jax.lax.scan(layer, LayerInput(x=x, cache=cache, index=jnp.int32(0)), block_params)
+            x, cache = final.x, final.cache
         return DecoderOutput(hidden=self.norm(x), cache=cache.with_lengths(starts + n_valid))
 
     def logits(self, hidden: jax.Array) -> jax.Array:

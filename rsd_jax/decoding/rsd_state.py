@@ -1,0 +1,165 @@
+"""The RSD loop's values: the traced knobs it is called with, its state between steps, the per-step trace, the
+accounting, the three caches and what it returns. Shapes: B rows, T committed-token buffer, Tp the PRM's view
+buffer, S = max_steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+
+from rsd_jax.cache import KVCache
+from rsd_jax.decoding import acceptance
+from rsd_jax.decoding.prompts import Prompts
+from rsd_jax.decoding.spec import DecodeSpec
+from rsd_jax.decoding.usage import Usage
+
+if TYPE_CHECKING:
+    from rsd_jax.engine import Engine
+
+DRAFT, TARGET, NO_STEP = 0, 1, -1
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+    """The loop's traced controls (changing them does not recompile: a δ sweep compiles once).
+
+    acceptance: δ (a scalar, or one per row [B]), p, α of the weighting ω. budget: [] the largest fraction of steps
+    that may go to the target (spec.online_budget). histogram: the running reward histogram it starts from (e.g.
+    seeded with a calibration run's rewards)."""
+
+    acceptance: acceptance.AcceptanceParams
+    budget: jax.Array
+    histogram: acceptance.RewardHistogram
+
+    @classmethod
+    def create(cls, delta=acceptance.DEFAULT_DELTA, p: float = acceptance.DEFAULT_P,
+               alpha: float = acceptance.DEFAULT_ALPHA, budget: float | None = None, histogram_bins: int = 256,
+               calibration_rewards=None) -> "Knobs":
+        return cls(acceptance=acceptance.AcceptanceParams.create(delta=delta, p=p, alpha=alpha),
+                   budget=jnp.float32(budget if budget is not None else 0.0),
+                   histogram=acceptance.RewardHistogram.create(histogram_bins, calibration_rewards))
+
+    @classmethod
+    def accept_all(cls, spec: DecodeSpec) -> "Knobs":
+        """Binary δ = 0: every step the draft writes is kept (sampling with scores: Best-of-N, beam search)."""
+        return cls.create(delta=0.0, histogram_bins=spec.histogram_bins)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """Per-step record of each row: which model wrote it, the draft's reward, the threshold, its span."""
+
+    source: jax.Array  # [B, S] int8: DRAFT, TARGET or NO_STEP
+    reward: jax.Array  # [B, S] float32 PRM reward of the draft's proposal for the step
+    delta: jax.Array  # [B, S] float32 threshold in force when the step was decided
+    end: jax.Array  # [B, S] int32 committed length after the step (the step spans [previous end, end))
+
+    @classmethod
+    def empty(cls, batch: int, steps: int) -> "Trace":
+        return cls(source=jnp.full((batch, steps), NO_STEP, jnp.int8),
+                   reward=jnp.full((batch, steps), jnp.nan, jnp.float32),
+                   delta=jnp.full((batch, steps), jnp.nan, jnp.float32),
+                   end=jnp.zeros((batch, steps), jnp.int32))
+
+    def record(self, index: jax.Array, live: jax.Array, source, reward, delta, end) -> "Trace":
+        rows = jnp.arange(index.shape[0])
+        slot = jnp.where(live, index, self.source.shape[1])
+
+        def put(buf, value):
+            return buf.at[rows, slot].set(jnp.broadcast_to(value, index.shape).astype(buf.dtype), mode="drop")
+
+        return Trace(put(self.source, source), put(self.reward, reward), put(self.delta, delta),
+                     put(self.end, end))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RSDStats:
+    """Accounting, per row [B] unless marked []."""
+
+    draft_accepted_tokens: jax.Array
+    draft_discarded_tokens: jax.Array
+    target_tokens: jax.Array
+    draft_steps: jax.Array  # steps accepted from the draft
+    target_steps: jax.Array  # steps written by the target
+    target_invocations: jax.Array  # [] loop iterations in which the target ran
+    iterations: jax.Array  # [] loop iterations
+    nonfinite: jax.Array  # [B] int32 bit flags: 1 draft logits, 2 target logits, 4 PRM reward not finite,
+    #                       8 a step did not fit the PRM's view (its re-encoding or the PRM's buffer)
+    draft: Usage
+    target: Usage
+    prm: Usage
+
+    @classmethod
+    def zeros(cls, batch: int) -> "RSDStats":
+        z = jnp.zeros((batch,), jnp.int32)
+        s = jnp.zeros((), jnp.int32)
+        return cls(z, z, z, z, z, s, s, z, Usage.zeros(batch), Usage.zeros(batch), Usage.zeros(batch))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RSDCaches:
+    """The three models' KV caches: draft and target over the committed tokens [.., T, ..], the PRM over its view
+    [.., Tp, ..]. Passed to the loop (and donated) so that they are allocated once, outside it."""
+
+    draft: KVCache
+    target: KVCache
+    prm: KVCache
+
+    @classmethod
+    def zeros(cls, engine: "Engine", prompts: Prompts) -> "RSDCaches":
+        batch, t_cap = prompts.tokens.shape
+        return cls(draft=engine.draft.init_cache(batch, t_cap), target=engine.target.init_cache(batch, t_cap),
+                   prm=engine.prm.init_cache(batch, prompts.prm_tokens.shape[1]))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RSDState:
+    tokens: jax.Array  # [B, T]
+    length: jax.Array  # [B]
+    prompt_length: jax.Array  # [B]
+    done: jax.Array  # [B] bool
+    n_steps: jax.Array  # [B]
+    prm_tokens: jax.Array  # [B, Tp]
+    prm_length: jax.Array  # [B]
+    draft_cache: KVCache
+    target_cache: KVCache
+    prm_cache: KVCache
+    histogram: acceptance.RewardHistogram
+    trace: Trace
+    stats: RSDStats
+    key: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RSDOutput:
+    """What `rsd_decode` returns (the caches stay on the device and are dropped)."""
+
+    tokens: jax.Array
+    length: jax.Array
+    prompt_length: jax.Array
+    n_steps: jax.Array
+    prm_tokens: jax.Array
+    prm_length: jax.Array
+    trace: Trace
+    stats: RSDStats
+    histogram: acceptance.RewardHistogram
+
+
+def output(final: RSDState) -> RSDOutput:
+    return RSDOutput(tokens=final.tokens, length=final.length, prompt_length=final.prompt_length,
+                     n_steps=final.n_steps, prm_tokens=final.prm_tokens, prm_length=final.prm_length,
+                     trace=final.trace, stats=final.stats, histogram=final.histogram)
+
+
+def final_caches(final: RSDState) -> RSDCaches:
+    return RSDCaches(draft=final.draft_cache, target=final.target_cache, prm=final.prm_cache)
