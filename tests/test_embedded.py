@@ -41,3 +41,17 @@ def test_the_readme_main_job_runs_on_the_shipped_models(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.count("── arith-") == 4 and "[draft  r=" in out and "→ correct" in out
     assert "accuracy" in out and "draft_acceptance_rate" in out and "flops_vs_target_only" in out
+
+
+def test_the_readme_python_api_example_runs_as_written(capsys, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python API"):]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start:section.index("\n```", start)]
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    exec(compile(code, "README.md: Python API", "exec"), namespace)  # noqa: S102 (the project's own README)
+    printed = capsys.readouterr().out
+    assert "The answer is" in printed and "draft" in printed
+    best = namespace["best"]
+    assert best.accounting["samples"] == 4 and best.steps and all(s.source == "draft" for s in best.steps)
