@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 import jax
 from jax.sharding import AxisType, Mesh
 
-from rsd_jax.cache import DATA_AXIS, MODEL_AXIS
+from rsd_jax.mesh_axes import DATA as DATA_AXIS, MODEL as MODEL_AXIS
 from rsd_jax.errors import ConfigError, RSDError
 
 GiB = 2**30

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from rsd_jax import aot
-from rsd_jax.cache import DATA_AXIS, MODEL_AXIS
+from rsd_jax.mesh_axes import DATA as DATA_AXIS, MODEL as MODEL_AXIS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 if TYPE_CHECKING:
     from rsd_jax.models.config import ModelConfig
 
-from rsd_jax.mesh_axes import DATA as DATA_AXIS, MODEL as MODEL_AXIS, has_data_axis, split, widths  # noqa: F401
+from rsd_jax.mesh_axes import DATA as DATA_AXIS, has_data_axis, split, widths
 
 
 @jax.tree_util.register_dataclass
