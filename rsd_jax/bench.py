@@ -135,7 +135,7 @@ def bench_rsd(engine: Engine, delta: float, quick: bool) -> dict:
         n = batch * (2 if batch < 64 else 1) if quick else max(batch, 16)
         problems = arith.generate_problems(n, seed=777)
         prompts, questions = [arith.format_prompt(p) for p in problems], [p.question for p in problems]
-        timings, flops = {}, {}
+        timings, flops, passes = {}, {}, {}
         # "rsd@0" accepts every draft step: the draft and PRM loops alone, what RSD pays before any target work
         for name, method in (("target", TargetOnly()), ("rsd", RSD(delta=delta)), ("rsd@0", RSD(delta=0.0))):
             def run():
@@ -150,12 +150,34 @@ def bench_rsd(engine: Engine, delta: float, quick: bool) -> dict:
             flops[name] = (sum(r.accounting["useful_flops_total"] for r in results),
                              sum(r.accounting.get("executed_flops", r.accounting["useful_flops_total"])
                                  for r in results))
+            passes[name] = batch_passes([results[s] for s in range(0, n, batch)])
+        target_only_passes = passes["target"]["target"][0]
         out[f"batch_{batch}"] = {"wall_speedup": timings["target"] / timings["rsd"],
                                  "useful_flops_ratio": flops["target"][0] / flops["rsd"][0],
                                  "executed_flops_ratio": flops["target"][1] / flops["rsd"][1],
                                  "draft_prm_wall_fraction": timings["rsd@0"] / timings["target"],
-                                 "draft_prm_flops_fraction": flops["rsd@0"][0] / flops["target"][0]}
+                                 "draft_prm_flops_fraction": flops["rsd@0"][0] / flops["target"][0],
+                                 # sequential passes, where the time goes: RSD's target passes (and the rows each
+                                 # carried) against target-only's, and the draft's and PRM's passes
+                                 "target_passes_vs_target_only": passes["rsd"]["target"][0] / target_only_passes,
+                                 "rows_per_target_pass": _per_pass(passes["rsd"]["target"]),
+                                 "draft_passes_vs_target_only": passes["rsd"]["draft"][0] / target_only_passes,
+                                 "prm_passes_vs_target_only": passes["rsd"]["prm"][0] / target_only_passes}
     return out
+
+
+def batch_passes(firsts: list) -> dict[str, tuple[int, int]]:
+    """Each model's (passes, rows carried) summed over batches, from the first result of each batch."""
+    total: dict[str, tuple[int, int]] = {}
+    for result in firsts:
+        for model, p in result.accounting["batch_passes"].items():
+            before = total.get(model, (0, 0))
+            total[model] = (before[0] + p["passes"], before[1] + p["rows"])
+    return total
+
+
+def _per_pass(passes_rows: tuple[int, int]) -> float:
+    return passes_rows[1] / passes_rows[0] if passes_rows[0] else 0.0
 
 
 def bench_compile(engine: Engine) -> dict:

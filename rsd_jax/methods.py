@@ -132,6 +132,7 @@ class Speculative:
             acc["tokens_processed"]["draft"] = int(out.draft.tokens[i])
             acc["draft_kept_tokens"] = int(out.draft_kept[i])
             acc["executed_flops"] += float(out.draft.executed_flops) / len(prompts)
+            acc["batch_passes"]["draft"] = res.batch_passes(out.draft)
             acc["useful_flops_total"] += draft
             acc["flops_ratio_vs_target"] = acc["target_only_flops"] / acc["useful_flops_total"]
         return results

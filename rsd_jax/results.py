@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from rsd_jax import flops
 from rsd_jax.decoding.rsd_state import RSDOutput
 from rsd_jax.decoding.single import SingleOutput
+from rsd_jax.decoding.usage import Usage
 from rsd_jax.models.model import Model
 from rsd_jax.tokenizer import step_stop_ids
 
@@ -72,6 +73,12 @@ def split_steps(ids: tuple[int, ...], stop_ids: frozenset[int]) -> list[tuple[in
     return parts
 
 
+def batch_passes(usage: Usage) -> dict[str, int]:
+    """A model's sequential forward passes over the batch and the rows they carried, summed (the same figures in
+    every record of a batch: where a batch's time goes, not a row's)."""
+    return {"passes": int(usage.forwards), "rows": int(usage.rows)}
+
+
 def nonfinite_message(flags: int) -> str | None:
     names = [name for bit, name in ((1, "draft logits"), (2, "target logits"), (4, "PRM reward")) if flags & bit]
     parts = [f"non-finite values in {', '.join(names)}"] if names else []
@@ -101,6 +108,7 @@ def rsd_results(models: RSDModels, prompts: Sequence[str], out: RSDOutput) -> li
             "useful_flops": useful, "useful_flops_total": total,
             "target_only_flops": target_only,
             "flops_ratio_vs_target": target_only / total if total else float("nan"),
+            "batch_passes": {n: batch_passes(getattr(st, n)) for n in ("draft", "target", "prm")},
         }
         results.append(GenerationResult(prompt=prompt, token_ids=ids, text=models.tokenizer.decode(ids),
                                         steps=steps, accounting=accounting,
@@ -124,6 +132,7 @@ def single_results(models: RSDModels, prompts: Sequence[str], out: SingleOutput,
             "useful_flops": {method: useful}, "useful_flops_total": useful,
             "target_only_flops": target_only,
             "flops_ratio_vs_target": target_only / useful if useful else float("nan"),
+            "batch_passes": {method: batch_passes(out.usage)},
         }
         steps = tuple(StepRecord(source=method, reward=float("nan"), text=models.tokenizer.decode(part),
                                  n_tokens=len(part), token_ids=part) for part in split_steps(ids, stops))

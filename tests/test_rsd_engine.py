@@ -147,6 +147,17 @@ def test_accounting_adds_up(setup):
     assert int(st.target_invocations) <= int(st.iterations)
 
 
+def test_passes_count_the_rows_they_carry(setup):
+    out = run_rsd(setup, 0.5)
+    st = out.stats
+    for usage in (st.draft, st.target, st.prm):  # every pass carries at least one row and at most the batch
+        assert int(usage.forwards) <= int(usage.rows) <= len(LENGTHS) * int(usage.forwards)
+        assert int(usage.rows) <= int(usage.tokens.sum())  # a row in a pass had at least one token in it
+    assert int(st.target.forwards) >= int(st.target_invocations) > 0
+    none = run_rsd(setup, 0.0).stats.target  # every step accepted: the target never passes over the batch
+    assert int(none.forwards) == int(none.rows) == 0
+
+
 def test_stochastic_acceptance_rate_matches_constant_weight(setup):
     spec = SPEC.replace(weighting="constant", max_new_tokens=40)
     accepted = total = 0

@@ -74,6 +74,7 @@ def write_step_in_groups(model: Model, cache: KVCache, *, tokens: jax.Array, len
                     nonfinite=put(out.nonfinite, sub.nonfinite), cache=cache,
                     usage=Usage(tokens=put(out.usage.tokens, sub.usage.tokens),
                               useful_flops=put(out.usage.useful_flops, sub.usage.useful_flops),
-                              executed_flops=sub.usage.executed_flops, forwards=sub.usage.forwards))
+                              executed_flops=sub.usage.executed_flops, forwards=sub.usage.forwards,
+                              rows=sub.usage.rows))
 
     return jax.lax.fori_loop(0, n_groups, group, empty)

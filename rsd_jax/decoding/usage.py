@@ -23,12 +23,14 @@ class Usage:
     tokens: jax.Array  # [B] int32 valid tokens processed
     useful_flops: jax.Array  # [B] float32
     executed_flops: jax.Array  # [] float32, whole batch
-    forwards: jax.Array  # [] int32 forward calls
+    forwards: jax.Array  # [] int32 forward calls: the model's sequential passes over the batch
+    rows: jax.Array  # [] int32 rows that had tokens in those passes, summed (rows / forwards: rows per pass)
 
     @classmethod
     def zeros(cls, batch: int) -> "Usage":
         return cls(tokens=jnp.zeros((batch,), jnp.int32), useful_flops=jnp.zeros((batch,), jnp.float32),
-                   executed_flops=jnp.zeros((), jnp.float32), forwards=jnp.zeros((), jnp.int32))
+                   executed_flops=jnp.zeros((), jnp.float32), forwards=jnp.zeros((), jnp.int32),
+                   rows=jnp.zeros((), jnp.int32))
 
     def add_forward(self, cfg: ModelConfig, starts: jax.Array, n_valid: jax.Array, chunk: int,
                     capacity: int, head_tokens: int) -> "Usage":
@@ -40,7 +42,8 @@ class Usage:
         executed = float(flops.executed_flops(cfg, batch, chunk, capacity, with_head=False)
                          + batch * head * head_tokens)
         return Usage(tokens=self.tokens + n_valid, useful_flops=self.useful_flops + useful,
-                    executed_flops=self.executed_flops + executed, forwards=self.forwards + 1)
+                     executed_flops=self.executed_flops + executed, forwards=self.forwards + 1,
+                     rows=self.rows + jnp.sum(n_valid > 0, dtype=jnp.int32))
 
     def add_head(self, cfg: ModelConfig, mask: jax.Array) -> "Usage":
         """Counts the head applied to one token of each row in mask [B] (e.g. a PRM reading a reward)."""
