@@ -1,6 +1,6 @@
 """The computations of the experiments that need the embedded task's exact step checker: RSD with a perfect PRM
 against the learned PRM's sweep (perfect_prm), and the learned PRM's rewards of the draft's own steps by what the
-checker finds wrong with them (prm_errors). The learned PRM's runs come in as rsd_jax.methods.run_method's records.
+checker finds wrong with them (prm_errors). The learned PRM's runs come in as rsd_jax.runner.run_method's records.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def tally(errors: list, rewards: list[list[float]]) -> None:
 
 
 def tally_records(records: list[dict]) -> None:
-    """Counts result records (rsd_jax.methods.run_method's)."""
+    """Counts result records (rsd_jax.runner.run_method's)."""
     tally([r["error"] for r in records], [[s["reward"] for s in r["steps"]] for r in records])
 
 
