@@ -141,3 +141,17 @@ def test_every_parameter_declares_its_axes_and_an_undeclared_one_is_refused():
     # a vocabulary of 97 does not split over 4 devices: replicated, never padded
     odd = world.config(1, 32).replace(vocab_size=97)
     assert sh.param_specs(odd, sh.make_mesh(2, 4))["embed_tokens"]["embedding"] == jax.P(None, None)
+
+
+def test_scored_samples_on_a_mesh_equal_one_device(setup):
+    """Best-of-N and majority voting sample through the RSD loop (every step kept): on a mesh too."""
+    from rsd_jax.decoding.best_of_n import best_of_n
+
+    engine, batch, _, _ = setup
+    spec = SPEC.replace(sampling=SPEC.sampling.__class__(temperature=0.8))
+    alone = jax.device_get(best_of_n(engine, prompts=batch, key=jax.random.key(1), spec=spec, n=2))
+    sharded = jax.device_get(best_of_n(engine.on_mesh(sh.make_mesh(4, 2)), prompts=batch, key=jax.random.key(1),
+                                       spec=spec, n=2))
+    np.testing.assert_array_equal(sharded.samples.tokens, alone.samples.tokens)
+    np.testing.assert_allclose(sharded.scores, alone.scores, atol=1e-5)
+    np.testing.assert_array_equal(sharded.chosen, alone.chosen)
