@@ -131,7 +131,8 @@ def generate(engine: Engine, prompts: Sequence[str], *, method: Method = RSD(),
              decoding: DecodeSpec = DecodeSpec(), questions: Sequence[str] | None = None, seed: int = 0,
              pad_batch_to: int = 1) -> list[GenerationResult]:
     """Decodes each prompt with `method` (rsd_jax.methods: RSD, TargetOnly, DraftOnly, Speculative, BestOfN,
-    Majority, Beam) under the decoding settings `decoding` (budgets, sampling, chunk).
+    Majority, Beam) under the decoding settings `decoding` (budgets, sampling, chunk; a method may set its own part
+    of them: RSD its weighting, BestOfN / Majority / Beam the temperature of their samples).
 
     questions: the raw question of each prompt, as the PRM reads it (default: the prompt, stripped).
     pad_batch_to: pad the batch with empty rows to a multiple of this (one compilation for every batch); on an

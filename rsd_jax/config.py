@@ -138,7 +138,7 @@ class DecodingConfig:
 
     def spec(self, rsd: RSDConfig | None = None) -> DecodeSpec:
         """The decoding settings as the loops' static spec; with `rsd`, that of its RSD loop (its weighting, budget
-        mode and speculative target steps: rsd_jax.method_values.RSD.spec)."""
+        mode and speculative target steps: rsd_jax.methods.RSD.spec)."""
         spec = DecodeSpec(max_new_tokens=self.max_new_tokens, budget_includes_prompt=self.budget_includes_prompt,
                           max_steps=self.max_steps, max_step_tokens=self.max_step_tokens, chunk=self.chunk,
                           sampling=Sampling(self.temperature, self.top_k, self.top_p), target_rows=self.target_rows)

@@ -71,8 +71,8 @@ class RSDModels:
 class Engine:
     """draft, target, prm: the models. tables: the draft's and target's token sets over the tokenizer's vocabulary
     [V]. prm_view: how the PRM reads a step (in-graph tables, or the host text protocol; its width follows the
-    decoding spec, `view`). host: the tokenizers and delimiter (None for an engine used on token ids only).
-    mesh: where the weights live (None: one device)."""
+    decoding spec, `view`). host: the tokenizers and delimiter, no arrays (None for an engine used on token ids
+    only). mesh: where the weights live (None: one device)."""
 
     draft: Model
     target: Model
@@ -85,10 +85,13 @@ class Engine:
     @classmethod
     def create(cls, models: RSDModels, mesh: jax.sharding.Mesh | None = None) -> "Engine":
         """The engine of `models` (their token tables and PRM view built on the host), on `mesh` when given: each
-        model's weights in their shardings (rsd_jax.sharding), the tables replicated."""
+        model's weights in their shardings (rsd_jax.sharding), the tables replicated. Weights that are elsewhere are
+        copied onto the mesh (`models` keeps the originals: load straight into the shardings to avoid that,
+        rsd_jax.loading.load_engine, which on TPU/GPU also moves them into the layouts the compiler picks)."""
         tables, prm_view = host_tables(models)
+        host = _Host(tokenizer=models.tokenizer, prm_tokenizer=models.prm_tokenizer, delimiter=models.delimiter)
         engine = cls(draft=models.draft, target=models.target, prm=models.prm, tables=tables, prm_view=prm_view,
-                     host=_Host(models))
+                     host=host)
         return engine.on_mesh(mesh) if mesh is not None else engine
 
     def on_mesh(self, mesh: jax.sharding.Mesh) -> "Engine":
@@ -112,18 +115,22 @@ class Engine:
 
     @property
     def models(self) -> RSDModels:
-        """The host side: tokenizers, delimiter, and the models as loaded."""
+        """This engine's models (its own arrays: sharded, laid out) with the tokenizers and delimiter."""
         if self.host is None:
-            raise ValueError("this engine was built from arrays alone (no tokenizers): build it with Engine.create")
-        return self.host.models
+            raise InputError("this engine was built from arrays alone (no tokenizers): build it with Engine.create")
+        return RSDModels(draft=self.draft, target=self.target, prm=self.prm, tokenizer=self.host.tokenizer,
+                         prm_tokenizer=self.host.prm_tokenizer, delimiter=self.host.delimiter)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Host:
-    """The host side of an engine, static in its pytree. No loop reads it (the PRM's text view carries its own
-    encoder), so every host compares equal: engines that differ only here share their compiled loops."""
+    """The host side of an engine, static in its pytree: tokenizers and the delimiter, never arrays (jit's cache
+    keeps a key's static parts alive). No loop reads it (the PRM's text view carries its own encoder), so every
+    host compares equal: engines that differ only here share their compiled loops."""
 
-    models: RSDModels
+    tokenizer: Tokenizer
+    prm_tokenizer: Tokenizer | None
+    delimiter: str
 
     def __eq__(self, other) -> bool:
         return isinstance(other, _Host)

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -148,15 +150,17 @@ def load_models(cfg: RunConfig, config_file: str | None, mesh: jax.sharding.Mesh
 
 def load_engine(cfg: RunConfig, config_file: str | None, mesh: jax.sharding.Mesh | None = None,
                 tokenizers: tuple[Tokenizer, Tokenizer | None] | None = None) -> Engine:
-    """The run's engine: `load_models` (weights straight into their shardings on `mesh`), and on an accelerator
-    mesh the weights moved once into the layouts the compiler chooses for the run's RSD loop
-    (rsd_jax.parallel.lay_out_engine; on CPU the chosen layouts are the default ones, so nothing moves)."""
+    """The run's engine: `load_models` (weights straight into their shardings on `mesh`), and, when the run decodes
+    with RSD on an accelerator mesh, the weights moved once into the layouts the compiler chooses for its RSD loop
+    (rsd_jax.parallel.lay_out_engine: one ahead-of-time compilation; on CPU the chosen layouts are the default
+    ones, so nothing moves)."""
     engine = Engine.create(load_models(cfg, config_file, mesh, tokenizers), mesh)
-    if mesh is None or jax.default_backend() == "cpu":
+    runs_rsd = cfg.rsd.method == "rsd" or any(m.partition(":")[0] == "rsd" for m in cfg.rsd.methods)
+    if mesh is None or jax.default_backend() == "cpu" or not runs_rsd:
         return engine
     from rsd_jax.api import prompt_shapes
     from rsd_jax.parallel import lay_out_engine
 
     spec = cfg.decoding.spec(cfg.rsd)
-    rows = -(-cfg.decoding.batch_size // mesh.shape["data"]) * mesh.shape["data"]
+    rows = math.lcm(cfg.decoding.batch_size, mesh.shape["data"])  # as api.generate pads a batch
     return lay_out_engine(engine, spec, prompt_shapes(spec, rows))

@@ -196,8 +196,13 @@ def new_caches(engine: "Engine", prompts: Prompts) -> RSDCaches:
     shape = jax.eval_shape(RSDCaches.zeros, engine, prompts)
     if engine.mesh is None:
         return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
-    return jax.tree.map(lambda s, where: jnp.zeros(s.shape, s.dtype, device=where), shape,
-                        cache_shardings(engine, shape))
+    return jax.tree.map(lambda s, where: _zeros(s.shape, s.dtype, where), shape, cache_shardings(engine, shape))
+
+
+@functools.partial(jax.jit, static_argnames=("shape", "dtype", "where"))
+def _zeros(shape: tuple[int, ...], dtype, where: jax.sharding.NamedSharding) -> jax.Array:
+    """Zeros built in their sharding, each device writing its own shard (no copy from a first device)."""
+    return jax.lax.with_sharding_constraint(jnp.zeros(shape, dtype), where)
 
 
 def cache_shardings(engine: "Engine", caches: RSDCaches) -> RSDCaches:
