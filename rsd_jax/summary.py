@@ -28,8 +28,10 @@ def health_warning(summary: dict, what: str = "") -> str | None:
 
 
 def summarize(records: Sequence[dict], wall_seconds: float | None = None) -> dict:
-    """Accuracy, draft share of steps, tokens by model, FLOPs, their fraction of what target-only decoding of the
-    same outputs takes (flops_vs_target_only) and its inverse (flops_ratio_vs_target)."""
+    """Accuracy, the draft's acceptance (by steps: draft_acceptance_rate; by tokens, as the official RSD code reports
+    it: draft_acceptance_rate_tokens = accepted draft tokens / all draft tokens written), tokens by model, FLOPs,
+    their fraction of what target-only decoding of the same outputs takes (flops_vs_target_only) and its inverse
+    (flops_ratio_vs_target)."""
     graded = [r["correct"] for r in records if r["correct"] is not None]
     steps = [s for r in records for s in r["steps"]]
     useful = sum(r["accounting"]["useful_flops_total"] for r in records)
@@ -39,6 +41,10 @@ def summarize(records: Sequence[dict], wall_seconds: float | None = None) -> dic
         out["accuracy"] = float(np.mean(graded))
     if steps and all(s["source"] in ("draft", "target") for s in steps):
         out["draft_acceptance_rate"] = float(np.mean([s["source"] == "draft" for s in steps]))
+    written = [(r["accounting"]["draft_accepted_tokens"], r["accounting"]["draft_discarded_tokens"]) for r in records
+               if "draft_discarded_tokens" in r["accounting"]]
+    if written and sum(a + d for a, d in written):
+        out["draft_acceptance_rate_tokens"] = sum(a for a, _ in written) / sum(a + d for a, d in written)
     for model in ("draft", "target", "prm"):
         n = sum(r["accounting"].get("tokens_processed", {}).get(model, 0) for r in records)
         if n:
