@@ -94,13 +94,18 @@ class Engine:
                      host=host)
         return engine.on_mesh(mesh) if mesh is not None else engine
 
-    def on_mesh(self, mesh: jax.sharding.Mesh) -> "Engine":
-        """This engine with its arrays placed on `mesh` (weights sharded as they declare, tables replicated)."""
-        models = {role: place(m, sh.model_sharding_tree(m, mesh))
-                  for role, m in (("draft", self.draft), ("target", self.target), ("prm", self.prm))}
+    def shardings(self, mesh: jax.sharding.Mesh) -> "Engine":
+        """Where each array of this engine lives on `mesh`, as an engine of NamedShardings: the weights as they
+        declare (rsd_jax.sharding), the tables and the PRM's view replicated."""
         rep = functools.partial(sh.replicated, mesh=mesh)
-        return dataclasses.replace(self, **models, tables=place(self.tables, rep(self.tables)),
-                                   prm_view=place(self.prm_view, rep(self.prm_view)), mesh=mesh)
+        return dataclasses.replace(self, draft=sh.model_sharding_tree(self.draft, mesh),
+                                   target=sh.model_sharding_tree(self.target, mesh),
+                                   prm=sh.model_sharding_tree(self.prm, mesh), tables=rep(self.tables),
+                                   prm_view=rep(self.prm_view))
+
+    def on_mesh(self, mesh: jax.sharding.Mesh) -> "Engine":
+        """This engine with its arrays placed on `mesh` (`shardings`)."""
+        return dataclasses.replace(place(self, self.shardings(mesh)), mesh=mesh)
 
     def drafting_only(self) -> "Engine":
         """The draft in the target's place: loops that never call the target (Best-of-N, beam search) compile no

@@ -19,7 +19,7 @@ import jax
 
 from rsd_jax import sharding
 from rsd_jax.engine import Engine, RSDModels
-from rsd_jax.config import MeshConfig, ModelRef, RunConfig
+from rsd_jax.config import MeshConfig, ModelRef, RunConfig, split_method_variant
 from rsd_jax.data.char_tokenizer import CharTokenizer
 from rsd_jax.errors import CheckpointError, ConfigError
 from rsd_jax.models.config import ModelConfig
@@ -155,7 +155,7 @@ def load_engine(cfg: RunConfig, config_file: str | None, mesh: jax.sharding.Mesh
     (rsd_jax.parallel.lay_out_engine: one ahead-of-time compilation; on CPU the chosen layouts are the default
     ones, so nothing moves)."""
     engine = Engine.create(load_models(cfg, config_file, mesh, tokenizers), mesh)
-    runs_rsd = cfg.rsd.method == "rsd" or any(m.partition(":")[0] == "rsd" for m in cfg.rsd.methods)
+    runs_rsd = cfg.rsd.method == "rsd" or any(split_method_variant(m)[0] == "rsd" for m in cfg.rsd.methods)
     if mesh is None or jax.default_backend() == "cpu" or not runs_rsd:
         return engine
     from rsd_jax.api import prompt_shapes

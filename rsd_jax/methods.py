@@ -16,7 +16,7 @@ import numpy as np
 
 from rsd_jax import results as res
 from rsd_jax.decoding import acceptance
-from rsd_jax.decoding.best_of_n import AGGREGATES, aggregate_rewards, majority_vote, sample_n
+from rsd_jax.decoding.best_of_n import AGGREGATES, best_of_n, majority_vote, sample_n
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.rsd import rsd_decode
 from rsd_jax.decoding.rsd_state import Knobs
@@ -169,10 +169,10 @@ class BestOfN(_Sampled):
 
     def run(self, engine: Engine, batch: Prompts, *, prompts: Sequence[str], key: jax.Array,
             spec: DecodeSpec) -> list[GenerationResult]:
-        out, rows = self.samples(engine, batch, prompts, key, spec)
-        scores = np.asarray(aggregate_rewards(out, self.select)).reshape(-1, self.n)
-        chosen = np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=1)
-        return [res.grouped(rows[b * self.n:(b + 1) * self.n], int(chosen[b]), self.n) for b in range(len(prompts))]
+        out = to_host(best_of_n(engine, prompts=batch, key=key, spec=spec, n=self.n, aggregate=self.select))
+        rows = res.rsd_results(engine.models, [p for p in prompts for _ in range(self.n)], out.samples)
+        return [res.grouped(rows[b * self.n:(b + 1) * self.n], int(out.chosen[b]), self.n)
+                for b in range(len(prompts))]
 
 
 @dataclasses.dataclass(frozen=True)

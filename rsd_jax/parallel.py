@@ -97,10 +97,9 @@ def rsd_program(engine: Engine, spec: DecodeSpec, prompts: Prompts) -> Program:
 
     out_shape = jax.eval_shape(fn, engine, prompts, knobs_shape, key_shape, caches_shape)
     rep = functools.partial(sh.replicated, mesh=mesh)
-    models = {role: auto_layout(sh.model_sharding_tree(getattr(engine, role), mesh))
-              for role in ("draft", "target", "prm")}
-    engine_shardings = dataclasses.replace(engine, **models, tables=rep(engine.tables),
-                                           prm_view=rep(engine.prm_view))
+    placed = engine.shardings(mesh)
+    engine_shardings = dataclasses.replace(placed, **{role: auto_layout(getattr(placed, role))
+                                                      for role in ("draft", "target", "prm")})
     in_shardings = (engine_shardings, sh.batch_tree_shardings(prompts, mesh), rep(knobs_shape), rep(key_shape),
                     cache_shardings(engine, caches_shape))
     out_shardings = (_output_shardings(out_shape[0], mesh, ("histogram",)), in_shardings[4])
