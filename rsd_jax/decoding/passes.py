@@ -1,9 +1,11 @@
 """Forward passes over some rows of a batch: the asynchronous loop's building blocks.
 
-A pass runs a model for the rows selected by a mask [B]. With `group` = G (0 < G < B) it gathers at most G of them
-(`pick_rows`) and computes only those (`Model.backbone(rows=)`: the other rows' cache is neither read nor written), so
-a pass costs G rows, not B; with group 0 (or >= B) the whole batch runs, the other rows masked (no gather: the right
-choice where a pass is memory-bound, or on a mesh whose batch is split over devices).
+A pass runs a model for the rows selected by a mask [B]. With `group` = G > 0 it gathers at most G of them
+(`pick_rows`) and computes only those (`Model.backbone(rows=)`: the other rows' cache is neither read nor written);
+the pass takes the smallest of the sizes G/8, G/4, G/2, G that holds the selected rows (`pass_sizes`, one compiled copy
+each, chosen by `lax.switch`), so a pass costs about the rows it carries, not B. A size >= B runs the whole batch,
+the other rows masked (no gather). group 0: always the whole batch, masked (the right choice where a pass is
+memory-bound, or on a mesh whose batch is split over devices).
 
 Shapes: B rows, G rows in a pass, T a token buffer, E hidden size, V vocabulary.
 """
@@ -20,9 +22,20 @@ from rsd_jax.decoding.usage import Usage
 from rsd_jax.models.model import Model
 
 
-def gathers(group: int, batch: int) -> bool:
-    """Whether passes of `group` rows gather (else: the whole batch, masked)."""
-    return 0 < group < batch
+def pass_sizes(group: int, batch: int) -> tuple[int, ...]:
+    """The row counts a pass may take, ascending: G/8, G/4, G/2, G (capped at B); (B,) for group 0."""
+    if group <= 0:
+        return (batch,)
+    group = min(group, batch)
+    return tuple(sorted({max(1, group // 8), max(1, group // 4), max(1, group // 2), group}))
+
+
+def by_size(count: jax.Array, sizes: tuple[int, ...], run):
+    """run(size) for the smallest size >= count (the largest when none is): one branch per size."""
+    if len(sizes) == 1:
+        return run(sizes[0])
+    index = jnp.sum(count > jnp.asarray(sizes[:-1], jnp.int32))
+    return jax.lax.switch(index, [lambda size=size: run(size) for size in sizes])
 
 
 def pick_rows(select: jax.Array, group: int) -> tuple[jax.Array, jax.Array]:
@@ -60,21 +73,25 @@ def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, sele
     batch, t_view = view.shape
     goal = jnp.where(select, upto, cache.lengths)
     offsets = jnp.arange(chunk, dtype=jnp.int32)[None, :]
-    gather = gathers(group, batch)
 
     def body(c: Feeding) -> Feeding:
         behind = c.cache.lengths < goal
-        rows, mine = pick_rows(behind, group) if gather else (None, behind)
-        take = (lambda x: x[rows]) if gather else (lambda x: x)
-        start = take(c.cache.lengths)
-        n = jnp.where(mine, jnp.clip(take(goal) - start, 0, chunk), 0)
-        tokens = jnp.take_along_axis(take(view), jnp.clip(start[:, None] + offsets, 0, t_view - 1), axis=1)
-        out = model.backbone(tokens, start, c.cache, n, rows=rows)
-        final = jnp.take_along_axis(out.hidden, jnp.maximum(n - 1, 0)[:, None, None], axis=1)[:, 0]
-        fed = n > 0
-        last = scatter(c.last, rows, final, fed) if gather else jnp.where(fed[:, None], final, c.last)
-        usage = c.usage.add_forward(model.config, start, n, chunk, c.cache.capacity, head_tokens=0, rows=rows)
-        return Feeding(cache=out.cache, last=last, usage=usage)
+
+        def run(size: int) -> Feeding:
+            gather = size < batch
+            rows, mine = pick_rows(behind, size) if gather else (None, behind)
+            take = (lambda x: x[rows]) if gather else (lambda x: x)
+            start = take(c.cache.lengths)
+            n = jnp.where(mine, jnp.clip(take(goal) - start, 0, chunk), 0)
+            tokens = jnp.take_along_axis(take(view), jnp.clip(start[:, None] + offsets, 0, t_view - 1), axis=1)
+            out = model.backbone(tokens, start, c.cache, n, rows=rows)
+            final = jnp.take_along_axis(out.hidden, jnp.maximum(n - 1, 0)[:, None, None], axis=1)[:, 0]
+            fed = n > 0
+            last = scatter(c.last, rows, final, fed) if gather else jnp.where(fed[:, None], final, c.last)
+            usage = c.usage.add_forward(model.config, start, n, chunk, c.cache.capacity, head_tokens=0, rows=rows)
+            return Feeding(cache=out.cache, last=last, usage=usage)
+
+        return by_size(jnp.sum(behind), pass_sizes(group, batch), run)
 
     last = jnp.zeros((batch, model.config.hidden_size), model.config.jnp_dtype)
     final = jax.lax.while_loop(lambda c: jnp.any(c.cache.lengths < goal), body,
@@ -84,19 +101,24 @@ def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, sele
 
 def decode(model: Model, cache: KVCache, *, current: jax.Array, select: jax.Array, group: int,
            usage: Usage) -> tuple[jax.Array, jax.Array, KVCache, Usage]:
-    """One token for the selected rows (at most `group` of them; 0: all, masked): feeds current [B] at each row's
+    """One token for the selected rows (at most `group` of them, in a pass of `pass_sizes`; 0: all, masked): feeds
+    current [B] at each row's
     cache length. Returns the rows advanced [B] bool, their last hidden state [B, E] (zeros elsewhere), the cache and
     the usage (the LM head counted for the advanced rows)."""
     batch = current.shape[0]
-    if gathers(group, batch):
-        rows, mine = pick_rows(select, group)
+
+    def run(size: int):
+        if size >= batch:
+            start = cache.lengths
+            out = model.backbone(current[:, None], start, cache, select.astype(jnp.int32))
+            usage_ = usage.add_forward(model.config, start, select.astype(jnp.int32), 1, cache.capacity, 1)
+            return select, out.hidden[:, 0], out.cache, usage_
+        rows, mine = pick_rows(select, size)
         start = cache.lengths[rows]
         out = model.backbone(current[rows][:, None], start, cache, mine.astype(jnp.int32), rows=rows)
         hidden = scatter(jnp.zeros((batch, model.config.hidden_size), out.hidden.dtype), rows, out.hidden[:, 0], mine)
         advanced = jnp.zeros((batch,), bool).at[rows].set(mine)
-        usage = usage.add_forward(model.config, start, mine.astype(jnp.int32), 1, cache.capacity, 1, rows=rows)
-        return advanced, hidden, out.cache, usage
-    start = cache.lengths
-    out = model.backbone(current[:, None], start, cache, select.astype(jnp.int32))
-    usage = usage.add_forward(model.config, start, select.astype(jnp.int32), 1, cache.capacity, 1)
-    return select, out.hidden[:, 0], out.cache, usage
+        usage_ = usage.add_forward(model.config, start, mine.astype(jnp.int32), 1, cache.capacity, 1, rows=rows)
+        return advanced, hidden, out.cache, usage_
+
+    return by_size(jnp.sum(select), pass_sizes(group, batch), run)

@@ -169,7 +169,7 @@ def draft_pass(engine: "Engine", spec: DecodeSpec, s: AsyncState) -> AsyncState:
     drafting = s.phase == DRAFTING
     drafted, ended, cache, usage = _write_token(
         engine, spec, model=engine.draft, cache=s.draft_cache, step=s.drafted, select=drafting, room=_room(spec, s),
-        usage=s.stats.draft, state=s, key_tag=_DRAFT_KEY, group=0)
+        usage=s.stats.draft, state=s, key_tag=_DRAFT_KEY, group=spec.pass_rows and s.phase.shape[0])
     return dataclasses.replace(s, drafted=drafted, draft_cache=cache, phase=jnp.where(ended, SCORING, s.phase),
                                stats=dataclasses.replace(s.stats, draft=usage))
 
@@ -226,10 +226,11 @@ def _accept(spec: DecodeSpec, knobs: Knobs, s: AsyncState, *, reward: jax.Array,
 
 
 def target_fires(spec: DecodeSpec, quorum: int, phase: jax.Array) -> jax.Array:
-    """[] bool: the target runs this tick: some row needs it, and `quorum` rows do or nothing else can advance."""
-    engaged = (phase == WAITING) | (phase == REWRITING)
+    """[] bool: the target runs this tick: while some row is REWRITING (a wave of steps in flight finishes), or to
+    start a wave when `quorum` rows wait for it or nothing else can advance."""
+    waiting, rewriting = phase == WAITING, phase == REWRITING
     others = jnp.any((phase == DRAFTING) | (phase == SCORING))
-    return jnp.any(engaged) & ((jnp.sum(engaged) >= quorum) | ~others)
+    return jnp.any(rewriting) | (jnp.any(waiting) & ((jnp.sum(waiting) >= quorum) | ~others))
 
 
 def target_pass(engine: "Engine", spec: DecodeSpec, s: AsyncState) -> AsyncState:

@@ -33,7 +33,7 @@ class Usage:
                    rows=jnp.zeros((), jnp.int32))
 
     def add_forward(self, cfg: ModelConfig, starts: jax.Array, n_valid: jax.Array, chunk: int,
-                    capacity: int, head_tokens: int, rows: jax.Array | None = None) -> "Usage":
+                    capacity: int, head_tokens: int, *, rows: jax.Array | None = None) -> "Usage":
         """Counts one forward of a [B, chunk] block; `head_tokens` per row also went through the head. With rows
         [G] (distinct), the block held those G rows of the batch (starts, n_valid [G])."""
         batch = starts.shape[0]
