@@ -1,0 +1,203 @@
+"""Pass traces of the RSD schedules, simulated on the host: which forward passes each model makes, over how many
+rows, how many tokens per row and at what mean context, for a batch of rows replaying RowScripts
+(rsd_jax.step_statistics). The roofline (rsd_jax.roofline) turns a trace into seconds.
+
+Every model keeps, per row, a cache length and the length of its view (draft and target: the committed tokens;
+PRM: its own view). A catch-up feeds what the cache misses, `chunk` tokens per pass; a write feeds the last token
+and samples the next, one token per pass, as rsd_jax.decoding.generator does (a write starts from a cache holding
+all but the last committed token). Three schedules:
+
+- synchronous (rsd_jax.decoding.rsd): per iteration every live row's draft catches up and writes a step (passes:
+  the longest proposal), the PRM scores every live row (chunked over the longest view it misses), and if a row
+  rejected, the target catches up on the rejected rows (chunked) and writes their steps (passes: the longest
+  rejected step); a rejected proposal is rolled back in the draft's and the PRM's cache.
+- asynchronous (issue 26): each row has a phase DRAFTING -> SCORING -> (accepted: DRAFTING | rejected: WAITING ->
+  TARGET -> DRAFTING) -> DONE. One tick = at most one pass of each model, from the phases at the tick's start:
+  the PRM feeds a chunk of every SCORING row's view (a row whose view is fed is decided), the target runs for the
+  rows in WAITING and TARGET when there are at least k of them or nothing else can advance (no row DRAFTING or
+  SCORING), rows from WAITING entering TARGET and catching up first; the draft feeds every DRAFTING row a
+  catch-up chunk or one written token. Rows in one pass may feed different amounts (a ragged pass).
+- target-only: the target catches up on the prompts, then one pass per token for the rows still writing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from rsd_jax.errors import ConfigError
+from rsd_jax.step_statistics import RowScript
+
+MODELS = ("draft", "target", "prm")
+DRAFTING, SCORING, WAITING, TARGET, DONE = "drafting", "scoring", "waiting", "target", "done"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pass:
+    """One forward of one model: `rows` rows feeding `tokens` tokens each on average, attending to `context` keys
+    on average; `head_rows` of them sample a token (a write)."""
+
+    model: str
+    rows: int
+    tokens: float
+    context: float
+    head_rows: int
+
+
+class _Row:
+    """A row's progress through its script (mutable, host side)."""
+
+    def __init__(self, script: RowScript):
+        self.script, self.step, self.written, self.phase = script, 0, 0, DRAFTING
+        self.view = {"draft": script.prompt, "target": script.prompt, "prm": script.prm_prompt}
+        self.cache = dict.fromkeys(MODELS, 0)
+        self.produced = {"draft": 0, "target": 0}  # committed tokens each model wrote
+
+    @property
+    def done(self) -> bool:
+        return self.step >= len(self.script.steps)
+
+    def missing(self, model: str) -> int:
+        """Tokens the model's cache must take before it can write (all but the last) or score (all)."""
+        return max(0, self.view[model] - (0 if model == "prm" else 1) - self.cache[model])
+
+    def goal(self, model: str) -> int:
+        """Tokens of the current step this model writes: the proposal (draft) or the step (target)."""
+        return self.script.proposals[self.step] if model == "draft" else self.script.steps[self.step]
+
+    def commit(self, model: str) -> None:
+        """The current step, written by `model`, joins every view; the next step starts."""
+        length = self.script.steps[self.step]
+        for m in ("draft", "target"):
+            self.view[m] += length
+        if model == "target":  # the PRM reads the target's step instead of the rolled-back proposal
+            self.view["prm"] += length
+        self.produced[model] += length
+        self.step, self.written = self.step + 1, 0
+        self.phase = DONE if self.done else DRAFTING
+
+    def reject(self) -> None:
+        """The proposal is rolled back: the draft keeps the committed tokens, the PRM forgets the proposal."""
+        proposal = self.script.proposals[self.step]
+        self.view["prm"] -= proposal
+        self.cache["prm"] = min(self.cache["prm"], self.view["prm"])
+        self.cache["draft"] = min(self.cache["draft"], self.view["draft"])
+        self.written = 0
+        self.phase = WAITING
+
+
+def _feed(model: str, rows: Sequence[_Row], *, chunk: int, write: bool) -> Pass | None:
+    """One pass of `model` over `rows`: a catch-up chunk where the cache misses tokens, else (write) one written
+    token. Advances the caches and the rows' written counts; None when no row feeds anything."""
+    fed, contexts, heads = [], [], 0
+    for r in rows:
+        n = min(chunk, r.missing(model))
+        sampling = n == 0 and write
+        n = 1 if sampling else n
+        if n == 0:
+            continue
+        contexts.append(r.cache[model] + (n + 1) / 2)
+        fed.append(n)
+        r.cache[model] += n
+        if sampling:
+            heads += 1
+            r.written += 1
+            r.view[model] += 1  # the written token is in the view until the step is committed or rolled back
+    if not fed:
+        return None
+    return Pass(model, len(fed), sum(fed) / len(fed), sum(contexts) / len(contexts), heads)
+
+
+def _unview_written(row: _Row, model: str) -> None:
+    """A finished write's tokens leave the model's view again (commit adds the committed step)."""
+    row.view[model] -= row.written
+
+
+def _write_steps(model: str, rows: list[_Row], trace: list[Pass], *, chunk: int) -> None:
+    """Synchronous: catch up, then write until every row wrote its step (rows that finished are masked)."""
+    while p := _feed(model, rows, chunk=chunk, write=False):
+        trace.append(p)
+    writing = [r for r in rows if r.goal(model) > 0]
+    while writing:
+        trace.append(_feed(model, writing, chunk=chunk, write=True))
+        writing = [r for r in writing if r.written < r.goal(model)]
+    for r in rows:
+        _unview_written(r, model)
+
+
+def synchronous(scripts: Sequence[RowScript], *, chunk: int) -> list[Pass]:
+    """The pass trace of today's lock-step loop for one batch."""
+    rows = [_Row(s) for s in scripts]
+    trace: list[Pass] = []
+    while live := [r for r in rows if not r.done]:
+        _write_steps("draft", live, trace, chunk=chunk)
+        for r in live:
+            r.view["prm"] += r.script.proposals[r.step]
+        while p := _feed("prm", live, chunk=chunk, write=False):
+            trace.append(p)
+        rejected = [r for r in live if not r.script.accepted[r.step]]
+        for r in rejected:
+            r.reject()
+        if rejected:
+            _write_steps("target", rejected, trace, chunk=chunk)
+        for r in live:
+            r.commit("target" if r.phase == WAITING else "draft")
+    return trace
+
+
+def asynchronous(scripts: Sequence[RowScript], *, chunk: int, k: int) -> list[Pass]:
+    """The pass trace of the per-row phase schedule for one batch; the target fires for >= k rows."""
+    if k < 1:
+        raise ConfigError(f"the target's quorum k must be >= 1, got {k}")
+    rows = [_Row(s) for s in scripts]
+    trace: list[Pass] = []
+    while any(not r.done for r in rows):
+        phase = {name: [r for r in rows if r.phase == name] for name in (DRAFTING, SCORING, WAITING, TARGET)}
+        queue = phase[WAITING] + phase[TARGET]
+        fire = queue and (len(queue) >= k or not (phase[DRAFTING] or phase[SCORING]))
+        if p := _feed("prm", phase[SCORING], chunk=chunk, write=False):
+            trace.append(p)
+        for r in phase[SCORING]:
+            if r.missing("prm") == 0:
+                r.commit("draft") if r.script.accepted[r.step] else r.reject()
+        if fire:
+            for r in phase[WAITING]:
+                r.phase = TARGET
+            trace.append(_feed("target", queue, chunk=chunk, write=True))
+            for r in queue:
+                if r.written == r.goal("target"):
+                    _unview_written(r, "target")
+                    r.commit("target")
+        if p := _feed("draft", phase[DRAFTING], chunk=chunk, write=True):
+            trace.append(p)
+        for r in phase[DRAFTING]:
+            if r.written == r.goal("draft"):
+                _unview_written(r, "draft")
+                r.view["prm"] += r.script.proposals[r.step]
+                r.phase = SCORING
+    return trace
+
+
+def target_only(scripts: Sequence[RowScript], *, chunk: int) -> list[Pass]:
+    """The pass trace of the target decoding alone: prompt catch-up, then one pass per token of the longest row."""
+    rows = [_Row(s) for s in scripts]
+    trace: list[Pass] = []
+    while p := _feed("target", rows, chunk=chunk, write=False):
+        trace.append(p)
+    writing = [r for r in rows if r.script.response > 0]
+    while writing:
+        trace.append(_feed("target", writing, chunk=chunk, write=True))
+        writing = [r for r in writing if r.written < r.script.response]
+    return trace
+
+
+def tokens_fed(trace: Sequence[Pass], model: str) -> float:
+    """Tokens a model took in over a trace (catch-up and written)."""
+    return sum(p.rows * p.tokens for p in trace if p.model == model)
+
+
+def counts(trace: Sequence[Pass]) -> dict[str, dict[str, float]]:
+    """Per model: passes, rows carried (summed), write passes, tokens fed."""
+    return {m: {"passes": sum(1 for p in trace if p.model == m), "rows": sum(p.rows for p in trace if p.model == m),
+                "write_passes": sum(1 for p in trace if p.model == m and p.head_rows),
+                "tokens": tokens_fed(trace, m)} for m in MODELS}
