@@ -94,9 +94,10 @@ def draw_rows(solutions: tuple[Solution, ...], *, n: int, acceptance: float, see
     picks = rng.permutation(len(solutions))[:n] if n <= len(solutions) else rng.integers(0, len(solutions), n)
     pool = np.concatenate([s.steps for s in solutions])
     rows = []
-    for i in picks:
+    for i in picks:  # the same draws at every acceptance: a higher one accepts a superset of the steps
         s = solutions[int(i)]
-        accepted = tuple(bool(a) for a in rng.random(len(s.steps)) < acceptance)
-        proposals = tuple(length if ok else int(rng.choice(pool)) for length, ok in zip(s.steps, accepted))
+        uniform, alternative = rng.random(len(s.steps)), rng.choice(pool, len(s.steps))
+        accepted = tuple(bool(u < acceptance) for u in uniform)
+        proposals = tuple(length if ok else int(a) for length, ok, a in zip(s.steps, accepted, alternative))
         rows.append(RowScript(s.prompt, s.prm_prompt, s.steps, accepted, proposals))
     return rows
