@@ -90,7 +90,8 @@ def _written(trace, model):
 
 @pytest.mark.parametrize("schedule", ["sync", "async_k1", "async_k3"])
 def test_every_row_tokens_are_written_once_by_the_right_model(schedule):
-    rows = _rows(0.7, 12, seed=5)
+    rows = _rows(0.5, 24, seed=5)
+    assert sum(not ok for r in rows for ok in r.accepted[:-1]) >= 3  # target steps that the draft then follows
     trace = (pass_trace.synchronous(rows, chunk=64) if schedule == "sync" else
              pass_trace.asynchronous(rows, chunk=64, k=int(schedule[-1])))
     assert _written(trace, "draft") == sum(sum(r.proposals) for r in rows)
@@ -99,6 +100,14 @@ def test_every_row_tokens_are_written_once_by_the_right_model(schedule):
     prm = sum(r.prm_prompt + sum(r.proposals) + sum(s for s, ok in zip(r.steps[:-1], r.accepted[:-1]) if not ok)
               for r in rows)
     assert pass_trace.tokens_fed(trace, "prm") == prm
+    # the draft reads its prompt and writes every proposal; it catches up on each target step a step follows (the
+    # last committed token is re-fed by the write); the target never rolls back: it reads up to its last step
+    draft = sum(r.prompt - 1 + sum(r.proposals) + sum(s - 1 for s, ok in zip(r.steps[:-1], r.accepted[:-1]) if not ok)
+                for r in rows)
+    assert pass_trace.tokens_fed(trace, "draft") == draft
+    last = [max([j for j, ok in enumerate(r.accepted) if not ok], default=None) for r in rows]
+    target = sum(r.prompt - 1 + sum(r.steps[:j + 1]) for r, j in zip(rows, last) if j is not None)
+    assert pass_trace.tokens_fed(trace, "target") == target
     assert all(p.rows >= 1 and p.tokens >= 1 and p.head_rows <= p.rows for p in trace)
 
 
