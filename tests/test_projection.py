@@ -196,3 +196,46 @@ def test_a_measured_pass_count_is_projected_like_the_trace_it_came_from():
     assert doubled["total"] == pytest.approx(2 * measured["total"])
     with pytest.raises(ConfigError, match="batch_passes names 'verifier'"):
         projection.project_measured({"verifier": {"passes": 1, "rows": 1}}, "1.5B/7B/1.5B", "v5e-8", context=10)
+
+
+# ------------------------------------------------------------------------------------------------ against the loop
+def test_the_synchronous_simulation_makes_the_jitted_loops_passes():
+    """The embedded default decoded by the real loops (RSD and target-only, batch 8, chunk 8): replaying each row's
+    steps, sources and prompt length through the simulator gives the draft's and the target's pass counts exactly
+    (a rejected proposal's length is not recorded per step: a row's discarded tokens are shared evenly among its
+    rejected steps, so rows carried may differ slightly; the PRM's view of a step is not its token count)."""
+    from pathlib import Path
+
+    from rsd_jax import bench
+    from rsd_jax.api import generate
+    from rsd_jax.data import arith
+    from rsd_jax.decoding.spec import DecodeSpec
+    from rsd_jax.methods import RSD, TargetOnly
+
+    engine, delta = bench.embedded_engine(Path(__file__).resolve().parents[1])
+    spec = DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24, chunk=8)
+    problems = arith.generate_problems(8, seed=777)
+    prompts, questions = [arith.format_prompt(p) for p in problems], [p.question for p in problems]
+    tok = engine.models.tokenizer
+    for method in (RSD(delta=delta), TargetOnly()):
+        results = generate(engine, prompts, questions=questions, method=method, decoding=spec, pad_batch_to=8)
+        scripts = []
+        for prompt, r in zip(prompts, results):
+            length = len(tok.encode(prompt)) + (tok.bos_id is not None)
+            steps = tuple(s.n_tokens for s in r.steps)
+            accepted = tuple(s.source == "draft" for s in r.steps)
+            rejected = accepted.count(False)
+            share = r.accounting.get("draft_discarded_tokens", 0) // max(rejected, 1)
+            scripts.append(RowScript(length, length, steps, accepted,
+                                     tuple(n if ok else share for n, ok in zip(steps, accepted))))
+        measured = results[0].accounting["batch_passes"]
+        if isinstance(method, TargetOnly):
+            simulated = pass_trace.counts(pass_trace.target_only(scripts, chunk=8))
+            assert measured["target"] == {k: simulated["target"][k] for k in ("passes", "rows")}
+            continue
+        assert sum(not ok for s in scripts for ok in s.accepted) >= 5  # the target wrote steps
+        simulated = pass_trace.counts(pass_trace.synchronous(scripts, chunk=8))
+        for model in ("draft", "target"):
+            assert measured[model]["passes"] == simulated[model]["passes"], model
+            assert abs(measured[model]["rows"] - simulated[model]["rows"]) <= 0.02 * measured[model]["rows"], model
+        assert abs(measured["prm"]["passes"] - simulated["prm"]["passes"]) <= 1
