@@ -158,8 +158,10 @@ def asynchronous(scripts: Sequence[RowScript], *, chunk: int, k: int) -> list[Pa
         if p := _feed("prm", phase[SCORING], chunk=chunk, write=False):
             trace.append(p)
         for r in phase[SCORING]:
-            if r.missing("prm") == 0:
-                r.commit("draft") if r.script.accepted[r.step] else r.reject()
+            if r.missing("prm") == 0 and r.script.accepted[r.step]:
+                r.commit("draft")
+            elif r.missing("prm") == 0:
+                r.reject()
         if fire:
             for r in phase[WAITING]:
                 r.phase = TARGET

@@ -143,11 +143,11 @@ def assumptions(*, acceptance: float = ACCEPTANCE, chunk: int = CHUNK, problems:
     return out
 
 
-def project_measured(batch_passes: Mapping[str, Mapping[str, int]], setting: str, hardware: str, *,
-                     context: float, tokens: float = 1.0) -> dict[str, float]:
+def project_measured(batch_passes: Mapping[str, Mapping[str, int] | tuple[int, int]], setting: str, hardware: str,
+                     *, context: float, tokens: float = 1.0) -> dict[str, float]:
     """Projected seconds of a real run from its pass counts: `batch_passes` is an accounting's
-    {"draft"|"target"|"prm": {"passes": P, "rows": R}} (rsd_jax.results, summed over batches as
-    rsd_jax.bench.batch_passes sums them). A run's counts do not say how many tokens a pass fed or at what
+    {"draft"|"target"|"prm": {"passes": P, "rows": R}} (rsd_jax.results), or the (P, R) pairs rsd_jax.bench's
+    batch_passes sums over batches. A run's counts do not say how many tokens a pass fed or at what
     context: every pass is taken to carry R/P rows of `tokens` tokens at mean context `context`, the draft's and
     target's rows each sampling a token."""
     if setting not in SETTINGS:
@@ -158,7 +158,7 @@ def project_measured(batch_passes: Mapping[str, Mapping[str, int]], setting: str
     for role, counts in batch_passes.items():
         if role not in configs:
             raise ConfigError(f"batch_passes names {role!r}; the models are {', '.join(configs)}")
-        passes, rows = int(counts["passes"]), int(counts["rows"])
+        passes, rows = (counts if isinstance(counts, tuple) else (counts["passes"], counts["rows"]))
         per_pass = rows / passes if passes else 0.0
         out[role] = passes * float(roofline.pass_seconds(configs[role], hw, rows=per_pass, tokens=tokens,
                                                          context=context,

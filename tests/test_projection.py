@@ -194,6 +194,8 @@ def test_a_measured_pass_count_is_projected_like_the_trace_it_came_from():
     doubled = projection.project_measured({"target": {"passes": 2 * len(trace), "rows": 2 * counts["target"]["rows"]}},
                                           "1.5B/7B/1.5B", "v5e-8", context=mean_context)
     assert doubled["total"] == pytest.approx(2 * measured["total"])
+    as_bench_sums = {"target": (len(trace), counts["target"]["rows"])}  # rsd_jax.bench.batch_passes' form
+    assert projection.project_measured(as_bench_sums, "1.5B/7B/1.5B", "v5e-8", context=mean_context) == measured
     with pytest.raises(ConfigError, match="batch_passes names 'verifier'"):
         projection.project_measured({"verifier": {"passes": 1, "rows": 1}}, "1.5B/7B/1.5B", "v5e-8", context=10)
 
