@@ -11,12 +11,12 @@ all but the last committed token). Three schedules:
   the longest proposal), the PRM scores every live row (chunked over the longest view it misses), and if a row
   rejected, the target catches up on the rejected rows (chunked) and writes their steps (passes: the longest
   rejected step); a rejected proposal is rolled back in the draft's and the PRM's cache.
-- asynchronous (issue 26): each row has a phase DRAFTING -> SCORING -> (accepted: DRAFTING | rejected: WAITING ->
-  TARGET -> DRAFTING) -> DONE. One tick = at most one pass of each model, from the phases at the tick's start:
-  the PRM feeds a chunk of every SCORING row's view (a row whose view is fed is decided), the target runs for the
-  rows in WAITING and TARGET when there are at least k of them or nothing else can advance (no row DRAFTING or
-  SCORING), rows from WAITING entering TARGET and catching up first; the draft feeds every DRAFTING row a
-  catch-up chunk or one written token. Rows in one pass may feed different amounts (a ragged pass).
+- asynchronous (issue 26, rsd_jax.decoding.rsd_async): each row has a phase DRAFTING -> SCORING -> (accepted:
+  DRAFTING | rejected: WAITING -> TARGET -> DRAFTING) -> DONE. One tick runs each model at most once for the rows
+  in its phase, in order, each seeing the phases the previous left: the draft writes one token for every DRAFTING
+  row (rows starting a step first catch up, in passes of their own); the PRM scores the SCORING rows (their views,
+  chunked) and decides; the target, when at least k rows are WAITING or in its step or nothing else can advance,
+  catches up the rows that waited and writes one token for all of them.
 - target-only: the target catches up on the prompts, then one pass per token for the rows still writing.
 """
 
@@ -113,10 +113,15 @@ def _unview_written(row: _Row, model: str) -> None:
     row.view[model] -= row.written
 
 
-def _write_steps(model: str, rows: list[_Row], trace: list[Pass], *, chunk: int) -> None:
-    """Synchronous: catch up, then write until every row wrote its step (rows that finished are masked)."""
+def _catch_up(model: str, rows: list[_Row], trace: list[Pass], *, chunk: int) -> None:
+    """Feeds the rows' caches what they miss, `chunk` tokens per pass, until none misses anything."""
     while p := _feed(model, rows, chunk=chunk, write=False):
         trace.append(p)
+
+
+def _write_steps(model: str, rows: list[_Row], trace: list[Pass], *, chunk: int) -> None:
+    """Synchronous: catch up, then write until every row wrote its step (rows that finished are masked)."""
+    _catch_up(model, rows, trace, chunk=chunk)
     writing = [r for r in rows if r.goal(model) > 0]
     while writing:
         trace.append(_feed(model, writing, chunk=chunk, write=True))
@@ -133,8 +138,7 @@ def synchronous(scripts: Sequence[RowScript], *, chunk: int) -> list[Pass]:
         _write_steps("draft", live, trace, chunk=chunk)
         for r in live:
             r.view["prm"] += r.script.proposals[r.step]
-        while p := _feed("prm", live, chunk=chunk, write=False):
-            trace.append(p)
+        _catch_up("prm", live, trace, chunk=chunk)
         rejected = [r for r in live if not r.script.accepted[r.step]]
         for r in rejected:
             r.reject()
@@ -145,6 +149,17 @@ def synchronous(scripts: Sequence[RowScript], *, chunk: int) -> list[Pass]:
     return trace
 
 
+def _write_token(model: str, rows: list[_Row], trace: list[Pass], *, chunk: int) -> list[_Row]:
+    """Asynchronous: the rows starting a step catch up, then every row writes one token; returns the rows whose
+    step ended (the written tokens leave the view again: the step is committed, or scored and maybe dropped)."""
+    _catch_up(model, [r for r in rows if r.written == 0], trace, chunk=chunk)
+    trace.append(_feed(model, rows, chunk=chunk, write=True))
+    ended = [r for r in rows if r.written == r.goal(model)]
+    for r in ended:
+        _unview_written(r, model)
+    return ended
+
+
 def asynchronous(scripts: Sequence[RowScript], *, chunk: int, k: int) -> list[Pass]:
     """The pass trace of the per-row phase schedule for one batch; the target fires for >= k rows."""
     if k < 1:
@@ -152,31 +167,24 @@ def asynchronous(scripts: Sequence[RowScript], *, chunk: int, k: int) -> list[Pa
     rows = [_Row(s) for s in scripts]
     trace: list[Pass] = []
     while any(not r.done for r in rows):
-        phase = {name: [r for r in rows if r.phase == name] for name in (DRAFTING, SCORING, WAITING, TARGET)}
-        queue = phase[WAITING] + phase[TARGET]
-        fire = queue and (len(queue) >= k or not (phase[DRAFTING] or phase[SCORING]))
-        if p := _feed("prm", phase[SCORING], chunk=chunk, write=False):
-            trace.append(p)
-        for r in phase[SCORING]:
-            if r.missing("prm") == 0 and r.script.accepted[r.step]:
-                r.commit("draft")
-            elif r.missing("prm") == 0:
-                r.reject()
-        if fire:
-            for r in phase[WAITING]:
-                r.phase = TARGET
-            trace.append(_feed("target", queue, chunk=chunk, write=True))
-            for r in queue:
-                if r.written == r.goal("target"):
-                    _unview_written(r, "target")
-                    r.commit("target")
-        if p := _feed("draft", phase[DRAFTING], chunk=chunk, write=True):
-            trace.append(p)
-        for r in phase[DRAFTING]:
-            if r.written == r.goal("draft"):
-                _unview_written(r, "draft")
+        if drafting := [r for r in rows if r.phase == DRAFTING]:
+            for r in _write_token("draft", drafting, trace, chunk=chunk):
                 r.view["prm"] += r.script.proposals[r.step]
                 r.phase = SCORING
+        if scoring := [r for r in rows if r.phase == SCORING]:
+            _catch_up("prm", scoring, trace, chunk=chunk)
+            for r in scoring:
+                if r.script.accepted[r.step]:
+                    r.commit("draft")
+                else:
+                    r.reject()
+        engaged = [r for r in rows if r.phase in (WAITING, TARGET)]
+        others = any(r.phase in (DRAFTING, SCORING) for r in rows)
+        if engaged and (len(engaged) >= k or not others):
+            for r in engaged:
+                r.phase = TARGET
+            for r in _write_token("target", engaged, trace, chunk=chunk):
+                r.commit("target")
     return trace
 
 
