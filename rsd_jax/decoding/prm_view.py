@@ -129,3 +129,12 @@ class PRMTextView:
         return out[:, :self.width], out[:, self.width], out[:, self.width + 1].astype(bool)
 
 PRMView = PRMTables | PRMTextView
+
+
+def fit_view(prm_view: PRMView, step_tokens: jax.Array, step_len: jax.Array, *, prm_length: jax.Array,
+              capacity: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The PRM's view of steps (ids [B, W], width [B]) cut to what fits the PRM's buffer after prm_length [B];
+    overflow [B] marks rows whose view did not fit (they end with an error instead of a wrong reward)."""
+    view, width, overflow = prm_view(step_tokens, step_len)
+    room = capacity - prm_length
+    return view, jnp.minimum(width, jnp.maximum(room, 0)), overflow | (width > room)

@@ -24,10 +24,11 @@ import jax.numpy as jnp
 from rsd_jax.cache import KVCache
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, write_step
-from rsd_jax.decoding.prm_view import PRMView
+from rsd_jax.decoding.prm_view import fit_view
 from rsd_jax.decoding.prompts import Prompts
+from rsd_jax.decoding.rsd_async import async_decode
 from rsd_jax.decoding.rsd_state import (DRAFT, TARGET, Knobs, RSDCaches, RSDOutput, RSDState, RSDStats, Trace,
-                                        final_caches, output)
+                                        final_caches, new_caches, output)
 from rsd_jax.decoding.speculative import speculative_write
 from rsd_jax.decoding.subbatch import write_step_in_groups
 from rsd_jax.decoding.spec import DecodeSpec
@@ -63,15 +64,6 @@ def _target_step(engine: "Engine", s: "RSDState", draft: Step, *, reject: jax.Ar
     return step, draft.cache, draft.usage
 
 
-def _fit_view(prm_view: PRMView, step_tokens: jax.Array, step_len: jax.Array, *, prm_length: jax.Array,
-              capacity: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The PRM's view of steps (ids [B, W], width [B]) cut to what fits the PRM's buffer after prm_length [B];
-    overflow [B] marks rows whose view did not fit (they end with an error instead of a wrong reward)."""
-    view, width, overflow = prm_view(step_tokens, step_len)
-    room = capacity - prm_length
-    return view, jnp.minimum(width, jnp.maximum(room, 0)), overflow | (width > room)
-
-
 def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDState) -> RSDState:
     """One reasoning step for every live row."""
     live = ~state.done
@@ -85,7 +77,7 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
                          max_step_tokens=spec.step_tokens, chunk=spec.chunk, usage=state.stats.draft)
 
     # 3. the PRM scores it in its own view, from its own cache
-    view, width, overflow = _fit_view(prm_view, drafted.tokens, drafted.length, prm_length=state.prm_length,
+    view, width, overflow = fit_view(prm_view, drafted.tokens, drafted.length, prm_length=state.prm_length,
                                       capacity=capacity)
     prm_tokens = commit(state.prm_tokens, state.prm_length, view, width)
     prm_cache, hidden, prm_usage = catch_up(prm, state.prm_cache, view=prm_tokens, upto=state.prm_length + width,
@@ -118,7 +110,7 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
     ended_eos = jnp.where(reject, rewritten.ended_eos, drafted.ended_eos)
     tokens = commit(state.tokens, state.length, step_tokens, step_len)
     length = state.length + step_len
-    t_view, t_width, t_overflow = _fit_view(prm_view, rewritten.tokens, rewritten.length,
+    t_view, t_width, t_overflow = fit_view(prm_view, rewritten.tokens, rewritten.length,
                                             prm_length=state.prm_length, capacity=capacity)
     prm_tokens = commit(prm_tokens, state.prm_length, t_view, jnp.where(reject, t_width, 0))
     overflow = live & (overflow | (reject & t_overflow))
@@ -184,33 +176,11 @@ def rsd_decode(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Arr
     """Reward-guided speculative decoding of a batch of prompts, in one jitted loop (on the engine's mesh when it
     has one: the batch split over "data", the weights as they are sharded).
 
-    knobs (δ, p, α, budget, histogram) are traced: a threshold sweep compiles once; spec is static."""
+    knobs (δ, p, α, budget, histogram) are traced: a threshold sweep compiles once; spec is static. With
+    spec.schedule "async", rows do not wait for each other (rsd_jax.decoding.rsd_async)."""
+    if spec.schedule == "async":
+        return async_decode(engine, prompts=prompts, knobs=knobs, key=key, spec=spec)
     with on_mesh(engine.mesh, prompts=prompts, replicated=(knobs, key)) as (prompts, (knobs, key)):
         caches = new_caches(engine, prompts)
         out, _ = _rsd_loop(engine, prompts=prompts, knobs=knobs, key=key, caches=caches, spec=spec)
     return out
-
-
-def new_caches(engine: "Engine", prompts: Prompts) -> RSDCaches:
-    """The three caches, zeros (each built straight into its sharding when the engine has a mesh)."""
-    shape = jax.eval_shape(RSDCaches.zeros, engine, prompts)
-    if engine.mesh is None:
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
-    return jax.tree.map(lambda s, where: _zeros(s.shape, s.dtype, where), shape, cache_shardings(engine, shape))
-
-
-@functools.partial(jax.jit, static_argnames=("shape", "dtype", "where"))
-def _zeros(shape: tuple[int, ...], dtype, where: jax.sharding.NamedSharding) -> jax.Array:
-    """Zeros built in their sharding, each device writing its own shard (no copy from a first device)."""
-    return jax.lax.with_sharding_constraint(jnp.zeros(shape, dtype), where)
-
-
-def cache_shardings(engine: "Engine", caches: RSDCaches) -> RSDCaches:
-    """Where the three caches live on the engine's mesh: batch over "data", KV heads over the tensor-parallel axes
-    when whole heads divide them."""
-    def of(model: Model) -> KVCache:
-        specs = KVCache.specs(model.config.num_kv_heads, engine.mesh)
-        return jax.tree.map(lambda s: jax.sharding.NamedSharding(engine.mesh, s), specs,
-                            is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-
-    return RSDCaches(draft=of(engine.draft), target=of(engine.target), prm=of(engine.prm))

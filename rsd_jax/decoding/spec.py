@@ -16,6 +16,9 @@ from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.errors import ConfigError
 
 
+SCHEDULES = ("sync", "async")
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
     """max_new_tokens: response token budget per row (with budget_includes_prompt: the budget of prompt +
@@ -27,6 +30,11 @@ class DecodeSpec:
     draft proposing this many tokens per round (greedy output unchanged, fewer target forwards).
     target_rows: the target writes the rejected rows' step this many rows at a time, gathered (one compiled copy,
     a loop over the groups; 0: over the whole batch, rows that accepted masked).
+    schedule: "sync" (every model runs until the longest row's step ends; the target whenever a row rejected) or
+    "async" (each row has its own phase and the models run token by token for the rows in theirs:
+    rsd_jax.decoding.rsd_async). quorum (async): the target runs when this many rows wait for it, or nothing else
+    can advance (0: a quarter of the batch). pass_rows (async): the target's and the PRM's passes carry at most this
+    many rows, gathered (0: the whole batch, the others masked).
     """
 
     max_new_tokens: int = 512
@@ -40,6 +48,9 @@ class DecodeSpec:
     histogram_bins: int = 256
     speculative_gamma: int = 0
     target_rows: int = 0
+    schedule: str = "sync"
+    quorum: int = 0
+    pass_rows: int = 0
 
     def __post_init__(self) -> None:
         if self.speculative_gamma < 0:
@@ -47,6 +58,11 @@ class DecodeSpec:
         for name in ("max_new_tokens", "max_steps", "max_step_tokens", "chunk", "histogram_bins"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"decoding.{name} must be >= 1, got {getattr(self, name)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"decoding.schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        for name in ("quorum", "pass_rows", "target_rows"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"decoding.{name} must be >= 0, got {getattr(self, name)}")
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"rsd.weighting {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
 

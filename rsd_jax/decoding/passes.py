@@ -1,0 +1,102 @@
+"""Forward passes over some rows of a batch: the asynchronous loop's building blocks.
+
+A pass runs a model for the rows selected by a mask [B]. With `group` = G (0 < G < B) it gathers at most G of them
+(`pick_rows`) and computes only those (`Model.backbone(rows=)`: the other rows' cache is neither read nor written), so
+a pass costs G rows, not B; with group 0 (or >= B) the whole batch runs, the other rows masked (no gather: the right
+choice where a pass is memory-bound, or on a mesh whose batch is split over devices).
+
+Shapes: B rows, G rows in a pass, T a token buffer, E hidden size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from rsd_jax.cache import KVCache
+from rsd_jax.decoding.usage import Usage
+from rsd_jax.models.model import Model
+
+
+def gathers(group: int, batch: int) -> bool:
+    """Whether passes of `group` rows gather (else: the whole batch, masked)."""
+    return 0 < group < batch
+
+
+def pick_rows(select: jax.Array, group: int) -> tuple[jax.Array, jax.Array]:
+    """The first `group` selected rows, in batch order: rows [G] int32 (distinct, padded with unselected rows) and
+    mine [G] bool (which of them are selected)."""
+    order = jnp.argsort(~select, stable=True)[:group].astype(jnp.int32)
+    return order, select[order]
+
+
+def scatter(full: jax.Array, rows: jax.Array, part: jax.Array, mine: jax.Array) -> jax.Array:
+    """full [B, ...] with part [G, ...] written at rows [G] where mine [G] (elsewhere unchanged)."""
+    keep = mine.reshape(mine.shape + (1,) * (part.ndim - 1))
+    return full.at[rows].set(jnp.where(keep, part, full[rows]))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Feeding:
+    """`feed`'s loop state: the cache as fed so far, each row's last hidden state [B, E], the usage."""
+
+    cache: KVCache
+    last: jax.Array
+    usage: Usage
+
+
+def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, select: jax.Array, chunk: int,
+         group: int, usage: Usage) -> tuple[KVCache, jax.Array, Usage]:
+    """Feeds view[b, cache.lengths[b] : upto[b]] into the cache for the selected rows, `chunk` tokens per pass and
+    at most `group` rows per pass (0: all rows, masked). Every row's chunks start where its cache ends, so a row's
+    computation does not depend on the others.
+
+    view [B, T]; upto [B]; select [B] bool. Returns the cache (lengths = upto on selected rows), each row's last
+    fed hidden state [B, E] (zeros where none), the usage.
+    """
+    batch, t_view = view.shape
+    goal = jnp.where(select, upto, cache.lengths)
+    offsets = jnp.arange(chunk, dtype=jnp.int32)[None, :]
+    gather = gathers(group, batch)
+
+    def body(c: Feeding) -> Feeding:
+        behind = c.cache.lengths < goal
+        rows, mine = pick_rows(behind, group) if gather else (None, behind)
+        take = (lambda x: x[rows]) if gather else (lambda x: x)
+        start = take(c.cache.lengths)
+        n = jnp.where(mine, jnp.clip(take(goal) - start, 0, chunk), 0)
+        tokens = jnp.take_along_axis(take(view), jnp.clip(start[:, None] + offsets, 0, t_view - 1), axis=1)
+        out = model.backbone(tokens, start, c.cache, n, rows=rows)
+        final = jnp.take_along_axis(out.hidden, jnp.maximum(n - 1, 0)[:, None, None], axis=1)[:, 0]
+        fed = n > 0
+        last = scatter(c.last, rows, final, fed) if gather else jnp.where(fed[:, None], final, c.last)
+        usage = c.usage.add_forward(model.config, start, n, chunk, c.cache.capacity, head_tokens=0, rows=rows)
+        return Feeding(cache=out.cache, last=last, usage=usage)
+
+    last = jnp.zeros((batch, model.config.hidden_size), model.config.jnp_dtype)
+    final = jax.lax.while_loop(lambda c: jnp.any(c.cache.lengths < goal), body,
+                               Feeding(cache=cache, last=last, usage=usage))
+    return final.cache, final.last, final.usage
+
+
+def decode(model: Model, cache: KVCache, *, current: jax.Array, select: jax.Array, group: int,
+           usage: Usage) -> tuple[jax.Array, jax.Array, KVCache, Usage]:
+    """One token for the selected rows (at most `group` of them; 0: all, masked): feeds current [B] at each row's
+    cache length. Returns the rows advanced [B] bool, their last hidden state [B, E] (zeros elsewhere), the cache and
+    the usage (the LM head counted for the advanced rows)."""
+    batch = current.shape[0]
+    if gathers(group, batch):
+        rows, mine = pick_rows(select, group)
+        start = cache.lengths[rows]
+        out = model.backbone(current[rows][:, None], start, cache, mine.astype(jnp.int32), rows=rows)
+        hidden = scatter(jnp.zeros((batch, model.config.hidden_size), out.hidden.dtype), rows, out.hidden[:, 0], mine)
+        advanced = jnp.zeros((batch,), bool).at[rows].set(mine)
+        usage = usage.add_forward(model.config, start, mine.astype(jnp.int32), 1, cache.capacity, 1, rows=rows)
+        return advanced, hidden, out.cache, usage
+    start = cache.lengths
+    out = model.backbone(current[:, None], start, cache, select.astype(jnp.int32))
+    usage = usage.add_forward(model.config, start, select.astype(jnp.int32), 1, cache.capacity, 1)
+    return select, out.hidden[:, 0], out.cache, usage
