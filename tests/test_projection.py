@@ -4,9 +4,13 @@ projection). Host-side numpy only."""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import pytest
 
 from rsd_jax import flops, pass_trace, projection, roofline, step_statistics
+from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.errors import ConfigError
 from rsd_jax.models import catalog
 from rsd_jax.step_statistics import RowScript
@@ -201,36 +205,45 @@ def test_a_measured_pass_count_is_projected_like_the_trace_it_came_from():
 
 
 # ------------------------------------------------------------------------------------------------ against the loop
+@functools.cache
+def _embedded():
+    from rsd_jax import bench
+
+    return bench.embedded_engine(Path(__file__).resolve().parents[1])
+
+
+def _decoded(engine, method, spec: DecodeSpec) -> tuple[list[RowScript], dict]:
+    """Eight arithmetic problems decoded by a real loop: each row's script (prompt length, steps, sources; a row's
+    discarded draft tokens shared evenly among its rejected steps, the loop does not record them per step) and the
+    batch's measured passes."""
+    from rsd_jax.api import generate
+    from rsd_jax.data import arith
+
+    problems = arith.generate_problems(8, seed=777)
+    prompts, questions = [arith.format_prompt(p) for p in problems], [p.question for p in problems]
+    results = generate(engine, prompts, questions=questions, method=method, decoding=spec, pad_batch_to=8)
+    tok, scripts = engine.models.tokenizer, []
+    for prompt, r in zip(prompts, results):
+        length = len(tok.encode(prompt)) + (tok.bos_id is not None)
+        steps = tuple(s.n_tokens for s in r.steps)
+        accepted = tuple(s.source == "draft" for s in r.steps)
+        share = r.accounting.get("draft_discarded_tokens", 0) // max(accepted.count(False), 1)
+        scripts.append(RowScript(length, length, steps, accepted,
+                                 tuple(n if ok else share for n, ok in zip(steps, accepted))))
+    return scripts, results[0].accounting["batch_passes"]
+
+
 def test_the_synchronous_simulation_makes_the_jitted_loops_passes():
     """The embedded default decoded by the real loops (RSD and target-only, batch 8, chunk 8): replaying each row's
     steps, sources and prompt length through the simulator gives the draft's and the target's pass counts exactly
     (a rejected proposal's length is not recorded per step: a row's discarded tokens are shared evenly among its
     rejected steps, so rows carried may differ slightly; the PRM's view of a step is not its token count)."""
-    from pathlib import Path
-
-    from rsd_jax import bench
-    from rsd_jax.api import generate
-    from rsd_jax.data import arith
-    from rsd_jax.decoding.spec import DecodeSpec
     from rsd_jax.methods import RSD, TargetOnly
 
-    engine, delta = bench.embedded_engine(Path(__file__).resolve().parents[1])
-    spec = DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24, chunk=8)
-    problems = arith.generate_problems(8, seed=777)
-    prompts, questions = [arith.format_prompt(p) for p in problems], [p.question for p in problems]
-    tok = engine.models.tokenizer
+    engine, delta = _embedded()
     for method in (RSD(delta=delta), TargetOnly()):
-        results = generate(engine, prompts, questions=questions, method=method, decoding=spec, pad_batch_to=8)
-        scripts = []
-        for prompt, r in zip(prompts, results):
-            length = len(tok.encode(prompt)) + (tok.bos_id is not None)
-            steps = tuple(s.n_tokens for s in r.steps)
-            accepted = tuple(s.source == "draft" for s in r.steps)
-            rejected = accepted.count(False)
-            share = r.accounting.get("draft_discarded_tokens", 0) // max(rejected, 1)
-            scripts.append(RowScript(length, length, steps, accepted,
-                                     tuple(n if ok else share for n, ok in zip(steps, accepted))))
-        measured = results[0].accounting["batch_passes"]
+        scripts, measured = _decoded(engine, method, DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24,
+                                                                chunk=8))
         if isinstance(method, TargetOnly):
             simulated = pass_trace.counts(pass_trace.target_only(scripts, chunk=8))
             assert measured["target"] == {k: simulated["target"][k] for k in ("passes", "rows")}
@@ -241,3 +254,19 @@ def test_the_synchronous_simulation_makes_the_jitted_loops_passes():
             assert measured[model]["passes"] == simulated[model]["passes"], model
             assert abs(measured[model]["rows"] - simulated[model]["rows"]) <= 0.02 * measured[model]["rows"], model
         assert abs(measured["prm"]["passes"] - simulated["prm"]["passes"]) <= 1
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_the_asynchronous_simulation_makes_about_the_async_loops_passes(k):
+    """The same for the asynchronous loop (rsd_jax.decoding.rsd_async, quorum k): the simulated passes of each model
+    are within 10% of the loop's (the shared-out proposal lengths move when rows hand over to each other)."""
+    from rsd_jax.methods import RSD
+
+    engine, delta = _embedded()
+    spec = DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24, chunk=8, schedule="async", quorum=k)
+    scripts, measured = _decoded(engine, RSD(delta=delta), spec)
+    assert sum(not ok for s in scripts for ok in s.accepted) >= 5
+    simulated = pass_trace.counts(pass_trace.asynchronous(scripts, chunk=8, k=k))
+    for model in pass_trace.MODELS:
+        assert abs(measured[model]["passes"] - simulated[model]["passes"]) <= 0.1 * measured[model]["passes"], model
+        assert abs(measured[model]["rows"] - simulated[model]["rows"]) <= 0.02 * measured[model]["rows"], model
