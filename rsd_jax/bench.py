@@ -12,6 +12,9 @@ rsd      the embedded benchmark at batch 1, 8 and 64: wall-clock speedup of RSD 
          relative to target-only. Each is timed in interleaved rounds, the fastest round kept.
 compile  seconds to compile the RSD loop, and the compilations over a δ sweep and over new prompts of the same
          length bucket.
+projection  a projection, not a measurement (rsd_jax.projection): RSD's speedup over target-only for the paper's
+         settings on TPU v5e-8 and 8x H100 at batch 1, 8, 64, synchronous and asynchronous side by side, from
+         simulated pass traces and a roofline; its assumptions as a case of their own.
 Ratios are measured in one process, one after the other: report ratios, not absolute times.
 """
 
@@ -227,6 +230,13 @@ def bench_compile(engine: Engine) -> dict:
             "compilations_new_prompts_same_bucket": new_prompts()}
 
 
+def bench_projection() -> dict:
+    """The projection's cases and, as the case "assumptions", the numbers it rests on."""
+    from rsd_jax import projection
+
+    return {"assumptions": projection.assumptions(), **projection.project()}
+
+
 def table(result: dict) -> str:
     lines = ["| section | case | metric | value |", "|---|---|---|---|"]
     for section, cases in result.items():
@@ -243,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="JSON file for the results")
     parser.add_argument("--quick", action="store_true", help="fewer tokens and problems (under five minutes)")
-    parser.add_argument("--only", choices=("decode", "rsd", "compile"), action="append", help="sections to run")
+    parser.add_argument("--only", choices=("decode", "rsd", "compile", "projection"), action="append", help="sections to run")
     args = parser.parse_args(argv)
     try:
         out = check_output_file(args.out)  # before any benchmarking
@@ -254,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {}
     if "decode" in sections:
         result["decode"] = bench_decode(args.quick)
+    if "projection" in sections:
+        result["projection"] = bench_projection()
     if "rsd" in sections or "compile" in sections:
         engine, delta = embedded_engine(root)
         if "rsd" in sections:
