@@ -161,7 +161,9 @@ def _write_token(model: str, rows: list[_Row], trace: list[Pass], *, chunk: int)
 
 
 def asynchronous(scripts: Sequence[RowScript], *, chunk: int, k: int) -> list[Pass]:
-    """The pass trace of the per-row phase schedule for one batch; the target fires for >= k rows."""
+    """The pass trace of the per-row phase schedule for one batch (rsd_jax.decoding.rsd_async.target_fires): the
+    target runs while a row is writing with it, or to start when >= k rows wait or nothing else can advance; when
+    it runs, every waiting row joins."""
     if k < 1:
         raise ConfigError(f"the target's quorum k must be >= 1, got {k}")
     rows = [_Row(s) for s in scripts]
@@ -179,8 +181,10 @@ def asynchronous(scripts: Sequence[RowScript], *, chunk: int, k: int) -> list[Pa
                 else:
                     r.reject()
         engaged = [r for r in rows if r.phase in (WAITING, TARGET)]
+        waiting = [r for r in rows if r.phase == WAITING]
+        writing = any(r.phase == TARGET for r in rows)
         others = any(r.phase in (DRAFTING, SCORING) for r in rows)
-        if engaged and (len(engaged) >= k or not others):
+        if writing or (waiting and (len(waiting) >= k or not others)):
             for r in engaged:
                 r.phase = TARGET
             for r in _write_token("target", engaged, trace, chunk=chunk):
