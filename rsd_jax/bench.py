@@ -7,7 +7,7 @@ decode   tokens/s of our jitted decoder and of transformers' `generate` (torch C
          far either could still go: `ceiling_ratio_vs_hf` is the largest ratio the roofline allows.
 rsd      the embedded benchmark at batch 1, 8 and 64: wall-clock speedup of RSD over target-only decoding of the
          same problems, with the synchronous and the asynchronous schedule (`async_*`: decoding.schedule async,
-         quorum a quarter of the batch, passes gathered up to 16 rows), next to the useful- and executed-FLOPs
+         quorum a quarter of the batch, passes gathered up to 16 rows, catch-up chunk 8), next to the useful- and executed-FLOPs
          ratios, each model's sequential passes, and what the draft and PRM loops alone (every step accepted) cost
          relative to target-only. Each is timed in interleaved rounds, the fastest round kept.
 compile  seconds to compile the RSD loop, and the compilations over a δ sweep and over new prompts of the same
@@ -135,12 +135,13 @@ def embedded_engine(root: Path) -> tuple[Engine, float]:
 
 def async_spec(spec: DecodeSpec, batch: int) -> DecodeSpec:
     """The asynchronous schedule as the bench runs it on a CPU: the target starts when a quarter of the batch waits,
-    passes gathered up to 16 rows (a CPU pass costs about the rows it carries)."""
-    return spec.replace(schedule="async", quorum=0, pass_rows=min(batch, 16))
+    passes gathered up to 16 rows (a CPU pass costs about the rows it carries), catch-up in chunks of 8 tokens (a
+    gathered pass pads each row's catch-up to the chunk)."""
+    return spec.replace(schedule="async", quorum=0, pass_rows=min(batch, 16), chunk=8)
 
 
 def bench_rsd(engine: Engine, delta: float, quick: bool) -> dict:
-    spec = DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24, chunk=16)
+    spec = DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24, chunk=32)
     out = {}
     for batch in (1, 8, 64):
         n = batch * (2 if batch < 64 else 1) if quick else max(batch, 16)

@@ -134,8 +134,8 @@ def test_target_fires_on_a_quorum_while_a_wave_is_in_flight_or_when_nothing_else
 
 def test_pass_sizes():
     assert pass_sizes(0, 64) == (64,)
-    assert pass_sizes(16, 64) == (2, 4, 8, 16)
-    assert pass_sizes(100, 8) == (1, 2, 4, 8)
+    assert pass_sizes(16, 64) == (2, 4, 6, 8, 12, 16)
+    assert pass_sizes(100, 8) == (1, 2, 3, 4, 6, 8)
 
 
 def test_bad_schedule_options_are_named():

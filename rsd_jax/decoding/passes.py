@@ -2,7 +2,7 @@
 
 A pass runs a model for the rows selected by a mask [B]. With `group` = G > 0 it gathers at most G of them
 (`pick_rows`) and computes only those (`Model.backbone(rows=)`: the other rows' cache is neither read nor written);
-the pass takes the smallest of the sizes G/8, G/4, G/2, G that holds the selected rows (`pass_sizes`, one compiled copy
+the pass takes the smallest of the sizes G/8, G/4, 3G/8, G/2, 3G/4, G that holds the selected rows (`pass_sizes`, one compiled copy
 each, chosen by `lax.switch`), so a pass costs about the rows it carries, not B. A size >= B runs the whole batch,
 the other rows masked (no gather). group 0: always the whole batch, masked (the right choice where a pass is
 memory-bound, or on a mesh whose batch is split over devices).
@@ -23,11 +23,12 @@ from rsd_jax.models.model import Model
 
 
 def pass_sizes(group: int, batch: int) -> tuple[int, ...]:
-    """The row counts a pass may take, ascending: G/8, G/4, G/2, G (capped at B); (B,) for group 0."""
+    """The row counts a pass may take, ascending: G/8, G/4, 3G/8, G/2, 3G/4, G (capped at B, rounded down, at
+    least 1); (B,) for group 0."""
     if group <= 0:
         return (batch,)
     group = min(group, batch)
-    return tuple(sorted({max(1, group // 8), max(1, group // 4), max(1, group // 2), group}))
+    return tuple(sorted({max(1, group * eighths // 8) for eighths in (1, 2, 3, 4, 6, 8)}))
 
 
 def by_size(count: jax.Array, sizes: tuple[int, ...], run):
