@@ -7,11 +7,11 @@ decode   tokens/s of our jitted decoder and of transformers' `generate` (torch C
          far either could still go: `ceiling_ratio_vs_hf` is the largest ratio the roofline allows.
 rsd      the embedded benchmark at batch 1, 8 and 64: wall-clock speedup of RSD over target-only decoding of the
          same problems, with the synchronous and the asynchronous schedule (`async_*`: decoding.schedule async,
-         quorum a quarter of the batch, passes gathered up to 16 rows, catch-up chunk 8), next to the useful- and executed-FLOPs
+         quorum a quarter of the batch, passes gathered up to 16 rows in six sizes, catch-up chunk 8), next to the useful- and executed-FLOPs
          ratios, each model's sequential passes, and what the draft and PRM loops alone (every step accepted) cost
          relative to target-only. Each is timed in interleaved rounds, the fastest round kept.
 compile  seconds to compile the RSD loop, and the compilations over a δ sweep and over new prompts of the same
-         length bucket.
+         length bucket; seconds to compile (and run) the asynchronous loop with 3 and 6 pass sizes.
 projection  a projection, not a measurement (rsd_jax.projection): RSD's speedup over target-only for the paper's
          settings on TPU v5e-8 and 8x H100 at batch 1, 8, 64, synchronous and asynchronous side by side, from
          simulated pass traces and a roofline; its assumptions as a case of their own.
@@ -136,8 +136,8 @@ def embedded_engine(root: Path) -> tuple[Engine, float]:
 def async_spec(spec: DecodeSpec, batch: int) -> DecodeSpec:
     """The asynchronous schedule as the bench runs it on a CPU: the target starts when a quarter of the batch waits,
     passes gathered up to 16 rows (a CPU pass costs about the rows it carries), catch-up in chunks of 8 tokens (a
-    gathered pass pads each row's catch-up to the chunk)."""
-    return spec.replace(schedule="async", quorum=0, pass_rows=min(batch, 16), chunk=8)
+    gathered pass pads each row's catch-up to the chunk), six pass sizes (less padding, a longer compile)."""
+    return spec.replace(schedule="async", quorum=0, pass_rows=min(batch, 16), chunk=8, pass_sizes=6)
 
 
 def bench_rsd(engine: Engine, delta: float, quick: bool) -> dict:
@@ -227,8 +227,15 @@ def bench_compile(engine: Engine) -> dict:
             run(first, d)
     with compilations() as new_prompts:
         run(second, 0.7)
-    return {"seconds": seconds, "compilations_first_call": first_call, "compilations": sweep(),
-            "compilations_new_prompts_same_bucket": new_prompts()}
+    result = {"seconds": seconds, "compilations_first_call": first_call, "compilations": sweep(),
+              "compilations_new_prompts_same_bucket": new_prompts()}
+    for sizes in (3, 6):  # the asynchronous loop, passes gathered up to 8 rows (each size a copy of the models)
+        timed = dict(spec=async_spec(spec, 8).replace(pass_rows=8, pass_sizes=sizes))
+        start = time.perf_counter()
+        jax.block_until_ready(rsd_decode(engine, prompts=first, knobs=Knobs.create(delta=0.7), key=jax.random.key(0),
+                                         **timed))
+        result[f"async_seconds_{sizes}_sizes"] = time.perf_counter() - start
+    return result
 
 
 def bench_projection() -> dict:

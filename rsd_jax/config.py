@@ -141,9 +141,11 @@ class DecodingConfig:
                 "theirs, the target when `quorum` rows wait for it)")
     quorum: int = doc(0, "async: the target starts when this many rows wait for it or nothing else can advance "
                          "(0: a quarter of the batch)", (0, 1_000_000))
-    pass_rows: int = doc(0, "async: each pass carries at most this many rows, gathered, in the smallest of the sizes "
-                            "pass_rows/8, /4, /2, 1x that holds them (compute-bound devices, CPUs); 0: the whole "
-                            "batch, the others masked (memory-bound accelerators)", (0, 1_000_000))
+    pass_rows: int = doc(0, "async: the target's and the PRM's passes carry at most this many rows, gathered, in the "
+                            "smallest of `pass_sizes` sizes that holds them (compute-bound devices, CPUs); 0: the "
+                            "whole batch, the others masked (memory-bound accelerators)", (0, 1_000_000))
+    pass_sizes: int = doc(3, "async with pass_rows: the sizes a gathered pass may take (1, 2, 3, 4 or 6; each a "
+                             "compiled copy of the model: more sizes, less padding, longer compiles)", (1, 6))
 
     def spec(self, rsd: RSDConfig | None = None) -> DecodeSpec:
         """The decoding settings as the loops' static spec; with `rsd`, that of its RSD loop (its weighting, budget
@@ -151,7 +153,8 @@ class DecodingConfig:
         spec = DecodeSpec(max_new_tokens=self.max_new_tokens, budget_includes_prompt=self.budget_includes_prompt,
                           max_steps=self.max_steps, max_step_tokens=self.max_step_tokens, chunk=self.chunk,
                           sampling=Sampling(self.temperature, self.top_k, self.top_p), target_rows=self.target_rows,
-                          schedule=self.schedule, quorum=self.quorum, pass_rows=self.pass_rows)
+                          schedule=self.schedule, quorum=self.quorum, pass_rows=self.pass_rows,
+                          pass_sizes=self.pass_sizes)
         return rsd.method_value("rsd").spec(spec) if rsd is not None else spec
 
 

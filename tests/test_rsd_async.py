@@ -60,9 +60,9 @@ def sync_out(setup):
     return run(setup, SPEC)
 
 
-@pytest.mark.parametrize("quorum, pass_rows", [(1, 0), (6, 0), (1, 4), (2, 2)])
-def test_greedy_async_commits_exactly_what_sync_commits(setup, sync_out, quorum, pass_rows):
-    out = run(setup, SPEC.replace(schedule="async", quorum=quorum, pass_rows=pass_rows))
+@pytest.mark.parametrize("quorum, pass_rows, sizes", [(1, 0, 3), (6, 0, 3), (1, 4, 3), (2, 5, 6)])
+def test_greedy_async_commits_exactly_what_sync_commits(setup, sync_out, quorum, pass_rows, sizes):
+    out = run(setup, SPEC.replace(schedule="async", quorum=quorum, pass_rows=pass_rows, pass_sizes=sizes))
     sources = np.asarray(sync_out.trace.source)
     assert (sources == 1).any() and (sources == 0).any()  # both models wrote steps: the comparison has teeth
     for i in range(len(LENGTHS)):
@@ -81,7 +81,7 @@ def test_greedy_async_commits_exactly_what_sync_commits(setup, sync_out, quorum,
 
 def test_greedy_async_equals_the_slow_reference(setup):
     engine, _, ids, prm_ids, host = setup
-    out = run(setup, SPEC.replace(schedule="async", quorum=2, pass_rows=2))
+    out = run(setup, SPEC.replace(schedule="async", quorum=2, pass_rows=5, pass_sizes=6))
     for i in range(len(LENGTHS)):
         ref = reference_rsd(engine.draft, engine.target, engine.prm, ids[i], prm_ids[i], host, delta=0.5,
                             max_new_tokens=SPEC.max_new_tokens, max_steps=SPEC.max_steps,
@@ -134,8 +134,10 @@ def test_target_fires_on_a_quorum_while_a_wave_is_in_flight_or_when_nothing_else
 
 def test_pass_sizes():
     assert pass_sizes(0, 64) == (64,)
-    assert pass_sizes(16, 64) == (2, 4, 6, 8, 12, 16)
-    assert pass_sizes(100, 8) == (1, 2, 3, 4, 6, 8)
+    assert pass_sizes(16, 64) == (4, 8, 16)
+    assert pass_sizes(16, 64, 6) == (2, 4, 6, 8, 12, 16)
+    assert pass_sizes(100, 8, 4) == (1, 2, 4, 8)
+    assert pass_sizes(2, 8, 6) == (1, 2)
 
 
 def test_bad_schedule_options_are_named():
@@ -143,6 +145,8 @@ def test_bad_schedule_options_are_named():
         DecodeSpec(schedule="eager")
     with pytest.raises(ConfigError, match="quorum"):
         DecodeSpec(quorum=-1)
+    with pytest.raises(ConfigError, match="pass_sizes"):
+        DecodeSpec(pass_sizes=5)
 
 
 def test_async_refuses_speculative_target_steps(setup):

@@ -2,8 +2,8 @@
 
 A pass runs a model for the rows selected by a mask [B]. With `group` = G > 0 it gathers at most G of them
 (`pick_rows`) and computes only those (`Model.backbone(rows=)`: the other rows' cache is neither read nor written);
-the pass takes the smallest of the sizes G/8, G/4, 3G/8, G/2, 3G/4, G that holds the selected rows (`pass_sizes`, one compiled copy
-each, chosen by `lax.switch`), so a pass costs about the rows it carries, not B. A size >= B runs the whole batch,
+the pass takes the smallest of a few sizes that holds the selected rows (`pass_sizes`, e.g. G/4, G/2, G; one
+compiled copy each, chosen by `lax.switch`), so a pass costs about the rows it carries, not B. A size >= B runs the whole batch,
 the other rows masked (no gather). group 0: always the whole batch, masked (the right choice where a pass is
 memory-bound, or on a mesh whose batch is split over devices).
 
@@ -22,13 +22,17 @@ from rsd_jax.decoding.usage import Usage
 from rsd_jax.models.model import Model
 
 
-def pass_sizes(group: int, batch: int) -> tuple[int, ...]:
-    """The row counts a pass may take, ascending: G/8, G/4, 3G/8, G/2, 3G/4, G (capped at B, rounded down, at
-    least 1); (B,) for group 0."""
+EIGHTHS = {1: (8,), 2: (4, 8), 3: (2, 4, 8), 4: (1, 2, 4, 8), 6: (1, 2, 3, 4, 6, 8)}  # sizes, in eighths of G
+
+
+def pass_sizes(group: int, batch: int, count: int = 3) -> tuple[int, ...]:
+    """The row counts a pass may take, ascending: `count` sizes (1, 2, 3, 4 or 6) of G (capped at B): G; G/2, G;
+    G/4, G/2, G; G/8, G/4, G/2, G; G/8, G/4, 3G/8, G/2, 3G/4, G (rounded down, at least 1). (B,) for group 0. Each
+    size is one compiled copy of the model: more sizes, less padding, longer compiles."""
     if group <= 0:
         return (batch,)
     group = min(group, batch)
-    return tuple(sorted({max(1, group * eighths // 8) for eighths in (1, 2, 3, 4, 6, 8)}))
+    return tuple(sorted({max(1, group * e // 8) for e in EIGHTHS[count]}))
 
 
 def by_size(count: jax.Array, sizes: tuple[int, ...], run):
@@ -63,7 +67,7 @@ class Feeding:
 
 
 def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, select: jax.Array, chunk: int,
-         group: int, usage: Usage) -> tuple[KVCache, jax.Array, Usage]:
+         group: int, usage: Usage, sizes: int = 3) -> tuple[KVCache, jax.Array, Usage]:
     """Feeds view[b, cache.lengths[b] : upto[b]] into the cache for the selected rows, `chunk` tokens per pass and
     at most `group` rows per pass (0: all rows, masked). Every row's chunks start where its cache ends, so a row's
     computation does not depend on the others.
@@ -92,7 +96,7 @@ def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, sele
             usage = c.usage.add_forward(model.config, start, n, chunk, c.cache.capacity, head_tokens=0, rows=rows)
             return Feeding(cache=out.cache, last=last, usage=usage)
 
-        return by_size(jnp.sum(behind), pass_sizes(group, batch), run)
+        return by_size(jnp.sum(behind), pass_sizes(group, batch, sizes), run)
 
     last = jnp.zeros((batch, model.config.hidden_size), model.config.jnp_dtype)
     final = jax.lax.while_loop(lambda c: jnp.any(c.cache.lengths < goal), body,
@@ -101,7 +105,7 @@ def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, sele
 
 
 def decode(model: Model, cache: KVCache, *, current: jax.Array, select: jax.Array, group: int,
-           usage: Usage) -> tuple[jax.Array, jax.Array, KVCache, Usage]:
+           usage: Usage, sizes: int = 3) -> tuple[jax.Array, jax.Array, KVCache, Usage]:
     """One token for the selected rows (at most `group` of them, in a pass of `pass_sizes`; 0: all, masked): feeds
     current [B] at each row's
     cache length. Returns the rows advanced [B] bool, their last hidden state [B, E] (zeros elsewhere), the cache and
@@ -122,4 +126,4 @@ def decode(model: Model, cache: KVCache, *, current: jax.Array, select: jax.Arra
         usage_ = usage.add_forward(model.config, start, mine.astype(jnp.int32), 1, cache.capacity, 1, rows=rows)
         return advanced, hidden, out.cache, usage_
 
-    return by_size(jnp.sum(select), pass_sizes(group, batch), run)
+    return by_size(jnp.sum(select), pass_sizes(group, batch, sizes), run)

@@ -122,15 +122,15 @@ def _room(spec: DecodeSpec, s: AsyncState) -> jax.Array:
 def _write_token(engine: "Engine", spec: DecodeSpec, *, model, cache: KVCache, step: StepInProgress,
                  select: jax.Array, room: jax.Array, usage, state: AsyncState, key_tag: int, group: int):
     """One token of the step in progress for the selected rows [B] that start or continue it: a row starting its
-    step first catches the cache up on the committed tokens and re-feeds the last one. Returns the step, the rows
-    whose step ended [B], the cache and the usage."""
+    step first catches the cache up on the committed tokens and re-feeds the last one. group: the rows a pass
+    carries (rsd_jax.decoding.passes). Returns the step, the rows whose step ended [B], the cache and the usage."""
     starting = select & (step.written == 0)
     cache, _, usage = passes.feed(model, cache, view=state.tokens, upto=state.length - 1, select=starting,
-                                  chunk=spec.chunk, group=group, usage=usage)
+                                  chunk=spec.chunk, group=group, usage=usage, sizes=spec.pass_sizes)
     cache = cache.with_lengths(jnp.where(starting, state.length - 1, cache.lengths))
     current = jnp.where(starting, _last_committed(state.tokens, state.length), step.current)
     advanced, hidden, cache, usage = passes.decode(model, cache, current=current, select=select, group=group,
-                                                   usage=usage)
+                                                   usage=usage, sizes=spec.pass_sizes)
     logits = token_logits(model, hidden, engine.tables)
     token = sample_rows(spec.sampling, logits, _row_keys(state.row_keys, key_tag, state.n_steps, step.written))
     rows = jnp.arange(token.shape[0])
@@ -169,7 +169,7 @@ def draft_pass(engine: "Engine", spec: DecodeSpec, s: AsyncState) -> AsyncState:
     drafting = s.phase == DRAFTING
     drafted, ended, cache, usage = _write_token(
         engine, spec, model=engine.draft, cache=s.draft_cache, step=s.drafted, select=drafting, room=_room(spec, s),
-        usage=s.stats.draft, state=s, key_tag=_DRAFT_KEY, group=spec.pass_rows and s.phase.shape[0])
+        usage=s.stats.draft, state=s, key_tag=_DRAFT_KEY, group=spec.pass_rows and s.phase.shape[0])  # every row
     return dataclasses.replace(s, drafted=drafted, draft_cache=cache, phase=jnp.where(ended, SCORING, s.phase),
                                stats=dataclasses.replace(s.stats, draft=usage))
 
@@ -185,7 +185,7 @@ def prm_pass(engine: "Engine", knobs: Knobs, spec: DecodeSpec, s: AsyncState) ->
     prm_tokens = commit(s.prm_tokens, s.prm_length, view, width)
     prm_cache, hidden, prm_usage = passes.feed(engine.prm, s.prm_cache, view=prm_tokens, upto=s.prm_length + width,
                                                select=scoring, chunk=spec.chunk, group=spec.pass_rows,
-                                               usage=s.stats.prm)
+                                               usage=s.stats.prm, sizes=spec.pass_sizes)
     reward = engine.prm.rewards(hidden)
     prm_usage = prm_usage.add_head(engine.prm.config, scoring)
 

@@ -34,7 +34,9 @@ class DecodeSpec:
     "async" (each row has its own phase and the models run token by token for the rows in theirs:
     rsd_jax.decoding.rsd_async). quorum (async): the target runs when this many rows wait for it, or nothing else
     can advance (0: a quarter of the batch). pass_rows (async): the target's and the PRM's passes carry at most this
-    many rows, gathered (0: the whole batch, the others masked).
+    many rows, gathered (0: the whole batch, the others masked); the draft's, any number of rows. pass_sizes (async):
+    how many sizes a gathered pass may take (1, 2, 3, 4 or 6: rsd_jax.decoding.passes.pass_sizes); each is a compiled
+    copy of the model.
     """
 
     max_new_tokens: int = 512
@@ -51,6 +53,7 @@ class DecodeSpec:
     schedule: str = "sync"
     quorum: int = 0
     pass_rows: int = 0
+    pass_sizes: int = 3
 
     def __post_init__(self) -> None:
         if self.speculative_gamma < 0:
@@ -63,6 +66,8 @@ class DecodeSpec:
         for name in ("quorum", "pass_rows", "target_rows"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"decoding.{name} must be >= 0, got {getattr(self, name)}")
+        if self.pass_sizes not in (1, 2, 3, 4, 6):
+            raise ConfigError(f"decoding.pass_sizes must be 1, 2, 3, 4 or 6, got {self.pass_sizes}")
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"rsd.weighting {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
 
