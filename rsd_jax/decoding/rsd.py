@@ -7,6 +7,8 @@ One iteration = one reasoning step for every live row (DESIGN §3):
   4. only if some row rejected (`lax.cond`), the target catches up lazily and writes the step for those rows;
   5. the chosen step is committed; a rejected draft step is rolled back by lowering the draft's length,
      and the PRM's view gets the target's step instead of the draft's.
+A row ends at EOS, at its token or step budget, or (spec.patience, the official code's rule) when the batch has gone
+patience - 1 iterations in a row without any row finishing: then every running row ends after this step, cut off.
 
 Shapes: B rows, T committed-token buffer (prompt bucket + max_new_tokens), Tp the PRM's view buffer,
 S = max_steps, M = max_step_tokens. The loop's values (knobs, state, trace, caches, output): rsd_jax.decoding.rsd_state.
