@@ -146,6 +146,12 @@ class DecodingConfig:
                             "whole batch, the others masked (memory-bound accelerators)", (0, 1_000_000))
     pass_sizes: int = doc(3, "async with pass_rows: the sizes a gathered pass may take (1, 2, 3, 4 or 6; each a "
                              "compiled copy of the model: more sizes, less padding, longer compiles)", (1, 6))
+    stop_on_split_delimiter: bool = doc(False, "a step also ends where its last two tokens write the delimiter across "
+                                               "their boundary (\"\\n\" then \"\\n\"), as the official code's stop "
+                                               "string does; off: only a token containing the delimiter ends a step")
+    patience: int = doc(0, "the official code's batch-wide cut-off: after patience - 1 consecutive iterations in "
+                           "which no row of the batch finished, every running row writes one more step and is cut "
+                           "off (RSD only; the official default is 5; 0: off)", (0, 1_000_000))
 
     def spec(self, rsd: RSDConfig | None = None) -> DecodeSpec:
         """The decoding settings as the loops' static spec; with `rsd`, that of its RSD loop (its weighting, budget
@@ -154,7 +160,8 @@ class DecodingConfig:
                           max_steps=self.max_steps, max_step_tokens=self.max_step_tokens, chunk=self.chunk,
                           sampling=Sampling(self.temperature, self.top_k, self.top_p), target_rows=self.target_rows,
                           schedule=self.schedule, quorum=self.quorum, pass_rows=self.pass_rows,
-                          pass_sizes=self.pass_sizes)
+                          pass_sizes=self.pass_sizes, stop_on_split_delimiter=self.stop_on_split_delimiter,
+                          patience=self.patience)
         return rsd.method_value("rsd").spec(spec) if rsd is not None else spec
 
 

@@ -7,6 +7,8 @@ One iteration = one reasoning step for every live row (DESIGN §3):
   4. only if some row rejected (`lax.cond`), the target catches up lazily and writes the step for those rows;
   5. the chosen step is committed; a rejected draft step is rolled back by lowering the draft's length,
      and the PRM's view gets the target's step instead of the draft's.
+A row ends at EOS, at its token or step budget, or (spec.patience, the official code's rule) when the batch has gone
+patience - 1 iterations in a row without any row finishing: then every running row ends after this step, cut off.
 
 Shapes: B rows, T committed-token buffer (prompt bucket + max_new_tokens), Tp the PRM's view buffer,
 S = max_steps, M = max_step_tokens. The loop's values (knobs, state, trace, caches, output): rsd_jax.decoding.rsd_state.
@@ -53,12 +55,12 @@ def _target_step(engine: "Engine", s: "RSDState", draft: Step, *, reject: jax.Ar
     if spec.speculative_gamma:
         step, draft_cache, draft_usage, _ = speculative_write(
             engine.draft, engine.target, draft.cache, s.target_cache, tokens=s.tokens, length=s.length,
-            active=reject, room=room, key=key, tables=engine.tables, sampling=spec.sampling,
+            active=reject, room=room, key=key, tables=engine.step_tables(spec), sampling=spec.sampling,
             gamma=spec.speculative_gamma, max_step_tokens=spec.step_tokens, chunk=spec.chunk, draft_usage=draft.usage,
             target_usage=s.stats.target)
         return step, draft_cache, draft_usage
     step = write_step_in_groups(engine.target, s.target_cache, tokens=s.tokens, length=s.length, active=reject,
-                                room=room, key=key, tables=engine.tables, sampling=spec.sampling,
+                                room=room, key=key, tables=engine.step_tables(spec), sampling=spec.sampling,
                                 max_step_tokens=spec.step_tokens, chunk=spec.chunk, usage=s.stats.target,
                                 rows=spec.target_rows)
     return step, draft.cache, draft.usage
@@ -69,11 +71,12 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
     live = ~state.done
     key, k_draft, k_accept, k_target = jax.random.split(state.key, 4)
     room = spec.end_of(state.prompt_length) - state.length  # [B] tokens each row may still write
-    prm, prm_view, capacity = engine.prm, engine.view(spec.step_tokens), state.prm_tokens.shape[1]
+    prm, prm_view, capacity = engine.prm, engine.view(spec), state.prm_tokens.shape[1]
+    tables = engine.step_tables(spec)
 
     # 1-2. the draft writes a step
     drafted = write_step(engine.draft, state.draft_cache, tokens=state.tokens, length=state.length, active=live,
-                         room=room, key=k_draft, tables=engine.tables, sampling=spec.sampling,
+                         room=room, key=k_draft, tables=tables, sampling=spec.sampling,
                          max_step_tokens=spec.step_tokens, chunk=spec.chunk, usage=state.stats.draft)
 
     # 3. the PRM scores it in its own view, from its own cache
@@ -120,6 +123,10 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
     n_steps = state.n_steps + live
     done = state.done | (live & (ended_eos | (length >= spec.end_of(state.prompt_length))
                                  | (n_steps >= spec.max_steps) | overflow))
+    # the official code's patience: patience - 1 iterations in a row with no row finishing end every row after this one
+    cut_off = live & ~done & (spec.patience > 0) & (state.unchanged >= spec.patience - 1)
+    done = done | cut_off
+    unchanged = jnp.where(jnp.any(done & ~state.done), 0, state.unchanged + 1)
     trace = state.trace.record(state.n_steps, live, jnp.where(reject, TARGET, DRAFT), reward, delta, length)
     stats = state.stats
     nonfinite = (stats.nonfinite | jnp.where(drafted.nonfinite, 1, 0) | jnp.where(rewritten.nonfinite, 2, 0)
@@ -130,11 +137,12 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
         target_tokens=stats.target_tokens + jnp.where(reject, rewritten.length, 0),
         draft_steps=stats.draft_steps + accepted, target_steps=stats.target_steps + reject,
         target_invocations=stats.target_invocations + jnp.any(reject), iterations=stats.iterations + 1,
-        nonfinite=nonfinite, draft=draft_usage, target=rewritten.usage, prm=prm_usage)
+        nonfinite=nonfinite, draft=draft_usage, target=rewritten.usage, prm=prm_usage,
+        cut_off=stats.cut_off | cut_off)
     return RSDState(tokens=tokens, length=length, prompt_length=state.prompt_length, done=done, n_steps=n_steps,
                     prm_tokens=prm_tokens, prm_length=prm_length, draft_cache=draft_cache,
                     target_cache=rewritten.cache, prm_cache=prm_cache, histogram=histogram, trace=trace,
-                    stats=stats, key=key)
+                    stats=stats, key=key, unchanged=unchanged)
 
 
 def initial_state(engine: "Engine", *, prompts: Prompts, histogram: acceptance.RewardHistogram, key: jax.Array,
@@ -150,7 +158,8 @@ def initial_state(engine: "Engine", *, prompts: Prompts, histogram: acceptance.R
         prm_tokens=prompts.prm_tokens, prm_length=prompts.prm_length,
         draft_cache=caches.draft.with_lengths(empty), target_cache=caches.target.with_lengths(empty),
         prm_cache=caches.prm.with_lengths(empty), histogram=histogram,
-        trace=Trace.empty(batch, spec.max_steps), stats=RSDStats.zeros(batch), key=key)
+        trace=Trace.empty(batch, spec.max_steps), stats=RSDStats.zeros(batch), key=key,
+        unchanged=jnp.zeros((), jnp.int32))
 
 
 def run_loop(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Array, spec: DecodeSpec,

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from rsd_jax.decoding import acceptance, passes
-from rsd_jax.decoding.generator import commit, token_logits
+from rsd_jax.decoding.generator import commit, step_ends, token_logits
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.prm_view import fit_view
 from rsd_jax.decoding.rsd_state import DRAFT, TARGET, Knobs, RSDCaches, RSDOutput, RSDStats, Trace, new_caches
@@ -131,11 +131,13 @@ def _write_token(engine: "Engine", spec: DecodeSpec, *, model, cache: KVCache, s
     current = jnp.where(starting, _last_committed(state.tokens, state.length), step.current)
     advanced, hidden, cache, usage = passes.decode(model, cache, current=current, select=select, group=group,
                                                    usage=usage, sizes=spec.pass_sizes)
-    logits = token_logits(model, hidden, engine.tables)
+    tables = engine.step_tables(spec)
+    logits = token_logits(model, hidden, tables)
     token = sample_rows(spec.sampling, logits, _row_keys(state.row_keys, key_tag, state.n_steps, step.written))
     rows = jnp.arange(token.shape[0])
     written = step.written + advanced
-    is_eos, is_stop = engine.tables.eos[token] & advanced, engine.tables.stop[token] & advanced
+    is_eos = tables.eos[token] & advanced
+    is_stop = step_ends(tables, current, token, first=step.written == 0) & advanced
     ended = advanced & (is_eos | is_stop | (written >= room))
     step = StepInProgress(
         out=step.out.at[rows, jnp.where(advanced, step.written, step.out.shape[1])].set(token, mode="drop"),
@@ -179,7 +181,7 @@ def prm_pass(engine: "Engine", knobs: Knobs, spec: DecodeSpec, s: AsyncState) ->
     rejected rows roll their draft and PRM caches back and wait for the target."""
     scoring = s.phase == SCORING
     drafted = s.drafted
-    view, width, overflow = fit_view(engine.view(spec.step_tokens), drafted.out, drafted.written,
+    view, width, overflow = fit_view(engine.view(spec), drafted.out, drafted.written,
                                       prm_length=s.prm_length, capacity=s.prm_tokens.shape[1])
     width = jnp.where(scoring, width, 0)
     prm_tokens = commit(s.prm_tokens, s.prm_length, view, width)
@@ -258,7 +260,7 @@ def _view_of_ended(engine: "Engine", spec: DecodeSpec, s: AsyncState, step: Step
     """The PRM's view of the steps the target ended this tick (fit_view's outputs), computed only when some step
     ended (the text view is a host round trip)."""
     def view():
-        return fit_view(engine.view(spec.step_tokens), step.out, step.written, prm_length=s.prm_length,
+        return fit_view(engine.view(spec), step.out, step.written, prm_length=s.prm_length,
                         capacity=s.prm_tokens.shape[1])
 
     shapes = jax.eval_shape(view)
@@ -317,6 +319,10 @@ def check_async(spec: DecodeSpec) -> None:
     if spec.speculative_gamma:
         raise ConfigError("decoding.schedule 'async' does not combine with rsd.speculative_gamma (the target writes "
                           "its steps token by token in the loop's ticks); use decoding.schedule: sync")
+    if spec.patience:
+        raise ConfigError("decoding.patience (the official code's cut-off after rounds in which no row finished) "
+                          "counts the synchronous loop's rounds, which the async schedule does not have: set "
+                          "decoding.patience: 0 or decoding.schedule: sync")
 
 
 def async_decode(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Array,

@@ -97,12 +97,14 @@ class RSDStats:
     draft: Usage
     target: Usage
     prm: Usage
+    cut_off: jax.Array  # [B] bool: ended by the batch-wide patience cut-off (spec.patience), not by its own limits
 
     @classmethod
     def zeros(cls, batch: int) -> "RSDStats":
         z = jnp.zeros((batch,), jnp.int32)
         s = jnp.zeros((), jnp.int32)
-        return cls(z, z, z, z, z, s, s, z, Usage.zeros(batch), Usage.zeros(batch), Usage.zeros(batch))
+        return cls(z, z, z, z, z, s, s, z, Usage.zeros(batch), Usage.zeros(batch), Usage.zeros(batch),
+                   jnp.zeros((batch,), bool))
 
 
 @jax.tree_util.register_dataclass
@@ -139,6 +141,7 @@ class RSDState:
     trace: Trace
     stats: RSDStats
     key: jax.Array
+    unchanged: jax.Array  # [] int32 consecutive iterations, up to the last, in which no row finished (patience)
 
 
 @jax.tree_util.register_dataclass

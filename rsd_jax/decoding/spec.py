@@ -37,6 +37,10 @@ class DecodeSpec:
     many rows, gathered (0: the whole batch, the others masked); the draft's, any number of rows. pass_sizes (async):
     how many sizes a gathered pass may take (1, 2, 3, 4 or 6: rsd_jax.decoding.passes.pass_sizes); each is a compiled
     copy of the model.
+    stop_on_split_delimiter: a step also ends where its last two tokens write the delimiter across their boundary
+    ("\\n" then "\\n"), as the official code's stop string does; off: only a token whose text contains it ends a step.
+    patience: the official code's batch-wide cut-off: once `patience - 1` consecutive iterations have passed in which
+    no row of the batch finished, every row still running writes one more step and is cut off (0: off).
     """
 
     max_new_tokens: int = 512
@@ -54,10 +58,14 @@ class DecodeSpec:
     quorum: int = 0
     pass_rows: int = 0
     pass_sizes: int = 3
+    stop_on_split_delimiter: bool = False
+    patience: int = 0
 
     def __post_init__(self) -> None:
         if self.speculative_gamma < 0:
             raise ConfigError(f"rsd.speculative_gamma must be >= 0, got {self.speculative_gamma}")
+        if self.patience < 0:
+            raise ConfigError(f"decoding.patience must be >= 0 (0: off), got {self.patience}")
         for name in ("max_new_tokens", "max_steps", "max_step_tokens", "chunk", "histogram_bins"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"decoding.{name} must be >= 1, got {getattr(self, name)}")
