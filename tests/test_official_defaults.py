@@ -73,12 +73,13 @@ def split_world():
     return engine, host, batch, ids, prm_ids
 
 
-@pytest.mark.parametrize("gamma", [0, 3])
-def test_split_delimiter_ends_steps_as_the_host_reference_does(split_world, gamma):
+@pytest.mark.parametrize("gamma, schedule", [(0, "sync"), (3, "sync"), (0, "async")])
+def test_split_delimiter_ends_steps_as_the_host_reference_does(split_world, gamma, schedule):
     """Greedy RSD with steps ended by the delimiter split over two tokens equals the host reference (the target's
-    steps written alone or by speculative decoding); the PRM reads such a step's head, not its last two tokens."""
+    steps written alone, by speculative decoding, or token by token in the asynchronous loop); the PRM reads such a
+    step's head, not its last two tokens."""
     engine, host, batch, ids, prm_ids = split_world
-    spec = SPEC.replace(speculative_gamma=gamma)
+    spec = SPEC.replace(speculative_gamma=gamma, schedule=schedule, quorum=2, pass_rows=2)
     out = jax.device_get(rsd_decode(engine, prompts=batch, knobs=Knobs.create(delta=0.5), key=jax.random.key(0),
                                     spec=spec))
     by_source = {DRAFT: 0, TARGET: 0}

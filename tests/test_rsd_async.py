@@ -158,11 +158,3 @@ def test_async_refuses_the_patience_cut_off(setup):
     with pytest.raises(ConfigError, match="patience"):
         run(setup, SPEC.replace(schedule="async", patience=5))
 
-
-def test_async_ends_steps_at_a_split_delimiter_as_sync_does(setup):
-    spec = SPEC.replace(stop_on_split_delimiter=True)
-    expected = run(setup, spec)
-    out = run(setup, spec.replace(schedule="async", quorum=2, pass_rows=4))
-    for i in range(len(LENGTHS)):
-        assert committed(out, i) == committed(expected, i)
-    np.testing.assert_array_equal(out.trace.end, expected.trace.end)
