@@ -281,7 +281,7 @@ class TrainConfig:
                                 "backbone (the value head starts fresh), an LM continues training it")
     lm_loss_weight: float = doc(0.0, "prm: weight of an auxiliary next-token loss on each solution up to its first "
                                 "wrong step, through the tied embeddings (keeps the backbone's arithmetic); "
-                                "self_scoring: weight of the LM loss on reference solutions",
+                                "self_scoring: the same on the labelled solutions in the draft's view",
                                 (0.0, 100.0))
 
 

@@ -109,7 +109,7 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, work: Pat
 def run_self_scoring(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, work: Path,
                      config_file: str | None):
     """A self-scoring draft: the value loss on the sampled LMs' labelled steps in the draft's own view, plus
-    lm_loss_weight times the LM loss on reference solutions of the same problems."""
+    lm_loss_weight times the LM loss on their correct part (rsd_jax.training.self_scoring)."""
     data = cfg.data
     if not data.sample_from:
         raise RSDError("a self-scoring draft needs data.sample_from: the LM checkpoints whose steps it learns to score")
@@ -117,18 +117,15 @@ def run_self_scoring(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, 
     init = starting_params(cfg, config, config_file)
     lms = [restore_model(resolve_path(p, config_file)) for p in data.sample_from]
     print(f"sampling {len(problems) * len(lms) * (data.samples_per_problem + data.greedy)} solutions to label ...")
-    tokens, mask, labels = self_scoring.self_scoring_dataset(
+    arrays = self_scoring.self_scoring_dataset(
         tok, problems, lms, seed=data.seed, temperature=data.temperature, copies=data.samples_per_problem,
         greedy=data.greedy, sequence_length=data.sequence_length)
+    mask, labels = arrays[1], arrays[2]
     print(f"{int(mask.sum())} labelled steps, {labels[mask > 0].mean():.1%} correct")
-    lm_tokens, lm_mask = lm.encode_examples(tok, problems, data.sequence_length)
 
     def batch_at(step: int):
-        rng = np.random.default_rng([cfg.seed, step])
-        idx, lm_idx = rng.integers(0, len(tokens), cfg.optim.batch_size), rng.integers(0, len(lm_tokens),
-                                                                                      cfg.optim.batch_size)
-        return (trim_padding((tokens[idx], mask[idx], labels[idx]))
-                + trim_padding((lm_tokens[lm_idx], lm_mask[lm_idx])))
+        idx = np.random.default_rng([cfg.seed, step]).integers(0, len(arrays[0]), cfg.optim.batch_size)
+        return trim_padding(tuple(a[idx] for a in arrays))
 
     loss_fn = functools.partial(self_scoring.self_scoring_loss, lm_weight=cfg.lm_loss_weight)
     model = train(config, init, loss_fn, batch_at, cfg.optim, work,

@@ -98,3 +98,26 @@ def test_a_self_scoring_draft_needs_a_value_head():
         RSDModels(draft=lm, target=lm, prm=lm, tokenizer=tok, self_scoring=True)
     both = world.random_model(cfg.replace(head="lm+value"), seed=1)
     assert Engine.create(RSDModels(draft=both, target=lm, prm=both, tokenizer=tok, self_scoring=True)).self_scoring
+
+
+def test_training_examples_are_the_draft_view_with_labels_at_each_step_end():
+    from rsd_jax.data import arith
+    from rsd_jax.training import lm
+    from rsd_jax.training.self_scoring import encode_draft_view
+
+    tok = CharTokenizer()
+    problem = arith.generate_problems(1, 5, (3,))[0]
+    right = arith.solution_text(problem)
+    steps = list(problem.steps)
+    wrong = arith.DELIMITER.join([steps[0], steps[1].replace("=", "=1"), *steps[2:]])
+    tokens, mask, labels, weights = encode_draft_view(tok, [problem, problem], [right, wrong], 96)
+    reference, lm_mask = lm.encode_examples(tok, [problem], 96)  # BOS + prompt + solution + EOS: what RSD feeds
+    np.testing.assert_array_equal(tokens[0], reference[0])
+    ends = np.flatnonzero((tokens[0] == tok.delimiter_id) | (tokens[0] == tok.eos_ids[0]))
+    np.testing.assert_array_equal(np.flatnonzero(mask[0]), ends)  # every step's last token, EOS for the last
+    assert len(ends) == len(steps) and labels[0, ends].tolist() == [1.0] * len(steps)
+    np.testing.assert_array_equal(weights[0], lm_mask[0])  # a correct solution: all of it, EOS included
+    wrong_ends = np.flatnonzero(mask[1])
+    expected = [float(x) for x in arith.check_steps(problem, arith.split_steps(wrong))]
+    assert labels[1, wrong_ends].tolist() == expected and expected[:2] == [1.0, 0.0]
+    assert weights[1].sum() > 0 and np.flatnonzero(weights[1])[-1] == wrong_ends[0]  # only the first (right) step
