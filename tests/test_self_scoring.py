@@ -121,3 +121,14 @@ def test_training_examples_are_the_draft_view_with_labels_at_each_step_end():
     expected = [float(x) for x in arith.check_steps(problem, arith.split_steps(wrong))]
     assert labels[1, wrong_ends].tolist() == expected and expected[:2] == [1.0, 0.0]
     assert weights[1].sum() > 0 and np.flatnonzero(weights[1])[-1] == wrong_ends[0]  # only the first (right) step
+
+
+def test_the_asynchronous_schedule_refuses_a_self_scoring_draft(setup):
+    import dataclasses
+
+    engine, _, batch, _ = setup
+    knobs = Knobs(acceptance=acceptance.AcceptanceParams.create(delta=0.5), budget=jnp.float32(0.0),
+                  histogram=acceptance.RewardHistogram.create(SPEC.histogram_bins))
+    with pytest.raises(InputError, match="synchronous schedule"):
+        rsd_decode(engine, prompts=batch, knobs=knobs, key=jax.random.key(0),
+                   spec=dataclasses.replace(SPEC, schedule="async"))
