@@ -39,6 +39,8 @@ class ModelRef:
     max_context: int | None = doc(None, "override the model's context length (config.json's max_position_embeddings; "
                                         "vLLM's max_model_len): how far the model may read. None: as the model says",
                                   (1, 10_000_000))
+    self_scoring: bool = doc(False, "models.prm only: no separate PRM, the draft scores its own steps with its value "
+                                    "head (a draft with head 'lm+value'; path and the other keys unused)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,7 +265,9 @@ class OptimConfig:
 class TrainConfig:
     """python -m rsd_jax.train."""
 
-    kind: Literal["lm", "prm"] = doc("lm", "a causal LM (draft or target) or a value-head PRM")
+    kind: Literal["lm", "prm", "self_scoring"] = doc(
+        "lm", "a causal LM (draft or target), a value-head PRM, or a self-scoring draft (an LM with a value head "
+              "trained on its own view: rsd_jax.training.self_scoring)")
     out: str = doc("checkpoints/model", "where the final model (orbax) and its manifest go (an existing non-empty "
                                         "folder is refused unless overwrite)")
     overwrite: bool = doc(False, "replace an existing `out` (the new model is written beside it and renamed over it)")
@@ -276,7 +280,8 @@ class TrainConfig:
     init_from: str | None = doc(None, "an LM checkpoint of the same architecture to start from: a PRM takes its "
                                 "backbone (the value head starts fresh), an LM continues training it")
     lm_loss_weight: float = doc(0.0, "prm: weight of an auxiliary next-token loss on each solution up to its first "
-                                "wrong step, through the tied embeddings (keeps the backbone's arithmetic)",
+                                "wrong step, through the tied embeddings (keeps the backbone's arithmetic); "
+                                "self_scoring: the same on the labelled solutions in the draft's view",
                                 (0.0, 100.0))
 
 

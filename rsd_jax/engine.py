@@ -41,8 +41,12 @@ class RSDModels:
     tokenizer: Tokenizer
     prm_tokenizer: Tokenizer | None = None
     delimiter: str = "\n\n"
+    self_scoring: bool = False  # the draft scores its own steps with its value head (`prm` is the draft)
 
     def __post_init__(self) -> None:
+        if self.self_scoring and not (self.draft.config.has_lm_head and self.draft.config.has_value_head):
+            raise InputError(f"a self-scoring draft needs an LM head and a value head (head 'lm+value'); the draft's "
+                             f"head is {self.draft.config.head!r}")
         for role in ("draft", "target"):
             rows = getattr(self, role).config.vocab_size
             if self.tokenizer.vocab_size > rows:
@@ -83,6 +87,7 @@ class Engine:
     prm_view: PRMView
     host: "_Host | None" = dataclasses.field(default=None, metadata=dict(static=True))
     mesh: jax.sharding.Mesh | None = dataclasses.field(default=None, metadata=dict(static=True))
+    self_scoring: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @classmethod
     def create(cls, models: RSDModels, mesh: jax.sharding.Mesh | None = None) -> "Engine":
@@ -93,7 +98,7 @@ class Engine:
         tables, prm_view = host_tables(models)
         host = _Host(tokenizer=models.tokenizer, prm_tokenizer=models.prm_tokenizer, delimiter=models.delimiter)
         engine = cls(draft=models.draft, target=models.target, prm=models.prm, tables=tables, prm_view=prm_view,
-                     host=host)
+                     host=host, self_scoring=models.self_scoring)
         return engine.on_mesh(mesh) if mesh is not None else engine
 
     def shardings(self, mesh: jax.sharding.Mesh) -> "Engine":
@@ -132,7 +137,8 @@ class Engine:
         if self.host is None:
             raise InputError("this engine was built from arrays alone (no tokenizers): build it with Engine.create")
         return RSDModels(draft=self.draft, target=self.target, prm=self.prm, tokenizer=self.host.tokenizer,
-                         prm_tokenizer=self.host.prm_tokenizer, delimiter=self.host.delimiter)
+                         prm_tokenizer=self.host.prm_tokenizer, delimiter=self.host.delimiter,
+                         self_scoring=self.self_scoring)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

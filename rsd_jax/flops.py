@@ -31,6 +31,11 @@ def head_flops_per_token(cfg: ModelConfig) -> float:
     return float(2 * cfg.hidden_size * (cfg.vocab_size if cfg.has_lm_head else 1))
 
 
+def reward_head_flops(cfg: ModelConfig) -> float:
+    """FLOPs of reading one reward: the value head (2 · E) when the model has one, else the LM head."""
+    return float(2 * cfg.hidden_size) if cfg.has_value_head else head_flops_per_token(cfg)
+
+
 def flops_per_token(cfg: ModelConfig, context, with_head: bool = True):
     """FLOPs of one token that attends to `context` keys."""
     base = matmul_flops_per_token(cfg) + (head_flops_per_token(cfg) if with_head else 0)

@@ -19,7 +19,7 @@ import jax
 
 from rsd_jax import sharding
 from rsd_jax.engine import Engine, RSDModels
-from rsd_jax.config import MeshConfig, ModelRef, RunConfig, split_method_variant
+from rsd_jax.config import MeshConfig, ModelRef, ModelsConfig, RunConfig, split_method_variant
 from rsd_jax.data.char_tokenizer import CharTokenizer
 from rsd_jax.errors import CheckpointError, ConfigError
 from rsd_jax.models.config import ModelConfig
@@ -47,8 +47,15 @@ def start_devices(mesh: MeshConfig, kv_heads: Sequence[int] = ()) -> jax.shardin
 
 def kv_heads_of(cfg: RunConfig, config_file: str | None) -> tuple[int, ...]:
     """The three models' KV head counts, from their configs (no weights read, no JAX used)."""
-    return tuple(config_of(getattr(cfg.models, role), model_folder_of(getattr(cfg.models, role), role, config_file))
+    return tuple(config_of(ref_of(cfg.models, role), model_folder_of(ref_of(cfg.models, role), role, config_file))
                  .num_kv_heads for role in ROLES)
+
+
+def ref_of(models: ModelsConfig, role: str) -> ModelRef:
+    """models.<role>, except a self-scoring PRM (models.prm.self_scoring), which is the draft."""
+    if role == "prm" and models.prm.self_scoring:
+        return models.draft
+    return getattr(models, role)
 
 
 def initialize_distributed(mesh: MeshConfig) -> None:
@@ -123,7 +130,7 @@ def load_tokenizers(cfg: RunConfig, config_file: str | None) -> tuple[Tokenizer,
     if m.prm_tokenizer is not None:
         prm_tok = load_tokenizer(_tokenizer_spec(m.prm_tokenizer, config_file), Path("."))
     else:
-        prm_dir = model_folder_of(m.prm, "prm", config_file)
+        prm_dir = model_folder_of(ref_of(m, "prm"), "prm", config_file)
         prm_tok = load_tokenizer(None, prm_dir) if has_tokenizer(prm_dir) else tok
     return tok, (None if same_tokenizer(tok, prm_tok) else prm_tok)
 
@@ -143,9 +150,11 @@ def load_models(cfg: RunConfig, config_file: str | None, mesh: jax.sharding.Mesh
                 tokenizers: tuple[Tokenizer, Tokenizer | None] | None = None) -> RSDModels:
     """The three models (into their shardings on `mesh` when given) and their tokenizers."""
     tok, prm_tok = tokenizers or load_tokenizers(cfg, config_file)
-    draft, target, prm = (load_ref(getattr(cfg.models, role), role, config_file, mesh) for role in ROLES)
+    self_scoring = cfg.models.prm.self_scoring
+    draft, target = (load_ref(getattr(cfg.models, role), role, config_file, mesh) for role in ("draft", "target"))
+    prm = draft if self_scoring else load_ref(cfg.models.prm, "prm", config_file, mesh)
     return RSDModels(draft=draft, target=target, prm=prm, tokenizer=tok, prm_tokenizer=prm_tok,
-                     delimiter=cfg.decoding.delimiter)
+                     delimiter=cfg.decoding.delimiter, self_scoring=self_scoring)
 
 
 def load_engine(cfg: RunConfig, config_file: str | None, mesh: jax.sharding.Mesh | None = None,

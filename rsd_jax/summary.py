@@ -27,6 +27,15 @@ def health_warning(summary: dict, what: str = "") -> str | None:
     return f"warning: {what}{'; '.join(parts)} (see each record's error and steps)" if parts else None
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
+    """The Wilson score interval [low, high] of a binomial proportion (95% at z = 1.96): unlike p ± z·se it stays
+    inside [0, 1] and is not empty at 0 or n successes."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
 def summarize(records: Sequence[dict], wall_seconds: float | None = None) -> dict:
     """Accuracy, how many rows the patience cut-off ended (n_cut_off, present when some were: decoding.patience),
     the draft's acceptance (by steps: draft_acceptance_rate; by tokens, as the official RSD code reports it:
@@ -43,6 +52,7 @@ def summarize(records: Sequence[dict], wall_seconds: float | None = None) -> dic
         out["n_cut_off"] = cut_off
     if graded:
         out["accuracy"] = float(np.mean(graded))
+        out["accuracy_ci95"] = wilson_interval(int(np.sum(graded)), len(graded))
     if steps and all(s["source"] in ("draft", "target") for s in steps):
         out["draft_acceptance_rate"] = float(np.mean([s["source"] == "draft" for s in steps]))
     written = [(r["accounting"]["draft_accepted_tokens"], r["accounting"]["draft_discarded_tokens"]) for r in records

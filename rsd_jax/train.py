@@ -32,7 +32,7 @@ from rsd_jax.errors import RSDError
 from rsd_jax.models import Model, ModelConfig, RopeConfig
 from rsd_jax.outputs import check_destination, staged_folder
 from rsd_jax.paths import resolve_path
-from rsd_jax.training import held_out, lm, prm, run_dir
+from rsd_jax.training import held_out, lm, prm, run_dir, self_scoring
 from rsd_jax.training.backbone import initial_params
 from rsd_jax.training.loop import train, trim_padding
 from rsd_jax.training.prm_data import prm_dataset
@@ -41,6 +41,7 @@ from rsd_jax.weights import restore_model, save_model
 TOKENIZER_FILE = "char_tokenizer.json"
 # keys that may change between an interruption and its resume
 _NOT_IDENTITY = ("out", "work_dir", "checkpoint_every", "overwrite")
+HEADS = {"lm": "lm", "prm": "value", "self_scoring": "lm+value"}  # the head each kind of model has
 
 
 def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
@@ -49,7 +50,7 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
                        num_layers=arch.num_layers, num_heads=arch.num_heads, num_kv_heads=arch.num_kv_heads,
                        head_dim=arch.hidden_size // arch.num_heads, rope=RopeConfig(theta=arch.rope_theta),
                        tie_word_embeddings=arch.tie_word_embeddings,
-                       head="value" if cfg.kind == "prm" else "lm", max_position_embeddings=1024,
+                       head=HEADS[cfg.kind], max_position_embeddings=1024,
                        bos_token_id=CharTokenizer.bos_id, eos_token_id=CharTokenizer.eos_ids)
 
 
@@ -105,6 +106,39 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, work: Pat
                                        temperature=data.temperature, sequence_length=data.sequence_length)
 
 
+def run_self_scoring(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, work: Path,
+                     config_file: str | None):
+    """A self-scoring draft: the value loss on the sampled LMs' labelled steps in the draft's own view, plus
+    lm_loss_weight times the LM loss on their correct part (rsd_jax.training.self_scoring)."""
+    data = cfg.data
+    if not data.sample_from:
+        raise RSDError("a self-scoring draft needs data.sample_from: the LM checkpoints whose steps it learns to score")
+    problems = arith.generate_problems(data.n_train, data.seed, data.levels)
+    init = starting_params(cfg, config, config_file)
+    lms = [restore_model(resolve_path(p, config_file)) for p in data.sample_from]
+    print(f"sampling {len(problems) * len(lms) * (data.samples_per_problem + data.greedy)} solutions to label ...")
+    arrays = self_scoring.self_scoring_dataset(
+        tok, problems, lms, seed=data.seed, temperature=data.temperature, copies=data.samples_per_problem,
+        greedy=data.greedy, sequence_length=data.sequence_length)
+    mask, labels = arrays[1], arrays[2]
+    print(f"{int(mask.sum())} labelled steps, {labels[mask > 0].mean():.1%} correct")
+
+    def batch_at(step: int):
+        idx = np.random.default_rng([cfg.seed, step]).integers(0, len(arrays[0]), cfg.optim.batch_size)
+        return trim_padding(tuple(a[idx] for a in arrays))
+
+    loss_fn = functools.partial(self_scoring.self_scoring_loss, lm_weight=cfg.lm_loss_weight)
+    model = train(config, init, loss_fn, batch_at, cfg.optim, work,
+                  checkpoint_every=cfg.checkpoint_every, desc=f"train {Path(cfg.out).name}")
+    held = arith.generate_problems(data.n_eval, data.seed + 1000, data.levels)
+    metrics = held_out.lm_accuracy(model, tok, held)
+    for label, temp in (("greedy", 0.0), ("sampled", data.temperature)):
+        texts = prm.sample_solutions(model, tok, held, temperature=temp, seed=data.seed + 1000)
+        metrics[f"auroc_self_{label}"], metrics[f"step_accuracy_self_{label}"] = self_scoring.value_auroc(
+            model, tok, held, texts, data.sequence_length)
+    return model, metrics
+
+
 def run_identity(cfg: TrainConfig, config_file: str | None) -> dict:
     """What makes two invocations the same run (rsd_jax.training.run_dir): the config less out, work_dir,
     checkpoint_every and overwrite, and the checkpoints it reads (init_from, data.sample_from)."""
@@ -141,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir.claim_work_dir(work, run_identity(cfg, args.config))
         resumed = run_dir.checkpoint_steps(work)
         start = time.time()
-        run = run_lm if cfg.kind == "lm" else run_prm
+        run = {"lm": run_lm, "prm": run_prm, "self_scoring": run_self_scoring}[cfg.kind]
         model, metrics = run(cfg, tok, config, work, args.config)
     except RSDError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ from rsd_jax.data import arith
 from rsd_jax.weights import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ("arith_draft", "arith_target", "arith_prm")
+NAMES = ("arith_draft", "arith_target", "arith_prm", "arith_self_scoring")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -25,6 +25,17 @@ def test_each_shipped_checkpoint_has_a_manifest_for_the_current_task(name):
     model = load_model(ROOT / "checkpoints" / name)
     assert json.loads(json.dumps(model.config.to_dict())) == manifest["model"]
     assert model.num_params() == manifest["params"]
+
+
+def test_the_merged_draft_and_prm_records_its_merge():
+    manifest = json.loads((ROOT / "checkpoints" / "arith_merged_draft_prm" / "manifest.json").read_text())
+    assert manifest["command"].startswith("python -m rsd_jax.merge --a checkpoints/arith_draft")
+    assert manifest["merge"]["a"]["command"].startswith("python -m rsd_jax.train --config configs/train_draft.yaml")
+    assert manifest["merge"]["b"]["command"].startswith("python -m rsd_jax.train --config "
+                                                        "configs/train_prm_draft_arch.yaml")
+    model = load_model(ROOT / "checkpoints" / "arith_merged_draft_prm")
+    assert model.config.head == "lm+value" and model.num_params() == manifest["params"]
+    assert json.loads(json.dumps(model.config.to_dict())) == manifest["model"]
 
 
 def test_shipped_checkpoints_fit_the_budget_and_the_target_is_eight_drafts():

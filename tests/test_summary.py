@@ -37,3 +37,13 @@ def test_health_counts_errors_and_non_finite_rewards():
     assert health(records) == {"n_errors": 1, "n_nonfinite_rewards": 1}
     warning = health_warning({"n_problems": 2, **health(records)})
     assert "1 of 2 records have an error" in warning and "1 of 2 records have non-finite PRM rewards" in warning
+
+
+def test_accuracy_has_a_wilson_interval():
+    from rsd_jax.summary import wilson_interval
+
+    low, high = wilson_interval(98, 100)
+    assert abs(low - 0.9300) < 1e-3 and abs(high - 0.9945) < 1e-3  # the textbook values for 98 of 100
+    assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(50, 50)[1] == 1.0 and wilson_interval(50, 50)[0] < 1
+    width = [high - low for low, high in (wilson_interval(500, 1000), wilson_interval(5, 10))]
+    assert width[0] < width[1]

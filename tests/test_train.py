@@ -65,6 +65,21 @@ def test_lm_then_prm_with_resume(tmp_path, monkeypatch):
     assert load_model(tmp_path / "prm").config.head == "value"
 
 
+def test_a_self_scoring_draft_starts_from_an_lm_and_gains_a_value_head(tmp_path):
+    lm_args = [f"out={tmp_path / 'lm'}", f"work_dir={tmp_path / 'lm_work'}", "kind=lm", "optim.total_steps=2"] + TINY
+    assert main(lm_args) == 0
+    args = [f"out={tmp_path / 'ss'}", f"work_dir={tmp_path / 'ss_work'}", "kind=self_scoring", "optim.total_steps=2",
+            f"data.sample_from=[{tmp_path / 'lm'}]", f"init_from={tmp_path / 'lm'}", "lm_loss_weight=1.0"] + TINY
+    assert main(args) == 0
+    model, start = load_model(tmp_path / "ss"), load_model(tmp_path / "lm")
+    assert model.config.head == "lm+value" and model.config == start.config.replace(head="lm+value")
+    metrics = json.loads((tmp_path / "ss" / "manifest.json").read_text())["metrics"]
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and "auroc_self_greedy" in metrics
+    no_sources = [a for a in args if not a.startswith("data.sample_from")] + [f"out={tmp_path / 'ss2'}",
+                                                                                f"work_dir={tmp_path / 'ss2_work'}"]
+    assert main(no_sources) == 2
+
+
 def test_init_from_continues_an_lm_or_starts_a_prm_and_refuses_another_architecture(tmp_path):
     lm_cfg = load_config(TrainConfig, None, TINY + ["kind=lm", "seed=7"])
     source = Model.init(train_module.model_config(lm_cfg, CharTokenizer().vocab_size), 7)

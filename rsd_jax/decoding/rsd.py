@@ -35,6 +35,7 @@ from rsd_jax.decoding.speculative import speculative_write
 from rsd_jax.decoding.subbatch import write_step_in_groups
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.decoding.usage import Usage
+from rsd_jax.errors import InputError
 from rsd_jax.models.model import Model
 from rsd_jax.placement import on_mesh
 
@@ -66,6 +67,18 @@ def _target_step(engine: "Engine", s: "RSDState", draft: Step, *, reject: jax.Ar
     return step, draft.cache, draft.usage
 
 
+def _self_score(draft: Model, drafted: Step, *, tokens: jax.Array, length: jax.Array,
+                active: jax.Array) -> tuple[Step, jax.Array]:
+    """A self-scoring draft's reward [B] of the step it just wrote: the step's last token (which `write_step` drew
+    but did not feed) fed into the draft's own cache, one 1-token forward counted in the draft's usage with its
+    value head, and sigmoid(v_head) read there. The cache then holds the whole step (a rejection rolls it back)."""
+    with_step = commit(tokens, length, drafted.tokens, drafted.length)
+    cache, hidden, usage = catch_up(draft, drafted.cache, view=with_step, upto=length + drafted.length,
+                                    active=active, chunk=1, usage=drafted.usage)
+    usage = usage.add_head(draft.config, active)
+    return dataclasses.replace(drafted, cache=cache, usage=usage), draft.rewards(hidden)
+
+
 def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDState) -> RSDState:
     """One reasoning step for every live row."""
     live = ~state.done
@@ -83,10 +96,14 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
     view, width, overflow = fit_view(prm_view, drafted.tokens, drafted.length, prm_length=state.prm_length,
                                       capacity=capacity)
     prm_tokens = commit(state.prm_tokens, state.prm_length, view, width)
-    prm_cache, hidden, prm_usage = catch_up(prm, state.prm_cache, view=prm_tokens, upto=state.prm_length + width,
-                                           active=live, chunk=spec.chunk, usage=state.stats.prm)
-    reward = prm.rewards(hidden)
-    prm_usage = prm_usage.add_head(prm.config, live)
+    if engine.self_scoring:  # ... or the draft scores it itself: no PRM pass
+        drafted, reward = _self_score(engine.draft, drafted, tokens=state.tokens, length=state.length, active=live)
+        prm_cache, prm_usage = state.prm_cache, state.stats.prm
+    else:
+        prm_cache, hidden, prm_usage = catch_up(prm, state.prm_cache, view=prm_tokens, upto=state.prm_length + width,
+                                               active=live, chunk=spec.chunk, usage=state.stats.prm)
+        reward = prm.rewards(hidden)
+        prm_usage = prm_usage.add_head(prm.config, live)
 
     # 4. the mixture
     histogram = state.histogram
@@ -188,6 +205,9 @@ def rsd_decode(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Arr
     knobs (δ, p, α, budget, histogram) are traced: a threshold sweep compiles once; spec is static. With
     spec.schedule "async", rows do not wait for each other (rsd_jax.decoding.rsd_async)."""
     if spec.schedule == "async":
+        if engine.self_scoring:
+            raise InputError("a self-scoring draft runs with the synchronous schedule only (decoding.schedule: sync): "
+                             "the asynchronous loop scores steps with a separate PRM pass")
         return async_decode(engine, prompts=prompts, knobs=knobs, key=key, spec=spec)
     with on_mesh(engine.mesh, prompts=prompts, replicated=(knobs, key)) as (prompts, (knobs, key)):
         caches = new_caches(engine, prompts)

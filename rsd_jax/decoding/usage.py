@@ -50,8 +50,9 @@ class Usage:
                      rows=self.rows + jnp.sum(n_valid > 0, dtype=jnp.int32))
 
     def add_head(self, cfg: ModelConfig, mask: jax.Array) -> "Usage":
-        """Counts the head applied to one token of each row in mask [B] (e.g. a PRM reading a reward)."""
-        head = flops.head_flops_per_token(cfg)
+        """Counts the reward head applied to one token of each row in mask [B] (a PRM, or a self-scoring draft,
+        reading a reward: its value head, or a token-logit PRM's LM head)."""
+        head = flops.reward_head_flops(cfg)
         return dataclasses.replace(self, useful_flops=self.useful_flops + jnp.where(mask, head, 0),
                                    executed_flops=self.executed_flops + float(mask.shape[0] * head))
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from rsd_jax.errors import ConfigError
 
-HeadKind = Literal["lm", "value", "token_logit"]
+HeadKind = Literal["lm", "value", "token_logit", "lm+value"]
 
 #: HF `architectures` entries we know how to load, and the head each one implies.
 SUPPORTED_ARCHITECTURES: dict[str, HeadKind] = {
@@ -46,7 +46,8 @@ class ModelConfig:
     """Shapes and options of one decoder (and its head).
 
     head: "lm" (causal LM head), "value" (Skywork-style PRM: sigmoid of a scalar value head on the last
-    hidden state) or "token_logit" (PRM whose reward is p(good) / (p(good) + p(bad)) from the LM head).
+    hidden state), "token_logit" (PRM whose reward is p(good) / (p(good) + p(bad)) from the LM head) or "lm+value"
+    (both an LM head and a value head: a self-scoring draft, or a merged draft+PRM / target+PRM).
     dtype: the parameter and activation dtype, "float32" on CPU, "bfloat16" on accelerators.
     """
 
@@ -82,8 +83,8 @@ class ModelConfig:
                               f"num_kv_heads={self.num_kv_heads}")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"model config: dtype {self.dtype!r} is not one of {sorted(_DTYPES)}")
-        if self.head not in ("lm", "value", "token_logit"):
-            raise ConfigError(f"model config: head {self.head!r} is not one of lm, value, token_logit")
+        if self.head not in ("lm", "value", "token_logit", "lm+value"):
+            raise ConfigError(f"model config: head {self.head!r} is not one of lm, value, token_logit, lm+value")
         if self.head == "token_logit":
             for name in ("good_token_id", "bad_token_id"):
                 if not 0 <= getattr(self, name) < self.vocab_size:
@@ -95,7 +96,16 @@ class ModelConfig:
 
     @property
     def has_lm_head(self) -> bool:
-        return self.head in ("lm", "token_logit")
+        return self.head in ("lm", "token_logit", "lm+value")
+
+    @property
+    def has_value_head(self) -> bool:
+        return self.head in ("value", "lm+value")
+
+    @property
+    def scores_steps(self) -> bool:
+        """True when `rewards` is defined: a PRM head, or an LM with a value head beside it."""
+        return self.head in ("value", "token_logit", "lm+value")
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)

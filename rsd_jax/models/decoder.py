@@ -173,7 +173,7 @@ class Decoder(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
         if cfg.has_lm_head and not cfg.tie_word_embeddings:
             self.lm_head = _linear(cfg.hidden_size, cfg.vocab_size, False, cfg, rngs, (None, "vocab"))
-        if cfg.head == "value":
+        if cfg.has_value_head:
             self.v_head = ValueHead(cfg, rngs)
 
     def backbone(self, tokens: jax.Array, starts: jax.Array, cache: KVCache,
@@ -215,10 +215,10 @@ class Decoder(nnx.Module):
         return out.astype(jnp.float32)
 
     def rewards(self, hidden: jax.Array) -> jax.Array:
-        """[..., E] -> [...] step reward in [0, 1] (PRM heads only)."""
-        if self.cfg.head == "value":
+        """[..., E] -> [...] step reward in [0, 1] (PRM heads, and an LM's value head beside its LM head)."""
+        if self.cfg.has_value_head:
             return jax.nn.sigmoid(self.v_head(hidden))
         if self.cfg.head == "token_logit":
             logits = self.logits(hidden)
             return jax.nn.sigmoid(logits[..., self.cfg.good_token_id] - logits[..., self.cfg.bad_token_id])
-        raise ValueError("rewards() needs a PRM head ('value' or 'token_logit')")
+        raise ValueError("rewards() needs a PRM head ('value', 'token_logit' or 'lm+value')")
