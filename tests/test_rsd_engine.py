@@ -42,7 +42,8 @@ def run_rsd(setup, delta, spec=SPEC, weighting_params=None, key=0, budget=0.0, h
     batch = setup[6]
     knobs = Knobs(acceptance=weighting_params or acceptance.AcceptanceParams.create(delta=delta),
                   budget=jnp.float32(budget),
-                  histogram=histogram or acceptance.RewardHistogram.create(spec.histogram_bins))
+                  histogram=histogram or acceptance.RewardHistogram.create(spec.histogram_bins),
+                  mu_target=jnp.float32(jnp.inf))
     return jax.device_get(rsd_decode(engine_of(setup), prompts=batch, knobs=knobs, key=jax.random.key(key), spec=spec))
 
 
