@@ -43,7 +43,7 @@ def parse_method(text: str, cfg: RunConfig) -> tuple[str, RunConfig]:
 
 
 def run_method(engine: Engine, items: Sequence[Item], method: str, cfg: RunConfig,
-               delta: float | None = None, done: frozenset[str] = frozenset(),
+               delta: float | None = None, done: frozenset[str] = frozenset(), *,
                calibration: BudgetCalibration | None = None) -> Iterator[list[dict]]:
     """Yields the records of each batch of `items` decoded with `method` (a name of rsd_jax.methods.NAMES, its
     options from the config's rsd section).

@@ -179,6 +179,23 @@ def test_online_budget_limits_target_share(setup):
     assert np.isfinite(out.trace.delta[out.trace.source != NO_STEP]).all()
 
 
+def test_calibrated_budget_mode_is_the_binary_rule_off_the_atom_and_q_on_it(setup):
+    """The loop's calibrated rule (r > δ, r == δ with probability q): with q = 1, or q = 0 where no reward sits on
+    δ, it decides as the binary rule r >= δ; with δ on a reward the loop saw, q = 0 rejects that step and q = 1
+    accepts it."""
+    budget = SPEC.replace(budget=True)
+    plain = run_rsd(setup, 0.5)
+    for q in (1.0, 0.0):
+        out = run_rsd(setup, 0.5, spec=budget, weighting_params=acceptance.AcceptanceParams.create(delta=0.5, q=q))
+        np.testing.assert_array_equal(out.tokens, plain.tokens)
+        np.testing.assert_array_equal(out.trace.source, plain.trace.source)
+    first = float(plain.trace.reward[0, 0])  # the first step's reward: the same context whatever the rule
+    sources = [run_rsd(setup, 0.0, spec=budget,
+                       weighting_params=acceptance.AcceptanceParams.create(delta=first, q=q)).trace.source[0, 0]
+               for q in (0.0, 1.0)]
+    assert sources == [TARGET, DRAFT]
+
+
 def test_target_on_a_gathered_sub_batch_gives_the_same_result(setup):
     plain = run_rsd(setup, 0.5)
     for rows in (1, 2):  # one row at a time, and two (the last group shifted back to fit the batch of three)
