@@ -41,7 +41,7 @@ class Knobs:
     @classmethod
     def create(cls, delta=acceptance.DEFAULT_DELTA, p: float = acceptance.DEFAULT_P,
                alpha: float = acceptance.DEFAULT_ALPHA, budget: float | None = None, histogram_bins: int = 256,
-               calibration_rewards=None, q: float = 1.0, mu_target: float | None = None) -> "Knobs":
+               calibration_rewards=None, *, q: float = 1.0, mu_target: float | None = None) -> "Knobs":
         return cls(acceptance=acceptance.AcceptanceParams.create(delta=delta, p=p, alpha=alpha, q=q),
                    budget=jnp.float32(budget if budget is not None else 0.0),
                    histogram=acceptance.RewardHistogram.create(histogram_bins, calibration_rewards),
