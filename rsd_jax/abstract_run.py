@@ -85,7 +85,9 @@ def abstract_inputs(cfg: RunConfig, batch: int, *, prompt_tokens: int = 512, prm
                             prm_excess=prm_excess)
     flags = jax.ShapeDtypeStruct((tokens,), jnp.bool_)
     view = PRMTextView(encode=_unused_encoder, width=PRMTextView.width_for(spec.step_tokens))
-    engine = Engine(*models, tables=TokenTables(stop=flags, eos=flags), prm_view=view)
+    split = jax.ShapeDtypeStruct((1, tokens), jnp.bool_)  # the "\\n\\n" delimiter has one split point
+    engine = Engine(*models, tables=TokenTables(stop=flags, eos=flags, split_ends=split, split_starts=split),
+                    prm_view=view)
     return Inputs(engine, prompts, spec)
 
 

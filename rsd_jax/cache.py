@@ -67,13 +67,21 @@ class KVCache:
     def batch(self) -> int:
         return self.k.shape[1]
 
+    def set_lengths(self, rows: jax.Array | None, lengths: jax.Array) -> "KVCache":
+        """New valid lengths [G] of the distinct rows [G] (all rows when None)."""
+        if rows is None:
+            return self.with_lengths(lengths)
+        return self.with_lengths(self.lengths.at[rows].set(jnp.asarray(lengths, jnp.int32)))
+
     def with_lengths(self, lengths: jax.Array) -> "KVCache":
         """Same buffers, new valid lengths (rollback when lower)."""
         return dataclasses.replace(self, lengths=jnp.asarray(lengths, jnp.int32))
 
-    def write_layer(self, layer: int, slots: jax.Array, k_new: jax.Array, v_new: jax.Array) -> "KVCache":
-        """Writes k_new, v_new [B, T, KVH, D] of layer `layer` at slots [B, T] (slot >= S: not written)."""
-        rows = jnp.arange(self.batch)[:, None, None]  # [B, 1, 1]
+    def write_layer(self, layer: int, slots: jax.Array, k_new: jax.Array, v_new: jax.Array,
+                    rows: jax.Array | None = None) -> "KVCache":
+        """Writes k_new, v_new [B, T, KVH, D] of layer `layer` at slots [B, T] (slot >= S: not written); with rows
+        [G] (distinct), k_new / v_new / slots hold G rows, written to those rows of the cache."""
+        rows = (jnp.arange(self.batch) if rows is None else rows)[:, None, None]  # [B or G, 1, 1]
         heads = jnp.arange(self.num_kv_heads)[None, :, None]  # [1, KVH, 1]
         at = (layer, rows, heads, slots[:, None, :])  # index [B, KVH, T]
 

@@ -21,10 +21,12 @@ import numpy as np
 from rsd_jax import sharding as sh
 from rsd_jax.decoding.generator import TokenTables
 from rsd_jax.decoding.prm_view import PRMTables, PRMTextView, PRMView
+from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.errors import InputError
 from rsd_jax.models.model import Model
 from rsd_jax.placement import place
-from rsd_jax.tokenizer import StepTextEncoder, Tokenizer, build_prm_stop_table, step_stop_ids
+from rsd_jax.tokenizer import (StepTextEncoder, Tokenizer, build_prm_stop_table, split_delimiter_table, split_head_ids,
+                               step_stop_ids)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,11 +114,17 @@ class Engine:
         target and hold no second model's cache shape."""
         return dataclasses.replace(self, target=self.draft)
 
-    def view(self, step_tokens: int) -> PRMView:
-        """The PRM's view for steps of at most `step_tokens` tokens (the text view's width follows them)."""
+    def view(self, spec: DecodeSpec) -> PRMView:
+        """The PRM's view of the steps `spec` writes: the text view's width follows spec.step_tokens; the in-graph
+        tables read a step ended by the split delimiter as the protocol does (spec.stop_on_split_delimiter; the
+        text view always cuts a step's text at its first delimiter)."""
         if isinstance(self.prm_view, PRMTextView):
-            return dataclasses.replace(self.prm_view, width=PRMTextView.width_for(step_tokens))
-        return self.prm_view
+            return dataclasses.replace(self.prm_view, width=PRMTextView.width_for(spec.step_tokens))
+        return self.prm_view.with_split_stop(spec.stop_on_split_delimiter)
+
+    def step_tables(self, spec: DecodeSpec) -> TokenTables:
+        """The token tables with the end-of-step rule of `spec` (spec.stop_on_split_delimiter)."""
+        return self.tables.with_split_stop(spec.stop_on_split_delimiter)
 
     @property
     def models(self) -> RSDModels:
@@ -151,9 +159,11 @@ def host_tables(models: RSDModels) -> tuple[TokenTables, PRMView]:
     stop[list(step_stop_ids(tok, models.delimiter))] = True
     eos = np.zeros((vocab,), bool)
     eos[list(tok.eos_ids)] = True
-    tables = TokenTables(stop=jnp.asarray(stop), eos=jnp.asarray(eos))
+    split = split_delimiter_table(tok, models.delimiter)
+    tables = TokenTables(stop=jnp.asarray(stop), eos=jnp.asarray(eos), split_ends=jnp.asarray(split.ends),
+                         split_starts=jnp.asarray(split.starts))
     if not models.prm_view_in_graph:
         return tables, PRMTextView(encode=models.step_encoder, width=PRMTextView.width_for(1))
     table = build_prm_stop_table(tok, models.delimiter)
     return tables, PRMTables.build(vocab, table.stop_ids, table.text_ids, table.text_len, table.delimiter_id,
-                                   tok.eos_ids)
+                                   tok.eos_ids, split=(split.ends, split.starts, split_head_ids(tok, models.delimiter)))

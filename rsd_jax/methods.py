@@ -106,7 +106,8 @@ class TargetOnly:
         from rsd_jax.decoding.single import single_decode
 
         out = single_decode(engine, role=self.role, prompts=batch, key=key, spec=spec)
-        return res.single_results(engine.models, prompts, to_host(out), self.name)
+        return res.single_results(engine.models, prompts, to_host(out), self.name,
+                                  split_stop=spec.stop_on_split_delimiter)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +139,7 @@ class Speculative:
         out = jax.device_get(speculative_decode(engine, prompts=batch, key=key, spec=spec, gamma=self.gamma))
         single = SingleOutput(tokens=out.tokens, length=out.length, prompt_length=out.prompt_length,
                               ended_eos=out.ended_eos, nonfinite=np.zeros_like(out.ended_eos), usage=out.target)
-        results = res.single_results(engine.models, prompts, single, "target")
+        results = res.single_results(engine.models, prompts, single, "target", split_stop=spec.stop_on_split_delimiter)
         for i, r in enumerate(results):
             draft, acc = float(out.draft.useful_flops[i]), r.accounting
             acc["useful_flops"]["draft"] = draft

@@ -19,7 +19,8 @@ from jax.experimental.layout import Format, Layout
 
 from rsd_jax import sharding as sh
 from rsd_jax.decoding.prompts import Prompts
-from rsd_jax.decoding.rsd import cache_shardings, rsd_loop
+from rsd_jax.decoding.rsd import rsd_loop
+from rsd_jax.decoding.rsd_state import cache_shardings
 from rsd_jax.decoding.rsd_state import Knobs, RSDCaches
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.engine import Engine

@@ -12,7 +12,7 @@ from rsd_jax.decoding.rsd_state import RSDOutput
 from rsd_jax.decoding.single import SingleOutput
 from rsd_jax.decoding.usage import Usage
 from rsd_jax.models.model import Model
-from rsd_jax.tokenizer import step_stop_ids
+from rsd_jax.tokenizer import SplitDelimiterTable, split_delimiter_table, step_stop_ids
 
 if TYPE_CHECKING:
     from rsd_jax.engine import RSDModels
@@ -61,11 +61,13 @@ def _steps_from_trace(models: RSDModels, out: RSDOutput, row: int) -> tuple[Step
     return tuple(steps)
 
 
-def split_steps(ids: tuple[int, ...], stop_ids: frozenset[int]) -> list[tuple[int, ...]]:
-    """Cuts a response after every step-delimiter token (the last part may end without one)."""
+def split_steps(ids: tuple[int, ...], stop_ids: frozenset[int],
+                split: SplitDelimiterTable | None = None) -> list[tuple[int, ...]]:
+    """Cuts a response after every step-delimiter token, and with `split` also where two tokens of a step write
+    the delimiter across their boundary (the last part may end without one)."""
     parts, start = [], 0
     for k, token in enumerate(ids):
-        if token in stop_ids:
+        if token in stop_ids or (split is not None and k > start and split.split_at(ids[k - 1], token) is not None):
             parts.append(ids[start:k + 1])
             start = k + 1
     if start < len(ids):
@@ -109,6 +111,7 @@ def rsd_results(models: RSDModels, prompts: Sequence[str], out: RSDOutput) -> li
             "target_only_flops": target_only,
             "flops_ratio_vs_target": target_only / total if total else float("nan"),
             "batch_passes": {n: batch_passes(getattr(st, n)) for n in ("draft", "target", "prm")},
+            "cut_off": bool(st.cut_off[i]),  # ended by the batch-wide patience cut-off (decoding.patience)
         }
         results.append(GenerationResult(prompt=prompt, token_ids=ids, text=models.tokenizer.decode(ids),
                                         steps=steps, accounting=accounting,
@@ -116,9 +119,11 @@ def rsd_results(models: RSDModels, prompts: Sequence[str], out: RSDOutput) -> li
     return results
 
 
-def single_results(models: RSDModels, prompts: Sequence[str], out: SingleOutput,
-                   method: str) -> list[GenerationResult]:
+def single_results(models: RSDModels, prompts: Sequence[str], out: SingleOutput, method: str, *,
+                   split_stop: bool = False) -> list[GenerationResult]:
+    """split_stop: the response's steps (for display) also end where the delimiter is split over two tokens."""
     stops = frozenset(step_stop_ids(models.tokenizer, models.delimiter))
+    split = split_delimiter_table(models.tokenizer, models.delimiter) if split_stop else None
     results = []
     for i, prompt in enumerate(prompts):
         plen, length = int(out.prompt_length[i]), int(out.length[i])
@@ -135,7 +140,7 @@ def single_results(models: RSDModels, prompts: Sequence[str], out: SingleOutput,
             "batch_passes": {method: batch_passes(out.usage)},
         }
         steps = tuple(StepRecord(source=method, reward=float("nan"), text=models.tokenizer.decode(part),
-                                 n_tokens=len(part), token_ids=part) for part in split_steps(ids, stops))
+                                 n_tokens=len(part), token_ids=part) for part in split_steps(ids, stops, split))
         results.append(GenerationResult(prompt=prompt, token_ids=ids, text=text, steps=steps,
                                         accounting=accounting,
                                         error="non-finite logits" if bool(out.nonfinite[i]) else None))

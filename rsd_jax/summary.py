@@ -28,8 +28,9 @@ def health_warning(summary: dict, what: str = "") -> str | None:
 
 
 def summarize(records: Sequence[dict], wall_seconds: float | None = None) -> dict:
-    """Accuracy, the draft's acceptance (by steps: draft_acceptance_rate; by tokens, as the official RSD code reports
-    it: draft_acceptance_rate_tokens = accepted draft tokens / all draft tokens written), tokens by model, FLOPs,
+    """Accuracy, how many rows the patience cut-off ended (n_cut_off, present when some were: decoding.patience),
+    the draft's acceptance (by steps: draft_acceptance_rate; by tokens, as the official RSD code reports it:
+    draft_acceptance_rate_tokens = accepted draft tokens / all draft tokens written), tokens by model, FLOPs,
     their fraction of what target-only decoding of the same outputs takes (flops_vs_target_only) and its inverse
     (flops_ratio_vs_target)."""
     graded = [r["correct"] for r in records if r["correct"] is not None]
@@ -37,6 +38,9 @@ def summarize(records: Sequence[dict], wall_seconds: float | None = None) -> dic
     useful = sum(r["accounting"]["useful_flops_total"] for r in records)
     target_only = sum(r["accounting"]["target_only_flops"] for r in records)
     out = {"n_problems": len(records), **health(records)}
+    cut_off = sum(1 for r in records if r["accounting"].get("cut_off"))  # rows the patience cut-off ended
+    if cut_off:
+        out["n_cut_off"] = cut_off
     if graded:
         out["accuracy"] = float(np.mean(graded))
     if steps and all(s["source"] in ("draft", "target") for s in steps):

@@ -60,10 +60,52 @@ def _cached(tok: Tokenizer, key: tuple, compute: Callable[[], _T]) -> _T:
     return entries[key]
 
 
+def token_texts(tok: Tokenizer) -> tuple[str, ...]:
+    """The text of every token of the vocabulary (each id decoded once per tokenizer)."""
+    return _cached(tok, ("texts",), lambda: tuple(tok.token_text(i) for i in range(tok.vocab_size)))
+
+
 def step_stop_ids(tok: Tokenizer, delimiter: str = DELIMITER) -> tuple[int, ...]:
-    """Sorted ids of every token whose text contains the delimiter (each id decoded once per tokenizer)."""
+    """Sorted ids of every token whose text contains the delimiter."""
     return _cached(tok, ("stop", delimiter),
-                   lambda: tuple(i for i in range(tok.vocab_size) if delimiter in tok.token_text(i)))
+                   lambda: tuple(i for i, text in enumerate(token_texts(tok)) if delimiter in text))
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitDelimiterTable:
+    """Where the delimiter is written across two tokens, as the official code's stop string sees it ("\\n" then
+    "\\n", ".\\n" then "\\nThe"): split point k (k = 0 .. K-1, K = len(delimiter) - 1) cuts the delimiter after
+    its first k + 1 characters. ends[k, t]: token t's text ends with the delimiter's first k + 1 characters;
+    starts[k, t]: token t's text starts with the rest. Read-only numpy arrays [K, V] bool."""
+
+    ends: np.ndarray
+    starts: np.ndarray
+
+    def split_at(self, previous: int, token: int) -> int | None:
+        """The first split point at which `previous` then `token` write the delimiter, or None (host side)."""
+        hits = np.flatnonzero(self.ends[:, previous] & self.starts[:, token])
+        return int(hits[0]) if hits.size else None
+
+
+def split_delimiter_table(tok: Tokenizer, delimiter: str = DELIMITER) -> SplitDelimiterTable:
+    """The SplitDelimiterTable of a tokenizer (built once per tokenizer object and delimiter)."""
+    def build() -> SplitDelimiterTable:
+        texts = token_texts(tok)
+        points = range(1, len(delimiter))
+        ends = np.array([[t.endswith(delimiter[:k]) for t in texts] for k in points], bool).reshape(-1, len(texts))
+        starts = np.array([[t.startswith(delimiter[k:]) for t in texts] for k in points], bool).reshape(-1, len(texts))
+        ends.flags.writeable = starts.flags.writeable = False  # shared through the cache
+        return SplitDelimiterTable(ends=ends, starts=starts)
+
+    return _cached(tok, ("split", delimiter), build)
+
+
+def split_head_ids(tok: Tokenizer, delimiter: str = DELIMITER) -> dict[tuple[int, int], list[int]]:
+    """{(k, t): ids} for every token t that ends with the delimiter's first k + 1 characters: its text before them,
+    tokenised on its own (what the PRM reads of a step that ends with the delimiter split after t)."""
+    table, texts = split_delimiter_table(tok, delimiter), token_texts(tok)
+    return {(int(k), int(t)): (tok.encode(texts[t][:-(k + 1)]) if len(texts[t]) > k + 1 else [])
+            for k, t in zip(*np.nonzero(table.ends))}
 
 
 def prm_delimiter_id(tok: Tokenizer, delimiter: str = DELIMITER) -> int:

@@ -41,8 +41,10 @@ def run_decode(folders, out: Path, delta: float) -> dict:
     paths, question = folders
     prompt = qwen_tokenizer().encode(QWEN25_MATH_COT.replace("{question}", question))
     budget = len(prompt) + NEW_TOKENS  # the config counts the prompt in its budget, as the official code does
+    # patience off: the official cut-off would end this one-row batch after 5 steps (tests/test_official_defaults.py)
     args = ["--config", CONFIG, *(f"models.{k}.path={v}" for k, v in paths.items()), "data.n=1",
-            f"decoding.max_new_tokens={budget}", f"rsd.delta={delta}", "--out", str(out), "--quiet"]
+            f"decoding.max_new_tokens={budget}", f"rsd.delta={delta}", "decoding.patience=0", "--out", str(out),
+            "--quiet"]
     assert decode.main(args) == 0
     (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert record["prompt"] == QWEN25_MATH_COT.replace("{question}", question)

@@ -155,3 +155,17 @@ def test_scored_samples_on_a_mesh_equal_one_device(setup):
     np.testing.assert_array_equal(sharded.samples.tokens, alone.samples.tokens)
     np.testing.assert_allclose(sharded.scores, alone.scores, atol=1e-5)
     np.testing.assert_array_equal(sharded.chosen, alone.chosen)
+
+
+def test_the_asynchronous_schedule_on_a_mesh_equals_the_synchronous_one(setup):
+    """decoding.schedule async on a 4x2 mesh (passes over the whole batch, masked): the single-device sync results."""
+    engine, batch, reference, _ = setup
+    mesh = sh.make_mesh(4, 2)
+    spec = SPEC.replace(schedule="async", quorum=3)
+    knobs = Knobs.create(delta=0.5, histogram_bins=spec.histogram_bins)
+    out = rsd_decode(engine.on_mesh(mesh), prompts=batch, knobs=knobs, key=jax.random.key(0), spec=spec)
+    assert out.tokens.sharding.is_equivalent_to(jax.NamedSharding(mesh, jax.P("data", None)), 2)
+    got = jax.device_get(out)
+    np.testing.assert_array_equal(got.tokens, reference.tokens)
+    np.testing.assert_array_equal(got.trace.source, reference.trace.source)
+    np.testing.assert_allclose(got.trace.reward, reference.trace.reward, atol=1e-5)

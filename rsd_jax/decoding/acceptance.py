@@ -187,11 +187,12 @@ def histogram_rule(hist: RewardHistogram, budget: jax.Array, *, mu_target: jax.A
             binding & ~empty)
 
 
-def budget_accept(rewards: jax.Array, delta: jax.Array, q: jax.Array, key: jax.Array, *,
-                  num_bins: int = 0, binned: jax.Array | bool = False) -> jax.Array:
+def budget_accept(rewards: jax.Array, delta: jax.Array, q: jax.Array, key: jax.Array | None, *,
+                  num_bins: int = 0, binned: jax.Array | bool = False, u: jax.Array | None = None) -> jax.Array:
     """The randomised threshold: bool [B], True for r > δ, for r == δ with probability q (u ~ U[0,1) < q), never
     below or for a non-finite reward. binned (with num_bins, static): compare bins instead (the online
-    histogram's atoms: r in a higher bin than δ's accepted, in δ's bin with probability q)."""
+    histogram's atoms: r in a higher bin than δ's accepted, in δ's bin with probability q). u [B]: the uniforms
+    in [0, 1) to use (e.g. one per row from per-row keys) instead of drawing them from key."""
     r = jnp.asarray(rewards, jnp.float32)
     delta = jnp.asarray(delta, jnp.float32)
     above, at = r > delta, r == delta
@@ -201,7 +202,7 @@ def budget_accept(rewards: jax.Array, delta: jax.Array, q: jax.Array, key: jax.A
                        num_bins).astype(jnp.int32)  # +inf: past every bin
         above = jnp.where(binned, jnp.isfinite(r) & (rb > db), above)
         at = jnp.where(binned, jnp.isfinite(r) & (rb == db), at)
-    u = jax.random.uniform(key, r.shape, jnp.float32)
+    u = jax.random.uniform(key, r.shape, jnp.float32) if u is None else u
     return above | (at & (u < q))
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from rsd_jax.cache import KVCache
 from rsd_jax.decoding.sampling import Sampling, sample, token_probs
 from rsd_jax.decoding.usage import Usage
+from rsd_jax.errors import ConfigError
 from rsd_jax.models.model import Model
 
 
@@ -32,10 +33,43 @@ class TokenTables:
 
     stop: jax.Array  # [V] bool: the token's text contains the step delimiter
     eos: jax.Array  # [V] bool
+    # the delimiter written across two tokens (rsd_jax.tokenizer.SplitDelimiterTable): [K, V] bool, K split points
+    split_ends: jax.Array | None = None  # the token's text ends with the delimiter's first k + 1 characters
+    split_starts: jax.Array | None = None  # the token's text starts with the rest of the delimiter
+    #: static: a step also ends where its last two tokens write the delimiter (the official code's stop string)
+    split_stop: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @property
     def vocab_size(self) -> int:
         return self.eos.shape[0]
+
+    def with_split_stop(self, on: bool) -> "TokenTables":
+        """These tables with the two-token delimiter ending steps (on) or not; on needs the split tables."""
+        if on and (self.split_ends is None or self.split_starts is None):
+            raise ConfigError("decoding.stop_on_split_delimiter needs the tokenizer's split-delimiter tables "
+                              "(TokenTables.split_ends / split_starts; Engine.create builds them)")
+        return dataclasses.replace(self, split_stop=on)
+
+    def without_steps(self) -> "TokenTables":
+        """No step ends (whole responses): nothing is a step delimiter, EOS still ends a row."""
+        return dataclasses.replace(self, stop=jnp.zeros_like(self.stop), split_stop=False)
+
+    def without_ends(self) -> "TokenTables":
+        """Neither steps nor EOS end anything (speculative decoding's fixed-length proposals)."""
+        return dataclasses.replace(self.without_steps(), eos=jnp.zeros_like(self.eos))
+
+
+def step_ends(tables: TokenTables, previous: jax.Array, token: jax.Array, *, first: jax.Array) -> jax.Array:
+    """The one end-of-step test [...] bool: `token` ends a step when its text contains the delimiter, or (with
+    tables.split_stop) when `previous` then `token` write it across their boundary ("\\n" then "\\n").
+
+    previous, token, first: int32 ids and bool of one shape [...]; first marks a step's first token, which has no
+    previous token in its step (the official stop string only reads the step's own text)."""
+    ends = tables.stop[token]
+    if not tables.split_stop:
+        return ends
+    split = jnp.any(tables.split_ends[:, previous] & tables.split_starts[:, token], axis=0)
+    return ends | (split & ~first)
 
 
 def token_logits(model: Model, hidden: jax.Array, tables: TokenTables) -> jax.Array:
@@ -89,7 +123,7 @@ class Step:
     tokens: jax.Array  # [B, M] int32, valid up to `length`
     length: jax.Array  # [B] int32 (0 for rows that did not write)
     ended_eos: jax.Array  # [B] bool
-    ended_stop: jax.Array  # [B] bool: ended on a step-delimiter token
+    ended_stop: jax.Array  # [B] bool: ended where its step ends (`step_ends`)
     nonfinite: jax.Array  # [B] bool: some logits were NaN or inf
     cache: KVCache
     usage: Usage
@@ -101,12 +135,13 @@ class Step:
 class Writing:
     """`write_step`'s loop state: one token per iteration for every live row."""
 
-    current: jax.Array  # [B] int32 the token fed next (the last one written, or the last committed)
+    current: jax.Array  # [B] int32 the token fed next (the last one written, or the last committed): the previous
+    #                     token of the one drawn next
     live: jax.Array  # [B] bool rows still writing
     written: jax.Array  # [B] int32 tokens written so far
     out: jax.Array  # [B, M] int32 the step's tokens
     eos: jax.Array  # [B] bool ended at EOS
-    stop: jax.Array  # [B] bool ended at a step-delimiter token
+    stop: jax.Array  # [B] bool ended where its step ends (`step_ends`)
     nonfinite: jax.Array  # [B] bool some logits were NaN or inf
     cache: KVCache
     key: jax.Array
@@ -117,8 +152,8 @@ class Writing:
 def write_step(model: Model, cache: KVCache, *, tokens: jax.Array, length: jax.Array, active: jax.Array,
                room: jax.Array, key: jax.Array, tables: TokenTables, sampling: Sampling, max_step_tokens: int,
                chunk: int, usage: Usage, record_probs: bool = False) -> Step:
-    """Writes at most min(room, max_step_tokens) tokens per active row, stopping a row at a step-delimiter
-    token, at EOS, or when its room is spent (inner `lax.while_loop`, one token per iteration).
+    """Writes at most min(room, max_step_tokens) tokens per active row, stopping a row where its step ends
+    (`step_ends`), at EOS, or when its room is spent (inner `lax.while_loop`, one token per iteration).
 
     tokens [B, T] committed tokens, length [B] committed length (>= 1), active [B] bool, room [B] int32 tokens the
     row may still write. record_probs: also return the distribution of every drawn token (speculative decoding
@@ -145,7 +180,8 @@ def write_step(model: Model, cache: KVCache, *, tokens: jax.Array, length: jax.A
         token = sample(sampling, logits, sub)
         slot = jnp.where(live, s.written, max_step_tokens)
         written = s.written + live
-        is_eos, is_stop = tables.eos[token] & live, tables.stop[token] & live
+        is_eos = tables.eos[token] & live
+        is_stop = step_ends(tables, s.current, token, first=s.written == 0) & live
         finished = is_eos | is_stop | (written >= room)
         probs = None if s.probs is None else s.probs.at[rows, slot].set(token_probs(sampling, logits), mode="drop")
         return Writing(

@@ -25,6 +25,19 @@ class HostTables:
     prm_text: dict[int, tuple[int, ...]]  # stop token -> its text part, tokenised on its own
     delimiter: int
     vocab_size: int | None = None  # tokens that may be drawn (the tokenizer's); None: every row of the LM head
+    # the delimiter split over two tokens, per split point k: tokens ending with its head, tokens starting with the
+    # rest, and {(k, token): the PRM's ids of the token's text before the head}; split_stop: steps end there
+    split_ends: tuple[frozenset[int], ...] = ()
+    split_starts: tuple[frozenset[int], ...] = ()
+    split_head: dict[tuple[int, int], tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    split_stop: bool = False
+
+    def split_at(self, previous: int, token: int) -> int | None:
+        """The first split point at which previous then token write the delimiter (None: none, or split_stop off)."""
+        if not self.split_stop:
+            return None
+        return next((k for k, (e, s) in enumerate(zip(self.split_ends, self.split_starts))
+                     if previous in e and token in s), None)
 
 
 @dataclasses.dataclass
@@ -62,8 +75,12 @@ class _Scorer:
 
 
 def prm_step_view(step: list[int], tables: HostTables) -> list[int]:
-    """The PRM's view of one generated step: body + text part of its last token + delimiter."""
+    """The PRM's view of one generated step: body + text part of its last token + delimiter (a step ended by the
+    split delimiter: all but its last two tokens + the head of the first of them + delimiter)."""
     last = step[-1]
+    k = tables.split_at(step[-2], last) if len(step) >= 2 else None
+    if k is not None:
+        return step[:-2] + list(tables.split_head[(k, step[-2])]) + [tables.delimiter]
     if last in tables.stop_ids:
         tail = list(tables.prm_text[last])
     elif last in tables.eos_ids:
@@ -78,7 +95,8 @@ def _write_step(scorer: _Scorer, model: Model, seq: list[int], cap: int, tables:
     while True:
         token = scorer.next_token(model, seq + step, tables.vocab_size)
         step.append(token)
-        if token in tables.eos_ids or token in tables.stop_ids or len(step) >= cap:
+        split = len(step) >= 2 and tables.split_at(step[-2], token) is not None
+        if token in tables.eos_ids or token in tables.stop_ids or split or len(step) >= cap:
             return step
 
 

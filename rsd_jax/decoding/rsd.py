@@ -8,6 +8,8 @@ One iteration = one reasoning step for every live row (DESIGN §3):
   4. only if some row rejected (`lax.cond`), the target catches up lazily and writes the step for those rows;
   5. the chosen step is committed; a rejected draft step is rolled back by lowering the draft's length,
      and the PRM's view gets the target's step instead of the draft's.
+A row ends at EOS, at its token or step budget, or (spec.patience, the official code's rule) when the batch has gone
+patience - 1 iterations in a row without any row finishing: then every running row ends after this step, cut off.
 
 Shapes: B rows, T committed-token buffer (prompt bucket + max_new_tokens), Tp the PRM's view buffer,
 S = max_steps, M = max_step_tokens. The loop's values (knobs, state, trace, caches, output): rsd_jax.decoding.rsd_state.
@@ -25,10 +27,11 @@ import jax.numpy as jnp
 from rsd_jax.cache import KVCache
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, write_step
-from rsd_jax.decoding.prm_view import PRMView
+from rsd_jax.decoding.prm_view import fit_view
 from rsd_jax.decoding.prompts import Prompts
+from rsd_jax.decoding.rsd_async import async_decode
 from rsd_jax.decoding.rsd_state import (DRAFT, TARGET, Knobs, RSDCaches, RSDOutput, RSDState, RSDStats, Trace,
-                                        final_caches, output)
+                                        final_caches, new_caches, output)
 from rsd_jax.decoding.speculative import speculative_write
 from rsd_jax.decoding.subbatch import write_step_in_groups
 from rsd_jax.decoding.spec import DecodeSpec
@@ -53,24 +56,15 @@ def _target_step(engine: "Engine", s: "RSDState", draft: Step, *, reject: jax.Ar
     if spec.speculative_gamma:
         step, draft_cache, draft_usage, _ = speculative_write(
             engine.draft, engine.target, draft.cache, s.target_cache, tokens=s.tokens, length=s.length,
-            active=reject, room=room, key=key, tables=engine.tables, sampling=spec.sampling,
+            active=reject, room=room, key=key, tables=engine.step_tables(spec), sampling=spec.sampling,
             gamma=spec.speculative_gamma, max_step_tokens=spec.step_tokens, chunk=spec.chunk, draft_usage=draft.usage,
             target_usage=s.stats.target)
         return step, draft_cache, draft_usage
     step = write_step_in_groups(engine.target, s.target_cache, tokens=s.tokens, length=s.length, active=reject,
-                                room=room, key=key, tables=engine.tables, sampling=spec.sampling,
+                                room=room, key=key, tables=engine.step_tables(spec), sampling=spec.sampling,
                                 max_step_tokens=spec.step_tokens, chunk=spec.chunk, usage=s.stats.target,
                                 rows=spec.target_rows)
     return step, draft.cache, draft.usage
-
-
-def _fit_view(prm_view: PRMView, step_tokens: jax.Array, step_len: jax.Array, *, prm_length: jax.Array,
-              capacity: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The PRM's view of steps (ids [B, W], width [B]) cut to what fits the PRM's buffer after prm_length [B];
-    overflow [B] marks rows whose view did not fit (they end with an error instead of a wrong reward)."""
-    view, width, overflow = prm_view(step_tokens, step_len)
-    room = capacity - prm_length
-    return view, jnp.minimum(width, jnp.maximum(room, 0)), overflow | (width > room)
 
 
 def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDState) -> RSDState:
@@ -78,15 +72,16 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
     live = ~state.done
     key, k_draft, k_accept, k_target = jax.random.split(state.key, 4)
     room = spec.end_of(state.prompt_length) - state.length  # [B] tokens each row may still write
-    prm, prm_view, capacity = engine.prm, engine.view(spec.step_tokens), state.prm_tokens.shape[1]
+    prm, prm_view, capacity = engine.prm, engine.view(spec), state.prm_tokens.shape[1]
+    tables = engine.step_tables(spec)
 
     # 1-2. the draft writes a step
     drafted = write_step(engine.draft, state.draft_cache, tokens=state.tokens, length=state.length, active=live,
-                         room=room, key=k_draft, tables=engine.tables, sampling=spec.sampling,
+                         room=room, key=k_draft, tables=tables, sampling=spec.sampling,
                          max_step_tokens=spec.step_tokens, chunk=spec.chunk, usage=state.stats.draft)
 
     # 3. the PRM scores it in its own view, from its own cache
-    view, width, overflow = _fit_view(prm_view, drafted.tokens, drafted.length, prm_length=state.prm_length,
+    view, width, overflow = fit_view(prm_view, drafted.tokens, drafted.length, prm_length=state.prm_length,
                                       capacity=capacity)
     prm_tokens = commit(state.prm_tokens, state.prm_length, view, width)
     prm_cache, hidden, prm_usage = catch_up(prm, state.prm_cache, view=prm_tokens, upto=state.prm_length + width,
@@ -116,7 +111,7 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
     ended_eos = jnp.where(reject, rewritten.ended_eos, drafted.ended_eos)
     tokens = commit(state.tokens, state.length, step_tokens, step_len)
     length = state.length + step_len
-    t_view, t_width, t_overflow = _fit_view(prm_view, rewritten.tokens, rewritten.length,
+    t_view, t_width, t_overflow = fit_view(prm_view, rewritten.tokens, rewritten.length,
                                             prm_length=state.prm_length, capacity=capacity)
     prm_tokens = commit(prm_tokens, state.prm_length, t_view, jnp.where(reject, t_width, 0))
     overflow = live & (overflow | (reject & t_overflow))
@@ -126,6 +121,10 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
     n_steps = state.n_steps + live
     done = state.done | (live & (ended_eos | (length >= spec.end_of(state.prompt_length))
                                  | (n_steps >= spec.max_steps) | overflow))
+    # the official code's patience: patience - 1 iterations in a row with no row finishing end every row after this one
+    cut_off = live & ~done & (spec.patience > 0) & (state.unchanged >= spec.patience - 1)
+    done = done | cut_off
+    unchanged = jnp.where(jnp.any(done & ~state.done), 0, state.unchanged + 1)
     trace = state.trace.record(state.n_steps, live, jnp.where(reject, TARGET, DRAFT), reward, delta, length)
     stats = state.stats
     nonfinite = (stats.nonfinite | jnp.where(drafted.nonfinite, 1, 0) | jnp.where(rewritten.nonfinite, 2, 0)
@@ -136,11 +135,12 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
         target_tokens=stats.target_tokens + jnp.where(reject, rewritten.length, 0),
         draft_steps=stats.draft_steps + accepted, target_steps=stats.target_steps + reject,
         target_invocations=stats.target_invocations + jnp.any(reject), iterations=stats.iterations + 1,
-        nonfinite=nonfinite, draft=draft_usage, target=rewritten.usage, prm=prm_usage)
+        nonfinite=nonfinite, draft=draft_usage, target=rewritten.usage, prm=prm_usage,
+        cut_off=stats.cut_off | cut_off)
     return RSDState(tokens=tokens, length=length, prompt_length=state.prompt_length, done=done, n_steps=n_steps,
                     prm_tokens=prm_tokens, prm_length=prm_length, draft_cache=draft_cache,
                     target_cache=rewritten.cache, prm_cache=prm_cache, histogram=histogram, trace=trace,
-                    stats=stats, key=key)
+                    stats=stats, key=key, unchanged=unchanged)
 
 
 def initial_state(engine: "Engine", *, prompts: Prompts, histogram: acceptance.RewardHistogram, key: jax.Array,
@@ -156,7 +156,8 @@ def initial_state(engine: "Engine", *, prompts: Prompts, histogram: acceptance.R
         prm_tokens=prompts.prm_tokens, prm_length=prompts.prm_length,
         draft_cache=caches.draft.with_lengths(empty), target_cache=caches.target.with_lengths(empty),
         prm_cache=caches.prm.with_lengths(empty), histogram=histogram,
-        trace=Trace.empty(batch, spec.max_steps), stats=RSDStats.zeros(batch), key=key)
+        trace=Trace.empty(batch, spec.max_steps), stats=RSDStats.zeros(batch), key=key,
+        unchanged=jnp.zeros((), jnp.int32))
 
 
 def run_loop(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Array, spec: DecodeSpec,
@@ -182,33 +183,11 @@ def rsd_decode(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Arr
     """Reward-guided speculative decoding of a batch of prompts, in one jitted loop (on the engine's mesh when it
     has one: the batch split over "data", the weights as they are sharded).
 
-    knobs (δ, p, α, budget, histogram) are traced: a threshold sweep compiles once; spec is static."""
+    knobs (δ, p, α, budget, histogram) are traced: a threshold sweep compiles once; spec is static. With
+    spec.schedule "async", rows do not wait for each other (rsd_jax.decoding.rsd_async)."""
+    if spec.schedule == "async":
+        return async_decode(engine, prompts=prompts, knobs=knobs, key=key, spec=spec)
     with on_mesh(engine.mesh, prompts=prompts, replicated=(knobs, key)) as (prompts, (knobs, key)):
         caches = new_caches(engine, prompts)
         out, _ = _rsd_loop(engine, prompts=prompts, knobs=knobs, key=key, caches=caches, spec=spec)
     return out
-
-
-def new_caches(engine: "Engine", prompts: Prompts) -> RSDCaches:
-    """The three caches, zeros (each built straight into its sharding when the engine has a mesh)."""
-    shape = jax.eval_shape(RSDCaches.zeros, engine, prompts)
-    if engine.mesh is None:
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
-    return jax.tree.map(lambda s, where: _zeros(s.shape, s.dtype, where), shape, cache_shardings(engine, shape))
-
-
-@functools.partial(jax.jit, static_argnames=("shape", "dtype", "where"))
-def _zeros(shape: tuple[int, ...], dtype, where: jax.sharding.NamedSharding) -> jax.Array:
-    """Zeros built in their sharding, each device writing its own shard (no copy from a first device)."""
-    return jax.lax.with_sharding_constraint(jnp.zeros(shape, dtype), where)
-
-
-def cache_shardings(engine: "Engine", caches: RSDCaches) -> RSDCaches:
-    """Where the three caches live on the engine's mesh: batch over "data", KV heads over the tensor-parallel axes
-    when whole heads divide them."""
-    def of(model: Model) -> KVCache:
-        specs = KVCache.specs(model.config.num_kv_heads, engine.mesh)
-        return jax.tree.map(lambda s: jax.sharding.NamedSharding(engine.mesh, s), specs,
-                            is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-
-    return RSDCaches(draft=of(engine.draft), target=of(engine.target), prm=of(engine.prm))

@@ -6,6 +6,7 @@ buffer, S = max_steps.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING
 
 import jax
@@ -19,6 +20,7 @@ from rsd_jax.decoding.usage import Usage
 
 if TYPE_CHECKING:
     from rsd_jax.engine import Engine
+    from rsd_jax.models.model import Model
 
 DRAFT, TARGET, NO_STEP = 0, 1, -1
 
@@ -98,12 +100,14 @@ class RSDStats:
     draft: Usage
     target: Usage
     prm: Usage
+    cut_off: jax.Array  # [B] bool: ended by the batch-wide patience cut-off (spec.patience), not by its own limits
 
     @classmethod
     def zeros(cls, batch: int) -> "RSDStats":
         z = jnp.zeros((batch,), jnp.int32)
         s = jnp.zeros((), jnp.int32)
-        return cls(z, z, z, z, z, s, s, z, Usage.zeros(batch), Usage.zeros(batch), Usage.zeros(batch))
+        return cls(z, z, z, z, z, s, s, z, Usage.zeros(batch), Usage.zeros(batch), Usage.zeros(batch),
+                   jnp.zeros((batch,), bool))
 
 
 @jax.tree_util.register_dataclass
@@ -140,6 +144,7 @@ class RSDState:
     trace: Trace
     stats: RSDStats
     key: jax.Array
+    unchanged: jax.Array  # [] int32 consecutive iterations, up to the last, in which no row finished (patience)
 
 
 @jax.tree_util.register_dataclass
@@ -166,3 +171,28 @@ def output(final: RSDState) -> RSDOutput:
 
 def final_caches(final: RSDState) -> RSDCaches:
     return RSDCaches(draft=final.draft_cache, target=final.target_cache, prm=final.prm_cache)
+
+
+def new_caches(engine: "Engine", prompts: Prompts) -> RSDCaches:
+    """The three caches, zeros (each built straight into its sharding when the engine has a mesh)."""
+    shape = jax.eval_shape(RSDCaches.zeros, engine, prompts)
+    if engine.mesh is None:
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
+    return jax.tree.map(lambda s, where: _zeros(s.shape, s.dtype, where), shape, cache_shardings(engine, shape))
+
+
+@functools.partial(jax.jit, static_argnames=("shape", "dtype", "where"))
+def _zeros(shape: tuple[int, ...], dtype, where: jax.sharding.NamedSharding) -> jax.Array:
+    """Zeros built in their sharding, each device writing its own shard (no copy from a first device)."""
+    return jax.lax.with_sharding_constraint(jnp.zeros(shape, dtype), where)
+
+
+def cache_shardings(engine: "Engine", caches: RSDCaches) -> RSDCaches:
+    """Where the three caches live on the engine's mesh: batch over "data", KV heads over the tensor-parallel axes
+    when whole heads divide them."""
+    def of(model: Model) -> KVCache:
+        specs = KVCache.specs(model.config.num_kv_heads, engine.mesh)
+        return jax.tree.map(lambda s: jax.sharding.NamedSharding(engine.mesh, s), specs,
+                            is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+
+    return RSDCaches(draft=of(engine.draft), target=of(engine.target), prm=of(engine.prm))

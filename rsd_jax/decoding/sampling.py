@@ -59,6 +59,15 @@ def sample(sampling: Sampling, logits: jax.Array, key: jax.Array) -> jax.Array:
     return jax.random.categorical(key, filtered_logits(sampling, logits), axis=-1).astype(jnp.int32)
 
 
+def sample_rows(sampling: Sampling, logits: jax.Array, keys: jax.Array) -> jax.Array:
+    """Draws one token per row from logits [B, V], row b with its own key keys[b]: int32 [B]. A row's draw depends
+    only on its logits and its key, not on the other rows of the batch."""
+    if sampling.greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    draw = jax.vmap(lambda key, row: jax.random.categorical(key, row))
+    return draw(keys, filtered_logits(sampling, logits)).astype(jnp.int32)
+
+
 def token_probs(sampling: Sampling, logits: jax.Array) -> jax.Array:
     """The distribution `sample` draws from, [B, V] (one-hot for greedy): used by speculative decoding."""
     if sampling.greedy:

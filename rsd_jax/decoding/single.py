@@ -10,7 +10,6 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 import jax
-import jax.numpy as jnp
 
 from rsd_jax.decoding.generator import TokenTables, commit, write_step
 from rsd_jax.decoding.prompts import Prompts
@@ -38,7 +37,7 @@ def single_decode_impl(model: Model, *, prompts: Prompts, tables: TokenTables, k
                        spec: DecodeSpec) -> SingleOutput:
     """Decodes each row up to its token budget (spec.end_of) with one model, stopping rows at EOS."""
     batch, t_cap = prompts.tokens.shape
-    no_steps = dataclasses.replace(tables, stop=jnp.zeros_like(tables.stop))
+    no_steps = tables.without_steps()
     step = write_step(model, model.init_cache(batch, t_cap), tokens=prompts.tokens, length=prompts.length,
                       active=prompts.length > 0, room=spec.end_of(prompts.length) - prompts.length, key=key,
                       tables=no_steps, sampling=spec.sampling, max_step_tokens=spec.max_new_tokens,

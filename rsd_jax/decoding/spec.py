@@ -16,6 +16,9 @@ from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.errors import ConfigError
 
 
+SCHEDULES = ("sync", "async")
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
     """max_new_tokens: response token budget per row (with budget_includes_prompt: the budget of prompt +
@@ -28,6 +31,17 @@ class DecodeSpec:
     draft proposing this many tokens per round (greedy output unchanged, fewer target forwards).
     target_rows: the target writes the rejected rows' step this many rows at a time, gathered (one compiled copy,
     a loop over the groups; 0: over the whole batch, rows that accepted masked).
+    schedule: "sync" (every model runs until the longest row's step ends; the target whenever a row rejected) or
+    "async" (each row has its own phase and the models run token by token for the rows in theirs:
+    rsd_jax.decoding.rsd_async). quorum (async): the target runs when this many rows wait for it, or nothing else
+    can advance (0: a quarter of the batch). pass_rows (async): the target's and the PRM's passes carry at most this
+    many rows, gathered (0: the whole batch, the others masked); the draft's, any number of rows. pass_sizes (async):
+    how many sizes a gathered pass may take (1, 2, 3, 4 or 6: rsd_jax.decoding.passes.pass_sizes); each is a compiled
+    copy of the model.
+    stop_on_split_delimiter: a step also ends where its last two tokens write the delimiter across their boundary
+    ("\\n" then "\\n"), as the official code's stop string does; off: only a token whose text contains it ends a step.
+    patience: the official code's batch-wide cut-off: once `patience - 1` consecutive iterations have passed in which
+    no row of the batch finished, every row still running writes one more step and is cut off (0: off).
     """
 
     max_new_tokens: int = 512
@@ -42,13 +56,28 @@ class DecodeSpec:
     histogram_bins: int = 256
     speculative_gamma: int = 0
     target_rows: int = 0
+    schedule: str = "sync"
+    quorum: int = 0
+    pass_rows: int = 0
+    pass_sizes: int = 3
+    stop_on_split_delimiter: bool = False
+    patience: int = 0
 
     def __post_init__(self) -> None:
         if self.speculative_gamma < 0:
             raise ConfigError(f"rsd.speculative_gamma must be >= 0, got {self.speculative_gamma}")
+        if self.patience < 0:
+            raise ConfigError(f"decoding.patience must be >= 0 (0: off), got {self.patience}")
         for name in ("max_new_tokens", "max_steps", "max_step_tokens", "chunk", "histogram_bins"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"decoding.{name} must be >= 1, got {getattr(self, name)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"decoding.schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        for name in ("quorum", "pass_rows", "target_rows"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"decoding.{name} must be >= 0, got {getattr(self, name)}")
+        if self.pass_sizes not in (1, 2, 3, 4, 6):
+            raise ConfigError(f"decoding.pass_sizes must be 1, 2, 3, 4 or 6, got {self.pass_sizes}")
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"rsd.weighting {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
-from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, token_logits, write_step
+from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, step_ends, token_logits, write_step
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.sampling import Sampling, token_probs
 from rsd_jax.decoding.spec import DecodeSpec
@@ -54,14 +54,14 @@ def first_false(ok: jax.Array) -> jax.Array:
 def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_cache: KVCache, *,
                       tokens: jax.Array, length: jax.Array, active: jax.Array, room: jax.Array, key: jax.Array,
                       tables: TokenTables, sampling: Sampling, gamma: int, chunk: int,
-                      draft_usage: Usage, target_usage: Usage) -> Round:
+                      draft_usage: Usage, target_usage: Usage, step_start: jax.Array | None = None) -> Round:
     """One propose / verify round. Commits between 1 and min(γ + 1, room) tokens per active row, cut after
-    the first EOS or step-delimiter token."""
+    the first EOS or end of step (`step_ends`). step_start [B]: the committed length at which the row's step
+    began (default: `length`, the round starts the step)."""
     batch = tokens.shape[0]
     k_draft, k_accept, k_residual = jax.random.split(key, 3)
-    no_ends = TokenTables(stop=jnp.zeros_like(tables.stop), eos=jnp.zeros_like(tables.eos))  # the same vocabulary
     d = write_step(draft, draft_cache, tokens=tokens, length=length, active=active, room=jnp.minimum(room, gamma),
-                   key=k_draft, tables=no_ends, sampling=sampling, max_step_tokens=gamma, chunk=chunk,
+                   key=k_draft, tables=tables.without_ends(), sampling=sampling, max_step_tokens=gamma, chunk=chunk,
                    usage=draft_usage, record_probs=True)
 
     target_cache, _, target_usage = catch_up(target, target_cache, view=tokens, upto=length - 1, active=active,
@@ -94,13 +94,17 @@ def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_
     padded = jnp.pad(d.tokens, ((0, 0), (0, 1)))
     new = jnp.where(j < kept[:, None], padded, jnp.where(j == kept[:, None], extra[:, None], 0))  # [B, γ+1]
     n_new = jnp.minimum(kept + 1, room)
-    ends = (tables.eos[new] | tables.stop[new]) & (j < n_new[:, None])
+    previous = jnp.concatenate([last, new[:, :-1]], axis=1)  # [B, γ+1] the token before each new one
+    step_start = length if step_start is None else step_start
+    stop = step_ends(tables, previous, new, first=(j == 0) & (length == step_start)[:, None])
+    ends = (tables.eos[new] | stop) & (j < n_new[:, None])
     n_new = jnp.where(active, jnp.minimum(n_new, first_false(~ends) + 1), 0)
-    last_new = new[rows, jnp.maximum(n_new - 1, 0)]
+    at_last = jnp.maximum(n_new - 1, 0)
+    last_new = new[rows, at_last]
     new_length = length + n_new
     return Round(
         tokens=commit(tokens, length, new, n_new), length=new_length, n_new=n_new,
-        ended_eos=active & tables.eos[last_new], ended_stop=active & tables.stop[last_new],
+        ended_eos=active & tables.eos[last_new], ended_stop=active & stop[rows, at_last],
         proposed=jnp.where(active, d.length, 0), kept=jnp.where(active, jnp.minimum(kept, n_new), 0),
         draft_cache=d.cache.with_lengths(jnp.where(active, jnp.minimum(d.cache.lengths, new_length - 1),
                                                    d.cache.lengths)),
@@ -147,7 +151,7 @@ def speculative_write(draft: Model, target: Model, draft_cache: KVCache, target_
         r = speculative_round(draft, target, s.draft_cache, s.target_cache, tokens=s.tokens, length=s.length,
                               active=s.live, room=room - (s.length - length), key=sub, tables=tables,
                               sampling=sampling, gamma=gamma, chunk=chunk, draft_usage=s.draft_usage,
-                              target_usage=s.target_usage)
+                              target_usage=s.target_usage, step_start=length)
         finished = r.ended_eos | r.ended_stop | (r.length - length >= room)
         return Speculating(tokens=r.tokens, length=r.length, live=s.live & ~finished, eos=s.eos | r.ended_eos,
                            stop=s.stop | r.ended_stop, kept=s.kept + r.kept, draft_cache=r.draft_cache,
@@ -179,7 +183,7 @@ def speculative_decode_impl(engine: "Engine", *, prompts: Prompts, key: jax.Arra
                             gamma: int = 4) -> SpeculativeOutput:
     """Speculative decoding of whole responses: the target's distribution (its greedy output when greedy)."""
     batch, t_cap = prompts.tokens.shape
-    no_steps = dataclasses.replace(engine.tables, stop=jnp.zeros_like(engine.tables.stop))
+    no_steps = engine.tables.without_steps()
     step, _, draft_usage, kept = speculative_write(
         engine.draft, engine.target, engine.draft.init_cache(batch, t_cap), engine.target.init_cache(batch, t_cap),
         tokens=prompts.tokens, length=prompts.length, active=prompts.length > 0,

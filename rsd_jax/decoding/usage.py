@@ -33,14 +33,18 @@ class Usage:
                    rows=jnp.zeros((), jnp.int32))
 
     def add_forward(self, cfg: ModelConfig, starts: jax.Array, n_valid: jax.Array, chunk: int,
-                    capacity: int, head_tokens: int) -> "Usage":
-        """Counts one forward of a [B, chunk] block; `head_tokens` per row also went through the head."""
+                    capacity: int, head_tokens: int, *, rows: jax.Array | None = None) -> "Usage":
+        """Counts one forward of a [B, chunk] block; `head_tokens` per row also went through the head. With rows
+        [G] (distinct), the block held those G rows of the batch (starts, n_valid [G])."""
         batch = starts.shape[0]
         head = flops.head_flops_per_token(cfg)
         useful = flops.span_flops(cfg, starts.astype(jnp.float32), n_valid.astype(jnp.float32),
                                   with_head=False) + jnp.where(n_valid > 0, head * head_tokens, 0)
         executed = float(flops.executed_flops(cfg, batch, chunk, capacity, with_head=False)
                          + batch * head * head_tokens)
+        if rows is not None:
+            n_valid, useful = (jnp.zeros_like(self.tokens).at[rows].set(n_valid),
+                               jnp.zeros_like(self.useful_flops).at[rows].set(useful))
         return Usage(tokens=self.tokens + n_valid, useful_flops=self.useful_flops + useful,
                      executed_flops=self.executed_flops + executed, forwards=self.forwards + 1,
                      rows=self.rows + jnp.sum(n_valid > 0, dtype=jnp.int32))

@@ -50,16 +50,18 @@ class Visibility:
         return cls(query_slot=query_slot, key_end=key_end, n_blocks=n_blocks)
 
 
-def attend(q: jax.Array, keys: jax.Array, values: jax.Array, layer: jax.Array, visible: Visibility) -> jax.Array:
+def attend(q: jax.Array, keys: jax.Array, values: jax.Array, layer: jax.Array, visible: Visibility,
+           rows: jax.Array | None = None) -> jax.Array:
     """Softmax attention of queries q [B, T, H, D] (already rotated) over layer `layer` of the cache
-    keys / values [L, B, K, S, D]; returns [B, T, H, D] in q's dtype.
+    keys / values [L, B, K, S, D]; returns [B, T, H, D] in q's dtype. With rows [G], q holds G rows that read
+    those rows of the cache (each key block gathered: the other rows are not read).
 
     Grouped-query attention reads each block of K heads and repeats it to the H query heads: the queries stay
     split by head (over a mesh's "model" axis) and the cache keeps its own layout (whole KV heads, or replicated),
     so the partitioner never re-lays out the cache to match a split of the query groups.
     """
     b, t, h, d = q.shape
-    k_heads, capacity = keys.shape[2], keys.shape[3]
+    k_heads, capacity, cache_rows = keys.shape[2], keys.shape[3], keys.shape[1]
     block = min(KEY_BLOCK, capacity)
     kv_of_head = jnp.arange(h) // (h // k_heads)  # [H] the KV head each query head reads
     q = q.transpose(0, 2, 1, 3)  # [B, H, T, D]
@@ -67,7 +69,9 @@ def attend(q: jax.Array, keys: jax.Array, values: jax.Array, layer: jax.Array, v
     offsets = jnp.arange(block, dtype=jnp.int32)
 
     def read(cache: jax.Array, start: jax.Array) -> jax.Array:  # [B, H, N, D]
-        piece = jax.lax.dynamic_slice(cache, (layer, 0, 0, start, 0), (1, b, k_heads, block, d))[0]
+        piece = jax.lax.dynamic_slice(cache, (layer, 0, 0, start, 0), (1, cache_rows, k_heads, block, d))[0]
+        if rows is not None:
+            piece = jnp.take(piece, rows, axis=0)
         return jnp.take(piece, kv_of_head, axis=1).astype(q.dtype)
 
     def visit(j, carry: OnlineSoftmax) -> OnlineSoftmax:

@@ -81,16 +81,18 @@ class Attention(nnx.Module):
         self.o_proj = _linear(cfg.num_heads * d, e, cfg.out_bias, cfg, rngs, ("heads", None))
         self.cfg = cfg
 
-    def __call__(self, x, positions, inv_freq, slots, *, cache: KVCache, layer: jax.Array, visible: Visibility):
-        """x [B, T, E], positions/slots [B, T] -> ([B, T, E], cache with layer `layer` written)."""
+    def __call__(self, x, positions, inv_freq, slots, *, cache: KVCache, layer: jax.Array, visible: Visibility,
+                 rows: jax.Array | None = None):
+        """x [B, T, E], positions/slots [B, T] -> ([B, T, E], cache with layer `layer` written); with rows [G],
+        x holds G rows of the cache's batch."""
         cfg = self.cfg
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, cfg.num_heads, cfg.head_dim)
         k = self.k_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         v = self.v_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-        cache = cache.write_layer(layer, slots, k, v).on_current_mesh()  # pinned: the loop keeps its layout
-        out = attend(q, cache.k, cache.v, layer, visible)
+        cache = cache.write_layer(layer, slots, k, v, rows).on_current_mesh()  # pinned: the loop keeps its layout
+        out = attend(q, cache.k, cache.v, layer, visible, rows)
         return self.o_proj(out.reshape(b, t, cfg.num_heads * cfg.head_dim)), cache
 
 
@@ -112,9 +114,10 @@ class Block(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, positions, inv_freq, slots, *, cache: KVCache, layer: jax.Array, visible: Visibility):
+    def __call__(self, x, positions, inv_freq, slots, *, cache: KVCache, layer: jax.Array, visible: Visibility,
+                 rows: jax.Array | None = None):
         attn, cache = self.self_attn(self.input_layernorm(x), positions, inv_freq, slots, cache=cache, layer=layer,
-                                     visible=visible)
+                                     visible=visible, rows=rows)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), cache
 
@@ -174,12 +177,15 @@ class Decoder(nnx.Module):
             self.v_head = ValueHead(cfg, rngs)
 
     def backbone(self, tokens: jax.Array, starts: jax.Array, cache: KVCache,
-                 n_valid: jax.Array | None = None, all_blocks: bool = False) -> DecoderOutput:
+                 n_valid: jax.Array | None = None, all_blocks: bool = False,
+                 rows: jax.Array | None = None) -> DecoderOutput:
         """Runs tokens [B, T] written at per-row slots starts[b] .. starts[b] + n_valid[b] - 1.
 
         Tokens at t >= n_valid[b] are padding: not written to the cache, their outputs are meaningless.
         The returned cache has lengths = starts + n_valid. all_blocks: attend over every key block of the cache
-        (a static loop, differentiable) instead of those up to the longest row.
+        (a static loop, differentiable) instead of those up to the longest row. rows [G] (distinct): tokens, starts
+        and n_valid hold G rows of the cache's batch; only those rows are computed, written and read (a row with
+        n_valid 0 is left as it was: give it starts = its length).
         """
         b, t = tokens.shape
         starts = starts.astype(jnp.int32)
@@ -192,13 +198,13 @@ class Decoder(nnx.Module):
 
         def layer(carry: LayerInput, params) -> tuple[LayerInput, None]:
             x, cache = nnx.merge(block_def, params)(carry.x, visible.query_slot, inv_freq, slots, cache=carry.cache,
-                                                    layer=carry.index, visible=visible)
+                                                    layer=carry.index, visible=visible, rows=rows)
             return LayerInput(x=x, cache=cache, index=carry.index + 1), None
 
         with jax.named_scope("layers"):
             final, _ = jax.lax.scan(layer, LayerInput(x=x, cache=cache, index=jnp.int32(0)), block_params)
             x, cache = final.x, final.cache
-        return DecoderOutput(hidden=self.norm(x), cache=cache.with_lengths(starts + n_valid))
+        return DecoderOutput(hidden=self.norm(x), cache=cache.set_lengths(rows, starts + n_valid))
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """[..., E] -> [..., V] float32."""

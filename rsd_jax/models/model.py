@@ -62,8 +62,9 @@ class Model:
         return KVCache.zeros(self.config, batch, capacity)
 
     def backbone(self, tokens: jax.Array, starts: jax.Array, cache: KVCache,
-                 n_valid: jax.Array | None = None, all_blocks: bool = False) -> DecoderOutput:
-        return self.module().backbone(tokens, starts, cache, n_valid, all_blocks)
+                 n_valid: jax.Array | None = None, all_blocks: bool = False,
+                 rows: jax.Array | None = None) -> DecoderOutput:
+        return self.module().backbone(tokens, starts, cache, n_valid, all_blocks, rows)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         return self.module().logits(hidden)
