@@ -400,7 +400,7 @@ def test_theory_reports_results_with_errors_or_non_finite_rewards(tmp_path, monk
     from rsd_jax.theory import decoded
 
     class Step:
-        reward = float("nan")
+        source, reward = "draft", float("nan")
 
     class Result:
         steps, error = (Step(),), "non-finite values in PRM reward"
@@ -497,7 +497,7 @@ def test_calibration_with_non_finite_rewards_raises_the_projects_error(monkeypat
     from rsd_jax import calibration
 
     class Step:
-        reward = float("nan")
+        source, reward = "draft", float("nan")
 
     class Result:
         steps = (Step(), Step())
