@@ -66,9 +66,19 @@ class RSDConfig:
                        (0.0, 2.0))
     p: float = doc(method_values.RSD.p, "acceptance probability of the constant ω", (0.0, 1.0))
     alpha: float = doc(method_values.RSD.alpha, "slope α of the logistic ω", (0.0, 1000.0))
-    budget: float | None = doc(None, "largest fraction of steps that may go to the target (budget-aware δ)",
+    budget: float | None = doc(None, "fraction of steps the target may write, spent by the theory's optimum (the "
+                                     "randomised threshold (δ, q) calibrated on rsd.calibration; binary only)",
                                (0.0, 1.0))
-    online_budget: bool = doc(False, "with budget: set δ inside the loop from a running quantile of rewards")
+    online_budget: bool = doc(False, "with budget: set (δ, q) inside the loop from a running histogram of rewards "
+                                     "(seeded by rsd.calibration's rewards when set)")
+    calibration: str | None = doc(None, "budget: the problems whose draft rewards set (δ, q), never the evaluated "
+                                        "ones: 'dev' (the embedded task's development split, seed 777) or a dataset "
+                                        "name of data.source (its first calibration_n problems)")
+    calibration_n: int = doc(256, "budget: problems of the calibration split", (1, 1_000_000))
+    calibration_rounds: int = doc(2, "budget: rounds recomputing (δ, q) from the draft's rewards at RSD's own "
+                                     "contexts on the calibration split (0: draft-only contexts)", (0, 100))
+    calibration_target: bool = doc(True, "budget: also decode the calibration split with the target and score its "
+                                         "steps with the PRM: μ_M, and δ* = min(μ_M, δ_γ) (the budget may go unspent)")
     thresholds: tuple[float, ...] = doc((), "evaluate: extra δ values to sweep")
     speculative_gamma: int = doc(0, "> 0: the target writes its steps by speculative decoding, γ drafts a round",
                                  (0, 64))
@@ -175,7 +185,7 @@ class DataConfig:
     prompts: tuple[str, ...] = doc((), "source=prompts: the questions to decode")
     prompts_file: str | None = doc(None, "source=prompts: a text file, one question per line ('-': stdin)")
     n: int | None = doc(None, "use only the first n problems", (1, 10_000_000))
-    seed: int = doc(12345, "arith: seed of the held-out problems (training uses other seeds)")
+    seed: int = doc(arith.HELD_OUT_SEED, "arith: seed of the held-out problems (training uses other seeds)")
     levels: tuple[int, ...] = doc(arith.LEVELS, "arith: difficulty levels (operations per problem)")
     template: Literal["plain", "qwen25-math-cot", "chat"] = doc(
         "plain", "the draft's and target's prompt, for every source: plain (question + newline), qwen25-math-cot "
@@ -208,6 +218,36 @@ class RunConfig:
     data: DataConfig = doc(DataConfig(), "the problems")
     mesh: MeshConfig = doc(MeshConfig(), "device layout")
     output: str | None = doc(None, "folder for results (the --out flag overrides it)")
+
+    def __post_init__(self) -> None:
+        """A budget's calibration split is never the evaluated one (checked when the config is read)."""
+        calibration_data(self.rsd, self.data)
+
+
+def calibration_data(rsd: RSDConfig, data: DataConfig) -> DataConfig | None:
+    """The problems rsd.calibration names (None: unset), as a data section: 'dev', the embedded task's development
+    split (seed arith.DEV_SEED, data's levels); a dataset name, its first calibration_n problems. Either way in
+    data's template. A split equal to the evaluated one (`data`) is a ConfigError."""
+    name = rsd.calibration
+    if name is None:
+        return None
+    if name == "dev":
+        if data.source != "arith":
+            raise ConfigError(f"rsd.calibration='dev' is the embedded task's development split; with "
+                              f"data.source={data.source!r} name another dataset to calibrate on")
+        if data.seed == arith.DEV_SEED:
+            raise ConfigError(f"rsd.calibration='dev' is the evaluated split itself (data.seed={data.seed}): "
+                              "calibrating the budget on the problems it is measured on overfits; evaluate on the "
+                              f"held-out split (data.seed={arith.HELD_OUT_SEED})")
+        return DataConfig(source="arith", n=rsd.calibration_n, seed=arith.DEV_SEED, levels=data.levels,
+                          template=data.template)
+    if name not in DATASETS or name in ("arith", "prompts"):
+        others = ", ".join(d for d in DATASETS if d not in ("arith", "prompts"))
+        raise ConfigError(f"rsd.calibration must be 'dev' or a dataset name ({others}); got {name!r}")
+    if name == data.source:
+        raise ConfigError(f"rsd.calibration={name!r} is the evaluated dataset (data.source): calibrate the budget "
+                          "on another one")
+    return DataConfig(source=name, n=rsd.calibration_n, template=data.template)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,7 +329,7 @@ class TrainConfig:
 class TheoryConfig:
     """python -m rsd_jax.theory."""
 
-    experiment: Literal["analytic", "empirical", "end_to_end", "perfect_prm", "prm_errors"] = doc(
+    experiment: Literal["analytic", "empirical", "end_to_end", "perfect_prm", "prm_errors", "budget"] = doc(
         "analytic", "which experiment to run")
     run: RunConfig = doc(RunConfig(), "empirical / end_to_end / perfect_prm / prm_errors: the models, problems and "
                          "decoding")
@@ -301,7 +341,7 @@ class TheoryConfig:
     deltas: tuple[float, ...] = doc((0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01), "thresholds to sweep")
     weightings: tuple[str, ...] = doc(("binary", "constant", "logistic", "clipping", "sigmoidal"),
                                       "end_to_end: the weighting families compared")
-    budgets: tuple[float, ...] = doc((0.1, 0.2, 0.3, 0.5), "per-context thresholds: target-rate budgets")
+    budgets: tuple[float, ...] = doc((0.1, 0.2, 0.3, 0.5), "per-context thresholds / budget: target-rate budgets")
 
     def __post_init__(self) -> None:
         """The analytic distributions must be distributions: Beta(a, b) with a, b > 0, and discrete

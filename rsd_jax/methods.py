@@ -44,8 +44,11 @@ class Method(Protocol):
 @dataclasses.dataclass(frozen=True)
 class RSD:
     """Reward-guided speculative decoding. delta, p, alpha: the weighting ω's parameters (traced: a sweep compiles
-    once); delta may be one threshold per prompt. budget: the largest fraction of steps that may go to the target;
-    with online_budget, δ follows a running quantile of the draft's rewards, seeded by calibration_rewards.
+    once); delta may be one threshold per prompt. budget: the fraction of steps the target may write, spent by the
+    theory's optimum (acceptance.threshold_rule; binary weighting only): calibrated, the randomised threshold
+    (delta, q) set from a calibration split's rewards (rsd_jax.calibration); with online_budget, the same rule
+    over a running histogram of the draft's rewards seeded by calibration_rewards, with δ* = min(mu_target, δ_γ)
+    when mu_target (the target's mean step reward μ_M) is known.
     speculative_gamma > 0: the target writes its steps by speculative decoding with γ draft tokens a round."""
 
     delta: float | Sequence[float] = acceptance.DEFAULT_DELTA
@@ -56,20 +59,30 @@ class RSD:
     online_budget: bool = False
     calibration_rewards: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
     speculative_gamma: int = 0
+    q: float = 1.0
+    mu_target: float | None = None
 
     name: ClassVar[str] = "rsd"
     scored: ClassVar[bool] = True
 
+    def __post_init__(self) -> None:
+        if self.budget is not None and self.weighting != "binary":
+            raise ConfigError(f"rsd.budget spends the budget with the randomised threshold (the theory's optimum), "
+                              f"which replaces ω; rsd.weighting must be binary, got {self.weighting!r}")
+        if not 0.0 <= self.q <= 1.0:
+            raise ConfigError(f"RSD q (the acceptance at δ) must be in [0, 1], got {self.q}")
+
     def spec(self, decoding: DecodeSpec) -> DecodeSpec:
-        return decoding.replace(weighting=self.weighting, online_budget=self.online_budget,
-                                speculative_gamma=self.speculative_gamma)
+        return decoding.replace(weighting=self.weighting, budget=self.budget is not None,
+                                online_budget=self.online_budget, speculative_gamma=self.speculative_gamma)
 
     def knobs(self, spec: DecodeSpec, rows: int) -> Knobs:
         delta = self.delta
         if np.ndim(delta) == 1:  # one threshold per prompt (per-context δ): padding rows take the last value
             delta = np.pad(np.asarray(delta, np.float32), (0, rows - len(delta)), mode="edge")
         return Knobs.create(delta=delta, p=self.p, alpha=self.alpha, budget=self.budget,
-                            histogram_bins=spec.histogram_bins, calibration_rewards=self.calibration_rewards)
+                            histogram_bins=spec.histogram_bins, calibration_rewards=self.calibration_rewards,
+                            q=self.q, mu_target=self.mu_target)
 
     def run(self, engine: Engine, batch: Prompts, *, prompts: Sequence[str], key: jax.Array,
             spec: DecodeSpec) -> list[GenerationResult]:

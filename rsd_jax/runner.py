@@ -9,15 +9,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator, Sequence
 
-import numpy as np
-
-from rsd_jax import methods
 from rsd_jax.api import generate
+from rsd_jax.calibration import BudgetCalibration, calibrate_budget
 from rsd_jax.config import RSDConfig, RunConfig, split_method_variant
 from rsd_jax.data.problems import Item
-from rsd_jax.decoding.acceptance import calibrate_threshold
 from rsd_jax.engine import Engine
-from rsd_jax.errors import NumericalError
 from rsd_jax.results import GenerationResult
 
 
@@ -31,18 +27,6 @@ def to_record(item: Item, result: GenerationResult, method: str) -> dict:
         "correct": item.grade(result.text) if item.grade is not None else None,
         "level": item.level, "error": result.error,
     }
-
-
-def calibrated_delta(engine: Engine, items: Sequence[Item], cfg: RunConfig) -> float:
-    """δ from a calibration run: the draft's step rewards with every step accepted, at the budget quantile."""
-    results = generate(engine, [i.prompt for i in items], questions=[i.question for i in items],
-                       method=methods.RSD(delta=0.0), decoding=cfg.decoding.spec(), seed=cfg.decoding.seed)
-    rewards = np.array([s.reward for r in results for s in r.steps])
-    bad = int(np.sum(~np.isfinite(rewards)))
-    if bad:
-        raise NumericalError(f"rsd.budget: cannot calibrate δ, the PRM gave non-finite rewards to {bad} of the "
-                             f"{rewards.size} draft steps of the calibration batch (is the PRM checkpoint broken?)")
-    return calibrate_threshold(rewards, cfg.rsd.budget)
 
 
 def parse_method(text: str, cfg: RunConfig) -> tuple[str, RunConfig]:
@@ -59,29 +43,37 @@ def parse_method(text: str, cfg: RunConfig) -> tuple[str, RunConfig]:
 
 
 def run_method(engine: Engine, items: Sequence[Item], method: str, cfg: RunConfig,
-               delta: float | None = None, done: frozenset[str] = frozenset()) -> Iterator[list[dict]]:
+               delta: float | None = None, done: frozenset[str] = frozenset(), *,
+               calibration: BudgetCalibration | None = None) -> Iterator[list[dict]]:
     """Yields the records of each batch of `items` decoded with `method` (a name of rsd_jax.methods.NAMES, its
     options from the config's rsd section).
 
-    Batches are fixed slices of `items` (batch_size each), seeded by their position, and the budget's δ is
-    calibrated on the first: a resume passes every item with `done` (the uids already on disk) and gets the
-    same batches, skipping those whose records are all done (a batch with some done is decoded whole again,
-    so each record is what an uninterrupted run writes)."""
+    Batches are fixed slices of `items` (batch_size each), seeded by their position. RSD with a budget is
+    calibrated first, once, on rsd.calibration's split (never `items`' own: rsd_jax.calibration; or `calibration`
+    given, e.g. shared by several budgets), and its records carry the (δ, q, μ_M) it decoded with. A resume passes every item with `done` (the uids already on disk) and
+    gets the same batches, skipping those whose records are all done (a batch with some done is decoded whole
+    again, so each record is what an uninterrupted run writes)."""
     if not items:
         return
     bs = cfg.decoding.batch_size
     delta = cfg.rsd.delta if delta is None else delta
-    calibrate = method == "rsd" and cfg.rsd.budget is not None and not cfg.rsd.online_budget
+    calibrate = method == "rsd" and cfg.rsd.budget is not None and (cfg.rsd.calibration or not cfg.rsd.online_budget)
+    calibration = calibration if calibrate else None
     for start in range(0, len(items), bs):
         chunk = items[start:start + bs]
         if all(i.uid in done for i in chunk):
             continue
-        if calibrate:
-            delta, calibrate = calibrated_delta(engine, items[:bs], cfg), False
+        if calibrate and calibration is None:
+            calibration = calibrate_budget(engine, cfg, tokenizer=engine.models.tokenizer)
+        value = cfg.rsd.method_value(method, delta=delta, extract=chunk[0].extract)
+        value = calibration.method(value) if calibration is not None else value
         results = generate(engine, [i.prompt for i in chunk], questions=[i.question for i in chunk],
-                           method=cfg.rsd.method_value(method, delta=delta, extract=chunk[0].extract),
-                           decoding=cfg.decoding.spec(), seed=cfg.decoding.seed + start, pad_batch_to=bs)
+                           method=value, decoding=cfg.decoding.spec(), seed=cfg.decoding.seed + start,
+                           pad_batch_to=bs)
         records = [to_record(i, res, method) for i, res in zip(chunk, results)]
         for rec in records:
-            rec["delta"] = delta
+            rec["delta"] = value.delta if calibration is not None else delta
+            if calibration is not None:
+                rec["q"], rec["mu_target"] = value.q, value.mu_target
+                rec["calibration_shares"] = list(calibration.shares)
         yield records

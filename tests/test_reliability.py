@@ -30,7 +30,7 @@ from rsd_jax import bench, capacity, convert, decode, evaluate, outputs, records
 from rsd_jax.configlib import load_config
 from rsd_jax.config import RunConfig
 from rsd_jax.data.char_tokenizer import CharTokenizer
-from rsd_jax.decoding.acceptance import calibrate_threshold
+from rsd_jax.decoding.acceptance import rule_of_rewards
 from rsd_jax.errors import CheckpointError, ConfigError, NumericalError, OutputError, RSDError
 from rsd_jax.models import Model, ModelConfig
 from rsd_jax.records import RecordLog, read_records
@@ -400,7 +400,7 @@ def test_theory_reports_results_with_errors_or_non_finite_rewards(tmp_path, monk
     from rsd_jax.theory import decoded
 
     class Step:
-        reward = float("nan")
+        source, reward = "draft", float("nan")
 
     class Result:
         steps, error = (Step(),), "non-finite values in PRM reward"
@@ -493,21 +493,21 @@ def test_mesh_data_that_does_not_fit_one_device_is_an_error(monkeypatch):
 
 def test_calibration_with_non_finite_rewards_raises_the_projects_error(monkeypatch):
     with pytest.raises(NumericalError, match="2 of the 3 rewards are not finite"):
-        calibrate_threshold(np.array([0.5, np.nan, np.inf]), 0.3)
-    from rsd_jax import runner
+        rule_of_rewards(np.array([0.5, np.nan, np.inf]), 0.3)
+    from rsd_jax import calibration
 
     class Step:
-        reward = float("nan")
+        source, reward = "draft", float("nan")
 
     class Result:
         steps = (Step(), Step())
 
-    monkeypatch.setattr(runner, "generate", lambda *a, **k: [Result()])
-    cfg = load_config(RunConfig, None, ["rsd.budget=0.3"])
+    monkeypatch.setattr(calibration, "generate", lambda *a, **k: [Result()])
+    cfg = load_config(RunConfig, None, ["rsd.budget=0.3", "rsd.calibration=dev", "decoding.batch_size=1"])
     from rsd_jax.data.problems import load_items
 
-    with pytest.raises(NumericalError, match="rsd.budget: cannot calibrate δ, the PRM gave non-finite rewards to 2"):
-        runner.calibrated_delta(None, load_items(cfg.data)[:1], cfg)
+    with pytest.raises(NumericalError, match="rsd.budget: cannot calibrate, the PRM gave non-finite rewards to 2"):
+        calibration.step_rewards(None, load_items(cfg.data)[:1], cfg)
 
 
 def test_a_dash_stays_a_string_for_string_fields():

@@ -47,7 +47,8 @@ def run(setup, spec, delta=0.5, key=0, weighting_params=None):
 def _run(setup, spec, delta, key, weighting_params):
     engine, batch = setup[0], setup[1]
     knobs = Knobs(acceptance=weighting_params or acceptance.AcceptanceParams.create(delta=delta),
-                  budget=jnp.float32(0.0), histogram=acceptance.RewardHistogram.create(spec.histogram_bins))
+                  budget=jnp.float32(0.0), histogram=acceptance.RewardHistogram.create(spec.histogram_bins),
+                  mu_target=jnp.float32(jnp.inf))
     return jax.device_get(rsd_decode(engine, prompts=batch, knobs=knobs, key=jax.random.key(key), spec=spec))
 
 
@@ -120,6 +121,17 @@ def test_sampled_rows_do_not_depend_on_the_schedule(setup, weighting):
         assert committed(first, i) == committed(second, i)
     np.testing.assert_array_equal(first.trace.source, second.trace.source)
     assert any(committed(first, i) != committed(other_key, i) for i in range(len(LENGTHS)))
+
+
+def test_async_budget_mode_is_the_binary_rule_off_the_atom(setup, sync_out):
+    """The calibrated budget mode in the asynchronous loop (per-row uniforms): with δ where no reward sits, q = 0 and
+    q = 1 both commit what the synchronous binary rule commits."""
+    spec = SPEC.replace(schedule="async", budget=True)
+    for q in (0.0, 1.0):
+        out = run(setup, spec, weighting_params=acceptance.AcceptanceParams.create(delta=0.5, q=q))
+        np.testing.assert_array_equal(out.trace.source, sync_out.trace.source)
+        for i in range(len(LENGTHS)):
+            assert committed(out, i) == committed(sync_out, i)
 
 
 def test_target_fires_on_a_quorum_while_a_wave_is_in_flight_or_when_nothing_else_can_advance():

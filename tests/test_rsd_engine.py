@@ -42,7 +42,8 @@ def run_rsd(setup, delta, spec=SPEC, weighting_params=None, key=0, budget=0.0, h
     batch = setup[6]
     knobs = Knobs(acceptance=weighting_params or acceptance.AcceptanceParams.create(delta=delta),
                   budget=jnp.float32(budget),
-                  histogram=histogram or acceptance.RewardHistogram.create(spec.histogram_bins))
+                  histogram=histogram or acceptance.RewardHistogram.create(spec.histogram_bins),
+                  mu_target=jnp.float32(jnp.inf))
     return jax.device_get(rsd_decode(engine_of(setup), prompts=batch, knobs=knobs, key=jax.random.key(key), spec=spec))
 
 
@@ -176,6 +177,23 @@ def test_online_budget_limits_target_share(setup):
     share = float(out.stats.target_steps.sum()) / float(out.n_steps.sum())
     assert share <= 0.25 + 0.15  # the estimate starts empty; it settles within a few steps
     assert np.isfinite(out.trace.delta[out.trace.source != NO_STEP]).all()
+
+
+def test_calibrated_budget_mode_is_the_binary_rule_off_the_atom_and_q_on_it(setup):
+    """The loop's calibrated rule (r > δ, r == δ with probability q): with q = 1, or q = 0 where no reward sits on
+    δ, it decides as the binary rule r >= δ; with δ on a reward the loop saw, q = 0 rejects that step and q = 1
+    accepts it."""
+    budget = SPEC.replace(budget=True)
+    plain = run_rsd(setup, 0.5)
+    for q in (1.0, 0.0):
+        out = run_rsd(setup, 0.5, spec=budget, weighting_params=acceptance.AcceptanceParams.create(delta=0.5, q=q))
+        np.testing.assert_array_equal(out.tokens, plain.tokens)
+        np.testing.assert_array_equal(out.trace.source, plain.trace.source)
+    first = float(plain.trace.reward[0, 0])  # the first step's reward: the same context whatever the rule
+    sources = [run_rsd(setup, 0.0, spec=budget,
+                       weighting_params=acceptance.AcceptanceParams.create(delta=first, q=q)).trace.source[0, 0]
+               for q in (0.0, 1.0)]
+    assert sources == [TARGET, DRAFT]
 
 
 def test_target_on_a_gathered_sub_batch_gives_the_same_result(setup):

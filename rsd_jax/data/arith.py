@@ -26,6 +26,8 @@ from rsd_jax.errors import ConfigError
 DATA_VERSION = "arith-v2"
 DELIMITER = "\n\n"
 LEVELS = (3, 4, 5)
+HELD_OUT_SEED = 12345  # the held-out split every benchmark figure is measured on
+DEV_SEED = 777  # the development split (choosing δ, calibrating a budget); training uses other seeds
 MAX_VALUE = 999
 _NUMBER = r"(0|[1-9]\d*)"  # canonical: no leading zeros
 _EQUATION = re.compile(rf"^\s*{_NUMBER}\s*([+\-*])\s*{_NUMBER}\s*=\s*{_NUMBER}\s*$")

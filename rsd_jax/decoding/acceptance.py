@@ -5,9 +5,13 @@ deterministic test r >= δ. Every function here is jit-friendly: the weighting f
 string (chosen at trace time), while δ, p, α and the budget are traced float32 scalars, so a parameter sweep
 compiles once. A non-finite reward is never accepted by a reward-dependent ω (the target writes that step).
 
-Budget b = the largest fraction of steps that may go to the target. For the binary rule the target writes the
-steps with r < δ, so the best δ is the lower-b quantile of the draft's rewards: `calibrate_threshold` computes
-it from a calibration run on the host, `RewardHistogram` + `threshold` estimate it online inside the loop.
+Budget mode (the theory's optimum, rsd_jax.theory.mixture derivations (b)-(c)). Budget b = the fraction of steps
+the target may write, γ = 1 - b the fraction the draft must write. Over a draft reward distribution (atoms and
+their mass) `threshold_rule` gives δ_γ = max{δ : P(r >= δ) >= γ} and the acceptance q on the atom at δ_γ with
+P(r > δ_γ) + q P(r = δ_γ) = γ; with the target's mean step reward μ_M known, δ* = min(μ_M, δ_γ) (accept r >= μ_M,
+q = 1, when the budget does not bind). It is the one implementation: the theory calls it with numpy, `rule_of_rewards`
+with a calibration run's rewards on the host, `histogram_rule` with the loop's running histogram (atoms = bins).
+`budget_accept` applies the rule: accept r > δ, r == δ (online: r in δ's bin) with probability q.
 """
 
 from __future__ import annotations
@@ -30,17 +34,19 @@ DEFAULT_ALPHA = 20.0
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class AcceptanceParams:
-    """Traced float32 scalars []: delta (δ of binary and logistic), p (constant ω), alpha (logistic slope)."""
+    """Traced float32 scalars []: delta (δ of binary and logistic), p (constant ω), alpha (logistic slope), q (budget
+    mode: the acceptance probability of a reward equal to δ; the binary rule without a budget ignores it)."""
 
     delta: jax.Array
     p: jax.Array
     alpha: jax.Array
+    q: jax.Array
 
     @classmethod
-    def create(cls, delta: float = DEFAULT_DELTA, p: float = DEFAULT_P,
-               alpha: float = DEFAULT_ALPHA) -> "AcceptanceParams":
+    def create(cls, delta: float = DEFAULT_DELTA, p: float = DEFAULT_P, alpha: float = DEFAULT_ALPHA,
+               q: float = 1.0) -> "AcceptanceParams":
         return cls(delta=jnp.asarray(delta, jnp.float32), p=jnp.asarray(p, jnp.float32),
-                   alpha=jnp.asarray(alpha, jnp.float32))
+                   alpha=jnp.asarray(alpha, jnp.float32), q=jnp.asarray(q, jnp.float32))
 
 
 def omega(kind: str, r, *, delta, p, alpha, xp=jnp):
@@ -78,28 +84,6 @@ def accept(kind: str, params: AcceptanceParams, rewards: jax.Array, key: jax.Arr
     omega = weight(kind, params, rewards)
     u = 1.0 - jax.random.uniform(key, omega.shape, jnp.float32)  # in (0, 1]
     return u <= omega
-
-
-def calibrate_threshold(rewards: np.ndarray, budget: float) -> float:
-    """The largest δ with  #{r < δ} / n <= budget  over the draft rewards [n] of a calibration run.
-
-    With the rewards sorted, r_(1) <= ... <= r_(n), and k = floor(budget·n), this is δ = r_(k+1): the target
-    writes at most k of the n steps (fewer when r_(k+1) is tied with rewards below it, since ties are accepted
-    together). budget = 0 gives min(rewards) (every step accepted); k = n (budget 1) allows rejecting every step,
-    and the largest such δ is +inf. budget·n is rounded up by 1e-9 so that e.g. 0.7·10 counts as 7.
-    """
-    r = np.asarray(rewards, np.float64).ravel()
-    if r.size == 0:
-        raise InputError("calibrate_threshold needs at least one reward (the calibration run wrote no step)")
-    if not np.all(np.isfinite(r)):
-        raise NumericalError(f"calibrate_threshold: {int(np.sum(~np.isfinite(r)))} of the {r.size} rewards are "
-                             "not finite (NaN or inf)")
-    if not 0.0 <= budget <= 1.0:
-        raise ConfigError(f"budget must be in [0, 1], got {budget}")
-    k = math.floor(budget * r.size + 1e-9)
-    if k >= r.size:
-        return math.inf
-    return float(np.sort(r)[k])
 
 
 @jax.tree_util.register_dataclass
@@ -141,18 +125,101 @@ def update(hist: RewardHistogram, rewards: jax.Array, mask: jax.Array) -> Reward
     return RewardHistogram(counts=hist.counts.at[_bin_index(hist.num_bins, r)].add(counted))
 
 
-def threshold(hist: RewardHistogram, budget: jax.Array, default_delta: jax.Array) -> jax.Array:
-    """The budget quantile of the histogram, a float32 scalar δ: the largest bin edge j/N whose mass below,
-    counts[:j].sum() / total, is <= budget.
 
-    At bin resolution this is conservative: on the counted rewards the binary rule with this δ rejects at
-    most a `budget` fraction, and at most one bin's mass less than the exact quantile (calibrate_threshold)
-    would. When every bin fits in the budget, δ = +inf (reject every step). Empty histogram: default_delta.
+
+def threshold_rule(values, mass, gamma, *, mu_target=math.inf, xp=jnp):
+    """The optimal threshold over a reward distribution: (delta, q, binding), scalars of xp's float type and bool.
+
+    values [n]: distinct atoms in ascending order (rewards, or histogram bin edges); mass [n] >= 0: their mass
+    (probabilities or counts; atoms of zero mass are skipped). gamma: the fraction the draft must write (1 - budget).
+    δ_γ = the largest atom with P(r >= δ_γ) >= γ and q = (γ - P(r > δ_γ)) / P(r = δ_γ) in [0, 1], so that
+    P(r > δ_γ) + q P(r = δ_γ) = γ exactly; γ = 0 gives δ = +inf (accept nothing). With mu_target = μ_M finite and
+    below δ_γ the budget does not bind: δ* = μ_M, q = 1 (binding False). P(r >= δ) may fall short of γ by a
+    relative 1e-6 (rounding of γ·total). No mass at all: δ = the smallest atom, q = 1 (callers check the total).
     """
-    n = hist.num_bins
-    below = jnp.concatenate([jnp.zeros((1,), jnp.float32), jnp.cumsum(hist.counts)])  # [N+1], mass below j/N
-    total = below[-1]
-    fits = below <= jnp.clip(budget, 0.0, 1.0) * total  # a prefix of True, always True at j = 0
-    j = jnp.sum(fits) - 1
-    edge = jnp.where(j == n, jnp.inf, j.astype(jnp.float32) / n)
-    return jnp.where(total > 0, edge, jnp.asarray(default_delta, jnp.float32)).astype(jnp.float32)
+    values, mass = xp.asarray(values), xp.asarray(mass)
+    total = xp.sum(mass)
+    need = gamma * total
+    at_or_above = total - xp.cumsum(mass) + mass  # mass of r >= values[i]
+    reaching = (mass > 0) & (at_or_above >= need - 1e-6 * total)
+    i = xp.maximum(xp.max(xp.where(reaching, xp.arange(values.shape[0]), 0)), 0)
+    above = at_or_above[i] - mass[i]
+    q = xp.clip((need - above) / xp.maximum(mass[i], 1e-30), 0.0, 1.0)
+    delta = xp.where(gamma <= 0, xp.inf, values[i])
+    q = xp.where(gamma <= 0, 0.0, q)
+    binding = ~(mu_target < delta)
+    return xp.where(binding, delta, mu_target), xp.where(binding, q, 1.0), binding
+
+
+def _check_budget(budget: float) -> None:
+    if not (isinstance(budget, (int, float)) and 0.0 <= budget <= 1.0):
+        raise ConfigError(f"rsd.budget must be in [0, 1], got {budget}")
+
+
+def rule_of_rewards(rewards: np.ndarray, budget: float, *, mu_target: float | None = None) -> tuple[float, float]:
+    """(δ, q) of the budget (the fraction of steps the target may write) over a calibration run's draft rewards
+    [n], each an atom of mass 1/n (threshold_rule in float64); mu_target: μ_M when known (δ* = min(μ_M, δ_γ))."""
+    r = np.asarray(rewards, np.float64).ravel()
+    if r.size == 0:
+        raise InputError("the budget's threshold needs at least one reward (the calibration run wrote no step)")
+    if not np.all(np.isfinite(r)):
+        raise NumericalError(f"the budget's threshold: {int(np.sum(~np.isfinite(r)))} of the {r.size} rewards are "
+                             "not finite (NaN or inf)")
+    _check_budget(budget)
+    atoms, counts = np.unique(r, return_counts=True)
+    delta, q, _ = threshold_rule(atoms, counts.astype(np.float64), 1.0 - budget,
+                                 mu_target=math.inf if mu_target is None else float(mu_target), xp=np)
+    return float(delta), float(q)
+
+
+def histogram_rule(hist: RewardHistogram, budget: jax.Array, *, mu_target: jax.Array,
+                   default_delta: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """threshold_rule over the running histogram, its atoms the bins (bin j stands for its lower edge j/N):
+    (δ, q, binned) float32, float32, bool scalars. binned: δ is a bin edge and q applies to that bin's rewards;
+    False when the budget does not bind (δ = μ_M, q = 1, compared exactly) or the histogram is empty
+    (δ = default_delta, q = 1)."""
+    edges = jnp.arange(hist.num_bins, dtype=jnp.float32) / hist.num_bins
+    gamma = 1.0 - jnp.clip(jnp.asarray(budget, jnp.float32), 0.0, 1.0)
+    delta, q, binding = threshold_rule(edges, hist.counts, gamma, mu_target=jnp.asarray(mu_target, jnp.float32))
+    empty = jnp.sum(hist.counts) <= 0
+    default = jnp.asarray(default_delta, jnp.float32)
+    return (jnp.where(empty, default, delta).astype(jnp.float32), jnp.where(empty, 1.0, q).astype(jnp.float32),
+            binding & ~empty)
+
+
+def budget_accept(rewards: jax.Array, delta: jax.Array, q: jax.Array, key: jax.Array | None, *,
+                  num_bins: int = 0, binned: jax.Array | bool = False, u: jax.Array | None = None) -> jax.Array:
+    """The randomised threshold: bool [B], True for r > δ, for r == δ with probability q (u ~ U[0,1) < q), never
+    below or for a non-finite reward. binned (with num_bins, static): compare bins instead (the online
+    histogram's atoms: r in a higher bin than δ's accepted, in δ's bin with probability q). u [B]: the uniforms
+    in [0, 1) to use (e.g. one per row from per-row keys) instead of drawing them from key."""
+    r = jnp.asarray(rewards, jnp.float32)
+    delta = jnp.asarray(delta, jnp.float32)
+    above, at = r > delta, r == delta
+    if num_bins:
+        rb = _bin_index(num_bins, r)
+        db = jnp.where(jnp.isfinite(delta), jnp.round(jnp.where(jnp.isfinite(delta), delta, 0.0) * num_bins),
+                       num_bins).astype(jnp.int32)  # +inf: past every bin
+        above = jnp.where(binned, jnp.isfinite(r) & (rb > db), above)
+        at = jnp.where(binned, jnp.isfinite(r) & (rb == db), at)
+    u = jax.random.uniform(key, r.shape, jnp.float32) if u is None else u
+    return above | (at & (u < q))
+
+
+def decide(kind: str, params: AcceptanceParams, rewards: jax.Array, key: jax.Array, *, mode: str,
+           budget: jax.Array, mu_target: jax.Array, histogram: RewardHistogram,
+           live: jax.Array) -> tuple[jax.Array, jax.Array, RewardHistogram]:
+    """One iteration's acceptance of the rewards [B]: (accepted [B] bool, δ in force, the histogram).
+
+    mode (static): "none", A_ω of the family `kind` (binary: r >= δ, as ever); "calibrated", the randomised
+    threshold (params.delta, params.q) set on the host (rule_of_rewards); "online", the rule of the running
+    histogram after counting this iteration's live rewards, with the traced budget and μ_M (+inf: unknown)."""
+    if mode == "none":
+        return accept(kind, params, rewards, key), params.delta, histogram
+    if mode == "calibrated":
+        return budget_accept(rewards, params.delta, params.q, key), params.delta, histogram
+    if mode != "online":
+        raise ValueError(f"budget mode {mode!r} is not one of none, calibrated, online")
+    histogram = update(histogram, rewards, live)
+    delta, q, binned = histogram_rule(histogram, budget, mu_target=mu_target, default_delta=params.delta)
+    return budget_accept(rewards, delta, q, key, num_bins=histogram.num_bins, binned=binned), delta, histogram

@@ -73,7 +73,7 @@ def beam_search_impl(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec
     """Beam search over `width` x `expansions` candidates per prompt (the engine's target is never used)."""
     k = width * expansions
     engine = engine.drafting_only()
-    spec = spec.replace(weighting="binary", online_budget=False, patience=0)  # the official cut-off is RSD's alone
+    spec = spec.replace(weighting="binary", budget=False, online_budget=False, patience=0)  # the official cut-off is RSD's alone
     knobs = Knobs.accept_all(spec)
     state = initial_state(engine, prompts=tile_prompts(prompts, k), histogram=knobs.histogram, key=key, spec=spec)
     step = functools.partial(rsd_iteration, engine, knobs, spec)

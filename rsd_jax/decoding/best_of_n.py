@@ -33,7 +33,7 @@ def tile_prompts(prompts: Prompts, n: int) -> Prompts:
 def sample_n(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec: DecodeSpec, n: int) -> RSDOutput:
     """n samples per prompt from the draft, each step scored by the PRM: an RSDOutput over B*n rows (the RSD loop
     with every step accepted; the target never runs)."""
-    spec = spec.replace(weighting="binary", online_budget=False, patience=0)  # the official cut-off is RSD's alone
+    spec = spec.replace(weighting="binary", budget=False, online_budget=False, patience=0)  # the official cut-off is RSD's alone
     return rsd_decode(engine.drafting_only(), prompts=tile_prompts(prompts, n), knobs=Knobs.accept_all(spec), key=key,
                       spec=spec)
 

@@ -3,7 +3,8 @@
 One iteration = one reasoning step for every live row (DESIGN §3):
   1. the draft catches up on what was committed since it last saw the sequence, and writes a step;
   2. the PRM catches up on its own view of the sequence and scores the new step at its delimiter;
-  3. the mixture accepts or rejects each row's step (A_ω: accept iff u <= ω(r); binary: r >= δ);
+  3. the mixture accepts or rejects each row's step (A_ω: accept iff u <= ω(r); binary: r >= δ; budget mode: the
+     randomised threshold (δ, q) of acceptance.decide);
   4. only if some row rejected (`lax.cond`), the target catches up lazily and writes the step for those rows;
   5. the chosen step is committed; a rejected draft step is rolled back by lowering the draft's length,
      and the PRM's view gets the target's step instead of the draft's.
@@ -106,13 +107,10 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
         prm_usage = prm_usage.add_head(prm.config, live)
 
     # 4. the mixture
-    histogram = state.histogram
-    delta = knobs.acceptance.delta
-    if spec.online_budget:
-        histogram = acceptance.update(histogram, reward, live)
-        delta = acceptance.threshold(histogram, knobs.budget, knobs.acceptance.delta)
-    decision = dataclasses.replace(knobs.acceptance, delta=delta)
-    accepted = live & acceptance.accept(spec.weighting, decision, reward, k_accept)
+    accepted, delta, histogram = acceptance.decide(
+        spec.weighting, knobs.acceptance, reward, k_accept, mode=spec.budget_mode, budget=knobs.budget,
+        mu_target=knobs.mu_target, histogram=state.histogram, live=live)
+    accepted = live & accepted
     reject = live & ~accepted
 
     # 5. the target, only when some row rejected; the rejected draft step is rolled back first

@@ -192,11 +192,13 @@ def prm_pass(engine: "Engine", knobs: Knobs, spec: DecodeSpec, s: AsyncState) ->
     prm_usage = prm_usage.add_head(engine.prm.config, scoring)
 
     histogram, delta = s.histogram, jnp.broadcast_to(knobs.acceptance.delta, scoring.shape)
-    if spec.online_budget:
+    q, binned = knobs.acceptance.q, jnp.bool_(False)
+    if spec.online_budget:  # the budget's rule over the running histogram (acceptance.histogram_rule)
         histogram = acceptance.update(histogram, reward, scoring)
-        delta = jnp.broadcast_to(acceptance.threshold(histogram, knobs.budget, knobs.acceptance.delta),
-                                 scoring.shape)
-    accepted = scoring & _accept(spec, knobs, s, reward=reward, delta=delta)
+        rule, q, binned = acceptance.histogram_rule(histogram, knobs.budget, mu_target=knobs.mu_target,
+                                                    default_delta=knobs.acceptance.delta)
+        delta = jnp.broadcast_to(rule, scoring.shape)
+    accepted = scoring & _accept(spec, knobs, s, reward=reward, delta=delta, q=q, binned=binned)
     reject = scoring & ~accepted
 
     stats = s.stats
@@ -217,12 +219,17 @@ def prm_pass(engine: "Engine", knobs: Knobs, spec: DecodeSpec, s: AsyncState) ->
     return _finish(spec, s, accepted, step=drafted, source=DRAFT, prm_width=width, overflow=jnp.zeros_like(reject))
 
 
-def _accept(spec: DecodeSpec, knobs: Knobs, s: AsyncState, *, reward: jax.Array, delta: jax.Array) -> jax.Array:
-    """A_ω for each row [B], with a uniform per row and step (binary: deterministic)."""
+def _accept(spec: DecodeSpec, knobs: Knobs, s: AsyncState, *, reward: jax.Array, delta: jax.Array, q: jax.Array,
+            binned: jax.Array) -> jax.Array:
+    """A_ω for each row [B], with a uniform per row and step (binary: deterministic); in the budget mode the
+    randomised threshold (δ, q) (acceptance.budget_accept; binned: online, δ's histogram bin is the atom)."""
     params = dataclasses.replace(knobs.acceptance, delta=delta)
-    if spec.weighting == "binary":
+    if spec.weighting == "binary" and spec.budget_mode == "none":
         return acceptance.accept("binary", params, reward, s.row_keys[0])
     keys = _row_keys(s.row_keys, _ACCEPT_KEY, s.n_steps, jnp.zeros_like(s.n_steps))
+    if spec.budget_mode != "none":
+        u = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys)  # in [0, 1)
+        return acceptance.budget_accept(reward, delta, q, None, num_bins=s.histogram.num_bins, binned=binned, u=u)
     u = 1.0 - jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys)  # in (0, 1]
     return u <= acceptance.weight(spec.weighting, params, reward)
 

@@ -30,21 +30,24 @@ DRAFT, TARGET, NO_STEP = 0, 1, -1
 class Knobs:
     """The loop's traced controls (changing them does not recompile: a δ sweep compiles once).
 
-    acceptance: δ (a scalar, or one per row [B]), p, α of the weighting ω. budget: [] the largest fraction of steps
-    that may go to the target (spec.online_budget). histogram: the running reward histogram it starts from (e.g.
-    seeded with a calibration run's rewards)."""
+    acceptance: δ (a scalar, or one per row [B]), p, α of the weighting ω, and q, the acceptance of a reward equal
+    to δ in the calibrated budget mode. budget: [] the fraction of steps the target may write (spec.online_budget).
+    mu_target: [] the target's mean step reward μ_M where known (+inf: unknown), for δ* = min(μ_M, δ_γ) online.
+    histogram: the running reward histogram it starts from (e.g. seeded with a calibration run's rewards)."""
 
     acceptance: acceptance.AcceptanceParams
     budget: jax.Array
     histogram: acceptance.RewardHistogram
+    mu_target: jax.Array
 
     @classmethod
     def create(cls, delta=acceptance.DEFAULT_DELTA, p: float = acceptance.DEFAULT_P,
                alpha: float = acceptance.DEFAULT_ALPHA, budget: float | None = None, histogram_bins: int = 256,
-               calibration_rewards=None) -> "Knobs":
-        return cls(acceptance=acceptance.AcceptanceParams.create(delta=delta, p=p, alpha=alpha),
+               calibration_rewards=None, *, q: float = 1.0, mu_target: float | None = None) -> "Knobs":
+        return cls(acceptance=acceptance.AcceptanceParams.create(delta=delta, p=p, alpha=alpha, q=q),
                    budget=jnp.float32(budget if budget is not None else 0.0),
-                   histogram=acceptance.RewardHistogram.create(histogram_bins, calibration_rewards))
+                   histogram=acceptance.RewardHistogram.create(histogram_bins, calibration_rewards),
+                   mu_target=jnp.float32(mu_target if mu_target is not None else jnp.inf))
 
     @classmethod
     def accept_all(cls, spec: DecodeSpec) -> "Knobs":

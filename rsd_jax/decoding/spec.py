@@ -24,8 +24,9 @@ class DecodeSpec:
     """max_new_tokens: response token budget per row (with budget_includes_prompt: the budget of prompt +
     response, as the official RSD code counts its 4096 tokens). max_steps: reasoning-step budget per row.
     max_step_tokens: cap on one step's tokens. chunk: tokens per forward when a cache catches up.
-    weighting: the ω family of the acceptance criterion. online_budget: set δ inside the loop from a
-    running quantile of the draft's rewards so that at most `budget` of the steps go to the target.
+    weighting: the ω family of the acceptance criterion. budget: the budget mode, the randomised threshold (δ, q)
+    of acceptance.threshold_rule in place of ω (calibrated on the host and passed as knobs). online_budget: that
+    rule set inside the loop from a running histogram of the draft's rewards (implies the budget mode).
     speculative_gamma: when > 0, the target writes its steps by token-level speculative decoding with the
     draft proposing this many tokens per round (greedy output unchanged, fewer target forwards).
     target_rows: the target writes the rejected rows' step this many rows at a time, gathered (one compiled copy,
@@ -50,6 +51,7 @@ class DecodeSpec:
     chunk: int = 32
     sampling: Sampling = Sampling()
     weighting: str = "binary"
+    budget: bool = False
     online_budget: bool = False
     histogram_bins: int = 256
     speculative_gamma: int = 0
@@ -78,6 +80,11 @@ class DecodeSpec:
             raise ConfigError(f"decoding.pass_sizes must be 1, 2, 3, 4 or 6, got {self.pass_sizes}")
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"rsd.weighting {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
+
+    @property
+    def budget_mode(self) -> str:
+        """How the loop decides (acceptance.decide): "none" (ω), "calibrated" or "online"."""
+        return "online" if self.online_budget else "calibrated" if self.budget else "none"
 
     @property
     def step_tokens(self) -> int:

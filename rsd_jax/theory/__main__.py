@@ -14,15 +14,16 @@ import json
 import sys
 from pathlib import Path
 
+from rsd_jax.calibration import calibrate_budget, calibration_split
 from rsd_jax.config import RunConfig, TheoryConfig
 from rsd_jax.configlib import add_config_flags, describe_if_asked, load_config, print_config_if_asked, to_yaml
 from rsd_jax.data.item import Item
 from rsd_jax.engine import Engine
-from rsd_jax.errors import InputError, RSDError
+from rsd_jax.errors import ConfigError, InputError, RSDError
 from rsd_jax.runner import run_method
 from rsd_jax.summary import health_warning
 from rsd_jax.outputs import check_output_dir, write_text_atomic
-from rsd_jax.theory import analytic, checker, decoded, measured, plots, reports
+from rsd_jax.theory import analytic, budget_mode, checker, decoded, measured, plots, reports
 
 
 def run_analytic(cfg: TheoryConfig, out: Path) -> dict:
@@ -80,6 +81,39 @@ def run_prm_errors(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Pa
     return summary
 
 
+def run_budget(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) -> dict:
+    """The calibrated budget mode at each of cfg.budgets (δ_γ alone, and δ* = min(μ_M, δ_γ) with μ_M measured)
+    against RSD at each fixed δ of cfg.deltas, on the run's problems; one calibration split serves every budget."""
+    run = global_threshold(cfg.run)
+    if run.rsd.calibration is None:
+        raise ConfigError("the budget experiment needs run.rsd.calibration (e.g. dev), the split it calibrates on")
+    split = calibration_split(engine, run)
+    variants = [("δ_γ", False)] + ([("δ*", True)] if split.mu_target is not None else [])
+    decoded_runs: dict[tuple[float, float], list[dict]] = {}  # one decode per distinct (δ, q)
+    budget_rows, calibrations = [], []
+    for budget in cfg.budgets:
+        budget_run = dataclasses.replace(run, rsd=dataclasses.replace(run.rsd, budget=budget))
+        for label, use_mu in variants:
+            calibration = calibrate_budget(engine, budget_run, split, use_mu=use_mu)
+            calibrations.append({"budget": budget, "rule": label, "delta": calibration.delta, "q": calibration.q,
+                                 "calibration_shares": list(calibration.shares)})
+            rule = (calibration.delta, calibration.q)
+            if rule not in decoded_runs:
+                decoded_runs[rule] = [r for chunk in run_method(engine, items, "rsd", budget_run,
+                                                                calibration=calibration) for r in chunk]
+                decoded.tally_records(decoded_runs[rule])
+            budget_rows.append((budget, budget_mode.run_point(label, *rule, decoded_runs[rule])))
+    sweep = [budget_mode.run_point(f"δ = {d:g}", d, 1.0, rsd_records(engine, items, run, d)) for d in cfg.deltas]
+    rows = budget_mode.compare(budget_rows, sweep)
+    data = run.data
+    (out / "report.md").write_text(budget_mode.report(
+        rows, sweep, mu_target=split.mu_target, calibration=f"rsd.calibration={run.rsd.calibration}",
+        calibration_problems=len(split.items), calibrations=calibrations,
+        evaluated=f"{data.source} (seed {data.seed}, {len(items)} problems)"))
+    return {"budgets": rows, "sweep": [dataclasses.asdict(p) for p in sweep], "mu_target": split.mu_target,
+            "calibration_problems": len(split.items), "calibrations": calibrations}
+
+
 def run_on_models(cfg: TheoryConfig, config_file: str | None, out: Path) -> dict:
     """An experiment on the run's models and problems (all but analytic)."""
     from rsd_jax.data.problems import load_items
@@ -90,7 +124,7 @@ def run_on_models(cfg: TheoryConfig, config_file: str | None, out: Path) -> dict
         raise InputError("end_to_end needs problems with reference answers")
     engine = load_engine(cfg.run, config_file)
     run = {"empirical": run_empirical, "end_to_end": run_end_to_end, "perfect_prm": run_perfect_prm,
-           "prm_errors": run_prm_errors}[cfg.experiment]
+           "prm_errors": run_prm_errors, "budget": run_budget}[cfg.experiment]
     return run(cfg, engine, items, out)
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rsd_jax.data.item import Item
-from rsd_jax.decoding.acceptance import calibrate_threshold
+from rsd_jax.decoding.acceptance import rule_of_rewards
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.engine import Engine, RSDModels
 from rsd_jax.methods import RSD
@@ -110,8 +110,9 @@ def per_context_gain(engine: Engine, items: Sequence[Item], draft: list[np.ndarr
     prompts, questions = [i.prompt for i in items], [i.question for i in items]
     rows = []
     for budget in budgets:
-        global_delta = calibrate_threshold(np.concatenate(draft), budget)
-        per_problem = [calibrate_threshold(r, budget) if len(r) else global_delta for r in draft]
+        # δ_γ alone, deterministic (r >= δ_γ: the target writes at most the budget), as before the randomised rule
+        global_delta = rule_of_rewards(np.concatenate(draft), budget)[0]
+        per_problem = [rule_of_rewards(r, budget)[0] if len(r) else global_delta for r in draft]
         per_problem = [min(d, 1.01) for d in per_problem]  # +inf (reject all) as a finite threshold
         expected = {}
         for name, deltas in (("global", [global_delta] * len(draft)), ("oracle", per_problem)):

@@ -44,10 +44,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
-from rsd_jax.decoding.acceptance import DEFAULT_ALPHA, DEFAULT_DELTA, DEFAULT_P, omega
+from rsd_jax.decoding.acceptance import DEFAULT_ALPHA, DEFAULT_DELTA, DEFAULT_P, omega, threshold_rule
 
 _PROB_TOLERANCE = 1e-6  # |sum(probs) - 1| allowed
-_BUDGET_SLACK = 1e-12  # cumulative sums of probs may fall short of gamma by rounding
 
 
 class ThresholdRule(NamedTuple):
@@ -104,25 +103,24 @@ def expected_reward(rewards: np.ndarray, probs: np.ndarray, omega_values: np.nda
     return float(pr @ (omega * r) + (1.0 - pr @ omega) * mu_target)
 
 
+def _atoms(rewards: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct atoms [k] ascending and their total probability [k] (ties merged)."""
+    r, pr = _distribution(rewards, probs)
+    atoms, inverse = np.unique(r, return_inverse=True)
+    return atoms, np.bincount(inverse, weights=pr, minlength=atoms.size)
+
+
 def optimal_threshold(rewards: np.ndarray, probs: np.ndarray, gamma: float) -> ThresholdRule:
     """The optimum under E_m[ω] = gamma (derivation (b)): δ_γ = max{δ : P(r >= δ) >= γ} and q in [0, 1], the
     acceptance probability on the atoms at δ_γ, such that P(r > δ_γ) + q P(r = δ_γ) = γ.
 
     δ_γ is always an atom of positive probability, except gamma = 0, where the largest δ is +inf (q = 0: accept
     nothing). gamma = 1 gives the smallest atom of positive probability with q = 1. Tied atoms share q.
+    Computed by the engine's own rule (rsd_jax.decoding.acceptance.threshold_rule, here with numpy).
     """
-    r, pr = _distribution(rewards, probs)
     _check_gamma(gamma)
-    if gamma == 0.0:
-        return ThresholdRule(delta=np.inf, q=0.0)
-    atoms, inverse = np.unique(r, return_inverse=True)
-    mass = np.bincount(inverse, weights=pr, minlength=atoms.size)
-    atoms, mass = atoms[mass > 0][::-1], mass[mass > 0][::-1]  # descending, positive mass only
-    at_or_above = np.cumsum(mass)  # P(r >= atoms[i])
-    reaching = np.flatnonzero(at_or_above >= gamma - _BUDGET_SLACK)
-    i = int(reaching[0]) if reaching.size else atoms.size - 1
-    above = at_or_above[i] - mass[i]
-    return ThresholdRule(delta=float(atoms[i]), q=float(np.clip((gamma - above) / mass[i], 0.0, 1.0)))
+    delta, q, _ = threshold_rule(*_atoms(rewards, probs), gamma, xp=np)
+    return ThresholdRule(delta=float(delta), q=float(q))
 
 
 def threshold_omega(rewards: np.ndarray, delta: float, q: float) -> np.ndarray:
@@ -142,12 +140,11 @@ def optimal_weighting(rewards: np.ndarray, probs: np.ndarray, gamma: float, mu_t
     """The optimum under E_m[ω] >= gamma (derivation (c)): the threshold δ* = min(μ_M, δ_γ).
 
     When μ_M < δ_γ the budget is slack: accept every r >= μ_M (q = 1). Otherwise it binds: the randomised
-    threshold of optimal_threshold, accepting exactly gamma.
+    threshold of optimal_threshold, accepting exactly gamma. (acceptance.threshold_rule with μ_M, as the engine.)
     """
-    rule = optimal_threshold(rewards, probs, gamma)
-    if mu_target < rule.delta:
-        return ThresholdRule(delta=float(mu_target), q=1.0)
-    return rule
+    _check_gamma(gamma)
+    delta, q, _ = threshold_rule(*_atoms(rewards, probs), gamma, mu_target=float(mu_target), xp=np)
+    return ThresholdRule(delta=float(delta), q=float(q))
 
 
 def frontier(kind: str, rewards: np.ndarray, probs: np.ndarray, mu_target: float,

@@ -47,7 +47,7 @@ def _first_steps(engine: Engine, method: str, prompts: list[str], questions: lis
 def decode(engine: Engine, problems: list[arith.Problem], spec: DecodeSpec, batch_size: int = 100,
            ) -> list[Trajectory]:
     """RSD with the exact checker as the PRM, greedy, until each problem has its answer step or max_steps."""
-    one_step = spec.replace(max_steps=1, speculative_gamma=0, online_budget=False)
+    one_step = spec.replace(max_steps=1, speculative_gamma=0, budget=False, online_budget=False)
     runs = [Trajectory() for _ in problems]
     active = list(range(len(problems)))
     while active:
