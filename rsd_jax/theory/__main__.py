@@ -16,13 +16,14 @@ from pathlib import Path
 
 from rsd_jax.config import RunConfig, TheoryConfig
 from rsd_jax.configlib import add_config_flags, describe_if_asked, load_config, print_config_if_asked, to_yaml
+from rsd_jax.data import arith
 from rsd_jax.data.item import Item
 from rsd_jax.engine import Engine
 from rsd_jax.errors import InputError, RSDError
 from rsd_jax.runner import run_method
 from rsd_jax.summary import health_warning
 from rsd_jax.outputs import check_output_dir, write_text_atomic
-from rsd_jax.theory import analytic, checker, decoded, measured, plots, reports
+from rsd_jax.theory import analytic, checker, decoded, empirical, measured, oracle, plots, reports
 
 
 def run_analytic(cfg: TheoryConfig, out: Path) -> dict:
@@ -34,11 +35,39 @@ def run_analytic(cfg: TheoryConfig, out: Path) -> dict:
 
 def run_empirical(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) -> dict:
     run = cfg.run
-    result = measured.empirical(engine, items, run.decoding.spec(), run.decoding.batch_size,
-                                deltas=cfg.deltas, budgets=cfg.budgets)
+    spec, batch, seed = run.decoding.spec(), run.decoding.batch_size, run.decoding.seed
+    if spec.sampling.greedy:
+        raise InputError("the empirical experiment samples (a context needs several valid steps): set "
+                         "run.decoding.temperature > 0")
+    result = empirical.empirical(engine, items, spec, deltas=cfg.deltas, samples_per_context=cfg.samples_per_context,
+                                 batch_size=batch, seed=seed)
+    summary = result.summary()
+    contexts = comparison = None
+    if cfg.oracle_problems:
+        n = min(cfg.oracle_problems, len(items))
+        draft_alone = result.run_at(empirical.DRAFT_ONLY)
+        samples = oracle.sample_contexts(engine, items[:n], draft_alone.texts[:n], k=cfg.samples_per_context,
+                                         spec=spec, batch_size=batch, seed=seed + 2, check=step_checker(cfg, items))
+        comparison = oracle.compare(samples, cfg.budgets, n)
+        comparison["winning_rate"] = oracle.winning_rate(samples, n)
+        contexts = {"draft": samples.draft_eval.ravel(), "target": samples.target_eval.ravel(),
+                    "winning_rate": comparison["winning_rate"]}
+        plots.oracle_frontier(oracle.curves(samples), comparison, out / "oracle.png")
+        summary["oracle"] = comparison
     plots.predicted_vs_measured(result, out / "predicted_vs_measured.png")
-    (out / "report.md").write_text(reports.empirical(result))
-    return result.summary()
+    plots.reward_distributions(result, contexts, cfg.figure_deltas[0], out / "reward_distributions.png")
+    if items[0].level is not None:
+        plots.accuracy_by_level(result, list(cfg.figure_deltas), out / "accuracy_by_level.png")
+    write_text_atomic(out / "report.md", reports.empirical(result, comparison, cfg.figure_deltas))
+    return summary
+
+
+def step_checker(cfg: TheoryConfig, items: list[Item]):
+    """The embedded task's exact step checker as oracle.StepCheck (None for other problems: no correctness)."""
+    if cfg.run.data.source != "arith":
+        return None
+    problems = checker.arith_problems(cfg.run.data, items, "empirical")
+    return lambda i, steps: arith.check_steps(problems[i], [t.strip() for t in steps])[-1]
 
 
 def run_end_to_end(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) -> dict:

@@ -82,3 +82,13 @@ def mean(values: Sequence[float], **kwargs) -> Estimate:
 def step_mean(per_problem: Sequence[Sequence[float]], **kwargs) -> Estimate:
     """The mean over all steps of the values of each problem's steps (problems resampled, steps pooled)."""
     return pooled([float(np.sum(v)) for v in per_problem], [len(v) for v in per_problem], **kwargs)
+
+
+def statistic(fn, n: int, *, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = SEED) -> Estimate:
+    """Any statistic of the problems, fn(indices [n']) -> float, on all n problems and on each resample (for
+    what is not a pooled mean, e.g. a prediction made from two runs of the same problems)."""
+    values = np.array([fn(idx) for idx in resampled(n, resamples=resamples, seed=seed)], np.float64)
+    values = values[np.isfinite(values)]
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail]) if len(values) else (np.nan, np.nan)
+    return Estimate(float(fn(np.arange(n))), float(low), float(high), n, level)
