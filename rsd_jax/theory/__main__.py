@@ -36,9 +36,6 @@ def run_analytic(cfg: TheoryConfig, out: Path) -> dict:
 def run_empirical(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) -> dict:
     run = cfg.run
     spec, batch, seed = run.decoding.spec(), run.decoding.batch_size, run.decoding.seed
-    if spec.sampling.greedy:
-        raise InputError("the empirical experiment samples (a context needs several valid steps): set "
-                         "run.decoding.temperature > 0")
     result = empirical.empirical(engine, items, spec, deltas=cfg.deltas, samples_per_context=cfg.samples_per_context,
                                  batch_size=batch, seed=seed)
     summary = result.summary()
@@ -117,6 +114,9 @@ def run_on_models(cfg: TheoryConfig, config_file: str | None, out: Path) -> dict
     items = load_items(cfg.run.data, config_file)
     if items[0].grade is None and cfg.experiment == "end_to_end":
         raise InputError("end_to_end needs problems with reference answers")
+    if cfg.experiment == "empirical" and cfg.run.decoding.temperature == 0:
+        raise InputError("the empirical experiment samples (a context needs several possible steps): set "
+                         "run.decoding.temperature > 0")
     engine = load_engine(cfg.run, config_file)
     run = {"empirical": run_empirical, "end_to_end": run_end_to_end, "perfect_prm": run_perfect_prm,
            "prm_errors": run_prm_errors}[cfg.experiment]
