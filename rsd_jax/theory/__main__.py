@@ -2,7 +2,7 @@
 writing DIR/summary.json, PNG plots and DIR/report.md.
 
 The command binds the config to the experiments: each `run_<experiment>` computes (rsd_jax.theory.analytic,
-.measured, .checker), draws (.plots) and writes the report (.reports); its summary goes to summary.json with the
+.empirical and .oracle, .measured, .checker; intervals from .bootstrap), draws (.plots) and writes the report (.reports); its summary goes to summary.json with the
 health of every result it decoded (rsd_jax.theory.decoded).
 """
 

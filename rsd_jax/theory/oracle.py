@@ -2,8 +2,10 @@
 
 Theory (rsd_jax.theory.mixture, (c)): at a context z the reward-optimal rule accepts the draft's step iff
 r >= μ_M(z) when the budget is slack. With one budget on the average target rate over contexts, the same
-Lagrangian argument, pointwise with one multiplier λ >= 0 for all contexts, gives δ(z) = μ_M(z) − λ. A global δ is
-the rule that ignores z. The oracle needs μ_M(z) in advance, so it is measured on a fixed set of contexts (every
+Lagrangian argument, pointwise with one multiplier λ >= 0 for all contexts, gives δ(z) = μ_M(z) − λ (compared at
+every target rate, λ of either sign traces the rule's frontier). A global δ is the rule that ignores z. Both are
+randomised on the atom they land on (accept a reward equal to the threshold with probability q), so that each meets
+a target rate exactly: identical steps score identically, so atoms are common. The oracle needs μ_M(z) in advance, so it is measured on a fixed set of contexts (every
 step context of the draft's own sampled solutions, RSD's δ = 0 run), from samples at each:
   fit:  k draft and k target steps per context: μ̂_M(z), and the thresholds that meet each budget (both rules);
   eval: k other draft and k other target steps per context (and the exact checker's verdict on each): the rules'
