@@ -341,7 +341,15 @@ class TheoryConfig:
     deltas: tuple[float, ...] = doc((0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01), "thresholds to sweep")
     weightings: tuple[str, ...] = doc(("binary", "constant", "logistic", "clipping", "sigmoidal"),
                                       "end_to_end: the weighting families compared")
-    budgets: tuple[float, ...] = doc((0.1, 0.2, 0.3, 0.5), "per-context thresholds / budget: target-rate budgets")
+    budgets: tuple[float, ...] = doc((0.1, 0.2, 0.3, 0.5), "empirical: the target-rate budgets at which the "
+                                     "per-context oracle is compared with one global δ; budget: the budgets run")
+    samples_per_context: int = doc(4, "empirical: target steps sampled at each rejected context to estimate "
+                                      "μ_M(z); the oracle samples twice as many draft and target steps at each of "
+                                      "its contexts (half to fit, half to evaluate)", (1, 1000))
+    oracle_problems: int = doc(150, "empirical: the first this many problems give the oracle its step contexts "
+                                    "(every step context of the draft's own solutions; 0: no oracle)", (0, 1_000_000))
+    figure_deltas: tuple[float, ...] = doc((0.7, 0.9), "empirical: RSD's δ in the reward-distribution (the first) "
+                                                       "and accuracy-by-level figures")
 
     def __post_init__(self) -> None:
         """The analytic distributions must be distributions: Beta(a, b) with a, b > 0, and discrete

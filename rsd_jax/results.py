@@ -27,6 +27,8 @@ class StepRecord:
     text: str
     n_tokens: int
     token_ids: tuple[int, ...]
+    target_reward: float = float("nan")  # the PRM's reward of the target's step where it wrote one (the loop's
+    #                                      record_target_reward; NaN otherwise)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +52,14 @@ def target_only_flops(target: Model, prompt_length: int, length: int) -> float:
 def _steps_from_trace(models: RSDModels, out: RSDOutput, row: int) -> tuple[StepRecord, ...]:
     tokens = out.tokens[row]
     start = int(out.prompt_length[row])
-    steps = []
+    steps, scored = [], out.trace.target_reward
     for k in range(int(out.n_steps[row])):
         end = int(out.trace.end[row, k])
         ids = tuple(int(t) for t in tokens[start:end])
         steps.append(StepRecord(source=SOURCES[int(out.trace.source[row, k])],
                                 reward=float(out.trace.reward[row, k]),
-                                text=models.tokenizer.decode(ids), n_tokens=len(ids), token_ids=ids))
+                                text=models.tokenizer.decode(ids), n_tokens=len(ids), token_ids=ids,
+                                target_reward=float("nan") if scored is None else float(scored[row, k])))
         start = end
     return tuple(steps)
 

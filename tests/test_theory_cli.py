@@ -11,3 +11,9 @@ def test_analytic_experiment(tmp_path):
     assert summary["max_excess_over_threshold"] <= 1e-9
     assert summary["min_slack_bound_margin"] >= -1e-12
     assert (tmp_path / "frontiers.png").stat().st_size > 10_000 and "threshold" in (tmp_path / "report.md").read_text()
+
+
+def test_empirical_experiment_refuses_greedy_decoding_before_loading_models(tmp_path, capsys):
+    assert main(["--config", "configs/theory_empirical.yaml", "--out", str(tmp_path), "run.decoding.temperature=0",
+                 "run.models.draft.path=does/not/exist"]) == 2
+    assert "temperature > 0" in capsys.readouterr().err

@@ -36,7 +36,7 @@ from rsd_jax.decoding.speculative import speculative_write
 from rsd_jax.decoding.subbatch import write_step_in_groups
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.decoding.usage import Usage
-from rsd_jax.errors import InputError
+from rsd_jax.errors import ConfigError, InputError
 from rsd_jax.models.model import Model
 from rsd_jax.placement import on_mesh
 
@@ -78,6 +78,19 @@ def _self_score(draft: Model, drafted: Step, *, tokens: jax.Array, length: jax.A
                                     active=active, chunk=1, usage=drafted.usage)
     usage = usage.add_head(draft.config, active)
     return dataclasses.replace(drafted, cache=cache, usage=usage), draft.rewards(hidden)
+
+
+def _score_target_step(prm: Model, cache: KVCache, view: jax.Array, *, reject: jax.Array, start: jax.Array,
+                       width: jax.Array, spec: DecodeSpec) -> tuple[KVCache, jax.Array]:
+    """The PRM's reward [B] of the target's step in the rejected rows (NaN elsewhere): the PRM catches up over the
+    step's view view[b, start[b] : start[b] + width[b]] from its cache at `start` (the rejected rows' rollback
+    point) and reads the reward at its last id. Its usage is dropped (outside the accounting), and the cache's
+    lengths go back to `start` on those rows, so the next iteration catches up exactly as without this pass."""
+    scored = reject & (width > 0)
+    cache, hidden, _ = catch_up(prm, cache, view=view, upto=start + width, active=scored, chunk=spec.chunk,
+                                usage=Usage.zeros(reject.shape[0]))
+    reward = jnp.where(scored, prm.rewards(hidden), jnp.nan)
+    return cache.with_lengths(jnp.where(scored, start, cache.lengths)), reward
 
 
 def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDState) -> RSDState:
@@ -134,6 +147,12 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
     overflow = live & (overflow | (reject & t_overflow))
     prm_length = state.prm_length + jnp.where(reject, t_width, jnp.where(accepted, width, 0))
     prm_cache = prm_cache.with_lengths(jnp.where(reject, state.prm_length, prm_cache.lengths))
+    target_reward = None
+    if spec.record_target_reward:
+        if engine.self_scoring:
+            raise ConfigError("record_target_reward scores with the separate PRM: not with a self-scoring draft")
+        prm_cache, target_reward = _score_target_step(prm, prm_cache, prm_tokens, reject=reject & ~t_overflow,
+                                                      start=state.prm_length, width=t_width, spec=spec)
 
     n_steps = state.n_steps + live
     done = state.done | (live & (ended_eos | (length >= spec.end_of(state.prompt_length))
@@ -142,7 +161,8 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
     cut_off = live & ~done & (spec.patience > 0) & (state.unchanged >= spec.patience - 1)
     done = done | cut_off
     unchanged = jnp.where(jnp.any(done & ~state.done), 0, state.unchanged + 1)
-    trace = state.trace.record(state.n_steps, live, jnp.where(reject, TARGET, DRAFT), reward, delta, length)
+    trace = state.trace.record(state.n_steps, live, jnp.where(reject, TARGET, DRAFT), reward, delta, length,
+                               target_reward=target_reward)
     stats = state.stats
     nonfinite = (stats.nonfinite | jnp.where(drafted.nonfinite, 1, 0) | jnp.where(rewritten.nonfinite, 2, 0)
                  | jnp.where(live & ~jnp.isfinite(reward), 4, 0) | jnp.where(overflow, 8, 0))
@@ -173,8 +193,8 @@ def initial_state(engine: "Engine", *, prompts: Prompts, histogram: acceptance.R
         prm_tokens=prompts.prm_tokens, prm_length=prompts.prm_length,
         draft_cache=caches.draft.with_lengths(empty), target_cache=caches.target.with_lengths(empty),
         prm_cache=caches.prm.with_lengths(empty), histogram=histogram,
-        trace=Trace.empty(batch, spec.max_steps), stats=RSDStats.zeros(batch), key=key,
-        unchanged=jnp.zeros((), jnp.int32))
+        trace=Trace.empty(batch, spec.max_steps, target_reward=spec.record_target_reward),
+        stats=RSDStats.zeros(batch), key=key, unchanged=jnp.zeros((), jnp.int32))
 
 
 def run_loop(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Array, spec: DecodeSpec,

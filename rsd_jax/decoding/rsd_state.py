@@ -58,29 +58,34 @@ class Knobs:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Trace:
-    """Per-step record of each row: which model wrote it, the draft's reward, the threshold, its span."""
+    """Per-step record of each row: which model wrote it, the draft's reward, the threshold, its span; with
+    spec.record_target_reward, the PRM's reward of the target's step where the target wrote it (else None: the
+    default loop carries nothing more)."""
 
     source: jax.Array  # [B, S] int8: DRAFT, TARGET or NO_STEP
     reward: jax.Array  # [B, S] float32 PRM reward of the draft's proposal for the step
     delta: jax.Array  # [B, S] float32 threshold in force when the step was decided
     end: jax.Array  # [B, S] int32 committed length after the step (the step spans [previous end, end))
+    target_reward: jax.Array | None = None  # [B, S] float32 reward of the target's step, NaN where it did not write
 
     @classmethod
-    def empty(cls, batch: int, steps: int) -> "Trace":
-        return cls(source=jnp.full((batch, steps), NO_STEP, jnp.int8),
-                   reward=jnp.full((batch, steps), jnp.nan, jnp.float32),
-                   delta=jnp.full((batch, steps), jnp.nan, jnp.float32),
-                   end=jnp.zeros((batch, steps), jnp.int32))
+    def empty(cls, batch: int, steps: int, *, target_reward: bool = False) -> "Trace":
+        nan = lambda: jnp.full((batch, steps), jnp.nan, jnp.float32)  # noqa: E731
+        return cls(source=jnp.full((batch, steps), NO_STEP, jnp.int8), reward=nan(), delta=nan(),
+                   end=jnp.zeros((batch, steps), jnp.int32), target_reward=nan() if target_reward else None)
 
-    def record(self, index: jax.Array, live: jax.Array, source, reward, delta, end) -> "Trace":
+    def record(self, index: jax.Array, live: jax.Array, source, reward, delta, end, *,
+               target_reward: jax.Array | None = None) -> "Trace":
+        """Writes step `index` [B] of the live rows [B]; target_reward [B] only when the trace holds it."""
         rows = jnp.arange(index.shape[0])
         slot = jnp.where(live, index, self.source.shape[1])
 
         def put(buf, value):
             return buf.at[rows, slot].set(jnp.broadcast_to(value, index.shape).astype(buf.dtype), mode="drop")
 
+        scored = None if self.target_reward is None else put(self.target_reward, target_reward)
         return Trace(put(self.source, source), put(self.reward, reward), put(self.delta, delta),
-                     put(self.end, end))
+                     put(self.end, end), scored)
 
 
 @jax.tree_util.register_dataclass

@@ -42,6 +42,10 @@ class DecodeSpec:
     ("\\n" then "\\n"), as the official code's stop string does; off: only a token whose text contains it ends a step.
     patience: the official code's batch-wide cut-off: once `patience - 1` consecutive iterations have passed in which
     no row of the batch finished, every row still running writes one more step and is cut off (0: off).
+    record_target_reward: the RSD loop also scores each step the target wrote with the PRM, in its context, into
+    Trace.target_reward (for the theory experiments; one more PRM catch-up over the target's step for rejected rows
+    in each iteration that rejects, left out of every FLOPs count; the committed tokens, rewards and accounting are
+    those of the loop without it).
     """
 
     max_new_tokens: int = 512
@@ -62,6 +66,7 @@ class DecodeSpec:
     pass_sizes: int = 3
     stop_on_split_delimiter: bool = False
     patience: int = 0
+    record_target_reward: bool = False
 
     def __post_init__(self) -> None:
         if self.speculative_gamma < 0:
@@ -80,6 +85,8 @@ class DecodeSpec:
             raise ConfigError(f"decoding.pass_sizes must be 1, 2, 3, 4 or 6, got {self.pass_sizes}")
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"rsd.weighting {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
+        if self.record_target_reward and self.schedule != "sync":
+            raise ConfigError("record_target_reward is recorded by the synchronous loop only (decoding.schedule: sync)")
 
     @property
     def budget_mode(self) -> str:

@@ -2,7 +2,7 @@
 writing DIR/summary.json, PNG plots and DIR/report.md.
 
 The command binds the config to the experiments: each `run_<experiment>` computes (rsd_jax.theory.analytic,
-.measured, .checker), draws (.plots) and writes the report (.reports); its summary goes to summary.json with the
+.empirical and .oracle, .measured, .checker; intervals from .bootstrap), draws (.plots) and writes the report (.reports); its summary goes to summary.json with the
 health of every result it decoded (rsd_jax.theory.decoded).
 """
 
@@ -17,13 +17,14 @@ from pathlib import Path
 from rsd_jax.calibration import calibrate_budget, calibration_split
 from rsd_jax.config import RunConfig, TheoryConfig
 from rsd_jax.configlib import add_config_flags, describe_if_asked, load_config, print_config_if_asked, to_yaml
+from rsd_jax.data import arith
 from rsd_jax.data.item import Item
 from rsd_jax.engine import Engine
 from rsd_jax.errors import ConfigError, InputError, RSDError
 from rsd_jax.runner import run_method
 from rsd_jax.summary import health_warning
 from rsd_jax.outputs import check_output_dir, write_text_atomic
-from rsd_jax.theory import analytic, budget_mode, checker, decoded, measured, plots, reports
+from rsd_jax.theory import analytic, budget_mode, checker, decoded, empirical, measured, oracle, plots, reports
 
 
 def run_analytic(cfg: TheoryConfig, out: Path) -> dict:
@@ -35,11 +36,36 @@ def run_analytic(cfg: TheoryConfig, out: Path) -> dict:
 
 def run_empirical(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) -> dict:
     run = cfg.run
-    result = measured.empirical(engine, items, run.decoding.spec(), run.decoding.batch_size,
-                                deltas=cfg.deltas, budgets=cfg.budgets)
+    spec, batch, seed = run.decoding.spec(), run.decoding.batch_size, run.decoding.seed
+    result = empirical.empirical(engine, items, spec, deltas=cfg.deltas, samples_per_context=cfg.samples_per_context,
+                                 batch_size=batch, seed=seed)
+    summary = result.summary()
+    contexts = comparison = None
+    if cfg.oracle_problems:
+        n = min(cfg.oracle_problems, len(items))
+        draft_alone = result.run_at(empirical.DRAFT_ONLY)
+        samples = oracle.sample_contexts(engine, items[:n], draft_alone.texts[:n], k=cfg.samples_per_context,
+                                         spec=spec, batch_size=batch, seed=seed + 2, check=step_checker(cfg, items))
+        comparison = oracle.compare(samples, cfg.budgets, n)
+        comparison["winning_rate"] = oracle.winning_rate(samples, n)
+        contexts = {"draft": samples.draft_eval.ravel(), "target": samples.target_eval.ravel(),
+                    "winning_rate": comparison["winning_rate"]}
+        plots.oracle_frontier(oracle.curves(samples), comparison, out / "oracle.png")
+        summary["oracle"] = comparison
     plots.predicted_vs_measured(result, out / "predicted_vs_measured.png")
-    (out / "report.md").write_text(reports.empirical(result))
-    return result.summary()
+    plots.reward_distributions(result, contexts, cfg.figure_deltas[0], out / "reward_distributions.png")
+    if items[0].level is not None:
+        plots.accuracy_by_level(result, list(cfg.figure_deltas), out / "accuracy_by_level.png")
+    write_text_atomic(out / "report.md", reports.empirical(result, comparison, cfg.figure_deltas))
+    return summary
+
+
+def step_checker(cfg: TheoryConfig, items: list[Item]):
+    """The embedded task's exact step checker as oracle.StepCheck (None for other problems: no correctness)."""
+    if cfg.run.data.source != "arith":
+        return None
+    problems = checker.arith_problems(cfg.run.data, items, "empirical")
+    return lambda i, steps: arith.check_steps(problems[i], [t.strip() for t in steps])[-1]
 
 
 def run_end_to_end(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) -> dict:
@@ -122,6 +148,9 @@ def run_on_models(cfg: TheoryConfig, config_file: str | None, out: Path) -> dict
     items = load_items(cfg.run.data, config_file)
     if items[0].grade is None and cfg.experiment == "end_to_end":
         raise InputError("end_to_end needs problems with reference answers")
+    if cfg.experiment == "empirical" and cfg.run.decoding.temperature == 0:
+        raise InputError("the empirical experiment samples (a context needs several possible steps): set "
+                         "run.decoding.temperature > 0")
     engine = load_engine(cfg.run, config_file)
     run = {"empirical": run_empirical, "end_to_end": run_end_to_end, "perfect_prm": run_perfect_prm,
            "prm_errors": run_prm_errors, "budget": run_budget}[cfg.experiment]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rsd_jax.theory.analytic import Frontiers
 from rsd_jax.theory.checker import PerfectPRM
-from rsd_jax.theory.measured import Empirical, EndToEnd
+from rsd_jax.theory.empirical import Empirical
+from rsd_jax.theory.measured import EndToEnd
 
 
 def analytic(result: Frontiers) -> str:
@@ -20,45 +21,88 @@ def analytic(result: Frontiers) -> str:
     return "\n".join(lines)
 
 
-def empirical(result: Empirical) -> str:
-    lines = ["# Empirical: predicted against measured, on the embedded models", "",
-             f"{result.n_problems} problems; {result.n_draft_steps} draft steps; μ_m = {result.mu_draft:.3f}, "
-             f"μ_M = {result.mu_target:.3f}.", "",
-             "| δ | acceptance predicted | measured | mean reward predicted | measured | accuracy |",
-             "|---|---|---|---|---|---|"]
-    for r in result.sweep:
-        acc = "–" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}"
-        lines.append(f"| {r['delta']:g} | {r['predicted_acceptance']:.3f} | {r['measured_acceptance']:.3f} | "
-                     f"{r['predicted_reward']:.3f} | {r['measured_reward']:.3f} | {acc} |")
-    lines += ["", "Predictions use the draft's reward distribution when it writes every step and the target's "
-              "mean reward μ_M when it writes every step. In RSD the target writes exactly the steps the draft "
-              "failed (harder ones, with lower rewards than μ_M), and each rejection changes the contexts that "
-              "follow: acceptance follows the prediction closely, the committed steps' mean reward falls below it.",
-              "",
-              "## Per-context (oracle) thresholds", "",
-              "A per-problem δ_γ(z) is the budget quantile of that problem's own draft rewards (an oracle); with "
-              "4-6 steps per problem it forces every problem to hand the same share of its steps to the target, "
-              "easy or hard, which is why one global δ can do better here.", "",
-              "| target-rate budget | global δ accuracy | per-problem δ accuracy | global E[r] | per-problem E[r] |",
-              "|---|---|---|---|---|"]
-    for r in result.per_context:
-        lines.append(f"| {r['budget']:g} | {100 * r['global_accuracy']:.1f} | {100 * r['oracle_accuracy']:.1f} | "
-                     f"{r['global_expected_reward']:.3f} | {r['oracle_expected_reward']:.3f} |")
-    lines += ["", "![predicted vs measured](predicted_vs_measured.png)", ""]
+def _ci(e: dict, scale: float = 1.0, digits: int = 3) -> str:
+    v, lo, hi = (scale * e[k] for k in ("value", "low", "high"))
+    return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def empirical(result: Empirical, oracle: dict | None, figure_deltas) -> str:
+    rows = result.sweep
+    n_steps = sum(r["n_steps"] for r in rows)
+    lines = ["# Empirical: the theory's prediction against the loop's measurement, on the embedded models", "",
+             f"{result.n_problems} problems, sampled at temperature {result.temperature:g}; {n_steps} committed steps "
+             f"over the sweep. Every figure is a value with its 95% bootstrap interval over problems "
+             f"(rsd_jax.theory.bootstrap). μ̂_M(z): the mean PRM reward of {result.samples_per_context} target steps "
+             "sampled at each rejected context "
+             f"({result.target_spread['contexts']} contexts: {result.target_spread['distinct_steps'] or 0:.3f} "
+             f"distinct steps of {result.samples_per_context} on average, their rewards' within-context standard "
+             f"deviation {result.target_spread['reward_sd'] or 0:.4f}).", "",
+             "| δ | rejected steps | acceptance measured | predicted (global) | reward measured | "
+             "predicted per context | measured − predicted | predicted (global μ_M) | accuracy % |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ctx = r.get("context_predicted_reward")
+        diff = r.get("measured_minus_predicted")
+        lines.append(f"| {r['delta']:g} | {r['n_rejected']} | {_ci(r['measured_acceptance'])} | "
+                     f"{_ci(r['global_predicted_acceptance'])} | {_ci(r['measured_reward'])} | "
+                     f"{_ci(ctx) if ctx else '–'} | {_ci(diff, digits=4) if diff else '–'} | "
+                     f"{_ci(r['global_predicted_reward'])} | {_ci(r['accuracy'], 100, 1)} |")
+    lines += ["", "At the rejections: the recorded target step's reward against μ̂_M(z) at the same contexts "
+              "(the one-sample measurement against the k-sample estimate).", "",
+              "| δ | rejected steps | target's step reward (measured) | μ̂_M(z) |", "|---|---|---|---|"]
+    for r in rows:
+        if "target_reward_at_rejections" in r and r["n_rejected"]:
+            lines.append(f"| {r['delta']:g} | {r['n_rejected']} | {_ci(r['target_reward_at_rejections'])} | "
+                         f"{_ci(r['mu_hat_at_rejections'])} |")
+    lines += ["", "![predicted vs measured](predicted_vs_measured.png)", "",
+              f"![reward distributions](reward_distributions.png)", ""]
+    if result.levels[0] is not None:
+        lines += ["## Accuracy by level (%)", "", "| δ | " + " | ".join(
+            f"level {lv}" for lv in result.by_level()[rows[0]["delta"]]) + " |",
+                  "|---|" + "---|" * len(result.by_level()[rows[0]["delta"]])]
+        for delta, levels in result.by_level().items():
+            lines.append(f"| {delta:g} | " + " | ".join(e.fmt(100, 1) for e in levels.values()) + " |")
+        lines += ["", "![accuracy by level](accuracy_by_level.png)", ""]
+    if oracle:
+        lines += ["## The per-context oracle on step contexts", "",
+                  f"{oracle['n_contexts']} step contexts of the draft's own solutions to {oracle['n_problems']} "
+                  "problems; thresholds set on fit samples, every figure on held-out samples. The target's step "
+                  f"scores above the draft's at the same context in {_ci(oracle['winning_rate'], 100, 1)}% of pairs.",
+                  "", "| budget | rule | target rate | expected step reward | step correctness % |",
+                  "|---|---|---|---|---|"]
+        for row in oracle["budgets"]:
+            for rule in ("global", "oracle"):
+                e = row[rule]
+                lines.append(f"| {row['budget']:g} | {e['rule']} | {_ci(e['target_rate'])} | {_ci(e['reward'])} | "
+                             f"{_ci(e['correct'], 100, 1)} |")
+            g = row["oracle_gain"]
+            lines.append(f"| {row['budget']:g} | oracle − global | | {_ci(g['reward'], digits=4)} | "
+                         f"{_ci(g['correct'], 100, 2)} |")
+        lines += ["", "Slack budget (no limit on the target rate):", "",
+                  "| rule | target rate | expected step reward | step correctness % |", "|---|---|---|---|"]
+        for e in oracle["slack"]:
+            lines.append(f"| {e['rule']} | {_ci(e['target_rate'])} | {_ci(e['reward'])} | "
+                         f"{_ci(e['correct'], 100, 1)} |")
+        g = oracle["slack_oracle_gain"]
+        lines += [f"| oracle − global | | {_ci(g['reward'], digits=4)} | {_ci(g['correct'], 100, 2)} |", "",
+                  "![oracle](oracle.png)", ""]
     return "\n".join(lines)
 
 
 def end_to_end(result: EndToEnd) -> str:
     best = result.best_delta
     lines = ["# End to end: accuracy against target rate for each weighting function", "",
-             f"{result.n_problems} problems. The theory's slack optimum is δ = μ_M = {result.mu_target:.3f}; the "
+             f"{result.n_problems} problems; target rate and accuracy with 95% bootstrap intervals over problems. "
+             f"The theory's slack optimum is δ = μ_M = {result.mu_target:.3f}; the "
              f"accuracy-best binary δ of the sweep is {best['delta']:g} ({100 * best['accuracy']:.1f}%)."
              if best else "", "",
              "| weighting | parameter | target rate | accuracy |", "|---|---|---|---|"]
     for kind, rows in result.curves.items():
         for r in rows:
-            param = ", ".join(f"{k}={v:g}" for k, v in r.items() if k not in ("target_rate", "accuracy")) or "–"
-            lines.append(f"| {kind} | {param} | {r['target_rate']:.3f} | {100 * r['accuracy']:.1f} |")
+            param = ", ".join(f"{k}={v:g}" for k, v in r.items() if k not in ("target_rate", "accuracy", "target_rate_ci", "accuracy_ci")) or "–"
+            lines.append(f"| {kind} | {param} | {r['target_rate']:.3f} [{r['target_rate_ci'][0]:.3f}, "
+                         f"{r['target_rate_ci'][1]:.3f}] | {100 * r['accuracy']:.1f} [{100 * r['accuracy_ci'][0]:.1f}, "
+                         f"{100 * r['accuracy_ci'][1]:.1f}] |")
     lines += ["", "![accuracy vs target rate](accuracy_vs_target_rate.png)", ""]
     return "\n".join(lines)
 
