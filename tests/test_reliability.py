@@ -646,6 +646,7 @@ def test_a_nan_prm_is_loud_with_quiet_fails_with_strict_and_cannot_calibrate(tin
     assert done.stderr.strip() == ("error: --strict: 2 of 2 records have an error; 2 of 2 records have non-finite "
                                    "PRM rewards (see each record's error and steps)")
     assert [r["error"] for r in lines_of(tmp_path / "d" / "results.jsonl")] == ["non-finite values in PRM reward"] * 2
-    done = subprocess.run(command + ["rsd.budget=0.3"], env=sub_env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command + ["rsd.budget=0.3", "rsd.calibration=dev", "rsd.calibration_n=4"], env=sub_env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.strip().startswith(
-        "error: rsd.budget: cannot calibrate δ, the PRM gave non-finite rewards to"), done.stderr
+        "error: rsd.budget: cannot calibrate, the PRM gave non-finite rewards to"), done.stderr

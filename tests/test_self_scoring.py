@@ -35,8 +35,7 @@ def setup():
 
 
 def run(engine, batch, delta):
-    knobs = Knobs(acceptance=acceptance.AcceptanceParams.create(delta=delta), budget=jnp.float32(0.0),
-                  histogram=acceptance.RewardHistogram.create(SPEC.histogram_bins))
+    knobs = Knobs.create(delta=delta, histogram_bins=SPEC.histogram_bins)
     return jax.device_get(rsd_decode(engine, prompts=batch, knobs=knobs, key=jax.random.key(0), spec=SPEC))
 
 
@@ -127,8 +126,7 @@ def test_the_asynchronous_schedule_refuses_a_self_scoring_draft(setup):
     import dataclasses
 
     engine, _, batch, _ = setup
-    knobs = Knobs(acceptance=acceptance.AcceptanceParams.create(delta=0.5), budget=jnp.float32(0.0),
-                  histogram=acceptance.RewardHistogram.create(SPEC.histogram_bins))
+    knobs = Knobs.create(delta=0.5, histogram_bins=SPEC.histogram_bins)
     with pytest.raises(InputError, match="synchronous schedule"):
         rsd_decode(engine, prompts=batch, knobs=knobs, key=jax.random.key(0),
                    spec=dataclasses.replace(SPEC, schedule="async"))

@@ -33,8 +33,7 @@ def setup():
 
 def run(setup, delta, spec):
     engine, batch = setup
-    knobs = Knobs(acceptance=acceptance.AcceptanceParams.create(delta=delta), budget=jnp.float32(0.0),
-                  histogram=acceptance.RewardHistogram.create(spec.histogram_bins))
+    knobs = Knobs.create(delta=delta, histogram_bins=spec.histogram_bins)
     return jax.device_get(rsd_decode(engine, prompts=batch, knobs=knobs, key=jax.random.key(3), spec=spec))
 
 

@@ -134,14 +134,16 @@ def threshold_rule(values, mass, gamma, *, mu_target=math.inf, xp=jnp):
     (probabilities or counts; atoms of zero mass are skipped). gamma: the fraction the draft must write (1 - budget).
     δ_γ = the largest atom with P(r >= δ_γ) >= γ and q = (γ - P(r > δ_γ)) / P(r = δ_γ) in [0, 1], so that
     P(r > δ_γ) + q P(r = δ_γ) = γ exactly; γ = 0 gives δ = +inf (accept nothing). With mu_target = μ_M finite and
-    below δ_γ the budget does not bind: δ* = μ_M, q = 1 (binding False). P(r >= δ) may fall short of γ by a
-    relative 1e-6 (rounding of γ·total). No mass at all: δ = the smallest atom, q = 1 (callers check the total).
+    below δ_γ the budget does not bind: δ* = μ_M, q = 1 (binding False). P(r >= δ) may fall short of γ by 8 units
+    of the mass's float rounding (γ·total; about 1e-6 in float32, 2e-15 in float64). No mass at all: δ = the
+    smallest atom, q = 1 (callers check the total).
     """
     values, mass = xp.asarray(values), xp.asarray(mass)
     total = xp.sum(mass)
     need = gamma * total
     at_or_above = total - xp.cumsum(mass) + mass  # mass of r >= values[i]
-    reaching = (mass > 0) & (at_or_above >= need - 1e-6 * total)
+    slack = 8 * float(xp.finfo(mass.dtype).eps) if xp.issubdtype(mass.dtype, xp.floating) else 0.0
+    reaching = (mass > 0) & (at_or_above >= need - slack * total)
     i = xp.maximum(xp.max(xp.where(reaching, xp.arange(values.shape[0]), 0)), 0)
     above = at_or_above[i] - mass[i]
     q = xp.clip((need - above) / xp.maximum(mass[i], 1e-30), 0.0, 1.0)

@@ -12,12 +12,11 @@ Shapes: B rows, G rows in a pass, T a token buffer, E hidden size, V vocabulary.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
+from rsd_jax.decoding.generator import CatchingUp
 from rsd_jax.decoding.usage import Usage
 from rsd_jax.models.model import Model
 
@@ -56,16 +55,6 @@ def scatter(full: jax.Array, rows: jax.Array, part: jax.Array, mine: jax.Array) 
     return full.at[rows].set(jnp.where(keep, part, full[rows]))
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Feeding:
-    """`feed`'s loop state: the cache as fed so far, each row's last hidden state [B, E], the usage."""
-
-    cache: KVCache
-    last: jax.Array
-    usage: Usage
-
-
 def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, select: jax.Array, chunk: int,
          group: int, usage: Usage, sizes: int = 3) -> tuple[KVCache, jax.Array, Usage]:
     """Feeds view[b, cache.lengths[b] : upto[b]] into the cache for the selected rows, `chunk` tokens per pass and
@@ -79,10 +68,10 @@ def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, sele
     goal = jnp.where(select, upto, cache.lengths)
     offsets = jnp.arange(chunk, dtype=jnp.int32)[None, :]
 
-    def body(c: Feeding) -> Feeding:
+    def body(c: CatchingUp) -> CatchingUp:
         behind = c.cache.lengths < goal
 
-        def run(size: int) -> Feeding:
+        def run(size: int) -> CatchingUp:
             gather = size < batch
             rows, mine = pick_rows(behind, size) if gather else (None, behind)
             take = (lambda x: x[rows]) if gather else (lambda x: x)
@@ -94,13 +83,13 @@ def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, sele
             fed = n > 0
             last = scatter(c.last, rows, final, fed) if gather else jnp.where(fed[:, None], final, c.last)
             usage = c.usage.add_forward(model.config, start, n, chunk, c.cache.capacity, head_tokens=0, rows=rows)
-            return Feeding(cache=out.cache, last=last, usage=usage)
+            return CatchingUp(cache=out.cache, last=last, usage=usage)
 
         return by_size(jnp.sum(behind), pass_sizes(group, batch, sizes), run)
 
     last = jnp.zeros((batch, model.config.hidden_size), model.config.jnp_dtype)
     final = jax.lax.while_loop(lambda c: jnp.any(c.cache.lengths < goal), body,
-                               Feeding(cache=cache, last=last, usage=usage))
+                               CatchingUp(cache=cache, last=last, usage=usage))
     return final.cache, final.last, final.usage
 
 
