@@ -230,10 +230,10 @@ def bench_compile(engine: Engine) -> dict:
     result = {"seconds": seconds, "compilations_first_call": first_call, "compilations": sweep(),
               "compilations_new_prompts_same_bucket": new_prompts()}
     for sizes in (3, 6):  # the asynchronous loop, passes gathered up to 8 rows (each size a copy of the models)
-        timed = dict(spec=async_spec(spec, 8).replace(pass_rows=8, pass_sizes=sizes))
+        timed = async_spec(spec, 8).replace(pass_rows=8, pass_sizes=sizes)
         start = time.perf_counter()
         jax.block_until_ready(rsd_decode(engine, prompts=first, knobs=Knobs.create(delta=0.7), key=jax.random.key(0),
-                                         **timed))
+                                         spec=timed))
         result[f"async_seconds_{sizes}_sizes"] = time.perf_counter() - start
     return result
 

@@ -135,13 +135,12 @@ def test_async_budget_mode_is_the_binary_rule_off_the_atom(setup, sync_out):
 
 
 def test_target_fires_on_a_quorum_while_a_wave_is_in_flight_or_when_nothing_else_can_advance():
-    spec = SPEC.replace(schedule="async")
     phases = lambda *p: jnp.asarray(p, jnp.int32)  # noqa: E731
-    assert not target_fires(spec, 2, phases(WAITING, DRAFTING, SCORING))
-    assert target_fires(spec, 2, phases(WAITING, WAITING, DRAFTING))
-    assert target_fires(spec, 3, phases(WAITING, DONE, DONE))  # nothing else can advance
-    assert target_fires(spec, 3, phases(REWRITING, DRAFTING, DRAFTING))  # a wave in flight finishes
-    assert not target_fires(spec, 1, phases(DRAFTING, DONE, SCORING))
+    assert not target_fires(2, phases(WAITING, DRAFTING, SCORING))
+    assert target_fires(2, phases(WAITING, WAITING, DRAFTING))
+    assert target_fires(3, phases(WAITING, DONE, DONE))  # nothing else can advance
+    assert target_fires(3, phases(REWRITING, DRAFTING, DRAFTING))  # a wave in flight finishes
+    assert not target_fires(1, phases(DRAFTING, DONE, SCORING))
 
 
 def test_pass_sizes():

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
+from rsd_jax.decoding import passes
 from rsd_jax.decoding.sampling import Sampling, sample, token_probs
 from rsd_jax.decoding.usage import Usage
 from rsd_jax.errors import ConfigError
@@ -77,16 +78,6 @@ def token_logits(model: Model, hidden: jax.Array, tables: TokenTables) -> jax.Ar
     return model.logits(hidden)[..., :tables.vocab_size]
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class CatchingUp:
-    """`catch_up`'s loop state: the cache as fed so far, each row's last hidden state [B, E], the usage."""
-
-    cache: KVCache
-    last: jax.Array
-    usage: Usage
-
-
 def catch_up(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, active: jax.Array, chunk: int,
              usage: Usage) -> tuple[KVCache, jax.Array, Usage]:
     """Feeds view[b, cache.lengths[b] : upto[b]] into the cache for active rows, `chunk` at a time.
@@ -94,25 +85,7 @@ def catch_up(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, 
     view [B, T] tokens; upto [B]; active [B] bool. Returns the cache (lengths = upto on active rows), the last
     hidden state of each row's final fed token [B, E] (zeros if none), the usage.
     """
-    target = jnp.where(active, upto, cache.lengths)
-    batch, t_view = view.shape
-    offsets = jnp.arange(chunk, dtype=jnp.int32)[None, :]
-
-    def body(carry: CatchingUp) -> CatchingUp:
-        cache, last, usage = carry.cache, carry.last, carry.usage
-        start = cache.lengths
-        n = jnp.clip(target - start, 0, chunk)
-        tokens = jnp.take_along_axis(view, jnp.clip(start[:, None] + offsets, 0, t_view - 1), axis=1)
-        out = model.backbone(tokens, start, cache, n)
-        final = jnp.take_along_axis(out.hidden, jnp.maximum(n - 1, 0)[:, None, None], axis=1)[:, 0]
-        last = jnp.where((n > 0)[:, None], final, last)
-        usage = usage.add_forward(model.config, start, n, chunk, cache.capacity, head_tokens=0)
-        return CatchingUp(cache=out.cache, last=last, usage=usage)
-
-    last = jnp.zeros((batch, model.config.hidden_size), model.config.jnp_dtype)
-    final = jax.lax.while_loop(lambda c: jnp.any(c.cache.lengths < target), body,
-                               CatchingUp(cache=cache, last=last, usage=usage))
-    return final.cache, final.last, final.usage
+    return passes.feed(model, cache, view=view, upto=upto, select=active, chunk=chunk, group=0, usage=usage)
 
 
 @jax.tree_util.register_dataclass
@@ -164,10 +137,9 @@ def write_step(model: Model, cache: KVCache, *, tokens: jax.Array, length: jax.A
     cache, _, usage = catch_up(model, cache, view=tokens, upto=length - 1, active=active, chunk=chunk, usage=usage)
     # a cache that already holds the last committed token (right after a rollback) re-feeds it
     cache = cache.with_lengths(jnp.where(active, length - 1, cache.lengths))
-    last_committed = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], axis=1)[:, 0]
     room = jnp.minimum(room, max_step_tokens)
     no = jnp.zeros((batch,), bool)
-    init = Writing(current=last_committed, live=active & (room > 0), written=jnp.zeros((batch,), jnp.int32),
+    init = Writing(current=last_committed(tokens, length), live=active & (room > 0), written=jnp.zeros((batch,), jnp.int32),
                    out=jnp.zeros((batch, max_step_tokens), jnp.int32), eos=no, stop=no, nonfinite=no, cache=cache,
                    key=key, usage=usage,
                    probs=jnp.zeros((batch, max_step_tokens, tables.vocab_size), jnp.float32) if record_probs else None)
@@ -194,6 +166,11 @@ def write_step(model: Model, cache: KVCache, *, tokens: jax.Array, length: jax.A
     s = jax.lax.while_loop(lambda s: jnp.any(s.live), body, init)
     return Step(tokens=s.out, length=s.written, ended_eos=s.eos, ended_stop=s.stop, nonfinite=s.nonfinite,
                 cache=s.cache, usage=s.usage, probs=s.probs)
+
+
+def last_committed(tokens: jax.Array, length: jax.Array) -> jax.Array:
+    """Each row's last committed token [B] of tokens [B, T] (length [B] >= 1)."""
+    return jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], axis=1)[:, 0]
 
 
 def commit(tokens: jax.Array, length: jax.Array, step_tokens: jax.Array, step_len: jax.Array) -> jax.Array:

@@ -12,11 +12,12 @@ Shapes: B rows, G rows in a pass, T a token buffer, E hidden size, V vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
-from rsd_jax.decoding.generator import CatchingUp
 from rsd_jax.decoding.usage import Usage
 from rsd_jax.models.model import Model
 
@@ -53,6 +54,16 @@ def scatter(full: jax.Array, rows: jax.Array, part: jax.Array, mine: jax.Array) 
     """full [B, ...] with part [G, ...] written at rows [G] where mine [G] (elsewhere unchanged)."""
     keep = mine.reshape(mine.shape + (1,) * (part.ndim - 1))
     return full.at[rows].set(jnp.where(keep, part, full[rows]))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CatchingUp:
+    """`feed`'s loop state: the cache as fed so far, each row's last hidden state [B, E], the usage."""
+
+    cache: KVCache
+    last: jax.Array
+    usage: Usage
 
 
 def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, select: jax.Array, chunk: int,

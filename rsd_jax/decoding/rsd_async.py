@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from rsd_jax.decoding import acceptance, passes
-from rsd_jax.decoding.generator import commit, step_ends, token_logits
+from rsd_jax.decoding.generator import commit, last_committed, step_ends, token_logits
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.prm_view import fit_view
 from rsd_jax.decoding.rsd_state import DRAFT, TARGET, Knobs, RSDCaches, RSDOutput, RSDStats, Trace, new_caches
@@ -100,7 +100,6 @@ class AsyncState:
     trace: Trace
     stats: RSDStats
     row_keys: jax.Array  # [B] a PRNG key per row
-    ticks: jax.Array  # [] int32
 
 
 def _row_keys(row_keys: jax.Array, model: int, step: jax.Array, index: jax.Array) -> jax.Array:
@@ -108,10 +107,6 @@ def _row_keys(row_keys: jax.Array, model: int, step: jax.Array, index: jax.Array
     def one(key, s, i):
         return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, model), s), i)
     return jax.vmap(one)(row_keys, step, index)
-
-
-def _last_committed(tokens: jax.Array, length: jax.Array) -> jax.Array:
-    return jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], axis=1)[:, 0]
 
 
 def _room(spec: DecodeSpec, s: AsyncState) -> jax.Array:
@@ -128,7 +123,7 @@ def _write_token(engine: "Engine", spec: DecodeSpec, *, model, cache: KVCache, s
     cache, _, usage = passes.feed(model, cache, view=state.tokens, upto=state.length - 1, select=starting,
                                   chunk=spec.chunk, group=group, usage=usage, sizes=spec.pass_sizes)
     cache = cache.with_lengths(jnp.where(starting, state.length - 1, cache.lengths))
-    current = jnp.where(starting, _last_committed(state.tokens, state.length), step.current)
+    current = jnp.where(starting, last_committed(state.tokens, state.length), step.current)
     advanced, hidden, cache, usage = passes.decode(model, cache, current=current, select=select, group=group,
                                                    usage=usage, sizes=spec.pass_sizes)
     tables = engine.step_tables(spec)
@@ -234,7 +229,7 @@ def _accept(spec: DecodeSpec, knobs: Knobs, s: AsyncState, *, reward: jax.Array,
     return u <= acceptance.weight(spec.weighting, params, reward)
 
 
-def target_fires(spec: DecodeSpec, quorum: int, phase: jax.Array) -> jax.Array:
+def target_fires(quorum: int, phase: jax.Array) -> jax.Array:
     """[] bool: the target runs this tick: while some row is REWRITING (a wave of steps in flight finishes), or to
     start a wave when `quorum` rows wait for it or nothing else can advance."""
     waiting, rewriting = phase == WAITING, phase == REWRITING
@@ -279,10 +274,9 @@ def tick(engine: "Engine", knobs: Knobs, spec: DecodeSpec, quorum: int, s: Async
     when `target_fires`)."""
     s = jax.lax.cond(jnp.any(s.phase == DRAFTING), functools.partial(draft_pass, engine, spec), lambda s: s, s)
     s = jax.lax.cond(jnp.any(s.phase == SCORING), functools.partial(prm_pass, engine, knobs, spec), lambda s: s, s)
-    s = jax.lax.cond(target_fires(spec, quorum, s.phase), functools.partial(target_pass, engine, spec),
+    s = jax.lax.cond(target_fires(quorum, s.phase), functools.partial(target_pass, engine, spec),
                      lambda s: s, s)
-    return dataclasses.replace(s, ticks=s.ticks + 1,
-                               stats=dataclasses.replace(s.stats, iterations=s.stats.iterations + 1))
+    return dataclasses.replace(s, stats=dataclasses.replace(s.stats, iterations=s.stats.iterations + 1))  # ticks
 
 
 def initial_state(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Array, spec: DecodeSpec,
@@ -298,7 +292,7 @@ def initial_state(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.
         overflow=jnp.zeros((batch,), bool), draft_cache=caches.draft.with_lengths(empty),
         target_cache=caches.target.with_lengths(empty), prm_cache=caches.prm.with_lengths(empty),
         histogram=knobs.histogram, trace=Trace.empty(batch, spec.max_steps), stats=RSDStats.zeros(batch),
-        row_keys=jax.random.split(key, batch), ticks=jnp.zeros((), jnp.int32))
+        row_keys=jax.random.split(key, batch))
 
 
 def quorum_for(spec: DecodeSpec, batch: int) -> int:
