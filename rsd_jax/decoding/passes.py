@@ -3,7 +3,7 @@
 A pass runs a model for the rows selected by a mask [B]. With `group` = G > 0 it gathers at most G of them
 (`pick_rows`) and computes only those (`Model.backbone(rows=)`: the other rows' cache is neither read nor written);
 the pass takes the smallest of a few sizes that holds the selected rows (`pass_sizes`, e.g. G/4, G/2, G; one
-compiled copy each, chosen by `lax.switch`), so a pass costs about the rows it carries, not B. A size >= B runs the whole batch,
+compiled copy each, chosen by `in_place.switch`, which updates the cache in place), so a pass costs about the rows it carries, not B. A size >= B runs the whole batch,
 the other rows masked (no gather). group 0: always the whole batch, masked (the right choice where a pass is
 memory-bound, or on a mesh whose batch is split over devices).
 
@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
+from rsd_jax.decoding import in_place
 from rsd_jax.decoding.usage import Usage
 from rsd_jax.models.model import Model
 
@@ -35,12 +36,13 @@ def pass_sizes(group: int, batch: int, count: int = 3) -> tuple[int, ...]:
     return tuple(sorted({max(1, group * e // 8) for e in EIGHTHS[count]}))
 
 
-def by_size(count: jax.Array, sizes: tuple[int, ...], run):
-    """run(size) for the smallest size >= count (the largest when none is): one branch per size."""
+def by_size(count: jax.Array, sizes: tuple[int, ...], run, operand):
+    """run(size, operand) for the smallest size >= count (the largest when none is): one branch per size, each
+    updating the operand (which holds the cache) in place."""
     if len(sizes) == 1:
-        return run(sizes[0])
+        return run(sizes[0], operand)
     index = jnp.sum(count > jnp.asarray(sizes[:-1], jnp.int32))
-    return jax.lax.switch(index, [lambda size=size: run(size) for size in sizes])
+    return in_place.switch(index, [lambda x, size=size: run(size, x) for size in sizes], operand)
 
 
 def pick_rows(select: jax.Array, group: int) -> tuple[jax.Array, jax.Array]:
@@ -82,7 +84,7 @@ def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, sele
     def body(c: CatchingUp) -> CatchingUp:
         behind = c.cache.lengths < goal
 
-        def run(size: int) -> CatchingUp:
+        def run(size: int, c: CatchingUp) -> CatchingUp:
             gather = size < batch
             rows, mine = pick_rows(behind, size) if gather else (None, behind)
             take = (lambda x: x[rows]) if gather else (lambda x: x)
@@ -96,7 +98,7 @@ def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, sele
             usage = c.usage.add_forward(model.config, start, n, chunk, c.cache.capacity, head_tokens=0, rows=rows)
             return CatchingUp(cache=out.cache, last=last, usage=usage)
 
-        return by_size(jnp.sum(behind), pass_sizes(group, batch, sizes), run)
+        return by_size(jnp.sum(behind), pass_sizes(group, batch, sizes), run, c)
 
     last = jnp.zeros((batch, model.config.hidden_size), model.config.jnp_dtype)
     final = jax.lax.while_loop(lambda c: jnp.any(c.cache.lengths < goal), body,
@@ -112,7 +114,8 @@ def decode(model: Model, cache: KVCache, *, current: jax.Array, select: jax.Arra
     the usage (the LM head counted for the advanced rows)."""
     batch = current.shape[0]
 
-    def run(size: int):
+    def run(size: int, operand):
+        _, _, cache, usage = operand
         if size >= batch:
             start = cache.lengths
             out = model.backbone(current[:, None], start, cache, select.astype(jnp.int32))
@@ -126,4 +129,5 @@ def decode(model: Model, cache: KVCache, *, current: jax.Array, select: jax.Arra
         usage_ = usage.add_forward(model.config, start, mine.astype(jnp.int32), 1, cache.capacity, 1, rows=rows)
         return advanced, hidden, out.cache, usage_
 
-    return by_size(jnp.sum(select), pass_sizes(group, batch, sizes), run)
+    nothing = (jnp.zeros((batch,), bool), jnp.zeros((batch, model.config.hidden_size), model.config.jnp_dtype))
+    return by_size(jnp.sum(select), pass_sizes(group, batch, sizes), run, nothing + (cache, usage))

@@ -5,7 +5,7 @@ One iteration = one reasoning step for every live row (DESIGN §3):
   2. the PRM catches up on its own view of the sequence and scores the new step at its delimiter;
   3. the mixture accepts or rejects each row's step (A_ω: accept iff u <= ω(r); binary: r >= δ; budget mode: the
      randomised threshold (δ, q) of acceptance.decide);
-  4. only if some row rejected (`lax.cond`), the target catches up lazily and writes the step for those rows;
+  4. only if some row rejected (`in_place.when`: a branch that updates the caches in place), the target catches up lazily and writes the step for those rows;
   5. the chosen step is committed; a rejected draft step is rolled back by lowering the draft's length,
      and the PRM's view gets the target's step instead of the draft's.
 A row ends at EOS, at its token or step budget, or (spec.patience, the official code's rule) when the batch has gone
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
-from rsd_jax.decoding import acceptance
+from rsd_jax.decoding import acceptance, in_place
 from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, write_step
 from rsd_jax.decoding.prm_view import fit_view
 from rsd_jax.decoding.prompts import Prompts
@@ -129,11 +129,16 @@ def rsd_iteration(engine: "Engine", knobs: Knobs, spec: DecodeSpec, state: RSDSt
     # 5. the target, only when some row rejected; the rejected draft step is rolled back first
     drafted = dataclasses.replace(drafted, cache=drafted.cache.with_lengths(
         jnp.where(reject, state.length, drafted.cache.lengths)))
-    rewritten, draft_cache, draft_usage = jax.lax.cond(
-        jnp.any(reject),
-        lambda: _target_step(engine, state, drafted, reject=reject, room=room, key=k_target, spec=spec),
-        lambda: (_skipped_step(state.target_cache, state.stats.target, live.shape[0], spec.step_tokens),
-                 drafted.cache, drafted.usage))
+    def target_step(operand: tuple[Step, KVCache, Usage]) -> tuple[Step, KVCache, Usage]:
+        skipped, draft_cache, draft_usage = operand  # the caches this step updates in place
+        s = dataclasses.replace(state, target_cache=skipped.cache,
+                                stats=dataclasses.replace(state.stats, target=skipped.usage))
+        return _target_step(engine, s, dataclasses.replace(drafted, cache=draft_cache, usage=draft_usage),
+                            reject=reject, room=room, key=k_target, spec=spec)
+
+    skipped = _skipped_step(state.target_cache, state.stats.target, live.shape[0], spec.step_tokens)
+    rewritten, draft_cache, draft_usage = in_place.when(jnp.any(reject), target_step,
+                                                        (skipped, drafted.cache, drafted.usage))
 
     # 6. commit the chosen step; the PRM's view gets the target's step where it wrote one
     step_tokens = jnp.where(reject[:, None], rewritten.tokens, drafted.tokens)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from rsd_jax.decoding import acceptance, passes
+from rsd_jax.decoding import acceptance, in_place, passes
 from rsd_jax.decoding.generator import commit, last_committed, step_ends, token_logits
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.prm_view import fit_view
@@ -271,11 +271,10 @@ def _view_of_ended(engine: "Engine", spec: DecodeSpec, s: AsyncState, step: Step
 
 def tick(engine: "Engine", knobs: Knobs, spec: DecodeSpec, quorum: int, s: AsyncState) -> AsyncState:
     """One tick: the draft, the PRM and the target, each only when some row is in its phase (the target also only
-    when `target_fires`)."""
-    s = jax.lax.cond(jnp.any(s.phase == DRAFTING), functools.partial(draft_pass, engine, spec), lambda s: s, s)
-    s = jax.lax.cond(jnp.any(s.phase == SCORING), functools.partial(prm_pass, engine, knobs, spec), lambda s: s, s)
-    s = jax.lax.cond(target_fires(quorum, s.phase), functools.partial(target_pass, engine, spec),
-                     lambda s: s, s)
+    when `target_fires`), each updating the state's caches in place (`in_place.when`)."""
+    s = in_place.when(jnp.any(s.phase == DRAFTING), functools.partial(draft_pass, engine, spec), s)
+    s = in_place.when(jnp.any(s.phase == SCORING), functools.partial(prm_pass, engine, knobs, spec), s)
+    s = in_place.when(target_fires(quorum, s.phase), functools.partial(target_pass, engine, spec), s)
     return dataclasses.replace(s, stats=dataclasses.replace(s.stats, iterations=s.stats.iterations + 1))  # ticks
 
 
