@@ -3,8 +3,8 @@
 A pass runs a model for the rows selected by a mask [B]. With `group` = G > 0 it gathers at most G of them
 (`pick_rows`) and computes only those (`Model.backbone(rows=)`: the other rows' cache is neither read nor written);
 the pass takes the smallest of a few sizes that holds the selected rows (`pass_sizes`, e.g. G/4, G/2, G; one
-compiled copy each, chosen by `in_place.switch`, which updates the cache in place), so a pass costs about the rows it carries, not B. A size >= B runs the whole batch,
-the other rows masked (no gather). group 0: always the whole batch, masked (the right choice where a pass is
+compiled copy each, chosen by `in_place.switch`, which updates the cache in place), so a pass costs about the rows
+it carries, not B. A size >= B runs the whole batch, the other rows masked (no gather). group 0: always the whole batch, masked (the right choice where a pass is
 memory-bound, or on a mesh whose batch is split over devices).
 
 Shapes: B rows, G rows in a pass, T a token buffer, E hidden size, V vocabulary.
