@@ -11,6 +11,7 @@ from rsd_jax.decoding.generator import TokenTables
 from rsd_jax.decoding.prm_view import PRMTables
 from rsd_jax.decoding.reference import HostTables
 from rsd_jax.decoding.prompts import Prompts
+from rsd_jax.engine import Engine
 from rsd_jax.models import Model, ModelConfig
 
 VOCAB = 48
@@ -74,3 +75,13 @@ def prompts(lengths, t_cap: int, tp_cap: int, seed: int = 0) -> tuple[Prompts, l
                     prm_tokens=jnp.asarray(prm_tokens), prm_length=jnp.asarray([len(b) for b in prm_ids],
                                                                               jnp.int32))
     return batch, [list(map(int, a)) for a in ids], [list(map(int, b)) for b in prm_ids]
+
+
+def engine_and_prompts(lengths, max_new_tokens: int):
+    """The world's engine (draft, target, PRM, token tables, the PRM's in-graph view) and prompts of the given
+    lengths with room for max_new_tokens: (engine, batch, ids, prm_ids, host tables)."""
+    draft, target, prm = models()
+    token_tables, prm_tables, host = tables()
+    batch, ids, prm_ids = prompts(lengths, t_cap=16 + max_new_tokens, tp_cap=200)
+    engine = Engine(draft=draft, target=target, prm=prm, tables=token_tables, prm_view=prm_tables)
+    return engine, batch, ids, prm_ids, host

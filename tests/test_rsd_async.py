@@ -17,7 +17,6 @@ from rsd_jax.decoding.rsd_async import DONE, DRAFTING, REWRITING, SCORING, WAITI
 from rsd_jax.decoding.rsd_state import Knobs
 from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.decoding.spec import DecodeSpec
-from rsd_jax.engine import Engine
 from rsd_jax.errors import ConfigError
 
 SPEC = DecodeSpec(max_new_tokens=40, max_steps=40, max_step_tokens=12, chunk=8)
@@ -26,11 +25,7 @@ LENGTHS = [5, 11, 8, 3, 14, 7]  # ragged
 
 @pytest.fixture(scope="module")
 def setup():
-    draft, target, prm = world.models()
-    tables, prm_tables, host = world.tables()
-    batch, ids, prm_ids = world.prompts(LENGTHS, t_cap=16 + SPEC.max_new_tokens, tp_cap=200)
-    engine = Engine(draft=draft, target=target, prm=prm, tables=tables, prm_view=prm_tables)
-    return engine, batch, ids, prm_ids, host
+    return world.engine_and_prompts(LENGTHS, SPEC.max_new_tokens)
 
 
 _RUNS: dict = {}

@@ -15,7 +15,6 @@ from rsd_jax.decoding.rsd import rsd_decode
 from rsd_jax.decoding.rsd_state import DRAFT, TARGET, Knobs
 from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.decoding.spec import DecodeSpec
-from rsd_jax.engine import Engine
 from rsd_jax.models import full_forward
 
 SPEC = DecodeSpec(max_new_tokens=40, max_steps=40, max_step_tokens=12, chunk=8)
@@ -24,10 +23,7 @@ LENGTHS = [5, 11, 8]
 
 @pytest.fixture(scope="module")
 def setup():
-    draft, target, prm = world.models()
-    tables, prm_tables, _ = world.tables()
-    batch, _, _ = world.prompts(LENGTHS, t_cap=16 + SPEC.max_new_tokens, tp_cap=200)
-    engine = Engine(draft=draft, target=target, prm=prm, tables=tables, prm_view=prm_tables)
+    engine, batch, _, _, _ = world.engine_and_prompts(LENGTHS, SPEC.max_new_tokens)
     return engine, batch
 
 
