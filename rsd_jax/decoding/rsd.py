@@ -5,7 +5,8 @@ One iteration = one reasoning step for every live row (DESIGN §3):
   2. the PRM catches up on its own view of the sequence and scores the new step at its delimiter;
   3. the mixture accepts or rejects each row's step (A_ω: accept iff u <= ω(r); binary: r >= δ; budget mode: the
      randomised threshold (δ, q) of acceptance.decide);
-  4. only if some row rejected (`in_place.when`: a branch that updates the caches in place), the target catches up lazily and writes the step for those rows;
+  4. only if some row rejected (`in_place.when`: a branch that updates the caches in place), the target catches up
+     lazily and writes the step for those rows;
   5. the chosen step is committed; a rejected draft step is rolled back by lowering the draft's length,
      and the PRM's view gets the target's step instead of the draft's.
 A row ends at EOS, at its token or step budget, or (spec.patience, the official code's rule) when the batch has gone
