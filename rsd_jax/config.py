@@ -329,10 +329,11 @@ class TrainConfig:
 class TheoryConfig:
     """python -m rsd_jax.theory."""
 
-    experiment: Literal["analytic", "empirical", "end_to_end", "perfect_prm", "prm_errors", "budget"] = doc(
+    experiment: Literal["analytic", "empirical", "end_to_end", "perfect_prm", "prm_errors", "budget",
+                        "free_judges"] = doc(
         "analytic", "which experiment to run")
-    run: RunConfig = doc(RunConfig(), "empirical / end_to_end / perfect_prm / prm_errors: the models, problems and "
-                         "decoding")
+    run: RunConfig = doc(RunConfig(), "empirical / end_to_end / perfect_prm / prm_errors / free_judges: the models, "
+                         "problems and decoding")
     beta: tuple[tuple[float, ...], ...] = doc(((2.0, 2.0), (5.0, 2.0), (2.0, 5.0), (0.5, 0.5)),
                                               "analytic: Beta(a, b) draft reward distributions")
     mu_target: tuple[float, ...] = doc((0.6, 0.8), "analytic: the target's expected step reward μ_M")
@@ -348,6 +349,8 @@ class TheoryConfig:
                                       "its contexts (half to fit, half to evaluate)", (1, 1000))
     oracle_problems: int = doc(150, "empirical: the first this many problems give the oracle its step contexts "
                                     "(every step context of the draft's own solutions; 0: no oracle)", (0, 1_000_000))
+    keeps: tuple[float, ...] = doc((0.99, 0.97, 0.95, 0.9, 0.85), "free_judges: shares of the correct steps kept at "
+                                   "which the judges' kept wrong steps are compared")
     figure_deltas: tuple[float, ...] = doc((0.7, 0.9), "empirical: RSD's δ in the reward-distribution (the first) "
                                                        "and accuracy-by-level figures")
 
@@ -365,3 +368,5 @@ class TheoryConfig:
                               f"(sum {sum(probs):g})")
         if any(not 0.0 <= r <= 1.0 for r in rewards):
             raise ConfigError(f"discrete_rewards must lie in [0, 1], got {list(rewards)}")
+        if any(not 0.0 < k <= 1.0 for k in self.keeps):
+            raise ConfigError(f"keeps must lie in (0, 1] (shares of the correct steps kept), got {list(self.keeps)}")

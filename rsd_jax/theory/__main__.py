@@ -24,7 +24,8 @@ from rsd_jax.errors import ConfigError, InputError, RSDError
 from rsd_jax.runner import run_method
 from rsd_jax.summary import health_warning
 from rsd_jax.outputs import check_output_dir, write_text_atomic
-from rsd_jax.theory import analytic, budget_mode, checker, decoded, empirical, measured, oracle, plots, reports
+from rsd_jax.theory import (analytic, budget_mode, checker, decoded, empirical, free_judges, measured, oracle, plots,
+                            reports)
 
 
 def run_analytic(cfg: TheoryConfig, out: Path) -> dict:
@@ -107,6 +108,20 @@ def run_prm_errors(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Pa
     return summary
 
 
+def run_free_judges(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) -> dict:
+    """The separate PRM, the draft's confidence and (a self-scoring draft) its value head on the draft's own
+    greedy steps (rsd_jax.theory.free_judges)."""
+    if cfg.run.models.prm.self_scoring:
+        raise ConfigError("free_judges compares the draft's own judges with a separate PRM: give run.models.prm a "
+                          "path, not self_scoring")
+    problems = checker.arith_problems(cfg.run.data, items, "free_judges")
+    records = rsd_records(engine, items, global_threshold(cfg.run), 0.0)  # δ = 0 keeps every draft step
+    judged = free_judges.judge_steps(engine.models.draft, engine.models.tokenizer, problems, records)
+    summary = free_judges.compare(judged, cfg.keeps)
+    (out / "report.md").write_text(reports.free_judges(summary, cfg.run.data.seed, cfg.run.models.draft.path))
+    return summary
+
+
 def run_budget(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) -> dict:
     """The calibrated budget mode at each of cfg.budgets (δ_γ alone, and δ* = min(μ_M, δ_γ) with μ_M measured)
     against RSD at each fixed δ of cfg.deltas, on the run's problems; one calibration split serves every budget."""
@@ -153,7 +168,7 @@ def run_on_models(cfg: TheoryConfig, config_file: str | None, out: Path) -> dict
                          "run.decoding.temperature > 0")
     engine = load_engine(cfg.run, config_file)
     run = {"empirical": run_empirical, "end_to_end": run_end_to_end, "perfect_prm": run_perfect_prm,
-           "prm_errors": run_prm_errors, "budget": run_budget}[cfg.experiment]
+           "prm_errors": run_prm_errors, "budget": run_budget, "free_judges": run_free_judges}[cfg.experiment]
     return run(cfg, engine, items, out)
 
 

@@ -144,3 +144,19 @@ def prm_errors(summary: dict, seed: int) -> str:
               "| correct steps rejected | " + " | ".join(f"{100 * summary['correct_rejected'][d]:.1f}%"
                                                        for d in deltas) + " |", ""]
     return "\n".join(lines)
+
+
+def free_judges(summary: dict, seed: int, draft: str | None) -> str:
+    keeps = list(summary["judges"][0]["wrong_kept"]) if summary["judges"] else []
+    lines = ["# Which judge comes free: the draft's own judges of its steps against the separate PRM", "",
+             f"The draft ({draft}) on {summary['n_problems']} problems (seed {seed}), its greedy solutions up to "
+             f"their first wrong step: {summary['n_steps']} steps, {summary['n_wrong']} wrong. AUROC with a 95% "
+             "bootstrap interval over problems; 'wrong kept at k' is the share of the wrong steps a judge keeps at "
+             "the threshold that keeps the share k of the correct ones (what RSD lets through at that acceptance "
+             "of correct steps).", "",
+             "| judge | step AUROC (95% CI) | " + " | ".join(f"wrong kept at {k}" for k in keeps) + " |",
+             "|---|---|" + "---|" * len(keeps)]
+    for row in summary["judges"]:
+        lines.append(f"| {row['judge']} | {_ci(row['auroc'], digits=4)} | "
+                     + " | ".join(f"{100 * row['wrong_kept'][k]:.1f}%" for k in keeps) + " |")
+    return "\n".join(lines + [""])
