@@ -70,19 +70,18 @@ def step_confidences(draft: Model, tokens: np.ndarray, batch_size: int = 128) ->
 
 
 def judge_steps(draft: Model, tok: "Tokenizer", problems: Sequence[arith.Problem], records: Sequence[dict],
-                sequence_length: int = 160) -> JudgedSteps:
+                ) -> JudgedSteps:
     """Every judge's score of each draft step of `records` (RSD's records at δ = 0, one per problem) up to and
     including the solution's first wrong step."""
     rows, prm_rewards = [], []
     for p, r in zip(problems, records):
         steps = [s["text"].strip() for s in r["steps"]]
         tokens, ends, labels = draft_view_example(tok, p, arith.DELIMITER.join(steps))
-        if len(tokens) > sequence_length:
-            raise ValueError(f"a solution of {len(tokens)} tokens is longer than sequence_length={sequence_length}")
         first_wrong = next((k for k, x in enumerate(labels) if x < 0.5), len(labels) - 1)
         rows.append((tokens, ends[:first_wrong + 1], labels[:first_wrong + 1]))
         prm_rewards.append([float(s["reward"]) for s in r["steps"][:first_wrong + 1]])
-    padded = np.zeros((len(rows), sequence_length), np.int32)
+    length = -(-max(len(t) for t, _, _ in rows) // 32) * 32  # the longest solution, in steps of 32 (few shapes)
+    padded = np.zeros((len(rows), length), np.int32)
     for i, (tokens, _, _) in enumerate(rows):
         padded[i, :len(tokens)] = tokens
     logp, values = step_confidences(draft, padded)
