@@ -47,6 +47,8 @@ def architecture(ref: ModelRef, role: str, config_file: str | None = None, **ove
             raise ConfigError(f"models.{role}.path={ref.path!r}: not a folder here and not one of the catalogued hub "
                               f"ids ({', '.join(sorted(names))})")
         extra = {"max_position_embeddings": ref.max_context} if ref.max_context else {}
+        if ref.quantize is not None:
+            extra["quantize"] = ref.quantize
         config = catalog.model_config(names[repo], dtype=ref.dtype, **extra)
     return config.replace(**overrides)
 

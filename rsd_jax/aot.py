@@ -71,6 +71,7 @@ CHIPS: dict[str, Chip] = {
     # JAX preallocates 75% of it unless XLA_PYTHON_CLIENT_MEM_FRACTION / XLA_PYTHON_CLIENT_PREALLOCATE say otherwise.
     "h100": Chip("NVIDIA H100 SXM", "NVIDIA H100 80GB HBM3", 80 * GiB, 80),
     "a100": Chip("NVIDIA A100 40GB", "NVIDIA A100-SXM4-40GB", 40 * GiB, 40),
+    "l4": Chip("NVIDIA L4", "NVIDIA L4", 24 * GiB, 24),
 }
 
 

@@ -3,12 +3,14 @@
     python -m rsd_jax.capacity                        # estimates: each shipped paper config on each slice
     python -m rsd_jax.capacity --config configs/qwen25_math_1.5b_7b_skywork1.5b.yaml --slice v5e-8 --compile
     python -m rsd_jax.capacity ... --compile --largest-batch
+    python -m rsd_jax.capacity --config configs/paper/qwen25_math_1.5b_7b_skywork1.5b_v5e1.yaml --slice v5e-1 \
+        --compile --largest-batch                      # one 16 GB chip, int8 weights (docs/quantization.md)
 
 A slice is a chip and a device count; its mesh is the config's tensor-parallel width `mesh.model` and data over the
 rest, factored by the models' KV heads as the runs lay it out (rsd_jax.sharding.make_mesh). The estimate adds, per
 device: the three models' weights and KV caches and the loop's token buffers, exactly as their shardings split them
-(bfloat16, or the config's dtype), and the working set of one forward (a catch-up chunk's MLP and attention block
-activations, the logits) — the one part estimated. `--compile` compiles the loop itself with abstract weights for
+(bfloat16, or the config's dtype; int8 / int4 weights and their scales when quantized), and the working set of one
+forward (a catch-up chunk's MLP and attention block activations, the logits) — the one part estimated. `--compile` compiles the loop itself with abstract weights for
 the slice's TPU topology (rsd_jax.aot; needs the libtpu wheel) or this machine's CPU devices, and prints compile
 seconds and XLA's per-device memory beside the estimate; `--largest-batch` finds the largest batch that fits by
 compiling (bisection). No GPU compiler runs here: GPU slices are estimates only.
@@ -36,6 +38,7 @@ from rsd_jax.models.config import ModelConfig
 
 CONFIGS = ("configs/qwen25_math_1.5b_7b_skywork1.5b.yaml", "configs/qwen25_math_1.5b_7b_skywork7b.yaml",
            "configs/qwen25_math_7b_72b_skywork7b.yaml")
+SINGLE_CHIP_CONFIGS = ("configs/paper/qwen25_math_1.5b_7b_skywork1.5b_v5e1.yaml",)  # shown on SINGLE_CHIP_SLICES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +60,12 @@ SLICES = {s.name: s for s in (
     Slice("v5p-8", "v5p", 4, "v5p:2x2x1", 2765, 459),
     Slice("v5p-16", "v5p", 8, "v5p:2x2x2", 2765, 459), Slice("8x H100", "h100", 8, None, 3350, 989),
     Slice("1x A100 40GB", "a100", 1, None, 1555, 312), Slice("1x H100", "h100", 1, None, 3350, 989),
-    Slice("cpu:1", None, 1, "cpu:1", 0, 0), Slice("cpu:8", None, 8, "cpu:8", 0, 0))}
+    Slice("cpu:1", None, 1, "cpu:1", 0, 0), Slice("cpu:8", None, 8, "cpu:8", 0, 0),
+    # single chips (Colab's TPU v5e-1; the GPUs researchers have): GPU rows are estimates (no GPU compiler here)
+    Slice("v5e-1", "v5e", 1, "v5e:1x1", 819, 197), Slice("v6e-1", "v6e", 1, "v6e:1x1", 1640, 918),
+    Slice("1x L4 24GB", "l4", 1, None, 300, 121))}
 DEFAULT_SLICES = ("v5e-8", "v5e-16", "v6e-8", "v5p-8", "v5p-16", "8x H100", "1x A100 40GB", "1x H100")
+SINGLE_CHIP_SLICES = ("v5e-1", "v6e-1", "1x L4 24GB", "1x A100 40GB", "1x H100")
 
 
 # ------------------------------------------------------------------------------------------------ the estimate
@@ -82,7 +89,12 @@ def _shard_bytes(shape: tuple[int, ...], dtype: Any, spec: Any, sizes: dict[str,
     for i, entry in enumerate(tuple(spec) + (None,) * (len(shape) - len(tuple(spec)))):
         for axis in (entry if isinstance(entry, tuple) else (entry,) if entry else ()):
             dims[i] = -(-dims[i] // sizes[axis])
-    return int(np.prod(dims)) * np.dtype(dtype).itemsize
+    return -(-int(np.prod(dims)) * _bits(dtype) // 8)
+
+
+def _bits(dtype: Any) -> int:
+    """Bits an element takes in device memory: int4 is packed two to a byte on TPU and GPU."""
+    return 4 if np.dtype(dtype).name == "int4" else 8 * np.dtype(dtype).itemsize
 
 
 def _mesh(slice_: Slice, model: int, kv_heads: tuple[int, ...]) -> jax.sharding.AbstractMesh:
@@ -139,7 +151,8 @@ def forward_working_set(cfg: ModelConfig, rows: int, chunk: int, model: int, ten
     mlp = tokens * (2 * cfg.hidden_size + 3 * width) * item
     attention = 2 * rows * heads * chunk * KEY_BLOCK * 4 + rows * heads * chunk * cfg.head_dim * 4
     logits = rows * cfg.vocab_size * 4 if cfg.has_lm_head else 0
-    return mlp + attention + logits
+    dequantized = cfg.hidden_size * width * item if cfg.quantize == "int4" else 0  # one layer's kernel, expanded
+    return mlp + attention + logits + dequantized
 
 
 # ------------------------------------------------------------------------------------------------ one config
@@ -306,12 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parents[1]
     rows = []
     try:
-        paths = args.config or [str(root / c) for c in CONFIGS]
+        paths = args.config or [str(root / c) for c in CONFIGS + SINGLE_CHIP_CONFIGS]
         configs = [load_config(RunConfig, path, args.overrides) for path in paths]  # every one checked first
         if print_config_if_asked(args, *configs):
             return 0
         for path, cfg in zip(paths, configs):
-            for name in args.slice or DEFAULT_SLICES:
+            single = not args.config and path.endswith(SINGLE_CHIP_CONFIGS)
+            for name in args.slice or (SINGLE_CHIP_SLICES if single else DEFAULT_SLICES):
                 slice_ = SLICES[name]
                 if slice_.devices % tensor_width(cfg, slice_):
                     continue

@@ -39,6 +39,9 @@ class ModelRef:
     max_context: int | None = doc(None, "override the model's context length (config.json's max_position_embeddings; "
                                         "vLLM's max_model_len): how far the model may read. None: as the model says",
                                   (1, 10_000_000))
+    quantize: Literal["none", "int8", "int4"] | None = doc(
+        None, "weight-only quantization as the weights load: int8 (per output channel) or int4 (groups of 128 "
+              "input rows; embeddings and LM head int8); none: float; None: as the checkpoint is (docs/quantization.md)")
     self_scoring: bool = doc(False, "models.prm only: no separate PRM, the draft scores its own steps with its value "
                                     "head (a draft with head 'lm+value'; path and the other keys unused)")
 

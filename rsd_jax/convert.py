@@ -1,4 +1,5 @@
-"""Convert an HF snapshot folder to an orbax checkpoint: `python -m rsd_jax.convert SRC DST [--dtype bfloat16]`.
+"""Convert an HF snapshot folder to an orbax checkpoint: `python -m rsd_jax.convert SRC DST [--dtype bfloat16]
+[--quantize int8|int4]`.
 
 SRC is a folder or a hub id (`org/name`, `org/name@revision`, or `--revision`; see rsd_jax.weights.sources).
 The tokenizer files of SRC (tokenizer.json, tokenizer_config.json, special_tokens_map.json, vocab.json,
@@ -6,6 +7,8 @@ merges.txt) and its generation_config.json (the EOS ids) are copied beside the c
 a model path on its own. Loading the orbax copy is faster and can restore straight into a sharding
 (rsd_jax.weights.restore_model). An existing non-empty DST is refused unless --overwrite; the checkpoint is
 built in a temporary sibling and renamed to DST when complete, so DST never holds half a model.
+--quantize stores int8 / int4 weights (quantized shard by shard as they are read; rsd_jax.models.quantize), which a
+run restores as they are (its models.<role>.quantize left unset).
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 SIDE_FILES = TOKENIZER_FILES + ("generation_config.json",)
 
 
-def convert(src: Path, dst: Path, dtype: str = "bfloat16", head: str | None = None, overwrite: bool = False) -> Path:
+def convert(src: Path, dst: Path, dtype: str = "bfloat16", head: str | None = None, overwrite: bool = False,
+            quantize: str = "none") -> Path:
     check_destination(dst, "DST", overwrite, "--overwrite")  # before the weights are read
-    model = load_hf_model(src, dtype=dtype, **({"head": head} if head else {}))
+    model = load_hf_model(src, dtype=dtype, quantize=quantize, **({"head": head} if head else {}))
     with staged_folder(dst, overwrite) as tmp:
         save_model(model, tmp, metadata={"converted_from": str(src)})
         for name in SIDE_FILES:
@@ -44,11 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
     parser.add_argument("--revision", help="hub ids: branch, tag or commit hash")
     parser.add_argument("--head", choices=("value", "token_logit"), help="PRM head override")
+    parser.add_argument("--quantize", default="none", choices=("none", "int8", "int4"),
+                        help="weight-only quantization of the stored copy (docs/quantization.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     args = parser.parse_args(argv)
     try:
         out = convert(model_folder(args.src, revision=args.revision), args.dst, args.dtype, args.head,
-                      args.overwrite)
+                      args.overwrite, args.quantize)
     except RSDError as e:
         return exits.error(e)
     except OSError as e:

@@ -80,12 +80,14 @@ def model_folder_of(ref: ModelRef, role: str, config_file: str | None) -> Path:
 
 
 def config_of(ref: ModelRef, folder: Path) -> ModelConfig:
-    """A model's config as the run overrides it: dtype, PRM head, context length."""
+    """A model's config as the run overrides it: dtype, PRM head, context length, quantization."""
     overrides: dict[str, Any] = {}
     if ref.head == "token_logit":
         overrides.update(good_token_id=ref.good_token_id, bad_token_id=ref.bad_token_id)
     if ref.max_context is not None:
         overrides["max_position_embeddings"] = ref.max_context
+    if ref.quantize is not None:
+        overrides["quantize"] = ref.quantize
     return model_config(folder, dtype=ref.dtype, head=ref.head, **overrides)
 
 

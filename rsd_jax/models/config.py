@@ -49,6 +49,7 @@ class ModelConfig:
     hidden state), "token_logit" (PRM whose reward is p(good) / (p(good) + p(bad)) from the LM head) or "lm+value"
     (both an LM head and a value head: a self-scoring draft, or a merged draft+PRM / target+PRM).
     dtype: the parameter and activation dtype, "float32" on CPU, "bfloat16" on accelerators.
+    quantize: weight-only quantization of the matmul weights (rsd_jax.models.quantize): "none", "int8", "int4".
     """
 
     vocab_size: int
@@ -71,6 +72,7 @@ class ModelConfig:
     max_position_embeddings: int = 32768
     bos_token_id: int | None = None
     eos_token_id: tuple[int, ...] = ()
+    quantize: str = "none"  # weight-only: "none", "int8" or "int4" (rsd_jax.models.quantize)
 
     def __post_init__(self) -> None:
         positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
@@ -83,6 +85,8 @@ class ModelConfig:
                               f"num_kv_heads={self.num_kv_heads}")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"model config: dtype {self.dtype!r} is not one of {sorted(_DTYPES)}")
+        if self.quantize not in ("none", "int8", "int4"):
+            raise ConfigError(f"model config: quantize {self.quantize!r} is not one of none, int8, int4")
         if self.head not in ("lm", "value", "token_logit", "lm+value"):
             raise ConfigError(f"model config: head {self.head!r} is not one of lm, value, token_logit, lm+value")
         if self.head == "token_logit":

@@ -23,6 +23,7 @@ from flax import nnx
 from rsd_jax.cache import KVCache, chunk_slots
 from rsd_jax.models.attention import Visibility, attend
 from rsd_jax.models.config import ModelConfig, RopeConfig
+from rsd_jax.models.quantize import QuantizedEmbed, QuantizedLinear
 
 
 class RMSNorm(nnx.Module):
@@ -65,8 +66,12 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
 
 
 def _linear(n_in: int, n_out: int, bias: bool, cfg: ModelConfig, rngs: nnx.Rngs,
-            axes: tuple[str | None, str | None]) -> nnx.Linear:
-    """A Linear whose kernel [n_in, n_out] has logical axes `axes` (its bias: the output axis)."""
+            axes: tuple[str | None, str | None], quantize: str | None = None) -> nnx.Linear | QuantizedLinear:
+    """A Linear whose kernel [n_in, n_out] has logical axes `axes` (its bias: the output axis); quantized as
+    `quantize` says (default: the model's `quantize`; rsd_jax.models.quantize)."""
+    mode = cfg.quantize if quantize is None else quantize
+    if mode != "none":
+        return QuantizedLinear(n_in, n_out, bias, mode, cfg.jnp_dtype, rngs, axes)
     return nnx.Linear(n_in, n_out, use_bias=bias, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_dtype,
                       kernel_init=nnx.initializers.normal(0.02), rngs=rngs,
                       kernel_metadata={"axes": axes}, bias_metadata={"axes": axes[1:]})
@@ -139,7 +144,7 @@ class ValueHead(nnx.Module):
     """Skywork-o1-Open-PRM value head: `v_head.summary`, Linear(E, 1) with bias."""
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-        self.summary = _linear(cfg.hidden_size, 1, True, cfg, rngs, (None, None))
+        self.summary = _linear(cfg.hidden_size, 1, True, cfg, rngs, (None, None), quantize="none")
 
     def __call__(self, hidden: jax.Array) -> jax.Array:
         return self.summary(hidden)[..., 0].astype(jnp.float32)
@@ -166,13 +171,17 @@ class Decoder(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype,
-                                      param_dtype=cfg.jnp_dtype, embedding_init=nnx.initializers.normal(0.02),
-                                      rngs=rngs, embedding_metadata={"axes": ("vocab", None)})
+        if cfg.quantize != "none":  # embeddings and LM head: int8 in both modes (rsd_jax.models.quantize)
+            self.embed_tokens = QuantizedEmbed(cfg.vocab_size, cfg.hidden_size, cfg.jnp_dtype, rngs)
+        else:
+            self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype,
+                                          param_dtype=cfg.jnp_dtype, embedding_init=nnx.initializers.normal(0.02),
+                                          rngs=rngs, embedding_metadata={"axes": ("vocab", None)})
         self.layers = stack_layers([Block(cfg, rngs) for _ in range(cfg.num_layers)])
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
         if cfg.has_lm_head and not cfg.tie_word_embeddings:
-            self.lm_head = _linear(cfg.hidden_size, cfg.vocab_size, False, cfg, rngs, (None, "vocab"))
+            self.lm_head = _linear(cfg.hidden_size, cfg.vocab_size, False, cfg, rngs, (None, "vocab"),
+                                   quantize="none" if cfg.quantize == "none" else "int8")
         if cfg.has_value_head:
             self.v_head = ValueHead(cfg, rngs)
 

@@ -177,7 +177,8 @@ def load_hf_model(folder: str | Path, *, dtype: str = "float32", head: HeadKind 
                   shardings: Any = None, config: ModelConfig | None = None, **config_overrides: Any) -> Model:
     """Loads an HF snapshot folder as a `Model`.
 
-    dtype: parameter dtype ("float32" on CPU, "bfloat16" on accelerators). head: override the head the
+    dtype: parameter dtype ("float32" on CPU, "bfloat16" on accelerators); a config with `quantize` int8 / int4
+    has its matmul weights quantized shard by shard as they are read (rsd_jax.weights.quantized). head: override the head the
     architecture implies (e.g. "token_logit" with good/bad ids in config_overrides). config: the model's config
     when already read (`rsd_jax.weights.model_config`; then dtype, head and the overrides are not used).
     shardings: a params-shaped tree (pure dict or nnx.State) of `jax.sharding.Sharding` each parameter is built in
@@ -188,10 +189,17 @@ def load_hf_model(folder: str | Path, *, dtype: str = "float32", head: HeadKind 
         raise CheckpointError(f"model folder not found: {folder}")
     if config is None:
         config = ModelConfig.from_hf_folder(folder, dtype=dtype, head=head, **config_overrides)
-    targets = dict(_leaves(nnx.to_pure_dict(Model.abstract(config).params)))
+    targets = dict(_leaves(nnx.to_pure_dict(Model.abstract(config.replace(quantize="none")).params)))
     sources = plan_sources(read_headers(safetensors_files(folder)), targets, config.num_layers, folder)
     placement = dict(_leaves(nnx.to_pure_dict(shardings) if isinstance(shardings, nnx.State) else shardings or {}))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    if config.quantize != "none":  # each shard quantized on the host as it is read (rsd_jax.weights.quantized)
+        from rsd_jax.weights.quantized import quantized_params
+
+        def read(path: Path_, index: tuple[slice, ...]) -> np.ndarray:
+            return read_block(sources[path], index, np.float32)
+
+        return Model.from_pure_dict(config, quantized_params(config, read, placement, device))
     arrays = {}
     for path, target in targets.items():
         source = sources[path]

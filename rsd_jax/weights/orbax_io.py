@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -54,7 +55,8 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
     """Restores a model saved by `save_model`.
 
     shardings: optional params-shaped tree (nnx.State or pure dict) of `jax.sharding.Sharding`s; each array
-    is restored straight into its sharding. dtype: cast to this dtype on restore (default: as saved).
+    is restored straight into its sharding; a float checkpoint restored into a config with `quantize` int8 / int4 is
+    read into host memory and quantized parameter by parameter into them. dtype: cast to this dtype on restore (default: as saved).
     config: the config to restore into when already read (`model_config`); config_overrides replace fields
     (e.g. max_position_embeddings).
     """
@@ -65,9 +67,12 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
         config = read_config(directory).replace(**config_overrides)
         if dtype is not None:
             config = config.replace(dtype=dtype)
-    abstract = nnx.to_pure_dict(Model.abstract(config).params)
     if isinstance(shardings, nnx.State):
         shardings = nnx.to_pure_dict(shardings)
+    saved = read_config(directory).quantize
+    if config.quantize != saved:
+        return _restore_quantizing(directory, config, saved, shardings)
+    abstract = nnx.to_pure_dict(Model.abstract(config).params)
     if shardings is None:
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         shardings = jax.tree.map(lambda _: device, abstract)
@@ -80,6 +85,26 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
         pure = ocp.StandardCheckpointer().restore(params_dir, target)
     except (ValueError, KeyError, FileNotFoundError, OSError) as e:
         raise CheckpointError(f"checkpoint {directory} is incomplete or corrupt: {_first_line(e)}") from None
+    return Model.from_pure_dict(config, pure)
+
+
+def _restore_quantizing(directory: Path, config: ModelConfig, saved: str, shardings: Any) -> Model:
+    """A float checkpoint restored into host memory, then quantized parameter by parameter into `shardings`
+    (rsd_jax.weights.quantized); a quantized checkpoint cannot be restored at another precision."""
+    from rsd_jax.weights.quantized import _leaves, quantized_params
+
+    if saved != "none":
+        raise CheckpointError(f"checkpoint {directory} holds {saved}-quantized weights and the run asks for "
+                              f"quantize={config.quantize!r}: leave the model's quantize unset (or {saved!r}), or "
+                              f"give the float checkpoint")
+    host = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    float_config = config.replace(quantize="none")
+    floats = restore_model(directory, config=float_config,
+                           shardings=jax.tree.map(lambda _: host, nnx.to_pure_dict(Model.abstract(float_config).params)))
+    flat = dict(_leaves(floats.pure_dict()))
+    placement = dict(_leaves(shardings or {}))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    pure = quantized_params(config, lambda path, index: np.asarray(flat[path][index], np.float32), placement, device)
     return Model.from_pure_dict(config, pure)
 
 
