@@ -68,7 +68,7 @@ def test_quantize_rows_scales_each_embedding_row():
 def test_quantized_linear_is_the_matmul_with_the_dequantized_kernel(mode):
     from flax import nnx
 
-    layer = QuantizedLinear(256, 8, True, mode, jnp.float32, nnx.Rngs(0), (None, None))
+    layer = QuantizedLinear(256, 8, bias=True, mode=mode, dtype=jnp.float32, rngs=nnx.Rngs(0), axes=(None, None))
     layer.bias[...] = jnp.arange(8, dtype=jnp.float32)
     x = jax.random.normal(jax.random.key(1), (3, 256))
     want = x @ dequantize(layer.kernel[...], layer.scale[...], jnp.float32) + layer.bias[...]

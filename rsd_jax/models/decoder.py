@@ -66,12 +66,12 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
 
 
 def _linear(n_in: int, n_out: int, bias: bool, cfg: ModelConfig, rngs: nnx.Rngs,
-            axes: tuple[str | None, str | None], quantize: str | None = None) -> nnx.Linear | QuantizedLinear:
+            axes: tuple[str | None, str | None], *, quantize: str | None = None) -> nnx.Linear | QuantizedLinear:
     """A Linear whose kernel [n_in, n_out] has logical axes `axes` (its bias: the output axis); quantized as
     `quantize` says (default: the model's `quantize`; rsd_jax.models.quantize)."""
     mode = cfg.quantize if quantize is None else quantize
     if mode != "none":
-        return QuantizedLinear(n_in, n_out, bias, mode, cfg.jnp_dtype, rngs, axes)
+        return QuantizedLinear(n_in, n_out, bias=bias, mode=mode, dtype=cfg.jnp_dtype, rngs=rngs, axes=axes)
     return nnx.Linear(n_in, n_out, use_bias=bias, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_dtype,
                       kernel_init=nnx.initializers.normal(0.02), rngs=rngs,
                       kernel_metadata={"axes": axes}, bias_metadata={"axes": axes[1:]})

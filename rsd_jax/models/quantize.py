@@ -92,7 +92,7 @@ class QuantizedLinear(nnx.Module):
     loading fills (rsd_jax.weights.quantized). axes: the kernel's logical axes (in, out); the scale shares the
     output axis, its group axis is replicated."""
 
-    def __init__(self, n_in: int, n_out: int, bias: bool, mode: str, dtype: Any, rngs: nnx.Rngs,
+    def __init__(self, n_in: int, n_out: int, *, bias: bool, mode: str, dtype: Any, rngs: nnx.Rngs,
                  axes: tuple[str | None, str | None]):
         w = nnx.initializers.normal(0.02)(rngs.params(), (n_in, n_out), jnp.float32)
         q, scale = _quantize_traced(w, mode)
