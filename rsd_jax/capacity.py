@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from rsd_jax import flops
+from rsd_jax import exits, flops
 from rsd_jax.aot import CHIPS, GiB
 from rsd_jax.errors import ConfigError, RSDError
 from rsd_jax.models import catalog
@@ -314,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if describe_if_asked(args, RunConfig):
         return 0
+    for flag, value in (("--batch", args.batch), ("--layers", args.layers)):  # before any work
+        if value is not None and value < 1:
+            return exits.error(f"{flag} must be a positive integer, got {value}")
     global LAYERS
     LAYERS = {role: args.layers for role in ("draft", "target", "prm")} if args.layers else None
     root = Path(__file__).resolve().parents[1]

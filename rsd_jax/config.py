@@ -373,3 +373,13 @@ class TheoryConfig:
             raise ConfigError(f"discrete_rewards must lie in [0, 1], got {list(rewards)}")
         if any(not 0.0 < k <= 1.0 for k in self.keeps):
             raise ConfigError(f"keeps must lie in (0, 1] (shares of the correct steps kept), got {list(self.keeps)}")
+        if any(not 0.0 < b <= 1.0 for b in self.budgets):
+            raise ConfigError(f"budgets must lie in (0, 1] (shares of steps the target writes), got "
+                              f"{list(self.budgets)}")
+        for key in ("deltas", "figure_deltas"):
+            if any(not (math.isfinite(d) and d >= 0.0) for d in getattr(self, key)):
+                raise ConfigError(f"{key} must be finite thresholds >= 0 (a PRM reward lies in [0, 1]; above 1 every "
+                                  f"step goes to the target), got {list(getattr(self, key))}")
+        if self.experiment == "analytic" and self.run != RunConfig():
+            raise ConfigError("the analytic experiment decodes nothing: its run.* keys are not used; drop them, or "
+                              "choose an experiment that runs the models")

@@ -22,6 +22,7 @@ from rsd_jax import exits
 from rsd_jax.errors import RSDError
 from rsd_jax.outputs import check_destination, staged_folder
 from rsd_jax.weights import load_hf_model, save_model
+from rsd_jax.weights.integrity import write_checksums
 from rsd_jax.weights.sources import model_folder
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
@@ -38,6 +39,7 @@ def convert(src: Path, dst: Path, dtype: str = "bfloat16", head: str | None = No
         for name in SIDE_FILES:
             if (src / name).is_file():
                 shutil.copy(src / name, tmp / name)
+        write_checksums(tmp)  # checksums.sha256: the loaders check every file against it (weights.integrity)
     return dst
 
 

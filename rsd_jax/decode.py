@@ -9,6 +9,11 @@ DIR/run.json (what run wrote them): the same command again resumes, another run 
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # SIGINT / SIGTERM during the imports below: one line, 130 / 143
+    from rsd_jax.signals import on_signals_while_starting
+
+    on_signals_while_starting("rsd_jax.decode")
+
 import argparse
 import contextlib
 import sys
@@ -18,7 +23,7 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-from rsd_jax import exits
+from rsd_jax import exits, signals
 from rsd_jax.config import RunConfig
 from rsd_jax.configlib import add_config_flags, describe_if_asked, load_config, print_config_if_asked
 from rsd_jax.data.problems import Item, load_items
@@ -29,7 +34,8 @@ from rsd_jax.runner import run_method
 from rsd_jax.summary import health_warning, summarize
 from rsd_jax.outputs import check_output_dir
 from rsd_jax.records import RecordLog, read_records
-from rsd_jax.runs import check_records_match, claim_run_dir, run_identity
+from rsd_jax.run_lock import claim_locked
+from rsd_jax.runs import check_records_match, run_identity
 from rsd_jax.signals import Interrupted, interruptible
 
 _COLORS = {"draft": "\033[32m", "target": "\033[35m"}
@@ -142,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         kept = "nothing was written (no --out)"
         if out_dir is not None:  # before any work: a bad folder, or another run's folder, costs nothing
             if lead:
-                out_dir = claim_run_dir(check_output_dir(out_dir), run_identity(cfg, args.config), args.new_run)
+                out_dir, lock = claim_locked(check_output_dir(out_dir), run_identity(cfg, args.config),
+                                             args.new_run)  # held to the end: one writer (rsd_jax.run_lock)
+                handling.enter_context(lock)
             kept = f"the records written so far are kept in {out_dir}; run the same command to resume"
         tokenizers = load_tokenizers(cfg, args.config)
         items: list[Item] = load_items(cfg.data, args.config, tokenizers[0])
@@ -171,4 +179,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    signals.leave(main())  # os._exit after an interruption (rsd_jax.signals)

@@ -12,6 +12,11 @@ FLOPs; accuracy and acceptance against δ). See rsd_jax.exits for the exit codes
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # SIGINT / SIGTERM during the imports below: one line, 130 / 143
+    from rsd_jax.signals import on_signals_while_starting
+
+    on_signals_while_starting("rsd_jax.evaluate")
+
 import argparse
 import contextlib
 import json
@@ -21,7 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rsd_jax import exits
+from rsd_jax import exits, signals
 from rsd_jax.config import RunConfig
 from rsd_jax.configlib import add_config_flags, describe_if_asked, load_config, print_config_if_asked, to_yaml
 from rsd_jax.data.problems import Item, load_items
@@ -31,7 +36,8 @@ from rsd_jax.runner import parse_method, run_method
 from rsd_jax.summary import health_warning, summarize
 from rsd_jax.outputs import check_output_dir, write_text_atomic
 from rsd_jax.records import RecordLog, read_records
-from rsd_jax.runs import check_records_match, claim_run_dir, run_identity
+from rsd_jax.run_lock import claim_locked
+from rsd_jax.runs import check_records_match, run_identity
 from rsd_jax.signals import Interrupted, interruptible
 
 DEFAULT_METHODS = ("rsd", "target", "draft")
@@ -167,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or cfg.output
         if not out:
             raise InputError("give --out DIR (or output: in the config)")
-        out = claim_run_dir(check_output_dir(out), run_identity(cfg, args.config), args.new_run)  # before any work
+        # before any work; the folder's lock is held to the end: one writer per run folder (rsd_jax.run_lock)
+        out, lock = claim_locked(check_output_dir(out), run_identity(cfg, args.config), args.new_run)
+        handling.enter_context(lock)
         kept = f"the records written so far are kept in {out}; run the same command to resume"
         summaries = evaluate(cfg, out, args.config)
     except RSDError as e:
@@ -183,4 +191,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    signals.leave(main())  # os._exit after an interruption (rsd_jax.signals)

@@ -25,6 +25,7 @@ from rsd_jax.errors import CheckpointError, ConfigError
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
 from rsd_jax.hf_tokenizer import HFTokenizer
+from rsd_jax.load_checks import check_prm_can_encode, check_prm_head
 from rsd_jax.qwen_vocabulary import qwen_tokenizer
 from rsd_jax.tokenizer import Tokenizer
 from rsd_jax.weights import load_model, model_config
@@ -134,7 +135,10 @@ def load_tokenizers(cfg: RunConfig, config_file: str | None) -> tuple[Tokenizer,
     else:
         prm_dir = model_folder_of(ref_of(m, "prm"), "prm", config_file)
         prm_tok = load_tokenizer(None, prm_dir) if has_tokenizer(prm_dir) else tok
-    return tok, (None if same_tokenizer(tok, prm_tok) else prm_tok)
+    if same_tokenizer(tok, prm_tok):
+        return tok, None
+    check_prm_can_encode(tok, prm_tok, m.prm_tokenizer or f"beside {prm_dir}")  # before any model loads
+    return tok, prm_tok
 
 
 def same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
@@ -153,6 +157,8 @@ def load_models(cfg: RunConfig, config_file: str | None, mesh: jax.sharding.Mesh
     """The three models (into their shardings on `mesh` when given) and their tokenizers."""
     tok, prm_tok = tokenizers or load_tokenizers(cfg, config_file)
     self_scoring = cfg.models.prm.self_scoring
+    prm_folder = model_folder_of(ref_of(cfg.models, "prm"), "prm", config_file)
+    check_prm_head(config_of(ref_of(cfg.models, "prm"), prm_folder), str(prm_folder))  # before any weight is read
     draft, target = (load_ref(getattr(cfg.models, role), role, config_file, mesh) for role in ("draft", "target"))
     prm = draft if self_scoring else load_ref(cfg.models.prm, "prm", config_file, mesh)
     return RSDModels(draft=draft, target=target, prm=prm, tokenizer=tok, prm_tokenizer=prm_tok,

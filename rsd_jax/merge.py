@@ -17,10 +17,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from rsd_jax.errors import RSDError
+from rsd_jax import exits
+from rsd_jax.errors import InputError, RSDError
 from rsd_jax.loading import CHAR_TOKENIZER_FILE
 from rsd_jax.outputs import check_destination, staged_folder
 from rsd_jax.weights import restore_model, save_model
+from rsd_jax.weights.integrity import write_checksums
 from rsd_jax.weights.merging import merge_models
 
 #: tokenizer files copied from A's folder when present
@@ -35,6 +37,8 @@ def _manifest_of(folder: Path) -> dict | None:
 def merge_checkpoints(a: Path, b: Path, weight: float, out: Path, *, overwrite: bool = False,
                       command: str = "") -> dict:
     """Merges the orbax checkpoints a and b into out; returns the manifest written beside the model."""
+    if not 0.0 <= weight <= 1.0:  # before any model is read (NaN fails this too)
+        raise InputError(f"--weight must be in [0, 1], got {weight}")
     check_destination(out, "--out", overwrite, "--overwrite")
     model = merge_models(restore_model(a), restore_model(b), weight)
     sources = {side: {"path": str(path), "command": (_manifest_of(path) or {}).get("command")}
@@ -47,6 +51,7 @@ def merge_checkpoints(a: Path, b: Path, weight: float, out: Path, *, overwrite: 
             if (a / name).is_file():
                 shutil.copy2(a / name, tmp / name)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        write_checksums(tmp)  # checksums.sha256: the loaders check every file against it (weights.integrity)
     return manifest
 
 
@@ -63,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         manifest = merge_checkpoints(Path(args.a), Path(args.b), args.weight, Path(args.out),
                                      overwrite=args.overwrite, command=command)
     except RSDError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exits.error(e)
+    except OSError as e:
+        return exits.os_error(e)
     print(json.dumps({"out": args.out, "head": manifest["model"]["head"], "params": manifest["params"]}))
     return 0
 

@@ -71,6 +71,23 @@ def check_output_file(path: str | Path, what: str = "--out") -> Path:
     return path
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc), else by setting it back."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: Path, folder: bool = False) -> None:
+    """Gives a file made by `tempfile` (0600; a folder 0700) the mode a plain open or mkdir would: 0666 (0777)
+    less the umask, so a result shared through a group or a world-readable folder stays readable."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
 def _write_file(f, text: str) -> None:
     """Writes and fsyncs an open file (a seam: the tests make it fail as a full disk would)."""
     f.write(text)
@@ -87,6 +104,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             _write_file(f, text)
+        honour_umask(Path(tmp))
         os.replace(tmp, path)
         tmp = None
         fsync_dir(path.parent)
@@ -136,10 +154,24 @@ def staged_folder(dst: str | Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
     try:
         yield tmp
+        _honour_umask_below(tmp)
         publish_folder(tmp, dst, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _honour_umask_below(folder: Path) -> None:
+    """`honour_umask` on a staged folder and everything in it that only its owner can read (what tempfile or a
+    library made private by default); modes set on purpose to something else are left as they are."""
+    honour_umask(folder, folder=True)
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        if mode in (0o600, 0o700):
+            honour_umask(path, folder=path.is_dir() or bool(mode & 0o100))
+    fsync_dir(folder)
 
 
 def publish_folder(tmp: Path, dst: Path, overwrite: bool) -> None:

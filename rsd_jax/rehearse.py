@@ -47,15 +47,25 @@ def layouts(target_layers: int) -> dict:
 
 def write(work: Path, target_layers: int) -> None:
     """The three folders (skipped when a folder already holds the same layout)."""
+    from safetensors import SafetensorError
+
+    from rsd_jax.errors import OutputError
     from rsd_jax.hub_layout import write_snapshot
+    from rsd_jax.outputs import staged_folder
 
     for role, layout in layouts(target_layers).items():
         marker = work / role / "rehearsal.json"
         if marker.is_file() and json.loads(marker.read_text()) == dataclasses.asdict(layout):
             continue
         start = time.time()
-        write_snapshot(layout, work / role, seed=ROLES.index(role), bos_token="<|endoftext|>" if role == "prm" else None)
-        marker.write_text(json.dumps(dataclasses.asdict(layout)))
+        try:  # built in a temporary sibling and renamed: a folder appears whole or not at all (a full disk)
+            with staged_folder(work / role, overwrite=True) as tmp:
+                write_snapshot(layout, tmp, seed=ROLES.index(role),
+                               bos_token="<|endoftext|>" if role == "prm" else None)
+                (tmp / marker.name).write_text(json.dumps(dataclasses.asdict(layout)))
+        except (OSError, SafetensorError) as e:
+            raise OutputError(f"cannot write {work / role}: {getattr(e, 'strerror', None) or e}; free space "
+                              f"or choose another --work") from None
         print(f"wrote {work / role} in {time.time() - start:.0f} s", file=sys.stderr, flush=True)
 
 
@@ -249,7 +259,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if describe_if_asked(args, RunConfig):
         return 0
+    from rsd_jax import exits
+    from rsd_jax.outputs import check_output_dir
+
+    for flag, value in (("--target-layers", args.target_layers), ("--problems", args.problems),
+                        ("--new-tokens", args.new_tokens)):
+        if value < 1:
+            return exits.error(f"{flag} must be a positive integer, got {value}")
+    if args.target_layers > 28:
+        return exits.error(f"--target-layers must be at most 28 (Qwen2.5-Math-7B's layers), got {args.target_layers}")
     try:
+        check_output_dir(args.work, "--work", create=args.section in ("all", "write"))  # before any section
         cfg = run_config(args, [])  # a bad config is one line before any section starts
         if print_config_if_asked(args, cfg):
             return 0
@@ -266,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
             result["decode"] = decode_section(run_config(args, overrides), args.config, args.problems,
                                               args.new_tokens)
     except RSDError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exits.error(e)
+    except OSError as e:
+        return exits.os_error(e)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rsd_jax.config import RunConfig
 from rsd_jax.configlib import to_dict
@@ -71,11 +71,18 @@ def run_identity(cfg: RunConfig, config_file: str | None) -> dict[str, Any]:
     """The keys that make two runs the same: result-changing config keys (flattened, JSON values) and one
     digest per model folder (its path when it is not a local folder)."""
     identity = {k: v for k, v in flatten(json.loads(json.dumps(to_dict(cfg)))).items() if _is_result_key(k)}
+    identity.update(model_identities(cfg, config_file))
+    identity["record_format"] = RECORD_FORMAT
+    return identity
+
+
+def model_identities(cfg: RunConfig, config_file: str | None, prefix: str = "") -> dict[str, str]:
+    """{"models.<role>": "digest <hex>"} for each model folder ("path <raw>" when it is not a local folder)."""
+    identity = {}
     for role in ROLES:
         raw = getattr(cfg.models, role).path
         path = resolve_path(raw, config_file) if raw else None
-        identity[f"models.{role}"] = f"digest {model_digest(path)}" if path and path.is_dir() else f"path {raw}"
-    identity["record_format"] = RECORD_FORMAT
+        identity[f"{prefix}models.{role}"] = f"digest {model_digest(path)}" if path and path.is_dir() else f"path {raw}"
     return identity
 
 
@@ -111,11 +118,13 @@ def fresh_sibling(folder: Path) -> Path:
     raise ConfigError(f"no free folder beside {folder} for --new-run")
 
 
-def claim_run_dir(folder: Path, identity: dict[str, Any], new_run: bool = False, flag: str = "--out") -> Path:
+def claim_run_dir(folder: Path, identity: dict[str, Any], new_run: bool = False, flag: str = "--out",
+                  holds: Callable[[Path], bool] = holds_results) -> Path:
     """The folder this run writes into, with its run.json: `folder` when it holds no records or the same run's
     (a resume); a fresh sibling with new_run when it holds records; ConfigError naming the differing keys when
-    it holds another run's records. Prints where a new run goes."""
-    was, has_records = read_identity(folder), holds_results(folder)
+    it holds another run's records. Prints where a new run goes. `holds`: does a folder hold results (default:
+    a non-empty record log)."""
+    was, has_records = read_identity(folder), holds(folder)
     if new_run and has_records:
         folder = fresh_sibling(folder)
         print(f"--new-run: writing into {folder}", flush=True)

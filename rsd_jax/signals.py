@@ -6,11 +6,18 @@ between bytecodes, and a jitted loop can keep the main thread inside XLA for min
 hears the signal (through `signal.set_wakeup_fd`) and, if the main thread has not finished within `grace`
 seconds, takes the write lock (no write is ever cut) and ends the process itself with the same line and code.
 Everything already written is complete: the record logs are appended and fsynced batch by batch.
+
+A command that was interrupted leaves through `leave(code)` (its `__main__` line), which flushes stdout and
+stderr and ends the process with `os._exit`: a SIGTERM during the first compilation used to print the right line
+and then die with a segmentation fault (exit 139) in the interpreter's teardown, which freed JAX's objects while
+XLA's compiler threads still ran. `on_signals_while_starting` covers the seconds of imports before `main`
+installs `interruptible`: either signal then ends the process at once with the same line and 130 / 143.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -96,6 +103,14 @@ def _watch(sock: socket.socket, finished: threading.Event, grace: float, command
                 os._exit(EXIT_CODES[data[0]])
 
 
+def _unraisable(previous: Callable, unraisable) -> None:
+    """An Interrupted raised where Python cannot propagate it (a garbage-collector callback, a finalizer) is
+    dropped without its traceback: the watchdog, which heard the same signal, ends the process `grace` seconds
+    later with the one line."""
+    if not isinstance(unraisable.exc_value, Interrupted):
+        previous(unraisable)
+
+
 @contextlib.contextmanager
 def interruptible(command: str, kept: Callable[[], str], grace: float = 3.0) -> Iterator[None]:
     """Within: SIGINT / SIGTERM raise Interrupted (see the module doc). `command` and `kept()` (what is safe on
@@ -113,9 +128,12 @@ def interruptible(command: str, kept: Callable[[], str], grace: float = 3.0) -> 
     watchdog = threading.Thread(target=_watch, args=(reader, finished, grace, command, kept), daemon=True,
                                 name="rsd_jax-signal-watchdog")
     watchdog.start()
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_unraisable, previous_hook)
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         with _write_lock:
             finished.set()
         for s, handler in old.items():
@@ -123,3 +141,26 @@ def interruptible(command: str, kept: Callable[[], str], grace: float = 3.0) -> 
         signal.set_wakeup_fd(old_fd)
         writer.close()  # the watchdog reads EOF and returns
         watchdog.join(timeout=1.0)
+
+
+def leave(code: int) -> None:
+    """sys.exit(code) for a command's `__main__`; after an interruption (130 / 143) the process ends with
+    os._exit once stdout and stderr are flushed, skipping the teardown that can crash while XLA threads run
+    (every record file is already complete and fsynced; nothing else is pending)."""
+    if code in EXIT_CODES.values():
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def on_signals_while_starting(command: str) -> None:
+    """SIGINT / SIGTERM before `interruptible` is entered (the imports): one line, nothing written, 130 / 143
+    (os._exit: an exception raised in the middle of an import would print a traceback)."""
+    def handler(signum: int, frame) -> None:
+        os.write(2, (message(command, signum, "any file it wrote is complete") + "\n").encode())
+        os._exit(EXIT_CODES[signum])
+
+    for s in SIGNALS:
+        signal.signal(s, handler)

@@ -406,8 +406,11 @@ def test_theory_reports_results_with_errors_or_non_finite_rewards(tmp_path, monk
         steps, error = (Step(),), "non-finite values in PRM reward"
 
     monkeypatch.setattr(decoded, "_generate", lambda *a, **k: [Result(), Result()])
-    monkeypatch.setattr(theory_command, "run_analytic", lambda cfg, out: {"n": len(decoded.generate())})
-    (tmp_path / "report.md").write_text("report\n")
+    def run_analytic(cfg, out):
+        (out / "report.md").write_text("report\n")
+        return {"n": len(decoded.generate())}
+
+    monkeypatch.setattr(theory_command, "run_analytic", run_analytic)
     assert theory_main(["--out", str(tmp_path)]) == 0
     health = json.loads((tmp_path / "summary.json").read_text())["health"]
     assert health == {"n_results": 2, "n_errors": 2, "n_nonfinite_rewards": 2}

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from rsd_jax.calibration import calibrate_budget, calibration_split
 from rsd_jax.config import RunConfig, TheoryConfig
-from rsd_jax.configlib import add_config_flags, describe_if_asked, load_config, print_config_if_asked, to_yaml
+from rsd_jax import exits, runs
+from rsd_jax.configlib import (add_config_flags, describe_if_asked, load_config, print_config_if_asked, to_dict,
+                               to_yaml)
 from rsd_jax.data import arith
 from rsd_jax.data.item import Item
 from rsd_jax.engine import Engine
@@ -24,6 +26,7 @@ from rsd_jax.errors import ConfigError, InputError, RSDError
 from rsd_jax.runner import run_method
 from rsd_jax.summary import health_warning
 from rsd_jax.outputs import check_output_dir, write_text_atomic
+from rsd_jax.run_lock import claim_locked
 from rsd_jax.theory import (analytic, budget_mode, checker, decoded, empirical, free_judges, measured, oracle, plots,
                             reports)
 
@@ -31,7 +34,7 @@ from rsd_jax.theory import (analytic, budget_mode, checker, decoded, empirical, 
 def run_analytic(cfg: TheoryConfig, out: Path) -> dict:
     result = analytic.frontiers(cfg.beta, cfg.mu_target, cfg.discrete_rewards, cfg.discrete_probs)
     plots.frontiers(result, out / "frontiers.png")
-    (out / "report.md").write_text(reports.analytic(result))
+    write_text_atomic(out / "report.md", reports.analytic(result))
     return result.summary()
 
 
@@ -74,7 +77,7 @@ def run_end_to_end(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Pa
     result = measured.end_to_end(engine, items, run.decoding.spec(), run.decoding.batch_size,
                                  weightings=cfg.weightings, deltas=cfg.deltas, seed=run.decoding.seed)
     plots.accuracy_vs_target_rate(result, out / "accuracy_vs_target_rate.png")
-    (out / "report.md").write_text(reports.end_to_end(result))
+    write_text_atomic(out / "report.md", reports.end_to_end(result))
     return result.summary()
 
 
@@ -96,7 +99,7 @@ def run_perfect_prm(cfg: TheoryConfig, engine: Engine, items: list[Item], out: P
     run = global_threshold(cfg.run)
     learned = [(delta, rsd_records(engine, items, run, delta)) for delta in cfg.deltas]
     result = checker.perfect_prm(engine, problems, run.decoding.spec(), run.decoding.batch_size, learned)
-    (out / "report.md").write_text(reports.perfect_prm(result, cfg.run.data.seed))
+    write_text_atomic(out / "report.md", reports.perfect_prm(result, cfg.run.data.seed))
     return result.summary()
 
 
@@ -104,7 +107,7 @@ def run_prm_errors(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Pa
     problems = checker.arith_problems(cfg.run.data, items, "prm_errors")
     records = rsd_records(engine, items, global_threshold(cfg.run), 0.0)  # δ = 0 keeps every draft step
     summary = checker.prm_errors(problems, records, cfg.deltas)
-    (out / "report.md").write_text(reports.prm_errors(summary, cfg.run.data.seed))
+    write_text_atomic(out / "report.md", reports.prm_errors(summary, cfg.run.data.seed))
     return summary
 
 
@@ -118,7 +121,7 @@ def run_free_judges(cfg: TheoryConfig, engine: Engine, items: list[Item], out: P
     records = rsd_records(engine, items, global_threshold(cfg.run), 0.0)  # δ = 0 keeps every draft step
     judged = free_judges.judge_steps(engine.models.draft, engine.models.tokenizer, problems, records)
     summary = free_judges.compare(judged, cfg.keeps)
-    (out / "report.md").write_text(reports.free_judges(summary, cfg.run.data.seed, cfg.run.models.draft.path))
+    write_text_atomic(out / "report.md", reports.free_judges(summary, cfg.run.data.seed, cfg.run.models.draft.path))
     return summary
 
 
@@ -147,7 +150,7 @@ def run_budget(cfg: TheoryConfig, engine: Engine, items: list[Item], out: Path) 
     sweep = [budget_mode.run_point(f"δ = {d:g}", d, 1.0, rsd_records(engine, items, run, d)) for d in cfg.deltas]
     rows = budget_mode.compare(budget_rows, sweep)
     data = run.data
-    (out / "report.md").write_text(budget_mode.report(
+    write_text_atomic(out / "report.md", budget_mode.report(
         rows, sweep, mu_target=split.mu_target, calibration=f"rsd.calibration={run.rsd.calibration}",
         calibration_problems=len(split.items), calibrations=calibrations,
         evaluated=f"{data.source} (seed {data.seed}, {len(items)} problems)"))
@@ -172,10 +175,26 @@ def run_on_models(cfg: TheoryConfig, config_file: str | None, out: Path) -> dict
     return run(cfg, engine, items, out)
 
 
+def theory_identity(cfg: TheoryConfig, config_file: str | None) -> dict:
+    """What makes two theory runs the same: every config key but run.output (data.n included: a summary is over
+    all of a run's problems) and, for the experiments on models, each model folder's digest (rsd_jax.runs)."""
+    identity = {k: v for k, v in runs.flatten(json.loads(json.dumps(to_dict(cfg)))).items() if k != "run.output"}
+    if cfg.experiment != "analytic":
+        identity.update(runs.model_identities(cfg.run, config_file, prefix="run."))
+    return identity
+
+
+def holds_theory_results(folder: Path) -> bool:
+    """Does `folder` hold a theory run's results (its summary or report)?"""
+    return any((folder / name).is_file() for name in ("summary.json", "report.md"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.theory", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="YAML config (configs/theory_*.yaml)")
-    parser.add_argument("--out", help="output folder")
+    parser.add_argument("--out", help="output folder (refused when it holds another run's results)")
+    parser.add_argument("--new-run", action="store_true", help="the folder holds another run: write into a fresh "
+                                                                 "DIR-2, ... instead")
     add_config_flags(parser)
     parser.add_argument("overrides", nargs="*", help="key.path=value")
     args = parser.parse_intermixed_args(argv)
@@ -187,15 +206,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.out:
             raise InputError("give --out DIR")
-        out = check_output_dir(Path(args.out))
-        write_text_atomic(out / "config.yaml", to_yaml(cfg))
-        decoded.reset_health()
-        summary = run_analytic(cfg, out) if cfg.experiment == "analytic" else run_on_models(cfg, args.config, out)
-        summary["health"] = decoded.health()
-        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        # before any work, as evaluate: one writer per folder, another run's results never replaced
+        out, lock = claim_locked(check_output_dir(Path(args.out)), theory_identity(cfg, args.config), args.new_run,
+                                 holds=holds_theory_results)
+        with lock:
+            write_text_atomic(out / "config.yaml", to_yaml(cfg))
+            decoded.reset_health()
+            summary = run_analytic(cfg, out) if cfg.experiment == "analytic" else run_on_models(cfg, args.config, out)
+            summary["health"] = decoded.health()
+            write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     except RSDError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exits.error(e)
+    except OSError as e:
+        return exits.os_error(e)
     print((out / "report.md").read_text())
     h = summary["health"]
     if h["n_results"]:

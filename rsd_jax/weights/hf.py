@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from rsd_jax.errors import CheckpointError
 from rsd_jax.models.config import HeadKind, ModelConfig
 from rsd_jax.models.model import Model
+from rsd_jax.weights.integrity import verify_files
 
 _SUPPORTED_DTYPES = {"F32", "F16", "BF16"}
 _PREFIXES = ("pretrained_model.", "base_model.")
@@ -190,7 +191,9 @@ def load_hf_model(folder: str | Path, *, dtype: str = "float32", head: HeadKind 
     if config is None:
         config = ModelConfig.from_hf_folder(folder, dtype=dtype, head=head, **config_overrides)
     targets = dict(_leaves(nnx.to_pure_dict(Model.abstract(config.replace(quantize="none")).params)))
-    sources = plan_sources(read_headers(safetensors_files(folder)), targets, config.num_layers, folder)
+    files = safetensors_files(folder)
+    verify_files(folder, files)  # SHA-256 against the hub cache or checksums.sha256, where known
+    sources = plan_sources(read_headers(files), targets, config.num_layers, folder)
     placement = dict(_leaves(nnx.to_pure_dict(shardings) if isinstance(shardings, nnx.State) else shardings or {}))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     if config.quantize != "none":  # each shard quantized on the host as it is read (rsd_jax.weights.quantized)

@@ -19,6 +19,7 @@ from flax import nnx
 from rsd_jax.errors import CheckpointError
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
+from rsd_jax.weights.integrity import verify_files
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
@@ -80,11 +81,13 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
     params_dir = directory / PARAMS_DIR
     if not params_dir.is_dir():
         raise CheckpointError(f"checkpoint {directory} has no {PARAMS_DIR}/ folder")
+    verify_files(directory)  # against its checksums.sha256 (convert and merge write one), when there is one
     _quiet_closed_loop_errors()
     try:
         pure = ocp.StandardCheckpointer().restore(params_dir, target)
-    except (ValueError, KeyError, FileNotFoundError, OSError) as e:
-        raise CheckpointError(f"checkpoint {directory} is incomplete or corrupt: {_first_line(e)}") from None
+    except Exception as e:  # orbax and TensorStore raise bare Exception for damaged OCDBT data
+        raise CheckpointError(f"checkpoint {directory} is incomplete or corrupt ({_first_line(e)}): convert or "
+                              f"copy it again") from None
     return Model.from_pure_dict(config, pure)
 
 
