@@ -32,7 +32,8 @@ def make_mesh(data: int = -1, model: int = 1, devices=None, kv_heads: Sequence[i
     count in kv_heads (the models' KV heads: their caches split over "model"; rsd_jax.mesh_axes)."""
     devices = list(devices if devices is not None else jax.devices())
     if model < 1 or len(devices) % model:
-        raise ConfigError(f"mesh.model={model} does not divide the {len(devices)} devices")
+        raise ConfigError(f"mesh.model={model} does not divide the {len(devices)} devices: set mesh.model to a divisor "
+                          f"of {len(devices)}, or mesh.model=auto")
     data = len(devices) // model if data == -1 else data
     if data < 1 or data * model != len(devices):
         raise ConfigError(f"mesh.data={data} x mesh.model={model} != {len(devices)} devices")
