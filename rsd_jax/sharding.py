@@ -12,6 +12,7 @@ inputs and outputs; the entry points are `jax.jit(..., in_shardings=..., out_sha
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -72,8 +73,10 @@ def declared_axes(state: nnx.State) -> Any:
     return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
 
 
+@functools.lru_cache(maxsize=32)
 def param_axes(config: ModelConfig) -> Any:
-    """A params-shaped tree (pure dict) of the logical axes each parameter declared where it was created."""
+    """A params-shaped tree (pure dict) of the logical axes each parameter declared where it was created (memoised
+    per config: tracing a model's constructor takes seconds at 7B; callers only read the tree)."""
     return declared_axes(Model.abstract(config).params)
 
 
