@@ -56,8 +56,8 @@ def test_a_batch_too_large_for_the_memory_names_the_batch_that_fits(capsys):
     assert doctor.main(["--config", TINY, "--memory-gib", str(limit / doctor.GiB)]) == 2
     out = capsys.readouterr().out
     (memory,) = lines(out)["memory"]
-    assert memory.startswith("FAIL ") and memory.endswith(f"does not fit; set mesh.model=2, or set decoding.batch_size=8"
-                                                          f" ({_total(cfg, 8) / doctor.GiB:.2f} GiB, estimate)")
+    fixes = f"set mesh.model=2, or set decoding.batch_size=8 ({_total(cfg, 8) / doctor.GiB:.2f} GiB, estimate)"
+    assert memory.startswith("FAIL ") and memory.endswith(f"does not fit; {fixes}")
     assert out.endswith("doctor: 1 check(s) failed: the run would fail here\n")
     assert doctor.main(["--config", TINY, "--memory-gib", "0.00001"]) == 2
     assert "a batch of 8 still needs" in lines(capsys.readouterr().out)["memory"][0]
@@ -148,9 +148,10 @@ def test_hub_ids_are_looked_up_in_the_cache_and_sets_on_disk_offline(tmp_path, m
     assert checks[1].text.startswith("Qwen/Qwen2.5-Math-7B-Instruct: cached without weights (only config.json), "
                                      "and HF_HUB_OFFLINE=1: download it once online")
     assert "not in the hub cache" in checks[2].text and "(cached revisions: v1)" in checks[2].text
-    assert folders == {"draft": tmp_path / "hub" / "models--Qwen--Qwen2.5-Math-1.5B-Instruct" / "snapshots" / ("a" * 40)}
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen2.5-Math-1.5B-Instruct" / "snapshots" / ("a" * 40)
+    assert folders == {"draft": snapshot}
     data = doctor.data_checks(cfg, None)
-    assert (data[0].status, data[0].text) == ("fail", "gaokao2023en: not here and downloads are off (HF_HUB_OFFLINE=1): "
-                                                      "set RSD_DATA_DIR to a folder with gaokao2023en.jsonl, or "
-                                                      "data.path")
+    assert (data[0].status, data[0].text) == ("fail", "gaokao2023en: not here and downloads are off "
+                                                      "(HF_HUB_OFFLINE=1): set RSD_DATA_DIR to a folder with "
+                                                      "gaokao2023en.jsonl, or data.path")
     assert data[1].text.startswith("readable here: math500, gsm8k; not here (downloads are off (HF_HUB_OFFLINE=1)): ")
