@@ -182,7 +182,7 @@ def _inputs(cfg, batch: int):
 def evaluate_row(cfg, path: str, slice_: Slice, batch: int, *, compile_: bool, largest: bool) -> Row:
     inputs = _inputs(cfg, batch)
     kv_heads = tuple(m.config.num_kv_heads for m in inputs.models)
-    mesh = _mesh(slice_, tensor_width(cfg, slice_), kv_heads)
+    mesh = _mesh(slice_, tensor_width(cfg, slice_, kv_heads), kv_heads)
     est = estimate(inputs, mesh)
     hbm = CHIPS[slice_.chip].hbm_bytes if slice_.chip else None
     data = dict(mesh.shape)["data"]
@@ -200,9 +200,13 @@ def evaluate_row(cfg, path: str, slice_: Slice, batch: int, *, compile_: bool, l
     return row
 
 
-def tensor_width(cfg, slice_: Slice) -> int:
-    """The config's mesh.model, or all the devices of a slice that has fewer (one GPU: 1)."""
-    return min(cfg.mesh.model, slice_.devices)
+def tensor_width(cfg, slice_: Slice, kv_heads: tuple[int, ...] = ()) -> int:
+    """The config's mesh.model on the slice (rsd_jax.mesh_axes.tensor_width: auto adapts to its devices), a pinned
+    width capped at the devices of a slice that has fewer (one GPU: 1)."""
+    from rsd_jax.mesh_axes import AUTO, tensor_width as width
+
+    model = cfg.mesh.model if cfg.mesh.model == AUTO else min(cfg.mesh.model, slice_.devices)
+    return width(model, slice_.devices, kv_heads, cap=cfg.mesh.model_max)
 
 
 def compile_loop(cfg, slice_: Slice, batch: int, kv_heads: tuple[int, ...], largest: bool):
@@ -214,7 +218,7 @@ def compile_loop(cfg, slice_: Slice, batch: int, kv_heads: tuple[int, ...], larg
     if target.platform == "cpu" and len(target.devices) < slice_.devices:
         raise ConfigError(f"{slice_.name} needs {slice_.devices} CPU devices: set "
                           f"XLA_FLAGS=--xla_force_host_platform_device_count={slice_.devices} before starting")
-    mesh = make_mesh(-1, tensor_width(cfg, slice_), devices=target.devices, kv_heads=kv_heads)
+    mesh = make_mesh(-1, tensor_width(cfg, slice_, kv_heads), devices=target.devices, kv_heads=kv_heads)
     data = dict(mesh.shape)["data"]
 
     def report(rows: int):

@@ -203,12 +203,23 @@ class DataConfig:
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
     data: int = doc(-1, "devices on the batch axis (-1: all devices left after model)")
-    model: int = doc(1, "devices on the tensor-parallel axis", (1, 4096))
+    model: int | Literal["auto"] = doc(1, "devices on the tensor-parallel axis: N pins it; auto takes the widest "
+                                          "that divides the devices found and suits the models' KV heads, up to "
+                                          "model_max (rsd_jax.mesh_axes.tensor_width)", (1, 4096))
+    model_max: int | None = doc(None, "with model: auto, the widest tensor-parallel axis to take (None: every "
+                                      "device)", (1, 4096))
     distributed: bool = doc(False, "multi-host: every process calls jax.distributed.initialize() before any other "
                                    "JAX call (TPU pods find their coordinator; elsewhere set the three keys below)")
     coordinator_address: str | None = doc(None, "multi-host: host:port of process 0 (None: JAX finds it)")
     num_processes: int | None = doc(None, "multi-host: how many processes take part", (1, 100_000))
     process_id: int | None = doc(None, "multi-host: this process's index, 0 .. num_processes - 1", (0, 100_000))
+
+    def width(self, devices: int, kv_heads: tuple[int, ...] = ()) -> int:
+        """The tensor-parallel width on `devices` devices for models with these KV head counts: `model` when pinned,
+        else the widest allowed up to `model_max` (rsd_jax.mesh_axes.tensor_width; ConfigError naming the fix)."""
+        from rsd_jax.mesh_axes import tensor_width
+
+        return tensor_width(self.model, devices, kv_heads, cap=self.model_max, data=self.data)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -124,7 +124,7 @@ def build(cls, data: Any, prefix: str = ""):
         key = prefix + name
         value = _convert(data[name], hints[name], key)
         bounds = f.metadata.get("range")
-        if bounds is not None and value is not None and not bounds[0] <= value <= bounds[1]:
+        if bounds is not None and isinstance(value, (int, float)) and not bounds[0] <= value <= bounds[1]:
             raise ConfigError(f"{key} must be in [{bounds[0]}, {bounds[1]}], got {value!r}")
         values[name] = value
     try:

@@ -36,14 +36,16 @@ ROLES = ("draft", "target", "prm")
 
 
 def start_devices(mesh: MeshConfig, kv_heads: Sequence[int] = ()) -> jax.sharding.Mesh | None:
-    """Joins the other processes of a multi-host run (mesh.distributed), then builds the configured mesh, its
-    tensor-parallel width factored by the models' KV head counts (`kv_heads_of`; rsd_jax.sharding.make_mesh);
-    None on one device with no model axis."""
+    """Joins the other processes of a multi-host run (mesh.distributed), then builds the configured mesh: its
+    tensor-parallel width pinned by mesh.model or, with mesh.model=auto, the widest the devices found and the models'
+    KV heads allow (rsd_jax.mesh_axes.tensor_width), factored by the models' KV head counts (`kv_heads_of`;
+    rsd_jax.sharding.make_mesh); None on one device with no model axis."""
     if mesh.distributed:
         initialize_distributed(mesh)
-    if jax.device_count() == 1 and mesh.model == 1 and mesh.data in (-1, 1):
+    width = mesh.width(jax.device_count(), tuple(kv_heads))
+    if jax.device_count() == 1 and width == 1 and mesh.data in (-1, 1):
         return None
-    return sharding.make_mesh(mesh.data, mesh.model, kv_heads=kv_heads)
+    return sharding.make_mesh(mesh.data, width, kv_heads=kv_heads)
 
 
 def kv_heads_of(cfg: RunConfig, config_file: str | None) -> tuple[int, ...]:

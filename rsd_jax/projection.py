@@ -3,10 +3,11 @@ synchronous and asynchronous schedules and of target-only decoding (rsd_jax.pass
 step statistics (rsd_jax.step_statistics), each pass timed by the roofline (rsd_jax.roofline), for the paper's
 settings (draft/target/PRM) on TPU v5e-8 and an 8x H100 node, in bfloat16.
 
-Acceptance: the paper's tables (reference/rsd_paper.md §3.4 Table 2, §3.5 Table B.2, accuracy per δ) do not report
-the share of draft steps accepted; the one figure that pins it is the abstract's "up to 4.4x fewer FLOPs" (Fig. 4):
-with every step drafted and scored, ratio ≈ N_M / (N_m + (1 − a)·N_M + N_r), which gives a ≈ 0.88–0.90 for
-7B/72B/1.5B (rsd_paper.md §3.9, a derivation). ACCEPTANCE = 0.9 is that value; `acceptance=` projects others.
+Acceptance: the paper's tables (Table 2 and Table B.2, accuracy per δ) do not report the share of draft steps
+accepted; the one figure that pins it is the abstract's "up to 4.4x fewer FLOPs" (Fig. 4): with every step drafted
+and scored, ratio ≈ N_M / (N_m + (1 − a)·N_M + N_r), which gives a ≈ 0.88–0.90 for 7B/72B/1.5B (our derivation;
+the paper names neither the setting nor its FLOPs formula). ACCEPTANCE = 0.9 is that value; `acceptance=` projects
+others.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rsd_jax.errors import ConfigError
 from rsd_jax.models import catalog
 from rsd_jax.models.config import ModelConfig
 
-ACCEPTANCE = 0.9  # share of draft steps accepted: from the abstract's 4.4x FLOPs via rsd_paper.md §3.9 (see above)
+ACCEPTANCE = 0.9  # share of draft steps accepted: from the abstract's 4.4x FLOPs (our derivation, see above)
 CHUNK = 256  # catch-up tokens per pass: decoding.chunk of the paper configs (configs/qwen25_math_*.yaml)
 BATCHES = (1, 8, 64)
 QUORUMS = (1, 4, 16)  # the asynchronous schedule's k (those <= the batch)

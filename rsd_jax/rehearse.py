@@ -142,11 +142,14 @@ def load_one(cfg, config_file: str, mesh, role: str) -> tuple[dict, object]:
 
 def load_section(cfg, config_file: str) -> list[dict]:
     """Each model into the config's mesh, one at a time; then the 1.5B draft over a model axis of 8."""
+    import jax
+
     from rsd_jax import sharding
     from rsd_jax.loading import kv_heads_of
 
     rows = []
-    mesh = sharding.make_mesh(-1, cfg.mesh.model, kv_heads=kv_heads_of(cfg, config_file))
+    kv_heads = kv_heads_of(cfg, config_file)
+    mesh = sharding.make_mesh(-1, cfg.mesh.width(len(jax.devices()), kv_heads), kv_heads=kv_heads)
     for role in ROLES:
         row, model = load_one(cfg, config_file, mesh, role)
         rows.append(row)

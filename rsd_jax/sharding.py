@@ -12,6 +12,7 @@ inputs and outputs; the entry points are `jax.jit(..., in_shardings=..., out_sha
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -32,7 +33,8 @@ def make_mesh(data: int = -1, model: int = 1, devices=None, kv_heads: Sequence[i
     count in kv_heads (the models' KV heads: their caches split over "model"; rsd_jax.mesh_axes)."""
     devices = list(devices if devices is not None else jax.devices())
     if model < 1 or len(devices) % model:
-        raise ConfigError(f"mesh.model={model} does not divide the {len(devices)} devices")
+        raise ConfigError(f"mesh.model={model} does not divide the {len(devices)} devices: set mesh.model to a divisor "
+                          f"of {len(devices)}, or mesh.model=auto")
     data = len(devices) // model if data == -1 else data
     if data < 1 or data * model != len(devices):
         raise ConfigError(f"mesh.data={data} x mesh.model={model} != {len(devices)} devices")
@@ -71,8 +73,10 @@ def declared_axes(state: nnx.State) -> Any:
     return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
 
 
+@functools.lru_cache(maxsize=32)
 def param_axes(config: ModelConfig) -> Any:
-    """A params-shaped tree (pure dict) of the logical axes each parameter declared where it was created."""
+    """A params-shaped tree (pure dict) of the logical axes each parameter declared where it was created (memoised
+    per config: tracing a model's constructor takes seconds at 7B; callers only read the tree)."""
     return declared_axes(Model.abstract(config).params)
 
 

@@ -19,7 +19,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("qwen25_
 def _program(path: Path):
     cfg = load_config(RunConfig, str(path))
     inputs = abstract_run.abstract_inputs(cfg, cfg.decoding.batch_size)
-    mesh = sh.make_mesh(-1, cfg.mesh.model)
+    mesh = sh.make_mesh(-1, cfg.mesh.width(jax.device_count()))
     return inputs, mesh, *abstract_run.program(inputs, mesh)
 
 

@@ -16,7 +16,8 @@ CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "qwen25_math_1.5b
 
 
 def _compare(cfg, inputs, target, devices):
-    mesh = sh.make_mesh(-1, cfg.mesh.model, devices=devices, kv_heads=[m.config.num_kv_heads for m in inputs.models])
+    kv_heads = tuple(m.config.num_kv_heads for m in inputs.models)
+    mesh = sh.make_mesh(-1, cfg.mesh.width(len(devices), kv_heads), devices=devices, kv_heads=kv_heads)
     estimate = capacity.estimate(inputs, mesh)
     program, args = abstract_run.program(inputs, mesh)
     with jax.set_mesh(mesh):

@@ -5,7 +5,8 @@ The draft's step distribution is given by its rewards: atoms `rewards` [n] (in [
 The target enters only through its expected step reward μ_M = E_{P_M}[r]. A weighting is given by its values
 ω [n] in [0, 1] on the atoms (any ω, not only the Table-1 families). μ_m = E_m[r] is the draft's mean reward.
 
-Derivations (the paper's statements, reconstructed; see shared/reference/rsd_paper.md §2).
+Derivations (the paper's theory section and its abstract's threshold-optimality claim, reconstructed:
+the steps below are ours).
 
 (a) Objective. P_RSD(y) = ω(r(y)) P_m(y) + ν P_M(y) with ν = 1 - E_m[ω] (the target rate), so
         E_RSD[r] = E_m[ω r] + ν μ_M = μ_M + E_m[ω (r - μ_M)].
