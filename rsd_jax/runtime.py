@@ -71,7 +71,8 @@ def choose(devices: Devices, offline: bool | None = None) -> Plan:
     """The setting that fits `devices` (module docstring); offline=None: offline exactly on a CPU runtime."""
     offline = devices.platform == "cpu" if offline is None else offline
     if offline:
-        return Plan("offline", BF16_CONFIG, (), f"found {devices}: will run the offline mode (tiny random models in "
+        model = max(m for m in (1, 2, TENSOR_PARALLEL) if devices.count % m == 0)
+        return Plan("offline", BF16_CONFIG, (f"mesh.model={model}",), f"found {devices}: will run the offline mode (tiny random models in "
                     "the hub's layout, the real tokenizers and protocol; no download)")
     if devices.platform == "cpu":
         raise InputError(f"found {devices}, no accelerator: the paper's models need a TPU or GPU runtime; run the "
@@ -111,5 +112,5 @@ def paper_plan(offline: bool | None = None, workdir: str | Path = "runs/tiny_hub
     """`choose` for the devices JAX finds; the offline mode's tiny models are written under `workdir` first."""
     plan = choose(devices_found(), offline)
     if plan.setting == "offline":
-        plan = dataclasses.replace(plan, overrides=tiny_hub_models(workdir))
+        plan = dataclasses.replace(plan, overrides=(*plan.overrides, *tiny_hub_models(workdir)))
     return plan
