@@ -25,12 +25,10 @@ from tqdm import tqdm
 
 from rsd_jax import exits, signals
 from rsd_jax.config import RunConfig
-from rsd_jax.configlib import add_config_flags, describe_if_asked, load_config, print_config_if_asked
-from rsd_jax.data.problems import Item, load_items
+from rsd_jax.configlib import add_config_flags, describe_if_asked, print_config_if_asked
+from rsd_jax.data.problems import Item
+from rsd_jax.entry import Loaded, load_parts, read_config, start as start_devices
 from rsd_jax.errors import RSDError
-from rsd_jax.engine import Engine
-from rsd_jax.loading import kv_heads_of, load_engine, load_tokenizers, start_devices
-from rsd_jax.runner import run_method
 from rsd_jax.summary import health_warning, summarize
 from rsd_jax.outputs import check_output_dir
 from rsd_jax.records import RecordLog, read_records
@@ -110,14 +108,14 @@ class Progress:
             self.bar.close()
 
 
-def decode_items(engine: Engine, items: list[Item], cfg: RunConfig, log: RecordLog | None, done: frozenset,
-                 quiet: bool) -> list[dict]:
-    """Decodes the items not `done` yet, printing each record and appending each batch to `log` (the first
-    process's, multi-host) as it finishes; returns this run's new records."""
+def decode_items(loaded: Loaded, log: RecordLog | None, done: frozenset, quiet: bool) -> list[dict]:
+    """Decodes the loaded problems not `done` yet, printing each record and appending each batch to `log` (the
+    first process's, multi-host) as it finishes; returns this run's new records."""
     color = sys.stdout.isatty()
     records = []
+    items = loaded.problems
     with Progress(len(items), sum(i.uid in done for i in items), quiet) as progress:
-        for batch in run_method(engine, items, cfg.rsd.method, cfg, done=done):
+        for batch in loaded.batches(done):
             batch = [r for r in batch if r["uid"] not in done]
             if not quiet and jax.process_index() == 0:
                 with progress.printing():
@@ -138,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     handling = contextlib.ExitStack()  # SIGINT / SIGTERM: one line, exit 130 / 143
     handling.enter_context(interruptible("rsd_jax.decode", lambda: kept))
     try:
-        cfg = load_config(RunConfig, args.config, args.overrides)
+        cfg = read_config(args.config, args.overrides)
         if print_config_if_asked(args, cfg):
             return 0
-        # multi-host: joins the other processes before anything else uses JAX
-        mesh = start_devices(cfg.mesh, kv_heads_of(cfg, args.config))
+        # the one start-up of rsd_jax.run / rsd_jax.load (rsd_jax.entry): devices and mesh first (multi-host: joins
+        # the other processes before anything else uses JAX), then the output folder, then tokenizers, problems, weights
+        mesh = start_devices(cfg, args.config)
         lead = jax.process_index() == 0  # multi-host: every process decodes the same batches, the first one writes
         out_dir = Path(args.out or cfg.output) if (args.out or cfg.output) else None
         kept = "nothing was written (no --out)"
@@ -152,15 +151,14 @@ def main(argv: list[str] | None = None) -> int:
                                              args.new_run)  # held to the end: one writer (rsd_jax.run_lock)
                 handling.enter_context(lock)
             kept = f"the records written so far are kept in {out_dir}; run the same command to resume"
-        tokenizers = load_tokenizers(cfg, args.config)
-        items: list[Item] = load_items(cfg.data, args.config, tokenizers[0])
-        engine = load_engine(cfg, args.config, mesh, tokenizers)  # weights straight into their shardings
+        loaded = load_parts(cfg, args.config, mesh, args.overrides)  # weights straight into their shardings
+        items = loaded.problems
         log = open_log(out_dir, items) if out_dir is not None and lead else None
         done = frozenset(log.uids) if log is not None else frozenset()
         if out_dir is not None and not lead:  # multi-host: every process skips the problems the folder holds
             done = frozenset(r["uid"] for r in read_records(out_dir / "results.jsonl"))
         start = time.time()
-        records = decode_items(engine, items, cfg, log, done, args.quiet)
+        records = decode_items(loaded, log, done, args.quiet)
         if log is not None:  # the summary of what is on disk: a resumed run counts every problem once
             uids = {i.uid for i in items}
             records = [r for r in log.records if r["uid"] in uids]
