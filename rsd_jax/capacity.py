@@ -170,6 +170,7 @@ class Row:
 
 
 LAYERS: dict[str, int] | None = None  # --layers: every model this deep
+SEARCH: tuple[int, int] | None = None  # --search LOW:HIGH: the batches --largest-batch bisects (default data..64 x batch)
 
 
 @functools.lru_cache(maxsize=16)
@@ -236,7 +237,8 @@ def compile_loop(cfg, slice_: Slice, batch: int, kv_heads: tuple[int, ...], larg
         probes.append((rows, report(rows) if rows != batch else first))
         return bool(probes[-1][1].fits)
 
-    best, failing, exact = aot.bisect_largest(fits, data, 64 * batch, multiple=data, max_probes=8)
+    low, high = SEARCH or (data, 64 * batch)
+    best, failing, exact = aot.bisect_largest(fits, low, high, multiple=data, max_probes=8)
     return first, aot.BatchSearch(best, failing, exact, tuple(probes))
 
 
@@ -313,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="compile the loop for each slice (TPU: libtpu)")
     parser.add_argument("--layers", type=int, help="compile shallower copies of every model (compile-time studies)")
     parser.add_argument("--largest-batch", action="store_true", help="find the largest batch that fits, compiling")
+    parser.add_argument("--search", metavar="LOW:HIGH", help="--largest-batch: bisect between these batches "
+                                                              "(default: the mesh's data size .. 64 x the batch)")
     add_config_flags(parser)
     parser.add_argument("overrides", nargs="*", help="key.path=value applied to every config")
     args = parser.parse_args(argv)
@@ -321,8 +325,14 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (("--batch", args.batch), ("--layers", args.layers)):  # before any work
         if value is not None and value < 1:
             return exits.error(f"{flag} must be a positive integer, got {value}")
-    global LAYERS
+    global LAYERS, SEARCH
     LAYERS = {role: args.layers for role in ("draft", "target", "prm")} if args.layers else None
+    if args.search:
+        low, _, high = args.search.partition(":")
+        if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high)):
+            print(f"error: --search takes LOW:HIGH with 0 < LOW <= HIGH, got {args.search!r}", file=sys.stderr)
+            return 2
+        SEARCH = (int(low), int(high))
     root = Path(__file__).resolve().parents[1]
     rows = []
     try:

@@ -50,3 +50,24 @@ def test_the_command_prints_estimates_and_refuses_a_bad_slice(capsys):
     assert "| qwen25_math_1.5b_7b_skywork1.5b | v5e-8 | 2x2x2 | 32 |" in out and "| yes |" in out
     with pytest.raises(SystemExit):
         capacity.main(["--slice", "v9z-8"])
+
+
+SINGLE_CHIP = str(Path(__file__).resolve().parents[1] / "configs" / "paper" / "qwen25_math_1.5b_7b_skywork1.5b_v5e1.yaml")
+
+
+def test_single_chip_rows_count_int8_weights(capsys):
+    """The single-chip paper config (int8 weights) on a v5e-1 and a 24 GB L4: about 10 GiB of weights, where the
+    bfloat16 models take 19.9 GiB, and it fits both at batch 8 (estimates)."""
+    assert capacity.main(["--config", SINGLE_CHIP, "--slice", "v5e-1", "--slice", "1x L4 24GB"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| qwen25_math_1.5b_7b_skywork1.5b_v5e1 |")]
+    assert len(rows) == 2 and all("| 1x1x1 | 8 | 9.98 |" in row and "| yes |" in row for row in rows), out
+
+
+@pytest.mark.skipif(not aot.tpu_compiler_available(),
+                    reason="libtpu is not installed (pip install 'rsd_jax[tpu-aot]'): no TPU compiles here")
+def test_the_single_chip_config_compiles_for_one_v5e_chip_within_15_gib():
+    cfg = load_config(RunConfig, SINGLE_CHIP)
+    target = aot.compile_target("v5e:1x1")
+    report = _compare(cfg, abstract_run.abstract_inputs(cfg, 8), target, target.devices)
+    assert report.fits and report.memory.peak <= 15.0 * 2**30  # issue 32's target: batch 8 on one 16 GB chip

@@ -67,9 +67,9 @@ def test_print_config_shows_the_resolved_config(name, capsys, monkeypatch):
 
 
 def test_capacity_prints_every_config_it_reads(capsys):
-    assert command("capacity").main(["--print-config"]) == 0  # the three paper configs
+    assert command("capacity").main(["--print-config"]) == 0  # the three paper configs and the single-chip one
     printed = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert len(printed) == 3 and all(build(RunConfig, p).models.target.path for p in printed)
+    assert len(printed) == 4 and all(build(RunConfig, p).models.target.path for p in printed)
 
 
 def test_rehearse_prints_the_config_its_sections_read(tmp_path, capsys):

@@ -176,3 +176,35 @@ def test_random_quantized_models_init_and_compile_abstractly():
     assert logits.shape == (2, 12, TINY.vocab_size) and bool(jnp.all(jnp.isfinite(logits)))
     abstract = Model.abstract(TINY.replace(quantize="int4"))
     assert abstract.pure_dict()["layers"]["self_attn"]["o_proj"]["kernel"].dtype.name == "int4"
+
+
+def test_the_single_chip_paper_config_decodes_the_paper_models_as_transformers_does(tmp_path):
+    """configs/paper/..._v5e1.yaml (bfloat16, int8 quantized as the weights load) on the hub-layout paper models, every
+    draft step kept (δ = 0): the tokens are transformers' bfloat16 greedy decoding of the float draft (the cycle
+    models' margins survive int8) and the int8 PRM's rewards are the official protocol's float ones within 0.01."""
+    import json
+
+    import paper_models
+    from test_paper_setting import NEW_TOKENS, hf_greedy, official_rewards
+    from rsd_jax import decode
+    from rsd_jax.data.datasets import dataset_rows
+    from rsd_jax.data.templates import QWEN25_MATH_COT
+    from rsd_jax.qwen_vocabulary import qwen_tokenizer
+
+    tok = qwen_tokenizer()
+    paths = {"draft": paper_models.cycle_lm("Qwen2.5-Math-1.5B-Instruct", tmp_path / "draft",
+                                            paper_models.DRAFT_CYCLE, tok),
+             "target": paper_models.cycle_lm("Qwen2.5-Math-7B-Instruct", tmp_path / "target",
+                                             paper_models.TARGET_CYCLE, tok),
+             "prm": paper_models.skywork_prm(tmp_path / "prm")}
+    question = dataset_rows("math500")[0]["problem"]
+    budget = len(tok.encode(QWEN25_MATH_COT.replace("{question}", question))) + NEW_TOKENS
+    args = ["--config", "configs/paper/qwen25_math_1.5b_7b_skywork1.5b_v5e1.yaml", "data.n=1", "rsd.delta=0.0",
+            *(f"models.{k}.path={v}" for k, v in paths.items()), f"decoding.max_new_tokens={budget}",
+            "decoding.patience=0", "--out", str(tmp_path / "run"), "--quiet"]
+    assert decode.main(args) == 0
+    (record,) = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert record["token_ids"] == hf_greedy(paths["draft"], question)
+    steps = [step["text"].split("\n\n")[0] for step in record["steps"]]
+    np.testing.assert_allclose([step["reward"] for step in record["steps"]],
+                               official_rewards(paths["prm"], question, steps), atol=1e-2)

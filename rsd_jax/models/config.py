@@ -171,7 +171,12 @@ class ModelConfig:
 
     # ---------------------------------------------------------------- our own json
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a dict (what model_config.json stores); quantize only when the weights are quantized, so
+        float checkpoints keep the record they always had."""
+        d = dataclasses.asdict(self)
+        if d["quantize"] == "none":
+            del d["quantize"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
