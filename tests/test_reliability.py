@@ -724,6 +724,24 @@ def test_a_damaged_orbax_checkpoint_is_one_line(tiny, tmp_path, monkeypatch, cap
         restore_model(tiny / "draft")
 
 
+def test_a_restore_cut_by_sigterm_is_an_interruption_not_a_corrupt_checkpoint(tiny, monkeypatch):
+    """orbax wraps whatever stops a restore into its own read error: SIGTERM there used to exit 2 saying the
+    checkpoint was corrupt."""
+    import orbax.checkpoint as ocp
+
+    def cut(self, *a, **k):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)
+        except BaseException as e:
+            raise Exception("Encountered error while reading array index: (slice(0, 4, 1),)") from e
+
+    monkeypatch.setattr(ocp.StandardCheckpointer, "restore", cut)
+    with pytest.raises(Interrupted) as info, interruptible("test", lambda: "nothing"):
+        restore_model(tiny / "draft")
+    assert info.value.signum == signal.SIGTERM
+
+
 def _flip_a_byte(path: Path, at: int = -9) -> None:
     data = bytearray(path.read_bytes())
     data[at] ^= 0x01
