@@ -24,6 +24,29 @@ import yaml
 from rsd_jax.errors import ConfigError
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key == "<<" or not isinstance(key, typing.Hashable):
+                    continue
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (first on line {first[key] + 1}); keep one",
+                        key_node.start_mark)
+                first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load, refusing duplicate keys (UniqueKeyLoader)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def doc(default: Any, text: str, range: tuple[float, float] | None = None) -> Any:
     """A dataclass field with a default, a one-line doc and an optional closed range."""
     meta = {"doc": text, "range": range}
@@ -163,7 +186,7 @@ def parse_override(text: str, cls=None) -> tuple[list[str], Any]:
     keys = key.strip().split(".")
     hint = _field_hint(cls, keys) if cls is not None else None
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         if not _text_field(hint):
             raise ConfigError(f"override {text!r}: cannot parse value ({e})") from None
@@ -179,7 +202,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -43,8 +43,19 @@ def _encodes(tok: Tokenizer, text: str) -> bool:
     return True
 
 
+def encodes_any_text(tok: Tokenizer) -> bool:
+    """A byte-level BPE tokenizer (GPT-2, Qwen2, Llama 3) or one with byte fallback (Llama 2) encodes every text."""
+    inner = getattr(tok, "_tok", None)
+    if inner is None:
+        return False
+    return "ByteLevel(" in str(inner.pre_tokenizer) or bool(getattr(inner.model, "byte_fallback", False))
+
+
 def check_prm_can_encode(tok: Tokenizer, prm_tok: Tokenizer, where: str) -> None:
-    """InputError naming the characters the models can write that the PRM's tokenizer (at `where`) cannot encode."""
+    """InputError naming the characters the models can write that the PRM's tokenizer (at `where`) cannot encode
+    (nothing to check for a byte-level PRM tokenizer, which encodes any text)."""
+    if encodes_any_text(prm_tok):
+        return
     characters = sorted(writable_characters(tok))
     if _encodes(prm_tok, "".join(characters)):
         return

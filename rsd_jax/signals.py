@@ -29,7 +29,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 _write_lock = threading.RLock()  # held while records are written; the watchdog takes it before it exits
-_state = {"depth": 0, "pending": None}
+_state = {"depth": 0, "pending": None, "received": None}
 
 
 class Interrupted(BaseException):
@@ -53,11 +53,20 @@ def interruption(e: BaseException) -> Interrupted:
     return e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
 
 
+def raise_if_interrupted() -> None:
+    """Raises Interrupted when a signal arrived inside `interruptible`: for a library that wraps whatever
+    interrupted it into its own error (orbax reports a restore cut by the signal as a read error), so that the
+    interruption is not mistaken for bad input."""
+    if _state["received"] is not None:
+        raise Interrupted(_state["received"])
+
+
 def message(command: str, signum: int, kept: str) -> str:
     return f"{command}: interrupted by {signal.Signals(signum).name}; {kept}"
 
 
 def _handler(signum: int, frame) -> None:
+    _state["received"] = signum
     if _state["depth"]:
         _state["pending"] = signum  # raised when the write in progress is complete
         return
@@ -119,7 +128,7 @@ def interruptible(command: str, kept: Callable[[], str], grace: float = 3.0) -> 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _state.update(depth=0, pending=None)
+    _state.update(depth=0, pending=None, received=None)
     reader, writer = socket.socketpair()
     writer.setblocking(False)
     finished = threading.Event()

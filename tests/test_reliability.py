@@ -653,3 +653,321 @@ def test_a_nan_prm_is_loud_with_quiet_fails_with_strict_and_cannot_calibrate(tin
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.strip().startswith(
         "error: rsd.budget: cannot calibrate, the PRM gave non-finite rewards to"), done.stderr
+
+
+# ------------------------------------------------------------------------------------------------ round two (issue 36)
+# Each test drives a command or a loader as a user would, so that it also fails on the code before issue 36 (the
+# new modules are imported inside the tests that need them).
+_HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0); os.write(fd, b"pid %d on testhost: the first run\\n" % os.getpid())
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def _hold_lock(folder: Path) -> subprocess.Popen:
+    """Another process holding the run folder's lock, as a running evaluate does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder / ".rsd_jax.lock")], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_run_into_a_held_folder_is_refused_in_one_line_and_a_dead_holder_never_blocks(
+        fake, tiny, tmp_path, capsys):
+    out = tmp_path / "w"
+    holder = _hold_lock(out)
+    try:
+        for command in (evaluate, decode):
+            rc = command.main(["--out", str(out), *model_args(tiny), "data.n=3", "rsd.delta=0.3", "--quiet"][
+                :None if command is decode else -1])
+            err = one_line_error(capsys, 2, rc, f"--out {out} is in use by another run")
+            assert "pid" in err and "testhost: the first run" in err
+        assert sorted(p.name for p in out.iterdir()) == [".rsd_jax.lock"]  # nothing written, no run.json taken over
+        assert evaluate.main(["--out", str(out), "--new-run", *model_args(tiny), "data.n=3"]) == 0
+        assert len(lines_of(tmp_path / "w-2" / "rsd.jsonl")) == 3
+    finally:
+        holder.kill()
+        holder.wait()
+    capsys.readouterr()
+    assert evaluate.main(["--out", str(out), *model_args(tiny), "data.n=3"]) == 0  # the dead holder's lock is gone
+    assert len(lines_of(out / "rsd.jsonl")) == 3
+
+
+def test_parallel_new_runs_each_get_their_own_folder(fake, tiny, tmp_path, capsys):
+    """A --new-run into a folder another run holds goes to the first sibling nobody holds."""
+    out = tmp_path / "w"
+    holders = [_hold_lock(out), _hold_lock(tmp_path / "w-2")]
+    try:
+        assert evaluate.main(["--out", str(out), "--new-run", *model_args(tiny), "data.n=2"]) == 0
+    finally:
+        for h in holders:
+            h.kill()
+            h.wait()
+    assert "--new-run: writing into " + str(tmp_path / "w-3") in capsys.readouterr().out
+    assert not (out / "rsd.jsonl").exists() and not (tmp_path / "w-2" / "rsd.jsonl").exists()
+
+
+def test_a_damaged_orbax_checkpoint_is_one_line(tiny, tmp_path, monkeypatch, capsys):
+    """Orbax and TensorStore raise a bare Exception for damaged OCDBT data (OUT_OF_RANGE, ZSTD corruption)."""
+    import orbax.checkpoint as ocp
+
+    def damaged(self, *a, **k):
+        raise Exception("ZSTD decompression failed: Data corruption detected [source locations='...']")
+
+    monkeypatch.setattr(ocp.StandardCheckpointer, "restore", damaged)
+    with pytest.raises(CheckpointError, match="is incomplete or corrupt .*Data corruption detected"):
+        restore_model(tiny / "draft")
+
+
+def test_a_restore_cut_by_sigterm_is_an_interruption_not_a_corrupt_checkpoint(tiny, monkeypatch):
+    """orbax wraps whatever stops a restore into its own read error: SIGTERM there used to exit 2 saying the
+    checkpoint was corrupt."""
+    import orbax.checkpoint as ocp
+
+    def cut(self, *a, **k):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)
+        except BaseException as e:
+            raise Exception("Encountered error while reading array index: (slice(0, 4, 1),)") from e
+
+    monkeypatch.setattr(ocp.StandardCheckpointer, "restore", cut)
+    with pytest.raises(Interrupted) as info, interruptible("test", lambda: "nothing"):
+        restore_model(tiny / "draft")
+    assert info.value.signum == signal.SIGTERM
+
+
+def _flip_a_byte(path: Path, at: int = -9) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_converted_checkpoint_with_a_flipped_byte_is_named(tmp_path, capsys, monkeypatch):
+    """convert writes checksums.sha256 (0644 files, 0755 folders under umask 022); a flipped byte in any file is
+    one line naming that file, at load, before anything is restored."""
+    from tests.hf_models import qwen2_config, save_causal_lm
+
+    monkeypatch.setenv("RSD_VERIFIED_CACHE", "")
+    save_causal_lm(qwen2_config(), tmp_path / "hf")
+    old = os.umask(0o022)
+    try:
+        assert convert.main([str(tmp_path / "hf"), str(tmp_path / "ckpt"), "--dtype", "float32"]) == 0
+    finally:
+        os.umask(old)
+    ckpt = tmp_path / "ckpt"
+    assert (ckpt / "checksums.sha256").is_file()
+    assert {oct(p.stat().st_mode & 0o777) for p in [ckpt, *ckpt.rglob("*")]} <= {"0o755", "0o644"}
+    restore_model(ckpt)  # intact: loads
+    biggest = max((p for p in ckpt.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    _flip_a_byte(biggest)
+    with pytest.raises(CheckpointError, match=f"{biggest} is corrupt: its SHA-256 is"):
+        restore_model(ckpt)
+
+
+def test_a_bit_flipped_safetensors_file_from_the_hub_cache_is_named(tmp_path, monkeypatch):
+    """A hub snapshot's weights are symlinks to blobs named by their SHA-256: a file whose bytes differ from its
+    name is refused before its tensors are read."""
+    import hashlib
+
+    from rsd_jax.weights import load_hf_model
+    from tests.hf_models import qwen2_config, save_causal_lm
+
+    monkeypatch.setenv("RSD_VERIFIED_CACHE", str(tmp_path / "memo.json"))
+    save_causal_lm(qwen2_config(), tmp_path / "saved")
+    blobs, snapshot = tmp_path / "hub" / "blobs", tmp_path / "hub" / "snapshots" / "abc"
+    blobs.mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for f in (tmp_path / "saved").iterdir():
+        if f.suffix == ".safetensors":
+            blob = blobs / hashlib.sha256(f.read_bytes()).hexdigest()
+            shutil.copy(f, blob)
+            (snapshot / f.name).symlink_to(os.path.relpath(blob, snapshot))
+        else:
+            shutil.copy(f, snapshot / f.name)
+    load_hf_model(snapshot)  # intact
+    load_hf_model(snapshot)  # and remembered as checked (the memo), so a second load hashes nothing
+    _flip_a_byte(next(blobs.iterdir()))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is corrupt: its SHA-256 is .*Hugging Face"):
+        load_hf_model(snapshot)
+
+
+def test_a_causal_lm_given_as_the_prm_is_refused_before_any_weight_is_read(tiny, tmp_path, monkeypatch):
+    from rsd_jax import loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("a weight was read"))
+    cfg = load_config(RunConfig, None, model_args(tiny, prm="draft"))
+    with pytest.raises(CheckpointError, match=r"draft is a model with head 'lm', not a PRM"):
+        loading.load_models(cfg, None)
+
+
+def test_a_prm_tokenizer_that_cannot_encode_the_drafts_text_is_refused_at_load(tiny, tmp_path):
+    from rsd_jax import loading
+    from rsd_jax.errors import InputError
+
+    shutil.copytree(tiny / "prm", tmp_path / "prm")
+    CharTokenizer("0123456789+-*=").save(tmp_path / "prm" / "char_tokenizer.json")
+    cfg = load_config(RunConfig, None, [*model_args(tiny)[:2], f"models.prm.path={tmp_path / 'prm'}"])
+    with pytest.raises(InputError, match=r"the PRM's tokenizer \(beside .*prm\) cannot encode \d+ character"):
+        loading.load_tokenizers(cfg, None)
+    CharTokenizer().save(tmp_path / "prm" / "char_tokenizer.json")  # the draft's own characters: fine
+    assert loading.load_tokenizers(cfg, None)[1] is None
+
+
+@pytest.mark.parametrize("template", [
+    "{% for i in range(100000000) %}x{% endfor %}",
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "{{ '1' * 2000000000 }}",
+    "{{ [0] * 2000000000 }}",
+    "{{ 7 ** 2000000000 }}",
+    "{{ 'x'|center(2000000000) }}",
+    "{{ '%2000000000d'|format(1) }}",
+    "{% for i in range(99999) %}{{ 'abcdefghijkl' }}{% endfor %}",
+])
+def test_a_chat_template_past_its_bounds_is_one_line(template):
+    from rsd_jax.data.templates import render_chat
+    from rsd_jax.errors import InputError
+
+    start = time.time()
+    with pytest.raises(InputError, match="the tokenizer's chat template") as info:
+        render_chat(template, [{"role": "user", "content": "1+1"}])
+    assert "\n" not in str(info.value) and time.time() - start < 30
+    assert render_chat("{% for i in range(3) %}{{ i }}{% endfor %}{{ messages[0].content * 2 }}",
+                       [{"role": "user", "content": "ab"}]) == "012abab"
+
+
+@pytest.mark.parametrize("args, contains", [(["--batch", "-5"], "--batch must be a positive integer, got -5"),
+                                            (["--batch", "0"], "--batch must be a positive integer, got 0"),
+                                            (["--layers", "0"], "--layers must be a positive integer, got 0")])
+def test_capacity_refuses_non_positive_sizes_before_any_work(args, contains, capsys, monkeypatch):
+    monkeypatch.setattr(capacity, "evaluate_row", lambda *a, **k: pytest.fail("work started"))
+    one_line_error(capsys, 2, capacity.main(args), contains)
+
+
+def test_rehearse_refuses_a_file_as_work_and_a_full_disk_leaves_no_half_snapshot(tmp_path, capsys, monkeypatch):
+    from safetensors import SafetensorError
+
+    from rsd_jax import hub_layout, rehearse
+
+    (tmp_path / "file").write_text("x")
+    one_line_error(capsys, 2, rehearse.main(["write", "--work", str(tmp_path / "file")]),
+                   f"--work {tmp_path / 'file'} is a file, not a folder")
+    one_line_error(capsys, 2, rehearse.main(["write", "--problems", "0"]), "--problems must be a positive")
+
+    def full_disk(layout, folder, **kw):
+        (Path(folder) / "config.json").write_text("{}")
+        raise SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
+
+    monkeypatch.setattr(hub_layout, "write_snapshot", full_disk)
+    one_line_error(capsys, 2, rehearse.main(["write", "--work", str(tmp_path / "work")]),
+                   f"cannot write {tmp_path / 'work' / 'draft'}: Error while serializing")
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_theory_refuses_another_runs_folder_and_validates_before_work(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def run_analytic(cfg, out):
+        calls.append(cfg.mu_target)
+        (out / "report.md").write_text(f"report {cfg.mu_target}\n")
+        return {"mu_target": list(cfg.mu_target)}
+
+    monkeypatch.setattr(theory_command, "run_analytic", run_analytic)
+    out = tmp_path / "t"
+    assert theory_main(["--out", str(out), "mu_target=[0.6]"]) == 0
+    capsys.readouterr()
+    one_line_error(capsys, 2, theory_main(["--out", str(out), "mu_target=[0.7]"]),
+                   f"--out {out} holds another run (mu_target: [0.6] there, [0.7] now)")
+    assert (out / "report.md").read_text() == "report (0.6,)\n" and calls == [(0.6,)]
+    assert theory_main(["--out", str(out), "mu_target=[0.7]", "--new-run"]) == 0
+    assert json.loads((tmp_path / "t-2" / "summary.json").read_text())["mu_target"] == [0.7]
+    capsys.readouterr()
+    for bad, contains in ((["budgets=[1.5]"], "budgets must lie in (0, 1]"),
+                          (["deltas=[-1]"], "deltas must be finite thresholds >= 0"),
+                          (["run.data.n=5"], "the analytic experiment decodes nothing")):
+        one_line_error(capsys, 2, theory_main(["--out", str(tmp_path / "u"), *bad]), contains)
+    assert calls == [(0.6,), (0.7,)] and not (tmp_path / "u").exists()
+
+
+def test_rsd_data_dir_naming_no_folder_is_an_error(tmp_path, monkeypatch):
+    from rsd_jax.data.sources import local_copy
+    from rsd_jax.errors import InputError
+
+    (tmp_path / "file").write_text("x")
+    for root, what in ((tmp_path / "missing", "is missing"), (tmp_path / "file", "is a file")):
+        monkeypatch.setenv("RSD_DATA_DIR", str(root))
+        with pytest.raises(InputError, match=f"RSD_DATA_DIR={root} {what}, not a folder"):
+            local_copy("gsm8k")
+
+
+def test_a_yaml_key_given_twice_is_refused(tmp_path):
+    (tmp_path / "c.yaml").write_text("rsd:\n  delta: 0.3\ndata:\n  n: 4\nrsd:\n  delta: 0.5\n")
+    with pytest.raises(ConfigError, match=r"line 5: invalid YAML \(key 'rsd' is given twice \(first on line 1\)"):
+        load_config(RunConfig, str(tmp_path / "c.yaml"), [])
+    with pytest.raises(ConfigError, match="key 'delta' is given twice"):
+        load_config(RunConfig, None, ["rsd={delta: 0.1, delta: 0.2}"])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_and_folders_honour_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        outputs.write_text_atomic(tmp_path / "a.json", "{}\n")
+        with outputs.staged_folder(tmp_path / "model") as tmp:
+            (tmp / "sub").mkdir()
+            fd, name = __import__("tempfile").mkstemp(dir=tmp / "sub")  # 0600, as tempfile and some libraries make
+            os.close(fd)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "model" / "sub" / Path(name).name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_merge_refuses_a_weight_outside_0_1_before_reading_a_model(tmp_path, capsys, monkeypatch):
+    from rsd_jax import merge
+
+    monkeypatch.setattr(merge, "restore_model", lambda *a, **k: pytest.fail("a model was read"))
+    one_line_error(capsys, 2, merge.main(["--a", "x", "--b", "y", "--weight", "1.5", "--out", str(tmp_path / "m")]),
+                   "--weight must be in [0, 1], got 1.5")
+
+
+_WITH_TEARDOWN_MARK = """
+import atexit, runpy, sys
+atexit.register(lambda: print("interpreter teardown ran", file=sys.stderr, flush=True))
+sys.argv = ["rsd_jax.evaluate", *sys.argv[1:]]
+runpy.run_module("rsd_jax.evaluate", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_sigterm_during_the_first_compilation_exits_143_without_the_teardown_that_crashed(tiny, tmp_path):
+    """No compilation cache, so the RSD loop compiles after the progress bar appears. SIGTERM then, as a
+    scheduler sends it, used to print the right line and then die in the interpreter's teardown, which freed
+    JAX's objects while XLA's threads still ran (exit 139, 6 times in 7 on an idle machine; timing-dependent, so
+    the test also checks the cause away: an interrupted command leaves with os._exit, its teardown and atexit
+    hooks never run)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
+    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_ENABLE_COMPILATION_CACHE="false")
+    out = tmp_path / "run"
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", _WITH_TEARDOWN_MARK, *model_args(tiny), "data.n=2",
+                                 "rsd.methods=[rsd]", "decoding.batch_size=2", "--out", str(out)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.time() + 120
+    while "rsd:" not in stderr_path.read_text() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)  # the bar appears right before the first batch: its compilation follows
+    time.sleep(0.3)
+    assert proc.poll() is None, "the run ended before the signal"
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=60)
+    err = stderr_path.read_text()
+    assert rc == 143 and "Fatal Python error" not in err and "Traceback" not in err, (rc, err)
+    assert "interpreter teardown ran" not in err
+    assert err.rstrip().endswith(f"rsd_jax.evaluate: interrupted by SIGTERM; the records written so far are kept "
+                                 f"in {out}; run the same command to resume")

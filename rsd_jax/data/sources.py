@@ -98,11 +98,17 @@ def offline_variable() -> str | None:
 
 
 def data_dir_path(name: str) -> Path | None:
-    """`$RSD_DATA_DIR/NAME.jsonl` when the variable is set and that file exists."""
+    """`$RSD_DATA_DIR/NAME.jsonl` when the variable is set and that file exists. A variable naming no folder is
+    an InputError (it was silently passed over, and the set read from elsewhere)."""
     root = os.environ.get("RSD_DATA_DIR")
     if not root:
         return None
-    path = Path(root).expanduser() / f"{name}.jsonl"
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        what = "a file" if folder.exists() else "missing"
+        raise InputError(f"RSD_DATA_DIR={root} is {what}, not a folder: point it to the folder holding "
+                         f"{name}.jsonl, or unset it")
+    path = folder / f"{name}.jsonl"
     return path if path.is_file() else None
 
 

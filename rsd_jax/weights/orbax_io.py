@@ -16,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from rsd_jax import signals
 from rsd_jax.errors import CheckpointError
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
@@ -86,6 +87,7 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
     try:
         pure = ocp.StandardCheckpointer().restore(params_dir, target)
     except Exception as e:  # orbax and TensorStore raise bare Exception for damaged OCDBT data
+        signals.raise_if_interrupted()  # a restore cut by SIGINT / SIGTERM is an interruption, not a corrupt file
         raise CheckpointError(f"checkpoint {directory} is incomplete or corrupt ({_first_line(e)}): convert or "
                               f"copy it again") from None
     return Model.from_pure_dict(config, pure)

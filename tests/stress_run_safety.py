@@ -1,0 +1,105 @@
+"""Issue 36's two run-safety targets on the real command, at a size unit tests cannot afford (minutes):
+
+    python tests/stress_run_safety.py concurrent [OFFSET ...]   # two evaluate runs into one folder, B started
+                                                                 # OFFSET s after A (default 0 0.5 2 5 10)
+    python tests/stress_run_safety.py sigterm [KILLS]            # SIGTERM at KILLS (default 20) random moments
+                                                                 # from process start to the end, each run resumed
+
+Both use configs/arith_tiny.yaml (the shipped tiny models, CPU) with data.n=48 and `rsd.methods=[rsd]`. concurrent
+prints, per offset, each run's exit code and last stderr line, the records in rsd.jsonl and their distinct δ;
+sigterm prints each kill's moment and exit code, then whether the resumed folder's records equal an uninterrupted
+run's (every field but wall_seconds). No compilation cache is used, so kills land in compilations too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = [sys.executable, "-m", "rsd_jax.evaluate", "--config", "configs/arith_tiny.yaml", "data.n=48",
+        "rsd.methods=[rsd]", "rsd.thresholds=[]"]
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
+    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_ENABLE_COMPILATION_CACHE="false")
+    return env
+
+
+def _start(args: list[str], err: Path) -> subprocess.Popen:
+    with err.open("w") as f:
+        return subprocess.Popen(BASE + args, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=f)
+
+
+def _last_line(err: Path) -> str:
+    lines = [line for line in err.read_text().replace("\r", "\n").splitlines() if line.strip() and "it/s" not in
+             line and "s/it" not in line]
+    return lines[-1] if lines else ""
+
+
+def _records(folder: Path) -> dict[str, dict]:
+    path = folder / "rsd.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return {r["uid"]: {k: v for k, v in r.items() if k != "wall_seconds"} for r in rows}
+
+
+def concurrent(offsets: list[float], work: Path) -> None:
+    for offset in offsets:
+        out = work / f"offset-{offset:g}"
+        a = _start(["--out", str(out)], work / f"a-{offset:g}.txt")
+        time.sleep(offset)
+        b = _start(["--out", str(out), "rsd.delta=0.3"], work / f"b-{offset:g}.txt")
+        rc_a, rc_b = a.wait(), b.wait()
+        lines = (out / "rsd.jsonl").read_text().splitlines() if (out / "rsd.jsonl").is_file() else []
+        deltas = sorted({json.loads(line).get("delta") for line in lines})
+        print(f"offset {offset:g} s: A exit {rc_a}, B exit {rc_b}; rsd.jsonl {len(lines)} lines, δ {deltas}")
+        for name, rc in (("A", rc_a), ("B", rc_b)):
+            if rc:
+                print(f"  {name}: {_last_line(work / f'{name.lower()}-{offset:g}.txt')}")
+
+
+def sigterm(kills: int, work: Path, seed: int = 36) -> None:
+    start = time.time()
+    ref = _start(["--out", str(work / "reference")], work / "reference.txt")
+    assert ref.wait() == 0, _last_line(work / "reference.txt")
+    total = time.time() - start
+    print(f"uninterrupted run: {total:.1f} s")
+    rng, out, codes = random.Random(seed), work / "killed", []
+    for k in range(kills):
+        moment = rng.uniform(0.0, total)
+        proc = _start(["--out", str(out)], work / f"kill-{k}.txt")
+        time.sleep(moment)
+        proc.send_signal(15)
+        rc = proc.wait()
+        codes.append(rc)
+        err = (work / f"kill-{k}.txt").read_text()
+        bad = [w for w in ("Traceback", "Fatal Python error") if w in err]
+        print(f"kill {k + 1}: SIGTERM at {moment:5.1f} s -> exit {rc}; records {len(_records(out))}"
+              f"{'; ' + ', '.join(bad) if bad else ''}")
+    last = _start(["--out", str(out)], work / "last.txt")
+    assert last.wait() == 0, _last_line(work / "last.txt")
+    print(f"exit codes: {sorted(set(codes))}; all 143 or 0: {set(codes) <= {0, 143}}")
+    print(f"resumed records equal the uninterrupted run's: {_records(out) == _records(work / 'reference')} "
+          f"({len(_records(out))} records)")
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="rsd_run_safety-"))
+    if sys.argv[1:2] == ["concurrent"]:
+        concurrent([float(x) for x in sys.argv[2:]] or [0, 0.5, 2, 5, 10], work)
+    elif sys.argv[1:2] == ["sigterm"]:
+        sigterm(int(sys.argv[2]) if len(sys.argv) > 2 else 20, work)
+    else:
+        sys.exit(__doc__)
+    print(f"(files in {work})")
+
+
+if __name__ == "__main__":
+    main()
