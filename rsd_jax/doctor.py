@@ -125,7 +125,8 @@ def device_checks(memory_gib: float | None) -> tuple[list[Check], int]:
     hint = accelerator_hint() if jax.default_backend() == "cpu" else None
     if hint:
         checks.append(Check("devices", "warn", f"JAX sees only CPU devices but {hint}: the install does not see its "
-                                               "accelerator (README, \"On a TPU VM or a GPU machine\")"))
+                                               "accelerator (README, \"On a TPU VM or a GPU machine\"; expected "
+                                               "where libtpu is only for compiling: rsd_jax[tpu-aot])"))
     return checks, limit
 
 
