@@ -186,11 +186,12 @@ def model_checks(cfg: RunConfig, config_file: str | None) -> tuple[list[Check], 
             else:
                 checks.append(Check(topic, "fail", f"{raw}: no folder {source} (models.{role})"))
             continue
-        checks.append(_hub_check(topic, source, index, cache, offline, folders, role))
+        checks.append(_hub_check(topic, source, index, cache=cache, offline=offline, folders=folders, role=role))
     return checks, folders
 
 
-def _hub_check(topic: str, hub, index: dict, cache: str, offline: bool, folders: dict, role: str) -> Check:
+def _hub_check(topic: str, hub, index: dict, *, cache: str, offline: bool, folders: dict, role: str) -> Check:
+    """The line of a model given by hub id; its snapshot folder goes into `folders` when it is cached with weights."""
     rev = cached_revision(index[hub.repo], hub.revision) if hub.repo in index else None
     if rev is not None:
         names = {f.file_name for f in rev.files}
