@@ -317,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         for path, cfg in zip(paths, configs):
             for name in args.slice or DEFAULT_SLICES:
                 slice_ = SLICES[name]
-                if slice_.devices % tensor_width(cfg, slice_):
+                try:
+                    tensor_width(cfg, slice_)
+                except ConfigError:  # a pinned mesh.model this slice's devices cannot take
                     continue
                 compile_ = (args.compile or args.largest_batch) and slice_.topology is not None
                 largest = args.largest_batch and compile_ and slice_.chip is not None

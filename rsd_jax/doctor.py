@@ -330,12 +330,25 @@ def data_checks(cfg: RunConfig | None, config_file: str | None) -> list[Check]:
 
 
 # ------------------------------------------------------------------------------------------------ command
+def cache_check() -> Check:
+    """Which models the hub cache holds (from disk)."""
+    index, cache, _ = hub_cache_index()
+    sizes = sorted(((r.size_on_disk, name) for name, r in index.items()), reverse=True)
+    shown = ", ".join(f"{name} ({size / 1e9:.1f} GB)" for size, name in sizes[:6])
+    more = f" and {len(sizes) - 6} more" if len(sizes) > 6 else ""
+    return Check("hub cache", "ok", f"{cache}: " + (f"{len(sizes)} model(s): {shown}{more}" if sizes else "no models"))
+
+
 def run_checks(cfg: RunConfig | None, config_file: str | None, memory_gib: float | None) -> list[Check]:
-    """Every check; without a config (cfg None) the install's alone: devices, versions, the sets readable here."""
+    """Every check; without a config (cfg None) the install's alone: devices, versions, the hub cache, the sets
+    readable here."""
     checks, limit = device_checks(memory_gib)
     checks += version_checks()
     if cfg is None:
-        return checks + data_checks(None, None)
+        return checks + [cache_check()] + data_checks(None, None)
+    if cfg.mesh.distributed:
+        checks.append(Check("devices", "warn", "mesh.distributed: this host's devices only (the doctor does not "
+                                               "join the other processes); run it on each host"))
     models, folders = model_checks(cfg, config_file)
     try:
         checks += fit_checks(with_folders(cfg, folders), config_file, limit)

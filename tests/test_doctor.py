@@ -31,12 +31,15 @@ def lines(text: str) -> dict[str, list[str]]:
     return out
 
 
-def test_the_install_alone_and_the_embedded_config_pass(capsys):
+def test_the_install_alone_and_the_embedded_config_pass(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    add_snapshot(tmp_path, "org/tiny", "c" * 40, {"config.json": "{}", "model.safetensors": "x" * 2_000_000})
     assert doctor.main([]) == 0
     found = lines(capsys.readouterr().out)
     assert found["devices"] == [f"ok 8 x cpu (cpu), {found['devices'][0].split(', ')[1]}"]
     assert found["jax"][0].startswith(f"ok jax {jax.__version__}, jaxlib ")
-    assert set(found) == {"devices", "jax", "sets"} and "math500, gsm8k" in found["sets"][0]
+    assert found["hub cache"] == [f"ok {tmp_path}: 1 model(s): org/tiny (0.0 GB)"]
+    assert set(found) == {"devices", "jax", "hub cache", "sets"} and "math500, gsm8k" in found["sets"][0]
     assert doctor.main(["--config", TINY]) == 0
     found = lines(capsys.readouterr().out)
     assert found["mesh"] == ["ok data 8 x model 1 x tensor 1 (mesh.model=1, the models' KV heads (2, 2, 2))"]
@@ -155,3 +158,10 @@ def test_hub_ids_are_looked_up_in_the_cache_and_sets_on_disk_offline(tmp_path, m
                                                       "(HF_HUB_OFFLINE=1): set RSD_DATA_DIR to a folder with "
                                                       "gaokao2023en.jsonl, or data.path")
     assert data[1].text.startswith("readable here: math500, gsm8k; not here (downloads are off (HF_HUB_OFFLINE=1)): ")
+
+
+def test_a_multi_host_config_is_checked_on_this_host_with_a_warning():
+    checks = doctor.run_checks(load_config(RunConfig, TINY, ["mesh.distributed=true"]), TINY, None)
+    assert [c.text for c in checks if c.status == "warn"] == [
+        "mesh.distributed: this host's devices only (the doctor does not join the other processes); run it on each "
+        "host"]
