@@ -14,7 +14,8 @@ One screen, one line per check, each `ok`, `warn` or `FAIL`:
   whether the Hugging Face cache holds its revision with weights (huggingface_hub's `scan_cache_dir`: read from
   disk, nothing is downloaded). Not cached is a failure offline (HF_HUB_OFFLINE=1), a warning online;
 - data: the config's evaluation set(s) and every known set that can be read here without the network.
-Without --config (and overrides), only the install is checked: devices, versions, the sets readable here.
+Without --config (and overrides), only the install is checked: devices, versions, the models in the hub cache,
+the sets readable here.
 
 Exit 0 when every check passes (warnings allowed); 2 when the run would fail on this machine (a FAIL line; or a bad
 config, as every command: one `error:` line). Nothing is allocated on the devices and nothing is downloaded.
@@ -114,9 +115,15 @@ def device_memory(device, memory_gib: float | None, count: int) -> tuple[int, st
     return host // count, f"host RAM {host / GiB:.1f} GiB shared by {count} device(s)"
 
 
-def device_checks(memory_gib: float | None) -> tuple[list[Check], int]:
-    """The devices line (and a warning when JAX sees only CPUs on an accelerator machine); bytes per device."""
-    devices = jax.devices()
+def device_checks(memory_gib: float | None) -> tuple[list[Check], int | None]:
+    """The devices line (and a warning when JAX sees only CPUs on an accelerator machine); bytes per device (None:
+    JAX could not start a backend, a FAIL line says why)."""
+    try:
+        devices = jax.devices()
+    except RuntimeError as e:  # e.g. JAX_PLATFORMS=tpu where libtpu cannot open the chips
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return [Check("devices", "fail", f"JAX cannot start its devices ({first}): check JAX_PLATFORMS and the "
+                                         "install (README, \"On a TPU VM or a GPU machine\")")], None
     kinds = sorted({d.device_kind for d in devices})
     limit, origin = device_memory(devices[0], memory_gib, len(devices))
     hosts = f" on {jax.process_count()} hosts" if jax.process_count() > 1 else ""
@@ -161,7 +168,7 @@ def cached_revision(repo, revision: str | None):
 def model_checks(cfg: RunConfig, config_file: str | None) -> tuple[list[Check], dict[str, Path]]:
     """One line per model (and per tokenizer given by hub id or path); the local folder of each model found here."""
     from rsd_jax.loading import ref_of
-    from rsd_jax.weights.sources import HubId, _offline, parse_source
+    from rsd_jax.weights.sources import _offline, parse_source
 
     index, cache, warnings = hub_cache_index()
     offline = _offline()
@@ -180,11 +187,12 @@ def model_checks(cfg: RunConfig, config_file: str | None) -> tuple[list[Check], 
             continue
         source = parse_source(raw, config_file, revision)
         if isinstance(source, Path):
-            if source.is_dir():
+            if source.is_dir() or (role not in ROLES and source.is_file()):  # a tokenizer may be one file
                 folders[role] = source
-                checks.append(Check(topic, "ok", f"local folder {source}"))
+                checks.append(Check(topic, "ok", f"local {'folder' if source.is_dir() else 'file'} {source}"))
             else:
-                checks.append(Check(topic, "fail", f"{raw}: no folder {source} (models.{role})"))
+                checks.append(Check(topic, "fail", f"{raw}: no such {'folder' if role in ROLES else 'file or folder'} "
+                                                   f"{source} (models.{role})"))
             continue
         checks.append(_hub_check(topic, source, index, cache=cache, offline=offline, folders=folders, role=role))
     return checks, folders
@@ -225,9 +233,8 @@ def fit_checks(cfg: RunConfig, config_file: str | None, limit: int) -> list[Chec
     """The mesh the run would take on these devices, and whether its decode loop fits their memory (with the
     setting to change when it does not)."""
     from rsd_jax import abstract_run, capacity, sharding
-    from rsd_jax.mesh_axes import DATA, kv_compatible, width_name
-
     from rsd_jax.api import prompt_shapes
+    from rsd_jax.mesh_axes import DATA, kv_compatible, width_name
 
     devices = jax.devices()
     batch = cfg.decoding.batch_size
@@ -344,6 +351,8 @@ def run_checks(cfg: RunConfig | None, config_file: str | None, memory_gib: float
     readable here."""
     checks, limit = device_checks(memory_gib)
     checks += version_checks()
+    if limit is None:
+        return checks
     if cfg is None:
         return checks + [cache_check()] + data_checks(None, None)
     if cfg.mesh.distributed:

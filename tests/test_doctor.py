@@ -165,3 +165,24 @@ def test_a_multi_host_config_is_checked_on_this_host_with_a_warning():
     assert [c.text for c in checks if c.status == "warn"] == [
         "mesh.distributed: this host's devices only (the doctor does not join the other processes); run it on each "
         "host"]
+
+
+def test_a_backend_that_cannot_start_is_a_failure_not_a_traceback(monkeypatch):
+    def unavailable():
+        raise RuntimeError("Unable to initialize backend 'tpu': no TPU found\nmore detail")
+
+    monkeypatch.setattr(doctor.jax, "devices", unavailable)
+    checks = doctor.run_checks(load_config(RunConfig, TINY), TINY, None)
+    assert [(c.topic, c.status) for c in checks] == [("devices", "fail"), ("jax", "ok")]
+    assert checks[0].text.startswith("JAX cannot start its devices (Unable to initialize backend 'tpu': no TPU found)")
+
+
+def test_local_folders_and_tokenizer_files_are_checked_on_disk():
+    cfg = load_config(RunConfig, TINY, ["models.target.path=/nonexistent/target",
+                                        "models.tokenizer=checkpoints/arith_draft/char_tokenizer.json"])
+    checks, folders = doctor.model_checks(cfg, TINY)
+    assert [(c.topic, c.status) for c in checks] == [("draft", "ok"), ("target", "fail"), ("prm", "ok"),
+                                                     ("models.tokenizer", "ok")]
+    assert checks[1].text == "/nonexistent/target: no such folder /nonexistent/target (models.target)"
+    assert checks[3].text.startswith("local file ") and checks[3].text.endswith("arith_draft/char_tokenizer.json")
+    assert set(folders) == {"draft", "prm", "tokenizer"}
