@@ -344,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
             single = not args.config and path.endswith(SINGLE_CHIP_CONFIGS)
             for name in args.slice or (SINGLE_CHIP_SLICES if single else DEFAULT_SLICES):
                 slice_ = SLICES[name]
-                if slice_.devices % tensor_width(cfg, slice_):
+                try:
+                    tensor_width(cfg, slice_)
+                except ConfigError:  # a pinned mesh.model this slice's devices cannot take
                     continue
                 compile_ = (args.compile or args.largest_batch) and slice_.topology is not None
                 largest = args.largest_batch and compile_ and slice_.chip is not None

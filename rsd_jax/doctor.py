@@ -14,7 +14,8 @@ One screen, one line per check, each `ok`, `warn` or `FAIL`:
   whether the Hugging Face cache holds its revision with weights (huggingface_hub's `scan_cache_dir`: read from
   disk, nothing is downloaded). Not cached is a failure offline (HF_HUB_OFFLINE=1), a warning online;
 - data: the config's evaluation set(s) and every known set that can be read here without the network.
-Without --config (and overrides), only the install is checked: devices, versions, the sets readable here.
+Without --config (and overrides), only the install is checked: devices, versions, the models in the hub cache,
+the sets readable here.
 
 Exit 0 when every check passes (warnings allowed); 2 when the run would fail on this machine (a FAIL line; or a bad
 config, as every command: one `error:` line). Nothing is allocated on the devices and nothing is downloaded.
@@ -114,9 +115,15 @@ def device_memory(device, memory_gib: float | None, count: int) -> tuple[int, st
     return host // count, f"host RAM {host / GiB:.1f} GiB shared by {count} device(s)"
 
 
-def device_checks(memory_gib: float | None) -> tuple[list[Check], int]:
-    """The devices line (and a warning when JAX sees only CPUs on an accelerator machine); bytes per device."""
-    devices = jax.devices()
+def device_checks(memory_gib: float | None) -> tuple[list[Check], int | None]:
+    """The devices line (and a warning when JAX sees only CPUs on an accelerator machine); bytes per device (None:
+    JAX could not start a backend, a FAIL line says why)."""
+    try:
+        devices = jax.devices()
+    except RuntimeError as e:  # e.g. JAX_PLATFORMS=tpu where libtpu cannot open the chips
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return [Check("devices", "fail", f"JAX cannot start its devices ({first}): check JAX_PLATFORMS and the "
+                                         "install (README, \"On a TPU VM or a GPU machine\")")], None
     kinds = sorted({d.device_kind for d in devices})
     limit, origin = device_memory(devices[0], memory_gib, len(devices))
     hosts = f" on {jax.process_count()} hosts" if jax.process_count() > 1 else ""
@@ -125,7 +132,8 @@ def device_checks(memory_gib: float | None) -> tuple[list[Check], int]:
     hint = accelerator_hint() if jax.default_backend() == "cpu" else None
     if hint:
         checks.append(Check("devices", "warn", f"JAX sees only CPU devices but {hint}: the install does not see its "
-                                               "accelerator (README, \"On a TPU VM or a GPU machine\")"))
+                                               "accelerator (README, \"On a TPU VM or a GPU machine\"; expected "
+                                               "where libtpu is only for compiling: rsd_jax[tpu-aot])"))
     return checks, limit
 
 
@@ -160,7 +168,7 @@ def cached_revision(repo, revision: str | None):
 def model_checks(cfg: RunConfig, config_file: str | None) -> tuple[list[Check], dict[str, Path]]:
     """One line per model (and per tokenizer given by hub id or path); the local folder of each model found here."""
     from rsd_jax.loading import ref_of
-    from rsd_jax.weights.sources import HubId, _offline, parse_source
+    from rsd_jax.weights.sources import _offline, parse_source
 
     index, cache, warnings = hub_cache_index()
     offline = _offline()
@@ -179,17 +187,19 @@ def model_checks(cfg: RunConfig, config_file: str | None) -> tuple[list[Check], 
             continue
         source = parse_source(raw, config_file, revision)
         if isinstance(source, Path):
-            if source.is_dir():
+            if source.is_dir() or (role not in ROLES and source.is_file()):  # a tokenizer may be one file
                 folders[role] = source
-                checks.append(Check(topic, "ok", f"local folder {source}"))
+                checks.append(Check(topic, "ok", f"local {'folder' if source.is_dir() else 'file'} {source}"))
             else:
-                checks.append(Check(topic, "fail", f"{raw}: no folder {source} (models.{role})"))
+                checks.append(Check(topic, "fail", f"{raw}: no such {'folder' if role in ROLES else 'file or folder'} "
+                                                   f"{source} (models.{role})"))
             continue
-        checks.append(_hub_check(topic, source, index, cache, offline, folders, role))
+        checks.append(_hub_check(topic, source, index, cache=cache, offline=offline, folders=folders, role=role))
     return checks, folders
 
 
-def _hub_check(topic: str, hub, index: dict, cache: str, offline: bool, folders: dict, role: str) -> Check:
+def _hub_check(topic: str, hub, index: dict, *, cache: str, offline: bool, folders: dict, role: str) -> Check:
+    """The line of a model given by hub id; its snapshot folder goes into `folders` when it is cached with weights."""
     rev = cached_revision(index[hub.repo], hub.revision) if hub.repo in index else None
     if rev is not None:
         names = {f.file_name for f in rev.files}
@@ -223,9 +233,8 @@ def fit_checks(cfg: RunConfig, config_file: str | None, limit: int) -> list[Chec
     """The mesh the run would take on these devices, and whether its decode loop fits their memory (with the
     setting to change when it does not)."""
     from rsd_jax import abstract_run, capacity, sharding
-    from rsd_jax.mesh_axes import DATA, kv_compatible, width_name
-
     from rsd_jax.api import prompt_shapes
+    from rsd_jax.mesh_axes import DATA, kv_compatible, width_name
 
     devices = jax.devices()
     batch = cfg.decoding.batch_size
@@ -328,12 +337,27 @@ def data_checks(cfg: RunConfig | None, config_file: str | None) -> list[Check]:
 
 
 # ------------------------------------------------------------------------------------------------ command
+def cache_check() -> Check:
+    """Which models the hub cache holds (from disk)."""
+    index, cache, _ = hub_cache_index()
+    sizes = sorted(((r.size_on_disk, name) for name, r in index.items()), reverse=True)
+    shown = ", ".join(f"{name} ({size / 1e9:.1f} GB)" for size, name in sizes[:6])
+    more = f" and {len(sizes) - 6} more" if len(sizes) > 6 else ""
+    return Check("hub cache", "ok", f"{cache}: " + (f"{len(sizes)} model(s): {shown}{more}" if sizes else "no models"))
+
+
 def run_checks(cfg: RunConfig | None, config_file: str | None, memory_gib: float | None) -> list[Check]:
-    """Every check; without a config (cfg None) the install's alone: devices, versions, the sets readable here."""
+    """Every check; without a config (cfg None) the install's alone: devices, versions, the hub cache, the sets
+    readable here."""
     checks, limit = device_checks(memory_gib)
     checks += version_checks()
+    if limit is None:
+        return checks
     if cfg is None:
-        return checks + data_checks(None, None)
+        return checks + [cache_check()] + data_checks(None, None)
+    if cfg.mesh.distributed:
+        checks.append(Check("devices", "warn", "mesh.distributed: this host's devices only (the doctor does not "
+                                               "join the other processes); run it on each host"))
     models, folders = model_checks(cfg, config_file)
     try:
         checks += fit_checks(with_folders(cfg, folders), config_file, limit)

@@ -31,12 +31,15 @@ def lines(text: str) -> dict[str, list[str]]:
     return out
 
 
-def test_the_install_alone_and_the_embedded_config_pass(capsys):
+def test_the_install_alone_and_the_embedded_config_pass(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    add_snapshot(tmp_path, "org/tiny", "c" * 40, {"config.json": "{}", "model.safetensors": "x" * 2_000_000})
     assert doctor.main([]) == 0
     found = lines(capsys.readouterr().out)
     assert found["devices"] == [f"ok 8 x cpu (cpu), {found['devices'][0].split(', ')[1]}"]
     assert found["jax"][0].startswith(f"ok jax {jax.__version__}, jaxlib ")
-    assert set(found) == {"devices", "jax", "sets"} and "math500, gsm8k" in found["sets"][0]
+    assert found["hub cache"] == [f"ok {tmp_path}: 1 model(s): org/tiny (0.0 GB)"]
+    assert set(found) == {"devices", "jax", "hub cache", "sets"} and "math500, gsm8k" in found["sets"][0]
     assert doctor.main(["--config", TINY]) == 0
     found = lines(capsys.readouterr().out)
     assert found["mesh"] == ["ok data 8 x model 1 x tensor 1 (mesh.model=1, the models' KV heads (2, 2, 2))"]
@@ -155,3 +158,31 @@ def test_hub_ids_are_looked_up_in_the_cache_and_sets_on_disk_offline(tmp_path, m
                                                       "(HF_HUB_OFFLINE=1): set RSD_DATA_DIR to a folder with "
                                                       "gaokao2023en.jsonl, or data.path")
     assert data[1].text.startswith("readable here: math500, gsm8k; not here (downloads are off (HF_HUB_OFFLINE=1)): ")
+
+
+def test_a_multi_host_config_is_checked_on_this_host_with_a_warning():
+    checks = doctor.run_checks(load_config(RunConfig, TINY, ["mesh.distributed=true"]), TINY, None)
+    assert [c.text for c in checks if c.status == "warn"] == [
+        "mesh.distributed: this host's devices only (the doctor does not join the other processes); run it on each "
+        "host"]
+
+
+def test_a_backend_that_cannot_start_is_a_failure_not_a_traceback(monkeypatch):
+    def unavailable():
+        raise RuntimeError("Unable to initialize backend 'tpu': no TPU found\nmore detail")
+
+    monkeypatch.setattr(doctor.jax, "devices", unavailable)
+    checks = doctor.run_checks(load_config(RunConfig, TINY), TINY, None)
+    assert [(c.topic, c.status) for c in checks] == [("devices", "fail"), ("jax", "ok")]
+    assert checks[0].text.startswith("JAX cannot start its devices (Unable to initialize backend 'tpu': no TPU found)")
+
+
+def test_local_folders_and_tokenizer_files_are_checked_on_disk():
+    cfg = load_config(RunConfig, TINY, ["models.target.path=/nonexistent/target",
+                                        "models.tokenizer=checkpoints/arith_draft/char_tokenizer.json"])
+    checks, folders = doctor.model_checks(cfg, TINY)
+    assert [(c.topic, c.status) for c in checks] == [("draft", "ok"), ("target", "fail"), ("prm", "ok"),
+                                                     ("models.tokenizer", "ok")]
+    assert checks[1].text == "/nonexistent/target: no such folder /nonexistent/target (models.target)"
+    assert checks[3].text.startswith("local file ") and checks[3].text.endswith("arith_draft/char_tokenizer.json")
+    assert set(folders) == {"draft", "prm", "tokenizer"}

@@ -24,6 +24,9 @@ SUPPORTED_ARCHITECTURES: dict[str, HeadKind] = {
     "Qwen2ForPrmModel": "value",
     "Qwen2ForRewardModel": "value",
     "Qwen2ForProcessRewardModel": "value",
+    # an LM merged with a value-head PRM (python -m rsd_jax.merge on hub folders; rsd_jax.weights.hub_merge)
+    "Qwen2ForCausalLMWithValueHead": "lm+value",
+    "LlamaForCausalLMWithValueHead": "lm+value",
 }
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}

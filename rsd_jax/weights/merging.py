@@ -5,6 +5,12 @@ parameter, in sorted path order); a parameter only one side has (a PRM's value h
 from that side. The merged model has every head of either side: an LM merged with a value-head PRM of its
 architecture is an "lm+value" model, which can write steps and score them (paper Table 4 merges draft+PRM and
 target+PRM with MergeKit; the merge method is not stated there).
+
+Special-token ids (`bos_token_id`, `eos_token_id`) are positions in the one vocabulary both sides share, not
+weights: they may differ (the Qwen2.5-Math LMs end a response at <|im_end|>, 151645; the Skywork PRMs' configs name
+<|endoftext|>, 151643) and are taken from the side that writes, the one with an LM head (`writer`; A when both or
+neither have one), so the merged model stops where the LM it was merged from stops. The PRM side's view of the text
+(its BOS) is its tokenizer's, which a hub-layout merge keeps beside the model (rsd_jax.weights.hub_merge).
 """
 
 from __future__ import annotations
@@ -20,12 +26,20 @@ from rsd_jax.models.model import Model
 
 #: ModelConfig fields that may differ between the two sides (the heads; the rest is the architecture)
 _HEAD_FIELDS = ("head", "good_token_id", "bad_token_id")
+#: where generation starts and stops: taken from the writing side (see the module doc)
+_SPECIAL_FIELDS = ("bos_token_id", "eos_token_id")
+
+
+def writer(a: ModelConfig, b: ModelConfig) -> str:
+    """"a" or "b": the side whose special tokens the merged model keeps (the one with an LM head; A on a tie)."""
+    return "b" if b.has_lm_head and not a.has_lm_head else "a"
 
 
 def merged_config(a: ModelConfig, b: ModelConfig) -> ModelConfig:
-    """A's config with the heads of both sides; an architecture field that differs is an InputError naming it."""
+    """A's config with the heads of both sides and the writing side's special tokens (`writer`); an architecture
+    field that differs is an InputError naming it."""
     for field in dataclasses.fields(ModelConfig):
-        if field.name not in _HEAD_FIELDS and getattr(a, field.name) != getattr(b, field.name):
+        if field.name not in _HEAD_FIELDS + _SPECIAL_FIELDS and getattr(a, field.name) != getattr(b, field.name):
             raise InputError(f"cannot merge: model config field {field.name} is {getattr(a, field.name)!r} in A "
                              f"and {getattr(b, field.name)!r} in B")
     if "token_logit" in (a.head, b.head) and a.head != b.head:
@@ -34,7 +48,8 @@ def merged_config(a: ModelConfig, b: ModelConfig) -> ModelConfig:
     lm, value = a.has_lm_head or b.has_lm_head, a.has_value_head or b.has_value_head
     if a.head == "token_logit":
         return a
-    return a.replace(head="lm+value" if lm and value else "lm" if lm else "value")
+    special = {f: getattr(b if writer(a, b) == "b" else a, f) for f in _SPECIAL_FIELDS}
+    return a.replace(head="lm+value" if lm and value else "lm" if lm else "value", **special)
 
 
 def _flat(tree: dict) -> dict[str, jax.Array]:
