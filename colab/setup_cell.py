@@ -39,7 +39,7 @@ if os.environ.get("RSD_NB_CLONE") or importlib.util.find_spec("rsd_jax") is None
     FOUND = jax_platform()
     EXTRA = {"tpu": "[tpu]", "gpu": "[cuda]"}.get(FOUND, "")
     print(f"JAX here finds: {FOUND}; installing rsd_jax{EXTRA} from {CLONE} (its tested jax)")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", CLONE + EXTRA], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-compile", "-e", CLONE + EXTRA], check=True)
     sys.path.insert(0, CLONE)
 import rsd_jax
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(rsd_jax.__file__)))

@@ -122,7 +122,8 @@ def load(config: str | Path | RunConfig | None, overrides: Sequence[str] = ()) -
 
 def run(config: str | Path | RunConfig | None, overrides: Sequence[str] = ()) -> Run:
     """Decodes a config's problems with its method, as `python -m rsd_jax.decode --config FILE key=value ...`
-    does without --out: returns the records and their summary (`Run`; unpacks as `records, summary`)."""
+    does without --out: returns the records and their summary (`Run`; unpacks as `records, summary`). It writes
+    nothing (the config's `output` folder is decode's: write `records` where you like, or use the command)."""
     return load(config, overrides).run()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rsd_jax import decode
+from rsd_jax import decode, entry
 from rsd_jax.config import RunConfig, TheoryConfig, TrainConfig
 from rsd_jax.configlib import build, describe, load_config
 from rsd_jax.records import read_records
@@ -115,9 +115,9 @@ def fake_decoding(monkeypatch, tmp_path):
                     "accounting": {"useful_flops_total": 1.0, "target_only_flops": 2.0}}
                    for i in items[start:start + size]]
 
-    monkeypatch.setattr(decode, "run_method", run_method)
-    monkeypatch.setattr(decode, "load_engine", lambda *a, **k: None)
-    monkeypatch.setattr(decode, "start_devices", lambda mesh, kv_heads=(): None)
+    monkeypatch.setattr(entry, "run_method", run_method)  # decode starts and decodes through rsd_jax.entry
+    monkeypatch.setattr(entry, "load_engine", lambda *a, **k: None)
+    monkeypatch.setattr(decode, "start_devices", lambda cfg, config_file: None)
     monkeypatch.chdir(ROOT)
     return on_disk
 

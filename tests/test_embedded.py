@@ -57,12 +57,15 @@ def test_the_readme_main_job_runs_on_the_shipped_models(capsys, monkeypatch):
 def test_the_readme_python_api_example_runs_as_written(capsys, monkeypatch):
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Python API"):]
-    start = section.index("```python\n") + len("```python\n")
-    code = section[start:section.index("\n```", start)]
+    section = section[:section.index("\n## ", 1)]
+    blocks = [b.split("\n```")[0] for b in section.split("```python\n")[1:]]  # rsd_jax.run / load, then generate
     monkeypatch.chdir(ROOT)
     namespace: dict = {}
-    exec(compile(code, "README.md: Python API", "exec"), namespace)  # noqa: S102 (the project's own README)
+    for code in blocks:
+        exec(compile(code, "README.md: Python API", "exec"), namespace)  # noqa: S102 (the project's own README)
     printed = capsys.readouterr().out
+    assert namespace["summary"]["n_problems"] == 16 and len(namespace["loaded"].problems) == 16
+    assert "0.5 " in printed and "0.9 " in printed  # the δ sweep's accuracies
     assert "The answer is" in printed and "draft" in printed
     best = namespace["best"]
     assert best.accounting["samples"] == 4 and best.steps and all(s.source == "draft" for s in best.steps)

@@ -19,6 +19,8 @@ import pytest
 from nbclient import NotebookClient
 
 import rsd_jax
+from rsd_jax.config import RunConfig
+from rsd_jax.configlib import load_config
 from rsd_jax.errors import InputError
 from rsd_jax.runtime import BF16_CONFIG, GIB, SINGLE_CHIP_CONFIG, Devices, choose
 
@@ -104,6 +106,9 @@ def test_the_paper_notebook_picks_the_config_that_fits(devices, setting, config,
     assert (plan.setting, plan.config, plan.overrides) == (setting, config, overrides)
     assert plan.description.startswith(f"found {devices}: will run")
     assert SINGLE_CHIP_CONFIG == "configs/paper/qwen25_math_1.5b_7b_skywork1.5b_v5e1.yaml"
+    if (ROOT / plan.config).is_file():  # the single-chip config ships with the quantization work: checked once there
+        cfg = load_config(RunConfig, ROOT / plan.config, plan.overrides)
+        assert cfg.mesh.model == int(dict(o.split("=") for o in overrides).get("mesh.model", cfg.mesh.model))
 
 
 def test_the_paper_notebook_refuses_real_models_on_a_cpu():

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import pytest
 
-from rsd_jax import bench, capacity, convert, decode, evaluate, outputs, records as records_module, runs, train
+from rsd_jax import bench, capacity, convert, decode, entry, evaluate, outputs, records as records_module, runs, train
 from rsd_jax.configlib import load_config
 from rsd_jax.config import RunConfig
 from rsd_jax.data.char_tokenizer import CharTokenizer
@@ -100,10 +100,11 @@ def fake(monkeypatch):
     def run(*args, **kwargs):
         return fake_run_method(*args, **{**kwargs, **options})
 
-    for module in (decode, evaluate):
+    for module in (entry, evaluate):  # decode loads and decodes through rsd_jax.entry
         monkeypatch.setattr(module, "run_method", run)
         monkeypatch.setattr(module, "load_engine", lambda *a, **k: None)
-        monkeypatch.setattr(module, "start_devices", lambda mesh, kv_heads=(): None)
+    monkeypatch.setattr(evaluate, "start_devices", lambda mesh, kv_heads=(): None)
+    monkeypatch.setattr(decode, "start_devices", lambda cfg, config_file: None)
     return options
 
 
@@ -120,7 +121,7 @@ def no_work(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("work started before the output location was checked")
 
-    for module in (decode, evaluate):
+    for module in (entry, evaluate):  # decode loads through rsd_jax.entry
         monkeypatch.setattr(module, "load_engine", boom)
         monkeypatch.setattr(module, "load_items", boom)
 
@@ -259,10 +260,11 @@ def test_decode_writes_as_it_goes_and_a_full_disk_keeps_the_good_records(fake, t
 
 
 def fake_again(monkeypatch):
-    for module in (decode, evaluate):
+    for module in (entry, evaluate):  # decode loads and decodes through rsd_jax.entry
         monkeypatch.setattr(module, "run_method", fake_run_method)
         monkeypatch.setattr(module, "load_engine", lambda *a, **k: None)
-        monkeypatch.setattr(module, "start_devices", lambda mesh, kv_heads=(): None)
+    monkeypatch.setattr(evaluate, "start_devices", lambda mesh, kv_heads=(): None)
+    monkeypatch.setattr(decode, "start_devices", lambda cfg, config_file: None)
 
 
 def test_decode_resumes_its_own_run_and_refuses_another(fake, tiny, tmp_path, capsys):
