@@ -229,3 +229,14 @@ def test_hub_merges_refuse_other_vocabularies_other_architectures_and_mixed_kind
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
         assert not out.exists()
+
+
+def test_special_tokens_come_from_the_side_that_writes():
+    from rsd_jax.weights.merging import merged_config
+
+    lm = tiny("lm").replace(eos_token_id=(151645,), bos_token_id=151643)
+    prm = tiny("value").replace(eos_token_id=(151643,), bos_token_id=None)
+    for a, b in ((lm, prm), (prm, lm)):  # whichever side is A
+        merged = merged_config(a, b)
+        assert (merged.head, merged.eos_token_id, merged.bos_token_id) == ("lm+value", (151645,), 151643)
+    assert merged_config(prm, prm.replace(eos_token_id=(7,))).eos_token_id == (151643,)  # no writer: A's
