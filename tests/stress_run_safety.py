@@ -7,8 +7,9 @@
 
 Both use configs/arith_tiny.yaml (the shipped tiny models, CPU) with data.n=48 and `rsd.methods=[rsd]`. concurrent
 prints, per offset, each run's exit code and last stderr line, the records in rsd.jsonl and their distinct δ;
-sigterm prints each kill's moment and exit code, then whether the resumed folder's records equal an uninterrupted
-run's (every field but wall_seconds). No compilation cache is used, so kills land in compilations too.
+sigterm (with decoding.batch_size=4: 12 batches) prints each kill's moment and exit code, then whether the resumed
+folder's records equal an uninterrupted run's (every field but wall_seconds). No compilation cache is used, so
+kills land in compilations too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BASE = [sys.executable, "-m", "rsd_jax.evaluate", "--config", "configs/arith_tiny.yaml", "data.n=48",
         "rsd.methods=[rsd]", "rsd.thresholds=[]"]
+SIGTERM_ARGS = ["decoding.batch_size=4"]  # 12 batches: kills land in the decoding too, not only the start-up
 
 
 def _env() -> dict:
@@ -67,14 +69,14 @@ def concurrent(offsets: list[float], work: Path) -> None:
 
 def sigterm(kills: int, work: Path, seed: int = 36) -> None:
     start = time.time()
-    ref = _start(["--out", str(work / "reference")], work / "reference.txt")
+    ref = _start(["--out", str(work / "reference"), *SIGTERM_ARGS], work / "reference.txt")
     assert ref.wait() == 0, _last_line(work / "reference.txt")
     total = time.time() - start
     print(f"uninterrupted run: {total:.1f} s")
     rng, out, codes = random.Random(seed), work / "killed", []
     for k in range(kills):
         moment = rng.uniform(0.0, total)
-        proc = _start(["--out", str(out)], work / f"kill-{k}.txt")
+        proc = _start(["--out", str(out), *SIGTERM_ARGS], work / f"kill-{k}.txt")
         time.sleep(moment)
         proc.send_signal(15)
         rc = proc.wait()
@@ -83,7 +85,7 @@ def sigterm(kills: int, work: Path, seed: int = 36) -> None:
         bad = [w for w in ("Traceback", "Fatal Python error") if w in err]
         print(f"kill {k + 1}: SIGTERM at {moment:5.1f} s -> exit {rc}; records {len(_records(out))}"
               f"{'; ' + ', '.join(bad) if bad else ''}")
-    last = _start(["--out", str(out)], work / "last.txt")
+    last = _start(["--out", str(out), *SIGTERM_ARGS], work / "last.txt")
     assert last.wait() == 0, _last_line(work / "last.txt")
     print(f"exit codes: {sorted(set(codes))}; all 143 or 0: {set(codes) <= {0, 143}}")
     print(f"resumed records equal the uninterrupted run's: {_records(out) == _records(work / 'reference')} "
