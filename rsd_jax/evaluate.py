@@ -73,7 +73,7 @@ def summarize_log(path: Path, items: list[Item], method: str, delta: float | Non
 
 
 def evaluate(cfg: RunConfig, out: Path, config_file: str | None) -> dict:
-    """Every method's records into `out` (a folder claimed for this run: rsd_jax.runs.claim_run_dir), resuming
+    """Every method's records into `out` (a folder claimed and locked for this run: rsd_jax.run_lock), resuming
     what is there; the summaries, recomputed from the records on disk."""
     # multi-host: joins the other processes before anything else uses JAX
     mesh = start_devices(cfg.mesh, kv_heads_of(cfg, config_file))

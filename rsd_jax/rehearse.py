@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.target_layers > 28:
         return exits.error(f"--target-layers must be at most 28 (Qwen2.5-Math-7B's layers), got {args.target_layers}")
     try:
-        check_output_dir(args.work, "--work", create=args.section in ("all", "write"))  # before any section
         cfg = run_config(args, [])  # a bad config is one line before any section starts
+        check_output_dir(args.work, "--work", create=args.section in ("all", "write"))  # before any section
         if print_config_if_asked(args, cfg):
             return 0
         if args.section == "all":

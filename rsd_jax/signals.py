@@ -153,14 +153,19 @@ def interruptible(command: str, kept: Callable[[], str], grace: float = 3.0) -> 
 
 
 def leave(code: int) -> None:
-    """sys.exit(code) for a command's `__main__`; after an interruption (130 / 143) the process ends with
+    """sys.exit(code) for a command's `__main__`. After an interruption (130 / 143) the process ends with
     os._exit once stdout and stderr are flushed, skipping the teardown that can crash while XLA threads run
-    (every record file is already complete and fsynced; nothing else is pending)."""
+    (every record file is already complete and fsynced; nothing else is pending). Otherwise the command is done:
+    SIGINT and SIGTERM are ignored for the teardown (which runs atexit hooks, e.g. a multi-host run's
+    jax.distributed shutdown), so a signal that comes then cannot turn a finished run into a killed one (Python
+    puts the default disposition back for the handlers it installed as it finalizes, but leaves SIG_IGN)."""
     if code in EXIT_CODES.values():
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     sys.exit(code)
 
 

@@ -7,8 +7,9 @@
 
 Both use configs/arith_tiny.yaml (the shipped tiny models, CPU) with data.n=48 and `rsd.methods=[rsd]`. concurrent
 prints, per offset, each run's exit code and last stderr line, the records in rsd.jsonl and their distinct δ;
-sigterm prints each kill's moment and exit code, then whether the resumed folder's records equal an uninterrupted
-run's (every field but wall_seconds). No compilation cache is used, so kills land in compilations too.
+sigterm (with decoding.batch_size=4: 12 batches) prints each kill's moment and exit code, then whether the resumed
+folder's records equal an uninterrupted run's (every field but wall_seconds). No compilation cache is used, so
+kills land in compilations too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BASE = [sys.executable, "-m", "rsd_jax.evaluate", "--config", "configs/arith_tiny.yaml", "data.n=48",
         "rsd.methods=[rsd]", "rsd.thresholds=[]"]
+SIGTERM_ARGS = ["decoding.batch_size=4"]  # 12 batches: kills land in the decoding too, not only the start-up
 
 
 def _env() -> dict:
@@ -66,28 +68,38 @@ def concurrent(offsets: list[float], work: Path) -> None:
 
 
 def sigterm(kills: int, work: Path, seed: int = 36) -> None:
+    """Kills at moments drawn uniformly from [0, one uninterrupted run's time], each run resuming the folder the
+    killed ones left; a folder that a run completes is checked against the reference and a new one is started,
+    so that every kill lands in a run with work left."""
     start = time.time()
-    ref = _start(["--out", str(work / "reference")], work / "reference.txt")
+    ref = _start(["--out", str(work / "reference"), *SIGTERM_ARGS], work / "reference.txt")
     assert ref.wait() == 0, _last_line(work / "reference.txt")
-    total = time.time() - start
-    print(f"uninterrupted run: {total:.1f} s")
-    rng, out, codes = random.Random(seed), work / "killed", []
+    total, reference = time.time() - start, _records(work / "reference")
+    print(f"uninterrupted run: {total:.1f} s, {len(reference)} records")
+    rng, chain, codes, equal = random.Random(seed), 0, [], []
     for k in range(kills):
+        out = work / f"chain-{chain}"
         moment = rng.uniform(0.0, total)
-        proc = _start(["--out", str(out)], work / f"kill-{k}.txt")
+        proc = _start(["--out", str(out), *SIGTERM_ARGS], work / f"kill-{k}.txt")
         time.sleep(moment)
         proc.send_signal(15)
         rc = proc.wait()
         codes.append(rc)
         err = (work / f"kill-{k}.txt").read_text()
         bad = [w for w in ("Traceback", "Fatal Python error") if w in err]
-        print(f"kill {k + 1}: SIGTERM at {moment:5.1f} s -> exit {rc}; records {len(_records(out))}"
-              f"{'; ' + ', '.join(bad) if bad else ''}")
-    last = _start(["--out", str(out)], work / "last.txt")
+        records = _records(out)
+        print(f"kill {k + 1}: SIGTERM at {moment:5.1f} s -> exit {rc}; chain {chain}: {len(records)} records"
+              f"{'; ' + ', '.join(bad) if bad else ''}", flush=True)
+        if len(records) == len(reference):  # this run finished its folder: check it, start a new one
+            equal.append(records == reference)
+            chain += 1
+    out = work / f"chain-{chain}"
+    last = _start(["--out", str(out), *SIGTERM_ARGS], work / "last.txt")
     assert last.wait() == 0, _last_line(work / "last.txt")
+    equal.append(_records(out) == reference)
     print(f"exit codes: {sorted(set(codes))}; all 143 or 0: {set(codes) <= {0, 143}}")
-    print(f"resumed records equal the uninterrupted run's: {_records(out) == _records(work / 'reference')} "
-          f"({len(_records(out))} records)")
+    print(f"{len(equal)} folders, each resumed to the end: records equal the uninterrupted run's (every field but "
+          f"wall_seconds): {equal}")
 
 
 def main() -> None:

@@ -973,3 +973,20 @@ def test_sigterm_during_the_first_compilation_exits_143_without_the_teardown_tha
     assert "interpreter teardown ran" not in err
     assert err.rstrip().endswith(f"rsd_jax.evaluate: interrupted by SIGTERM; the records written so far are kept "
                                  f"in {out}; run the same command to resume")
+
+
+_SIGTERM_IN_TEARDOWN = """
+import atexit, os, runpy, signal, sys, time
+atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.3)))
+sys.argv = ["rsd_jax.evaluate", "--describe"]
+runpy.run_module("rsd_jax.evaluate", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_sigterm_after_the_command_is_done_does_not_turn_exit_0_into_a_kill():
+    """A finished run's teardown can take a moment (atexit hooks, JAX's backends): SIGTERM then used to end the
+    process by the signal (-15) although everything was written."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", _SIGTERM_IN_TEARDOWN], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
