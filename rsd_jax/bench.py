@@ -71,12 +71,12 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
 
 
 def measured_at(root: Path) -> dict:
-    """The commit this run measures ("+dirty" with uncommitted changes; "unknown" outside a git checkout) and the
-    UTC date."""
+    """The commit this run measures ("+dirty" with uncommitted changes to tracked files; "unknown" outside a git
+    checkout) and the UTC date."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
     try:
-        commit = git("rev-parse", "--short", "HEAD").strip() + ("+dirty" if git("status", "--porcelain").strip() else "")
+        commit = git("rev-parse", "--short", "HEAD").strip() + ("+dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return {"commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
