@@ -76,7 +76,8 @@ def measured_at(root: Path) -> dict:
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
     try:
-        commit = git("rev-parse", "--short", "HEAD").strip() + ("+dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+        commit = git("rev-parse", "--short", "HEAD").strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return {"commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
