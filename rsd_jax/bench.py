@@ -15,13 +15,19 @@ compile  seconds to compile the RSD loop, and the compilations over a δ sweep a
 projection  a projection, not a measurement (rsd_jax.projection): RSD's speedup over target-only for the paper's
          settings on TPU v5e-8 and 8x H100 at batch 1, 8, 64, synchronous and asynchronous side by side, from
          simulated pass traces and a roofline; its assumptions as a case of their own.
-Ratios are measured in one process, one after the other: report ratios, not absolute times.
+Ratios are measured in one process, one after the other: report ratios, not absolute times. The commit and date
+measured are printed first and written into the json ("measured"): a table quoting these figures names its commit.
+On a CPU our decoder runs with per-layer weight copies (`Model.with_layer_copies`, what `Engine.create` gives a CPU);
+`scan_*` is the same decoder scanning the stacked layers, as a TPU or GPU runs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import functools
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +70,19 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / min(_timed(lambda: jax.block_until_ready(dot(a))) for _ in range(repeats))
 
 
+def measured_at(root: Path) -> dict:
+    """The commit this run measures ("+dirty" with uncommitted changes to tracked files; "unknown" outside a git
+    checkout) and the UTC date."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+        commit = git("rev-parse", "--short", "HEAD").strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -85,6 +104,7 @@ def bench_decode(quick: bool) -> dict:
     hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**GPT2_SMALL)).eval()
     hf.save_pretrained(folder)
     model = load_hf_model(folder)
+    copied = model.with_layer_copies()
     bandwidth, peak = copy_bandwidth(), matmul_peak()
     weight_bytes = model.num_params() * 4
     cfg = model.config
@@ -98,9 +118,14 @@ def bench_decode(quick: bool) -> dict:
         tokens[:, :prompt_len] = ids
         prompts = Prompts(jax.numpy.asarray(tokens), jax.numpy.full((batch,), prompt_len, jax.numpy.int32),
                           jax.numpy.zeros((batch, 1), jax.numpy.int32), jax.numpy.ones((batch,), jax.numpy.int32))
-        run = lambda: jax.block_until_ready(decode_model(model, prompts=prompts, tables=no_ends, key=jax.random.key(0), spec=spec))  # noqa
-        run()  # compile
-        ours = min(_timed(run) for _ in range(2 if quick else 3))
+        runs = {name: functools.partial(_decode, m, prompts, no_ends, spec)
+                for name, m in (("ours", copied), ("scan", model))}
+        tokens = {name: run() for name, run in runs.items()}  # compiles
+        best = {name: float("inf") for name in runs}
+        for _ in range(2 if quick else 3):  # interleaved rounds, the fastest of each
+            for name, run in runs.items():
+                best[name] = min(best[name], _timed(run))
+        ours, scan = best["ours"], best["scan"]
         with torch.no_grad():
             t_ids = torch.tensor(ids)
             gen = lambda: hf.generate(t_ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,  # noqa
@@ -116,11 +141,19 @@ def bench_decode(quick: bool) -> dict:
                                  "hf_roofline_fraction": bytes_per_step / (theirs / new) / bandwidth,
                                  "matmul_peak_fraction": flops_per_step / (ours / new) / peak,
                                  "hf_matmul_peak_fraction": flops_per_step / (theirs / new) / peak,
-                                 "ceiling_ratio_vs_hf": (theirs / new) / floor}
+                                 "ceiling_ratio_vs_hf": (theirs / new) / floor,
+                                 "scan_tok_s": batch * new / scan, "scan_ratio_vs_hf": theirs / scan,
+                                 "scan_roofline_fraction": bytes_per_step / (scan / new) / bandwidth,
+                                 "scan_same_tokens": float(np.mean(tokens["ours"] == tokens["scan"]))}
     out["copy_bandwidth_gb_s"] = bandwidth / 1e9
     out["matmul_peak_gflop_s"] = peak / 1e9
     out["params"] = model.num_params()
     return out
+
+
+def _decode(model, prompts, tables, spec) -> np.ndarray:
+    out = decode_model(model, prompts=prompts, tables=tables, key=jax.random.key(0), spec=spec)
+    return np.asarray(jax.block_until_ready(out).tokens)
 
 
 def embedded_engine(root: Path) -> tuple[Engine, float]:
@@ -269,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         return exits.error(e)
     sections = args.only or ["decode", "rsd", "compile"]
     root = Path(__file__).resolve().parents[1]
+    measured = measured_at(root)
+    print(f"measured at commit {measured['commit']}, {measured['date']}", flush=True)
     result = {}
     if "decode" in sections:
         result["decode"] = bench_decode(args.quick)
@@ -281,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         if "compile" in sections:
             result["compile"] = bench_compile(engine)
     print(table(result))
+    result = {"measured": measured, **result}
     try:
         write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     except RSDError as e:

@@ -90,15 +90,24 @@ class Engine:
     self_scoring: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @classmethod
-    def create(cls, models: RSDModels, mesh: jax.sharding.Mesh | None = None) -> "Engine":
+    def create(cls, models: RSDModels, mesh: jax.sharding.Mesh | None = None,
+               layer_copies: bool | None = None) -> "Engine":
         """The engine of `models` (their token tables and PRM view built on the host), on `mesh` when given: each
         model's weights in their shardings (rsd_jax.sharding), the tables replicated. Weights that are elsewhere are
         copied onto the mesh (`models` keeps the originals: load straight into the shardings to avoid that,
-        rsd_jax.loading.load_engine, which on TPU/GPU also moves them into the layouts the compiler picks)."""
+        rsd_jax.loading.load_engine, which on TPU/GPU also moves them into the layouts the compiler picks).
+        layer_copies: give each model a per-layer copy of its layer weights (`Model.with_layer_copies`: a CPU decodes
+        about twice as fast, for the layer weights' memory once more); default: on a CPU without a mesh."""
+        if layer_copies and mesh is not None:
+            raise InputError("layer_copies=True is for one device (a mesh's loops scan the stacked layers): leave "
+                             "layer_copies unset with a mesh")
         tables, prm_view = host_tables(models)
         host = _Host(tokenizer=models.tokenizer, prm_tokenizer=models.prm_tokenizer, delimiter=models.delimiter)
-        engine = cls(draft=models.draft, target=models.target, prm=models.prm, tables=tables, prm_view=prm_view,
-                     host=host, self_scoring=models.self_scoring)
+        roles = {"draft": models.draft, "target": models.target, "prm": models.prm}
+        if layer_copies if layer_copies is not None else (mesh is None and jax.default_backend() == "cpu"):
+            copied = {id(m): m.with_layer_copies() for m in roles.values()}  # a model in two roles: one copy
+            roles = {role: copied[id(m)] for role, m in roles.items()}
+        engine = cls(**roles, tables=tables, prm_view=prm_view, host=host, self_scoring=models.self_scoring)
         return engine.on_mesh(mesh) if mesh is not None else engine
 
     def shardings(self, mesh: jax.sharding.Mesh) -> "Engine":
@@ -111,8 +120,10 @@ class Engine:
                                    prm_view=rep(self.prm_view))
 
     def on_mesh(self, mesh: jax.sharding.Mesh) -> "Engine":
-        """This engine with its arrays placed on `mesh` (`shardings`)."""
-        return dataclasses.replace(place(self, self.shardings(mesh)), mesh=mesh)
+        """This engine with its arrays placed on `mesh` (`shardings`; layer copies dropped: a mesh scans the stack)."""
+        bare = dataclasses.replace(self, draft=self.draft.without_layer_copies(),
+                                   target=self.target.without_layer_copies(), prm=self.prm.without_layer_copies())
+        return dataclasses.replace(place(bare, bare.shardings(mesh)), mesh=mesh)
 
     def drafting_only(self) -> "Engine":
         """The draft in the target's place: loops that never call the target (Best-of-N, beam search) compile no

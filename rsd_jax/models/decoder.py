@@ -2,6 +2,9 @@
 
 The layers are one `Block` whose parameters are stacked over a leading layer axis, run by `jax.lax.scan`, so a
 compiled forward holds one layer's body whatever the depth (compile time and temporaries do not grow with it).
+On a CPU, XLA copies each layer's slice of the stacked weights out before every matrix product (the dot cannot read a
+slice where it lies), so a decoded token there would read the layer weights three times: given `layer_copies` (one
+array per layer and parameter, `unstack_layers`), the layers run as a plain loop over those, each read in place.
 Attribute names follow the HF checkpoints (`layers.self_attn.q_proj`, `mlp.gate_proj`, `v_head.summary`, ...):
 layer i of an HF checkpoint is row i of the stacked arrays (Linear weights transposed).
 
@@ -140,6 +143,14 @@ def stack_layers(blocks: list[Block]) -> Block:
     return nnx.merge(graphdef, jax.tree.map(stack, *states, is_leaf=lambda x: isinstance(x, nnx.Variable)))
 
 
+def unstack_layers(layers: Block) -> tuple[nnx.State, ...]:
+    """The stacked layers' parameters as L per-layer states (each leaf a copy of one row of the stack): what
+    `Decoder.backbone` takes as `layer_copies`."""
+    _, stacked = nnx.split(layers)
+    depth = jax.tree.leaves(stacked)[0].shape[0]
+    return tuple(jax.tree.map(lambda a: a[i], stacked) for i in range(depth))
+
+
 class ValueHead(nnx.Module):
     """Skywork-o1-Open-PRM value head: `v_head.summary`, Linear(E, 1) with bias."""
 
@@ -187,14 +198,15 @@ class Decoder(nnx.Module):
 
     def backbone(self, tokens: jax.Array, starts: jax.Array, cache: KVCache,
                  n_valid: jax.Array | None = None, all_blocks: bool = False,
-                 rows: jax.Array | None = None) -> DecoderOutput:
+                 rows: jax.Array | None = None, layer_copies: tuple | None = None) -> DecoderOutput:
         """Runs tokens [B, T] written at per-row slots starts[b] .. starts[b] + n_valid[b] - 1.
 
         Tokens at t >= n_valid[b] are padding: not written to the cache, their outputs are meaningless.
         The returned cache has lengths = starts + n_valid. all_blocks: attend over every key block of the cache
         (a static loop, differentiable) instead of those up to the longest row. rows [G] (distinct): tokens, starts
         and n_valid hold G rows of the cache's batch; only those rows are computed, written and read (a row with
-        n_valid 0 is left as it was: give it starts = its length).
+        n_valid 0 is left as it was: give it starts = its length). layer_copies: `unstack_layers(self.layers)`, the
+        same values as the stacked layers, run as a loop over separate arrays instead of a scan over the stack.
         """
         b, t = tokens.shape
         starts = starts.astype(jnp.int32)
@@ -210,15 +222,24 @@ class Decoder(nnx.Module):
                                                     layer=carry.index, visible=visible, rows=rows)
             return LayerInput(x=x, cache=cache, index=carry.index + 1), None
 
+        final = LayerInput(x=x, cache=cache, index=jnp.int32(0))
         with jax.named_scope("layers"):
-            final, _ = jax.lax.scan(layer, LayerInput(x=x, cache=cache, index=jnp.int32(0)), block_params)
+            if layer_copies is None:
+                final, _ = jax.lax.scan(layer, final, block_params)
+            else:
+                for params in layer_copies:
+                    final, _ = layer(final, params)
             x, cache = final.x, final.cache
         return DecoderOutput(hidden=self.norm(x), cache=cache.set_lengths(rows, starts + n_valid))
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """[..., E] -> [..., V] float32."""
         if self.cfg.tie_word_embeddings:
-            out = self.embed_tokens.attend(hidden)
+            # [V, E] x [N, E] -> [V, N]: the embedding is the left operand, read in its own layout (as the right one,
+            # a CPU copies the whole [E, V] transpose out for every decoded token)
+            table = self.embed_tokens.embedding[...]
+            flat = hidden.reshape(-1, hidden.shape[-1]).astype(table.dtype)
+            out = jax.lax.dot_general(table, flat, (((1,), (1,)), ((), ()))).T.reshape(*hidden.shape[:-1], -1)
         else:
             out = self.lm_head(hidden)
         return out.astype(jnp.float32)

@@ -4,6 +4,9 @@
 `jax.jit`; the config and graphdef are static metadata (hashable: equal configs share compiled code).
 Inside a trace, `nnx.merge(graphdef, params)` rebuilds the module, so every call here is a pure function
 of (params, tokens, starts, cache).
+
+`layer_copies` (optional, `with_layer_copies`): the layers' weights once more, one array per layer, which the
+decoder then reads in place instead of slicing the stack (a CPU's fast decode; rsd_jax.models.decoder).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from flax import nnx
 
 from rsd_jax.cache import KVCache
 from rsd_jax.models.config import ModelConfig
-from rsd_jax.models.decoder import Decoder, DecoderOutput
+from rsd_jax.models.decoder import Decoder, DecoderOutput, unstack_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Model:
     config: ModelConfig
     graphdef: Any
     params: Any  # nnx.State of arrays (or ShapeDtypeStructs for an abstract model)
+    layer_copies: tuple | None = None  # L per-layer states equal to params["layers"] (with_layer_copies), or None
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -52,7 +56,20 @@ class Model:
         return nnx.to_pure_dict(self.params)
 
     def with_params(self, params: Any) -> "Model":
-        return dataclasses.replace(self, params=params)
+        """New weights (any layer copies, now stale, dropped)."""
+        return dataclasses.replace(self, params=params, layer_copies=None)
+
+    def with_layer_copies(self) -> "Model":
+        """This model with a per-layer copy of its layer weights, which its forward passes then read instead of the
+        stacked ones: on a CPU, where the product of a stacked weight's slice first copies the slice out, batch-1
+        decoding is about twice as fast; the price is the layer weights' memory once more. Where a forward runs
+        under `lax.scan` over the stack (TPU, GPU, ahead-of-time compiles) keep the model without them."""
+        if self.layer_copies is not None:
+            return self
+        return dataclasses.replace(self, layer_copies=unstack_layers(self.module().layers))
+
+    def without_layer_copies(self) -> "Model":
+        return dataclasses.replace(self, layer_copies=None)
 
     def module(self) -> Decoder:
         return nnx.merge(self.graphdef, self.params)
@@ -64,7 +81,7 @@ class Model:
     def backbone(self, tokens: jax.Array, starts: jax.Array, cache: KVCache,
                  n_valid: jax.Array | None = None, all_blocks: bool = False,
                  rows: jax.Array | None = None) -> DecoderOutput:
-        return self.module().backbone(tokens, starts, cache, n_valid, all_blocks, rows)
+        return self.module().backbone(tokens, starts, cache, n_valid, all_blocks, rows, self.layer_copies)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         return self.module().logits(hidden)
@@ -76,7 +93,7 @@ class Model:
         return sum(int(x.size) for x in jax.tree.leaves(self.params))
 
 
-jax.tree_util.register_dataclass(Model, data_fields=["params"], meta_fields=["config", "graphdef"])
+jax.tree_util.register_dataclass(Model, data_fields=["params", "layer_copies"], meta_fields=["config", "graphdef"])
 
 
 def forward(model: Model, tokens: jax.Array, starts: jax.Array, cache: KVCache,
