@@ -234,7 +234,9 @@ class Decoder(nnx.Module):
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """[..., E] -> [..., V] float32."""
-        if self.cfg.tie_word_embeddings:
+        if self.cfg.tie_word_embeddings and isinstance(self.embed_tokens, QuantizedEmbed):
+            out = self.embed_tokens.attend(hidden)  # int8 table, a scale per vocabulary row
+        elif self.cfg.tie_word_embeddings:
             # [V, E] x [N, E] -> [V, N]: the embedding is the left operand, read in its own layout (as the right one,
             # a CPU copies the whole [E, V] transpose out for every decoded token)
             table = self.embed_tokens.embedding[...]
