@@ -9,6 +9,7 @@ paper's models by hub id (rsd_jax.models.catalog), with the config's dtype and c
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,13 @@ def architecture(ref: ModelRef, role: str, config_file: str | None = None, **ove
     return config.replace(**overrides)
 
 
+@functools.lru_cache(maxsize=32)
+def abstract_model(config: ModelConfig) -> Model:
+    """Model.abstract, once per architecture in a process (tracing a large decoder's init takes seconds; the
+    capacity tables and the paper configs' checks share the same few architectures)."""
+    return Model.abstract(config)
+
+
 def _unused_encoder(tokens, lengths, width):  # the text view's host side: never called by an abstract compile
     raise RuntimeError("abstract inputs are for compiling, not for running")
 
@@ -78,7 +86,7 @@ def abstract_inputs(cfg: RunConfig, batch: int, *, prompt_tokens: int = 512, prm
     spec = cfg.decoding.spec(cfg.rsd)
     configs = [architecture(getattr(cfg.models, role), role, config_file,
                             **({"num_layers": layers[role]} if layers and role in layers else {})) for role in ROLES]
-    models = tuple(Model.abstract(c) for c in configs)
+    models = tuple(abstract_model(c) for c in configs)
     vocab = min(c.vocab_size for c in configs[:2])
     tokens = QWEN_TOKENS if vocab >= QWEN_TOKENS and vocab <= QWEN_TOKENS + 512 else vocab
     prompts = prompt_shapes(spec, batch, prompt_tokens=prompt_tokens, prm_prompt_tokens=prm_prompt_tokens,

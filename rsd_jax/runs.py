@@ -38,7 +38,8 @@ from rsd_jax.paths import resolve_path
 RUN_FILE = "run.json"
 RECORD_FORMAT = 2  # bump when a record's fields change meaning
 SMALL_FILE = 2**20
-NOT_RESULT_KEYS = ("output", "data.n", "data.sources", "rsd.method", "rsd.methods", "rsd.thresholds", "mesh.distributed",
+NOT_RESULT_KEYS = ("output", "data.n", "data.sources", "rsd.method", "rsd.methods", "rsd.thresholds",
+                   "mesh.distributed",
                    "models.draft.path", "models.target.path", "models.prm.path")
 ROLES = ("draft", "target", "prm")
 

@@ -66,7 +66,8 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     _source("cn_middle_school", "d768b866b72ecd1ddcaa84acb56d7bd70d759fbb2cdb0c2bc63f1e5befdb58d6"),
     _source("college_math", "91131bc4a355b884fc63ef7c4f048c35adb030004a4cb07b1475698f120aa4a6"),
 )}
-#: The names `data.source` accepts for the paper's sets (Table 2's, Table 3's Minerva Math, Table B.1's two) (the config layer reads this tuple).
+#: The names `data.source` accepts for the paper's sets (Table 2's, Table 3's Minerva Math, Table B.1's two; the
+#: config layer reads this tuple).
 NAMES = tuple(SOURCES)
 
 
