@@ -76,7 +76,8 @@ def decode_into(log: RecordLog, engine, items: list[Item], run: tuple, calibrati
     done = frozenset(log.uids)
     with tqdm(total=len(items), initial=sum(i.uid in done for i in items), desc=label or key) as bar:
         start = time.time()
-        for batch in run_method(engine, items, method, run_cfg, delta=delta, done=done, calibration=calibration):
+        shared = {"calibration": calibration} if calibration is not None else {}  # one calibration for every set
+        for batch in run_method(engine, items, method, run_cfg, delta=delta, done=done, **shared):
             seconds = time.time() - start
             for record in batch:
                 record["wall_seconds"] = seconds / len(batch)
