@@ -129,7 +129,8 @@ def test_one_device_methods_are_refused_on_a_mesh_before_any_work():
 
     from rsd_jax.evaluate_sets import check_one_device
 
-    runs = evaluate.method_keys(load_config(RunConfig, ROOT / "configs" / "paper" / "qwen25_math_1.5b_7b_skywork7b.yaml"))
+    config = ROOT / "configs" / "paper" / "qwen25_math_1.5b_7b_skywork7b.yaml"
+    runs = evaluate.method_keys(load_config(RunConfig, config))
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]).reshape(2, 1), ("data", "model"))
     with pytest.raises(InputError, match=r"speculative run\(s\) on one device only .* drop them from rsd.methods"):
         check_one_device(runs, mesh)
@@ -284,3 +285,53 @@ def test_compare_agrees_with_itself_and_reports_exactly_the_differences(tmp_path
         compare.compare(run, [ours], "target")
     assert to_harness({"idx": 3})["idx"] == 3
 
+
+# ------------------------------------------------------------------------------------------------ a Table 2 row
+@pytest.fixture(scope="module")
+def hub_folders(tmp_path_factory):
+    """Tiny models in the hub's layout of the main setting's checkpoints (tests/paper_models.py)."""
+    import paper_models
+    from rsd_jax.qwen_vocabulary import qwen_tokenizer
+
+    root = tmp_path_factory.mktemp("hub")
+    tok = qwen_tokenizer()
+    return {"draft": paper_models.cycle_lm("Qwen2.5-Math-1.5B-Instruct", root / "draft", paper_models.DRAFT_CYCLE, tok),
+            "target": paper_models.cycle_lm("Qwen2.5-Math-7B-Instruct", root / "target", paper_models.TARGET_CYCLE,
+                                            tok),
+            "prm": paper_models.skywork_prm(root / "prm")}
+
+
+def test_a_table_2_row_runs_end_to_end_offline_and_prints_the_papers_layout(hub_folders, tmp_path):
+    """The main setting's command, its model paths replaced by hub-layout folders, on two sets (two problems each,
+    a short budget), offline, on one device: the paper's table, then a resume that decodes nothing, then export +
+    compare of the run against itself. The row's methods but the sampling baselines and the budget row (each a
+    further compile of minutes on a CI core: majority voting and Best-of-N are covered by tests/test_search.py),
+    with Table B.2's sweep and its δ* row."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device: SD runs on one device only
+    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", RSD_OFFLINE="1", HF_HUB_OFFLINE="1")
+    config = ROOT / "configs" / "paper" / "qwen25_math_1.5b_7b_skywork1.5b.yaml"
+    command = [sys.executable, "-m", "rsd_jax.evaluate", "--config", str(config),
+               *(f"models.{k}.path={v}" for k, v in hub_folders.items()), "data.sources=[math500,gsm8k]",
+               "data.n=2", "decoding.max_new_tokens=300", "decoding.max_steps=3", "decoding.patience=0",
+               "mesh.model=1", "rsd.methods=[rsd,target,draft,speculative]", "--out", str(tmp_path / "run")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    assert lines[0].startswith("| method | run | MATH500 | GSM8K | Avg | FLOPs vs target-only |")
+    keys = [line.split(" | ")[1] for line in lines[2:]]
+    assert keys == ["rsd", "target", "draft", "speculative", "rsd@0.6", "rsd@0.8", "rsd@0.9", DELTA_STAR]
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["sets"] == ["math500", "gsm8k"] and summary["rows"]["target"]["flops_vs_target_only"] == 1.0
+    for name in ("math500", "gsm8k"):
+        assert {p.stem for p in (run / name).glob("*.jsonl")} == set(keys[:-1])
+    assert (run / "summary.md").read_text().splitlines()[0] == lines[0]
+    assert (run / "accuracy_by_set.png").is_file() and (run / "accuracy_vs_flops.png").is_file()
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)  # resumes: all done
+    assert again.returncode == 0 and [line for line in again.stdout.splitlines() if line.startswith("|")] == lines
+    exported = export.export(run, tmp_path / "exported", ["rsd"])
+    assert compare.main([str(run), *map(str, exported)]) == 0
