@@ -54,10 +54,11 @@ def architecture(ref: ModelRef, role: str, config_file: str | None = None, **ove
     return config.replace(**overrides)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=32)
 def abstract_model(config: ModelConfig) -> Model:
-    """`Model.abstract(config)`, memoised: tracing a 7B model's constructor takes seconds, and the estimates and
-    compiles of one config ask for the same shapes again (nothing holds arrays; callers only read it)."""
+    """`Model.abstract(config)`, memoised: tracing a 7B model's constructor takes seconds, and the estimates,
+    compiles and paper-config checks of one process ask for the same few architectures again (nothing holds
+    arrays; callers only read it)."""
     return Model.abstract(config)
 
 

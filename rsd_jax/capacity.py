@@ -1,7 +1,7 @@
 """Per-device memory of the paper's decode loops on TPU and GPU slices: estimated, and compiled ahead of time.
 
     python -m rsd_jax.capacity                        # estimates: each shipped paper config on each slice
-    python -m rsd_jax.capacity --config configs/qwen25_math_1.5b_7b_skywork1.5b.yaml --slice v5e-8 --compile
+    python -m rsd_jax.capacity --config configs/paper/qwen25_math_1.5b_7b_skywork1.5b.yaml --slice v5e-8 --compile
     python -m rsd_jax.capacity ... --compile --largest-batch
     python -m rsd_jax.capacity --config configs/paper/qwen25_math_1.5b_7b_skywork1.5b_v5e1.yaml --slice v5e-1 \
         --compile --largest-batch                      # one 16 GB chip, int8 weights (docs/quantization.md)
@@ -36,8 +36,8 @@ from rsd_jax.errors import ConfigError, RSDError
 from rsd_jax.models import catalog
 from rsd_jax.models.config import ModelConfig
 
-CONFIGS = ("configs/qwen25_math_1.5b_7b_skywork1.5b.yaml", "configs/qwen25_math_1.5b_7b_skywork7b.yaml",
-           "configs/qwen25_math_7b_72b_skywork7b.yaml")
+CONFIGS = ("configs/paper/qwen25_math_1.5b_7b_skywork1.5b.yaml", "configs/paper/qwen25_math_1.5b_7b_skywork7b.yaml",
+           "configs/paper/qwen25_math_7b_72b_skywork7b.yaml")
 SINGLE_CHIP_CONFIGS = ("configs/paper/qwen25_math_1.5b_7b_skywork1.5b_v5e1.yaml",)  # shown on SINGLE_CHIP_SLICES
 
 

@@ -25,6 +25,7 @@ from rsd_jax.errors import ConfigError
 #: The methods `decode` and `evaluate` know (rsd_jax.methods.BY_NAME: the CLI, the evaluator and the docs read it).
 METHODS = method_values.NAMES
 DATASETS = ("arith", *PAPER_DATASETS, "prompts")
+DATASET_FORMATS = ("auto", *PAPER_DATASETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,12 +183,20 @@ class DecodingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    source: Literal[DATASETS] = doc("arith", "the problems: the embedded task, a paper dataset, or prompts")
-    path: str | None = doc(None, "a paper dataset's JSONL file in its published format; unset: the set named by "
-                                 "source (RSD_DATA_DIR, shipped, cached or downloaded; rsd_jax.data.sources)")
+    source: str = doc("arith", "the problems: the embedded task (arith), a paper dataset by name (" +
+                      ", ".join(PAPER_DATASETS) + "), prompts, or any name with data.path")
+    sources: tuple[str, ...] = doc((), "evaluate: several sets in one run, each a paper dataset's name or "
+                                       "NAME=PATH (a JSONL file read as data.path is); set, it replaces source and "
+                                       "path, and the summary is the paper's table (a column per set)")
+    path: str | None = doc(None, "an evaluation set's JSONL file (any set name in source); unset: the paper "
+                                 "dataset named by source (RSD_DATA_DIR, shipped, cached or downloaded; "
+                                 "rsd_jax.data.sources)")
+    format: Literal[DATASET_FORMATS] = doc("auto", "the set file's format: a paper dataset's name (its published "
+                                                   "fields), or auto (the named set's own, else detected from the "
+                                                   "rows' fields)")
     prompts: tuple[str, ...] = doc((), "source=prompts: the questions to decode")
     prompts_file: str | None = doc(None, "source=prompts: a text file, one question per line ('-': stdin)")
-    n: int | None = doc(None, "use only the first n problems", (1, 10_000_000))
+    n: int | None = doc(None, "use only the first n problems (of each set)", (1, 10_000_000))
     seed: int = doc(arith.HELD_OUT_SEED, "arith: seed of the held-out problems (training uses other seeds)")
     levels: tuple[int, ...] = doc(arith.LEVELS, "arith: difficulty levels (operations per problem)")
     template: Literal["plain", "qwen25-math-cot", "chat"] = doc(
@@ -195,9 +204,36 @@ class DataConfig:
                  "(the paper's), or chat (the tokenizer's own chat template, a user turn)")
 
     def __post_init__(self) -> None:
-        """Checks the source's name (also on direct construction)."""
-        if self.source not in DATASETS:
-            raise ConfigError(f"data.source must be one of {', '.join(DATASETS)}; got {self.source!r}")
+        """Checks the source's name and each entry of sources (also on direct construction)."""
+        if self.source not in DATASETS and not self.path:
+            raise ConfigError(f"data.source must be one of {', '.join(DATASETS)}, or any name with data.path (a "
+                              f"set's JSONL file); got {self.source!r}")
+        if self.source in ("arith", "prompts") and self.path:
+            raise ConfigError(f"data.path is an evaluation set's file; data.source={self.source!r} does not read one "
+                              "(give the set a name in data.source)")
+        names = [set_entry(text, f"data.sources[{i}]")[0] for i, text in enumerate(self.sources)]
+        if len(set(names)) < len(names):
+            raise ConfigError(f"data.sources names a set twice: {', '.join(names)}")
+
+    def sets(self) -> tuple["DataConfig", ...]:
+        """The data section of each evaluated set: those of `sources`, else this one."""
+        if not self.sources:
+            return (self,)
+        return tuple(dataclasses.replace(self, source=name, path=path, sources=())
+                     for name, path in (set_entry(text) for text in self.sources))
+
+
+def set_entry(text: str, key: str = "data.sources") -> tuple[str, str | None]:
+    """'NAME' (a paper dataset) or 'NAME=PATH' (any name, a JSONL file) -> (name, path or None)."""
+    name, eq, path = (part.strip() for part in text.partition("="))
+    if eq and not path:
+        raise ConfigError(f"{key}: {text!r} has no path after '='")
+    if not name or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        raise ConfigError(f"{key}: {text!r}: a set's name is letters, digits, '_', '-' or '.' (it names its folder)")
+    if not eq and name not in PAPER_DATASETS:
+        raise ConfigError(f"{key}: {name!r} is not a paper dataset ({', '.join(PAPER_DATASETS)}); give its file "
+                          f"as {name}=PATH")
+    return name, path or None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,9 +294,9 @@ def calibration_data(rsd: RSDConfig, data: DataConfig) -> DataConfig | None:
     if name not in DATASETS or name in ("arith", "prompts"):
         others = ", ".join(d for d in DATASETS if d not in ("arith", "prompts"))
         raise ConfigError(f"rsd.calibration must be 'dev' or a dataset name ({others}); got {name!r}")
-    if name == data.source:
-        raise ConfigError(f"rsd.calibration={name!r} is the evaluated dataset (data.source): calibrate the budget "
-                          "on another one")
+    if name in {d.source for d in data.sets()}:
+        raise ConfigError(f"rsd.calibration={name!r} is an evaluated dataset (data.source or data.sources): "
+                          "calibrate the budget on another one")
     return DataConfig(source=name, n=rsd.calibration_n, template=data.template)
 
 

@@ -1,5 +1,8 @@
 """Evaluate methods on a dataset: `python -m rsd_jax.evaluate --config FILE [key=value ...] --out DIR`.
 
+With data.sources (several sets) the run is rsd_jax.evaluate_sets': a folder per set, the paper's table. With one
+data.source, as follows.
+
 For every method (rsd.methods; default rsd, target and draft) and every extra threshold (rsd.thresholds,
 run as "rsd@δ"), each problem's record is appended to DIR/<method>.jsonl (and fsynced) as soon as its batch
 finishes, so an interrupted run resumes where it stopped; DIR/run.json records the run (its result-changing
@@ -72,6 +75,31 @@ def summarize_log(path: Path, items: list[Item], method: str, delta: float | Non
     return summary
 
 
+def decode_into(log: RecordLog, engine, items: list[Item], run: tuple, calibration=None, label: str = "") -> None:
+    """Decodes the problems of `items` that `log` does not hold yet with one run of method_keys (key, method,
+    config, δ), appending each batch's records (their wall seconds shared out) as it finishes."""
+    key, method, run_cfg, delta = run
+    done = frozenset(log.uids)
+    with tqdm(total=len(items), initial=sum(i.uid in done for i in items), desc=label or key) as bar:
+        start = time.time()
+        shared = {"calibration": calibration} if calibration is not None else {}  # one calibration for every set
+        for batch in run_method(engine, items, method, run_cfg, delta=delta, done=done, **shared):
+            seconds = time.time() - start
+            for record in batch:
+                record["wall_seconds"] = seconds / len(batch)
+            bar.update(len(log.append(batch)))  # a batch decoded again after a torn write adds only its rest
+            start = time.time()
+
+
+def versus_target(summaries: dict) -> None:
+    """With a target-only run among the summaries, each one's FLOPs against its measured FLOPs (not the analytic
+    estimate): flops_vs_target_only and its inverse flops_ratio_vs_target, in place."""
+    if "target" in summaries:
+        for s in summaries.values():
+            s["flops_vs_target_only"] = s["useful_flops"] / summaries["target"]["useful_flops"]
+            s["flops_ratio_vs_target"] = summaries["target"]["useful_flops"] / s["useful_flops"]
+
+
 def evaluate(cfg: RunConfig, out: Path, config_file: str | None) -> dict:
     """Every method's records into `out` (a folder claimed and locked for this run: rsd_jax.run_lock), resuming
     what is there; the summaries, recomputed from the records on disk."""
@@ -84,20 +112,9 @@ def evaluate(cfg: RunConfig, out: Path, config_file: str | None) -> dict:
     write_text_atomic(out / "config.yaml", to_yaml(cfg))
     summaries = {}
     for key, method, run_cfg, delta in method_keys(cfg):
-        log, done = logs[key], frozenset(logs[key].uids)
-        with tqdm(total=len(items), initial=sum(i.uid in done for i in items), desc=key) as bar:
-            start = time.time()
-            for batch in run_method(engine, items, method, run_cfg, delta=delta, done=done):
-                seconds = time.time() - start
-                for record in batch:
-                    record["wall_seconds"] = seconds / len(batch)
-                bar.update(len(log.append(batch)))  # a batch decoded again after a torn write adds only its rest
-                start = time.time()
-        summaries[key] = summarize_log(log.path, items, method, delta)
-    if "target" in summaries:  # measured target-only FLOPs, not the analytic estimate
-        for s in summaries.values():
-            s["flops_vs_target_only"] = s["useful_flops"] / summaries["target"]["useful_flops"]
-            s["flops_ratio_vs_target"] = summaries["target"]["useful_flops"] / s["useful_flops"]
+        decode_into(logs[key], engine, items, (key, method, run_cfg, delta))
+        summaries[key] = summarize_log(logs[key].path, items, method, delta)
+    versus_target(summaries)
     write_text_atomic(out / "summary.json", json.dumps(summaries, indent=2) + "\n")
     write_text_atomic(out / "summary.md", markdown_table(summaries))
     plot(summaries, out)
@@ -177,7 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         out, lock = claim_locked(check_output_dir(out), run_identity(cfg, args.config), args.new_run)
         handling.enter_context(lock)
         kept = f"the records written so far are kept in {out}; run the same command to resume"
-        summaries = evaluate(cfg, out, args.config)
+        if cfg.data.sources:  # several sets, the paper's layout (rsd_jax.evaluate_sets)
+            from rsd_jax.evaluate_sets import evaluate_sets
+
+            table = evaluate_sets(cfg, out, args.config)
+            text, summaries = table.markdown, table.flat()
+        else:
+            summaries = evaluate(cfg, out, args.config)
+            text = markdown_table(summaries)
     except RSDError as e:
         return exits.error(e)
     except OSError as e:
@@ -186,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         return exits.interrupted("rsd_jax.evaluate", e, kept)
     finally:
         handling.close()
-    print(markdown_table(summaries), end="")
+    print(text, end="")
     return exits.health([w for key, s in summaries.items() if (w := health_warning(s, f"{key}: "))], args.strict)
 
 

@@ -26,7 +26,7 @@ from rsd_jax.models import catalog
 from rsd_jax.models.config import ModelConfig
 
 ACCEPTANCE = 0.9  # share of draft steps accepted: from the abstract's 4.4x FLOPs (our derivation, see above)
-CHUNK = 256  # catch-up tokens per pass: decoding.chunk of the paper configs (configs/qwen25_math_*.yaml)
+CHUNK = 256  # catch-up tokens per pass: decoding.chunk of the paper configs (configs/paper/qwen25_math_*.yaml)
 BATCHES = (1, 8, 64)
 QUORUMS = (1, 4, 16)  # the asynchronous schedule's k (those <= the batch)
 HARDWARE = ("v5e-8", "8x H100")

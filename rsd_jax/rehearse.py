@@ -1,5 +1,5 @@
 """A rehearsal of the paper's setting at real size on this machine's CPU, with 8 fake devices:
-`python -m rsd_jax.rehearse [--config configs/qwen25_math_1.5b_7b_skywork1.5b.yaml] [--work DIR]`.
+`python -m rsd_jax.rehearse [--config configs/paper/qwen25_math_1.5b_7b_skywork1.5b.yaml] [--work DIR]`.
 
 1. write: folders laid out as the hub's snapshots with random weights (rsd_jax.hub_layout): the draft and the PRM at
    full size (Qwen2.5-Math-1.5B-Instruct, Skywork-o1-Open-PRM-Qwen-2.5-1.5B), the target with Qwen2.5-Math-7B's
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.rehearse", description=__doc__.split("\n")[0])
     parser.add_argument("section", nargs="?", choices=("all", "write", "load", "decode"), default="all")
-    parser.add_argument("--config", default="configs/qwen25_math_1.5b_7b_skywork1.5b.yaml")
+    parser.add_argument("--config", default="configs/paper/qwen25_math_1.5b_7b_skywork1.5b.yaml")
     parser.add_argument("--work", default="runs/rehearsal", help="where the snapshots are written and kept")
     parser.add_argument("--target-layers", type=int, default=2, help="layers of the 7B-wide target (of 28)")
     parser.add_argument("--problems", type=int, default=2, help="decode: problems of the short run")

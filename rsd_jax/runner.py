@@ -14,18 +14,20 @@ from rsd_jax.calibration import BudgetCalibration, calibrate_budget
 from rsd_jax.config import RSDConfig, RunConfig, split_method_variant
 from rsd_jax.data.problems import Item
 from rsd_jax.engine import Engine
+from rsd_jax.harness import harness_fields
 from rsd_jax.results import GenerationResult
 
 
 def to_record(item: Item, result: GenerationResult, method: str) -> dict:
+    """One problem's record: ours, then the official harness's fields beside them (rsd_jax.harness)."""
+    steps = [{"source": s.source, "reward": s.reward, "text": s.text, "n_tokens": s.n_tokens} for s in result.steps]
+    correct = item.grade(result.text) if item.grade is not None else None
     return {
         "uid": item.uid, "method": method, "question": item.question, "prompt": item.prompt,
-        "text": result.text, "token_ids": list(result.token_ids),
-        "steps": [{"source": s.source, "reward": s.reward, "text": s.text, "n_tokens": s.n_tokens}
-                  for s in result.steps],
-        "accounting": result.accounting, "answer": item.answer,
-        "correct": item.grade(result.text) if item.grade is not None else None,
+        "text": result.text, "token_ids": list(result.token_ids), "steps": steps,
+        "accounting": result.accounting, "answer": item.answer, "correct": correct,
         "level": item.level, "error": result.error,
+        **harness_fields(item, result.text, steps, result.accounting, correct),
     }
 
 

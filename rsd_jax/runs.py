@@ -6,7 +6,8 @@ keys that differ (`claim_run_dir`), unless `--new-run` asks for a fresh sibling 
 folder whose run wrote no record yet (it stopped on a bad input) is simply taken over.
 
 Keys that do not change a record are left out (NOT_RESULT_KEYS): the output folder; data.n (more or fewer
-problems of the same dataset; each record is checked against its problem by `check_records_match`); which
+problems of the same dataset; each record is checked against its problem by `check_records_match`); which sets
+a multi-set run evaluates (data.sources: each set has its own folder and records); which
 methods and extra thresholds evaluate runs (each has its own file); mesh.distributed; the models' paths (their
 digests stand for them). decoding.batch_size is *kept*: it decides which problems share a batch, hence each
 record's share of the executed FLOPs and, when sampling, the random draws of its batch. So are mesh.data and
@@ -37,7 +38,8 @@ from rsd_jax.paths import resolve_path
 RUN_FILE = "run.json"
 RECORD_FORMAT = 2  # bump when a record's fields change meaning
 SMALL_FILE = 2**20
-NOT_RESULT_KEYS = ("output", "data.n", "rsd.method", "rsd.methods", "rsd.thresholds", "mesh.distributed",
+NOT_RESULT_KEYS = ("output", "data.n", "data.sources", "rsd.method", "rsd.methods", "rsd.thresholds",
+                   "mesh.distributed",
                    "models.draft.path", "models.target.path", "models.prm.path")
 ROLES = ("draft", "target", "prm")
 

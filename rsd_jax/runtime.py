@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rsd_jax.errors import InputError
 
-BF16_CONFIG = "configs/qwen25_math_1.5b_7b_skywork1.5b.yaml"
+BF16_CONFIG = "configs/paper/qwen25_math_1.5b_7b_skywork1.5b.yaml"
 SINGLE_CHIP_CONFIG = "configs/paper/qwen25_math_1.5b_7b_skywork1.5b_v5e1.yaml"
 BF16_ONE_DEVICE_GIB = 38.0  # one device this large holds the bfloat16 setting (about 36 GiB at batch 32, estimated)
 TENSOR_PARALLEL = 4  # the bfloat16 config's model axis on a slice (its KV heads: 2 and 4)

@@ -13,7 +13,8 @@ from rsd_jax import abstract_run, sharding as sh
 from rsd_jax.config import RunConfig
 from rsd_jax.configlib import load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("qwen25_math_*.yaml"))
+CONFIGS = [Path(__file__).resolve().parents[1] / "configs" / "paper" / f"{name}.yaml" for name in
+           ("qwen25_math_1.5b_7b_skywork1.5b", "qwen25_math_1.5b_7b_skywork7b", "qwen25_math_7b_72b_skywork7b")]
 
 
 def _program(path: Path):

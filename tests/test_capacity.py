@@ -12,7 +12,7 @@ from rsd_jax import abstract_run, aot, capacity, sharding as sh
 from rsd_jax.config import RunConfig
 from rsd_jax.configlib import load_config
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "qwen25_math_1.5b_7b_skywork1.5b.yaml")
+CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "paper" / "qwen25_math_1.5b_7b_skywork1.5b.yaml")
 
 
 def _compare(cfg, inputs, target, devices):

@@ -16,7 +16,7 @@ from rsd_jax.configlib import build, describe, load_config
 from rsd_jax.records import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
-PAPER_CONFIG = str(ROOT / "configs" / "qwen25_math_1.5b_7b_skywork1.5b.yaml")
+PAPER_CONFIG = str(ROOT / "configs" / "paper" / "qwen25_math_1.5b_7b_skywork1.5b.yaml")
 COMMANDS = ("decode", "evaluate", "train", "theory", "bench", "capacity", "rehearse", "protocol_check", "convert",
             "aot_demo", "merge", "doctor")
 #: The commands that read a config: their schema, the flags that pick a config, an override to print, and the

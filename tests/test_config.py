@@ -135,7 +135,8 @@ def test_delta_above_one_rejects_all_is_allowed():
 def test_literal_choices(override, key, choices):
     message = error_of([override])
     assert message.startswith(key + " must be one of ")
-    assert f"must be one of {', '.join(choices)}; got" in message and "\n" not in message
+    tail = ", or any name with data.path (a set's JSONL file)" if key == "data.source" else ""  # any set by path
+    assert f"must be one of {', '.join(choices)}{tail}; got" in message and "\n" not in message
 
 
 def test_every_weighting_and_method_is_accepted():

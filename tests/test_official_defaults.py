@@ -225,8 +225,8 @@ def test_cut_off_rows_are_counted_in_the_summary():
 
 
 def test_the_paper_configs_use_the_official_semantics():
-    configs = sorted((ROOT / "configs").glob("qwen25_math_*.yaml"))
-    assert len(configs) == 3
+    configs = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
+    assert len(configs) == 13
     for path in configs:
         cfg = load_config(RunConfig, path)
         spec = cfg.decoding.spec(cfg.rsd)

@@ -22,7 +22,7 @@ from rsd_jax.data.templates import QWEN25_MATH_COT
 from rsd_jax.qwen_vocabulary import qwen_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "configs" / "qwen25_math_1.5b_7b_skywork1.5b.yaml")
+CONFIG = str(ROOT / "configs" / "paper" / "qwen25_math_1.5b_7b_skywork1.5b.yaml")
 NEW_TOKENS = 40
 
 

@@ -12,7 +12,7 @@ from rsd_jax.config import RunConfig
 from rsd_jax.configlib import load_config
 from rsd_jax.hub_layout import Layout, write_snapshot
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "qwen25_math_1.5b_7b_skywork1.5b.yaml")
+CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "paper" / "qwen25_math_1.5b_7b_skywork1.5b.yaml")
 WIDE = (("hidden_size", 256), ("intermediate_size", 512), ("num_attention_heads", 8), ("num_key_value_heads", 2),
         ("num_hidden_layers", 2))
 

@@ -1,8 +1,10 @@
 """The paper's evaluation sets in their published JSONL formats, prompt templates, answer extraction, grading.
 
-Sets: MATH500, GSM8K, GaoKao2023-En, OlympiadBench, Minerva Math (free-form, graded with math-verify) and
-GPQA, MMLU-STEM (multiple choice, graded by letter). Where a set's file comes from (data.path, RSD_DATA_DIR, the
-shipped copy, the cache, a download) is rsd_jax.data.sources' concern; this module reads its format.
+Sets: MATH500, GSM8K, GaoKao2023-En, OlympiadBench, Minerva Math, College Math (free-form, graded with
+math-verify), GPQA, MMLU-STEM (multiple choice, graded by letter) and CN Middle School 24 (a letter where the row has
+a `choice_answer`, else free-form). Where a set's file comes from (data.path, RSD_DATA_DIR, the shipped copy, the
+cache, a download) is rsd_jax.data.sources' concern; this module reads its format. A file of any other name is read
+in one of these formats (`data.format`), or the one its rows' fields show (`detect_format`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,18 @@ from rsd_jax.paths import resolve_path
 
 MULTIPLE_CHOICE = ("gpqa", "mmlu_stem")
 LETTERS = "ABCDE"
+#: the formats a set's file may have: each known set's own (data.format names one; "auto" detects it)
+FORMATS = sources.NAMES
+#: (fields a row must have, a test on the row, the format): the first that fits names a file's format
+_SIGNATURES = (
+    (("question", "choice_answer"), None, "cn_middle_school"),
+    (("question", "choices", "answer"), None, "mmlu_stem"),
+    (("question", "final_answer"), None, "olympiadbench"),
+    (("question", "answer"), lambda row: "####" in str(row["answer"]), "gsm8k"),
+    (("question", "answer"), None, "college_math"),
+    (("problem", "answer"), None, "math500"),
+    (("problem", "solution"), None, "minerva_math"),
+)
 
 
 def parse_jsonl(raw: bytes, where: str) -> list[dict]:
@@ -48,6 +62,16 @@ def dataset_rows(source: str, path: Path | None = None) -> list[dict]:
     """Every row of a paper dataset in its published format: from path when given, else found by name
     (RSD_DATA_DIR, the shipped copy, the cache or a download; rsd_jax.data.sources)."""
     return parse_jsonl(*sources.dataset_bytes(source, path))
+
+
+def detect_format(rows: list[dict], where: str) -> str:
+    """The known format (a set's name) whose fields the first row has; none: an InputError naming the fields."""
+    row = rows[0]
+    for fields, test, name in _SIGNATURES:
+        if all(f in row for f in fields) and (test is None or test(row)):
+            return name
+    raise InputError(f"{where}: cannot tell the format from the fields {sorted(row)}; set data.format to one of "
+                     f"{', '.join(FORMATS)} (the known sets' formats)")
 
 
 def last_boxed(text: str) -> str | None:
@@ -124,9 +148,20 @@ def _choices_question(row: dict) -> str:
     return f"{row['question'].strip()}\nAnswer Choices: {options}"
 
 
+def is_multiple_choice(fmt: str, row: dict) -> bool:
+    """Is a row of format `fmt` answered by a letter? GPQA and MMLU-STEM always; CN Middle School where the row
+    has a choice_answer (as the official harness's parse_ground_truth reads it)."""
+    return fmt in MULTIPLE_CHOICE or (fmt == "cn_middle_school" and bool(str(row.get("choice_answer") or "").strip()))
+
+
 def question_and_answer(source: str, row: dict) -> tuple[str, str]:
-    """(question text, reference answer) of one row of a dataset in its published format."""
+    """(question text, reference answer) of one row of a dataset in its published format `source` (a set's name)."""
     try:
+        if source == "cn_middle_school":
+            letter = str(row.get("choice_answer") or "").strip()
+            return row["question"], letter.upper() if letter else strip_math(str(row["answer"]))
+        if source == "college_math":
+            return row["question"], str(row["answer"]).replace("$", "").strip()
         if source == "math500":
             return row["problem"], row["answer"].strip()
         if source == "gsm8k":
@@ -141,20 +176,39 @@ def question_and_answer(source: str, row: dict) -> tuple[str, str]:
             return _choices_question(row), LETTERS[int(row["answer"])]
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise InputError(f"{source}: a row lacks the expected field ({e})") from None
-    raise InputError(f"unknown dataset {source!r}")
+    raise InputError(f"unknown dataset format {source!r}; known formats: {', '.join(FORMATS)}")
+
+
+def set_rows(data: ProblemSource, config_file: str | None) -> tuple[list[dict], str]:
+    """(the rows of data's set, their format): data.path (relative to the config file; any set name) when set,
+    else the known set data.source; the format is data.format, else the known set's, else detected."""
+    if data.path:
+        path = resolve_path(data.path, config_file)
+        raw, where = sources.read_file(path), str(path)
+    else:
+        raw, where = sources.dataset_bytes(data.source)
+    rows = parse_jsonl(raw, where)
+    fmt = getattr(data, "format", "auto")
+    if fmt == "auto":
+        fmt = data.source if data.source in FORMATS else detect_format(rows, where)
+    elif fmt not in FORMATS:
+        raise InputError(f"data.format must be auto or one of {', '.join(FORMATS)}; got {fmt!r}")
+    return rows, fmt
 
 
 def dataset_items(data: ProblemSource, config_file: str | None, tokenizer=None) -> list[Item]:
-    """The problems of a paper dataset: data.path (relative to the config file) when set, else data.source by name;
-    prompts in data.template (the chat template reads `tokenizer`'s)."""
-    rows = dataset_rows(data.source, resolve_path(data.path, config_file) if data.path else None)
+    """The problems of an evaluation set (see set_rows), prompts in data.template (the chat template reads
+    `tokenizer`'s). Each Item keeps its row and the row's `idx` (its position when the file has none), as the
+    official harness numbers problems."""
+    rows, fmt = set_rows(data, config_file)
     rows = rows[: data.n] if data.n else rows
-    mc = data.source in MULTIPLE_CHOICE
     items = []
     for k, row in enumerate(rows):
-        question, answer = question_and_answer(data.source, row)
+        question, answer = question_and_answer(fmt, row)
+        mc = is_multiple_choice(fmt, row)
+        idx = row.get("idx", k)
         items.append(Item(uid=f"{data.source}-{row.get('unique_id', row.get('idx', row.get('id', k)))}",
                           question=question, prompt=format_prompt(question, data.template, tokenizer), answer=answer,
-                          grade=lambda text, a=answer: grade(text, a, mc), level=row.get("level"),
-                          extract=lambda text: extract_answer(text, mc)))
+                          grade=lambda text, a=answer, mc=mc: grade(text, a, mc), level=row.get("level"),
+                          extract=lambda text, mc=mc: extract_answer(text, mc), idx=idx, row=row))
     return items

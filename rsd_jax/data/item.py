@@ -19,13 +19,16 @@ class Item:
     grade: Callable[[str], bool] | None = dataclasses.field(default=None, compare=False)  # response -> correct?
     level: int | str | None = None
     extract: Callable[[str], object] | None = dataclasses.field(default=None, compare=False)  # response -> answer
+    idx: int | None = None  # the problem's number in its set, as the official harness writes it (an evaluation set)
+    row: dict | None = dataclasses.field(default=None, compare=False, repr=False)  # its row in the set's file
 
 
 class ProblemSource(Protocol):
     """Which problems a run decodes and how they are prompted (the fields of rsd_jax.config.DataConfig)."""
 
-    source: str  # "arith", a paper dataset's name (rsd_jax.data.sources.NAMES), or "prompts"
-    path: str | None  # a paper dataset's JSONL file; None: found by name
+    source: str  # "arith", a paper dataset's name (rsd_jax.data.sources.NAMES), "prompts", or any name with path
+    path: str | None  # an evaluation set's JSONL file; None: a known set found by name
+    format: str  # the file's format: a known set's name, or "auto" (the known set's own, else detected)
     prompts: tuple[str, ...]  # source "prompts": the questions
     prompts_file: str | None  # source "prompts": a file of questions, one a line ("-": standard input)
     n: int | None  # only the first n problems

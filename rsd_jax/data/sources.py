@@ -1,4 +1,4 @@
-"""Where the paper's seven evaluation sets come from: a registry by name, and the search for a readable copy.
+"""Where the paper's nine evaluation sets come from: a registry by name, and the search for a readable copy.
 
 `data.source: NAME` is read from the first of (`dataset_bytes`):
 1. `data.path`, when given: any JSONL file in the set's published format, read as is;
@@ -62,8 +62,12 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     _source("minerva_math", "0e656b430d3a0a1dab6aa853f453ba3805e28e2cabe4fc72486a897cc09d8ba2"),
     _source("gpqa", "b42baaf56325ee8b06cf438465c1779a57affd8e971e2298e7751827d66dbc39"),
     _source("mmlu_stem", "fd7c16f96067d285638abb5aaef9cd8a063b11454e14cb64df93141a58691478"),
+    # Table B.1's sets (draft stronger than target); byte-identical in the Qwen2.5-Math repository's evaluation/data
+    _source("cn_middle_school", "d768b866b72ecd1ddcaa84acb56d7bd70d759fbb2cdb0c2bc63f1e5befdb58d6"),
+    _source("college_math", "91131bc4a355b884fc63ef7c4f048c35adb030004a4cb07b1475698f120aa4a6"),
 )}
-#: The names `data.source` accepts for the paper's sets (the config layer reads this tuple).
+#: The names `data.source` accepts for the paper's sets (Table 2's, Table 3's Minerva Math, Table B.1's two; the
+#: config layer reads this tuple).
 NAMES = tuple(SOURCES)
 
 
