@@ -17,7 +17,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from rsd_jax import evaluate as single
+from rsd_jax import evaluation_runs as single
 from rsd_jax import paper_table
 from rsd_jax.config import RunConfig
 from rsd_jax.configlib import to_yaml

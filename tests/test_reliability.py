@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import pytest
 
-from rsd_jax import bench, capacity, convert, decode, entry, evaluate, outputs, records as records_module, runs, train
+from rsd_jax import bench, capacity, convert, decode, entry, evaluate, evaluation_runs, outputs, records as records_module, runs, train
 from rsd_jax.configlib import load_config
 from rsd_jax.config import RunConfig
 from rsd_jax.data.char_tokenizer import CharTokenizer
@@ -93,15 +93,16 @@ fail_after_error = [KeyboardInterrupt()]
 def fake(monkeypatch):
     """decode and evaluate with the fake decoding and no model loading; returns a dict to set its options."""
     options = {}
-    monkeypatch.setattr(evaluate, "tqdm", functools.partial(evaluate.tqdm, disable=True))  # stderr: errors only
+    monkeypatch.setattr(evaluation_runs, "tqdm", functools.partial(evaluation_runs.tqdm, disable=True))  # stderr: errors only
     no_bar = functools.partial(decode.Progress, quiet=True)
     monkeypatch.setattr(decode, "Progress", lambda total, done, quiet: no_bar(total, done))
 
     def run(*args, **kwargs):
         return fake_run_method(*args, **{**kwargs, **options})
 
-    for module in (entry, evaluate):  # decode loads and decodes through rsd_jax.entry
+    for module in (entry, evaluation_runs):  # decode decodes through rsd_jax.entry, evaluate through evaluation_runs
         monkeypatch.setattr(module, "run_method", run)
+    for module in (entry, evaluate):  # decode loads through rsd_jax.entry
         monkeypatch.setattr(module, "load_engine", lambda *a, **k: None)
     monkeypatch.setattr(evaluate, "start_devices", lambda mesh, kv_heads=(): None)
     monkeypatch.setattr(decode, "start_devices", lambda cfg, config_file: None)
@@ -260,8 +261,9 @@ def test_decode_writes_as_it_goes_and_a_full_disk_keeps_the_good_records(fake, t
 
 
 def fake_again(monkeypatch):
-    for module in (entry, evaluate):  # decode loads and decodes through rsd_jax.entry
+    for module in (entry, evaluation_runs):  # decode decodes through rsd_jax.entry, evaluate through evaluation_runs
         monkeypatch.setattr(module, "run_method", fake_run_method)
+    for module in (entry, evaluate):  # decode loads through rsd_jax.entry
         monkeypatch.setattr(module, "load_engine", lambda *a, **k: None)
     monkeypatch.setattr(evaluate, "start_devices", lambda mesh, kv_heads=(): None)
     monkeypatch.setattr(decode, "start_devices", lambda cfg, config_file: None)

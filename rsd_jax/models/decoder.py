@@ -198,7 +198,7 @@ class Decoder(nnx.Module):
 
     def backbone(self, tokens: jax.Array, starts: jax.Array, cache: KVCache,
                  n_valid: jax.Array | None = None, all_blocks: bool = False,
-                 rows: jax.Array | None = None, layer_copies: tuple | None = None) -> DecoderOutput:
+                 rows: jax.Array | None = None, *, layer_copies: tuple | None = None) -> DecoderOutput:
         """Runs tokens [B, T] written at per-row slots starts[b] .. starts[b] + n_valid[b] - 1.
 
         Tokens at t >= n_valid[b] are padding: not written to the cache, their outputs are meaningless.

@@ -81,7 +81,8 @@ class Model:
     def backbone(self, tokens: jax.Array, starts: jax.Array, cache: KVCache,
                  n_valid: jax.Array | None = None, all_blocks: bool = False,
                  rows: jax.Array | None = None) -> DecoderOutput:
-        return self.module().backbone(tokens, starts, cache, n_valid, all_blocks, rows, self.layer_copies)
+        return self.module().backbone(tokens, starts, cache, n_valid, all_blocks, rows,
+                                      layer_copies=self.layer_copies)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         return self.module().logits(hidden)
