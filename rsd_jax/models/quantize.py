@@ -32,18 +32,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 from flax import nnx
 
 MODES = ("none", "int8", "int4")
 INT4_GROUP = 128  # input rows per int4 scale (the largest divisor of n_in up to this)
 _QMAX = {"int8": 127, "int4": 7}
-_STORAGE = {"int8": np.dtype(np.int8), "int4": np.dtype(ml_dtypes.int4)}
+_STORAGE = {"int8": np.dtype(np.int8), "int4": np.dtype(jnp.int4)}
 
 
 def storage_dtype(mode: str) -> np.dtype:
-    """The integer dtype a kernel of `mode` is stored in (int8, or ml_dtypes' int4: 4 bits on TPU)."""
+    """The integer dtype a kernel of `mode` is stored in (int8, or int4: packed two to a byte on TPU)."""
     return _STORAGE[mode]
 
 
