@@ -12,6 +12,7 @@ inputs and outputs; the entry points are `jax.jit(..., in_shardings=..., out_sha
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -71,8 +72,10 @@ def declared_axes(state: nnx.State) -> Any:
     return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
 
 
+@functools.lru_cache(maxsize=32)
 def param_axes(config: ModelConfig) -> Any:
-    """A params-shaped tree (pure dict) of the logical axes each parameter declared where it was created."""
+    """A params-shaped tree (pure dict) of the logical axes each parameter declared where it was created (memoised
+    per config: building the abstract model is the slow part of an estimate; callers map it, never change it)."""
     return declared_axes(Model.abstract(config).params)
 
 
