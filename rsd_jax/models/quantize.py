@@ -32,18 +32,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 from flax import nnx
 
 MODES = ("none", "int8", "int4")
 INT4_GROUP = 128  # input rows per int4 scale (the largest divisor of n_in up to this)
 _QMAX = {"int8": 127, "int4": 7}
-_STORAGE = {"int8": np.dtype(np.int8), "int4": np.dtype(ml_dtypes.int4)}
+_STORAGE = {"int8": np.dtype(np.int8), "int4": np.dtype(jnp.int4)}
 
 
 def storage_dtype(mode: str) -> np.dtype:
-    """The integer dtype a kernel of `mode` is stored in (int8, or ml_dtypes' int4: 4 bits on TPU)."""
+    """The integer dtype a kernel of `mode` is stored in (int8, or int4: packed two to a byte on TPU)."""
     return _STORAGE[mode]
 
 
@@ -88,14 +87,13 @@ def _param(value: jax.Array, axes: tuple[str | None, ...]) -> nnx.Param:
 class QuantizedLinear(nnx.Module):
     """y = x @ (kernel * scale) + bias, kernel int8/int4 [n_in, n_out], scale float32 [n_in/g, n_out].
 
-    Built from a randomly initialised float kernel (tests, `Model.init`) or as a shape (`nnx.eval_shape`) that
-    loading fills (rsd_jax.weights.quantized). axes: the kernel's logical axes (in, out); the scale shares the
+    Built with random integers (tests, `Model.init`) or as a shape (`nnx.eval_shape`) that loading fills
+    (rsd_jax.weights.quantized). axes: the kernel's logical axes (in, out); the scale shares the
     output axis, its group axis is replicated."""
 
     def __init__(self, n_in: int, n_out: int, *, bias: bool, mode: str, dtype: Any, rngs: nnx.Rngs,
                  axes: tuple[str | None, str | None]):
-        w = nnx.initializers.normal(0.02)(rngs.params(), (n_in, n_out), jnp.float32)
-        q, scale = _quantize_traced(w, mode)
+        q, scale = _random_quantized(rngs.params(), (n_in, n_out), mode)
         self.kernel = _param(q, axes)
         self.scale = _param(scale, (None, axes[1]))
         self.bias = _param(jnp.zeros((n_out,), dtype), axes[1:]) if bias else None
@@ -117,8 +115,7 @@ class QuantizedEmbed(nnx.Module):
     """An int8 embedding table [V, E] with one float32 scale per row [V, 1]; `attend` is the tied LM head."""
 
     def __init__(self, vocab: int, features: int, dtype: Any, rngs: nnx.Rngs):
-        w = nnx.initializers.normal(0.02)(rngs.params(), (features, vocab), jnp.float32)
-        q, scale = _quantize_traced(w, "int8")  # per column of the transpose = per row of the table
+        q, scale = _random_quantized(rngs.params(), (features, vocab), "int8")  # columns of the transpose = rows
         self.embedding = _param(q.T, ("vocab", None))
         self.scale = _param(scale.T, ("vocab", None))
         self.dtype = dtype
@@ -135,12 +132,11 @@ class QuantizedEmbed(nnx.Module):
         return y * self.scale[...][:, 0]
 
 
-def _quantize_traced(w: jax.Array, mode: str) -> tuple[jax.Array, jax.Array]:
-    """quantize_columns for a traced kernel (initialisation and `nnx.eval_shape`): same arithmetic in jnp."""
-    n_in, n_out = w.shape
-    g = group_size(n_in, mode)
-    grouped = w.reshape(n_in // g, g, n_out)
-    absmax = jnp.abs(grouped).max(axis=1)
-    scale = jnp.where(absmax > 0, absmax / _QMAX[mode], 1.0).astype(jnp.float32)
-    q = jnp.clip(jnp.rint(grouped / scale[:, None, :]), -_QMAX[mode], _QMAX[mode])
-    return q.reshape(n_in, n_out).astype(_STORAGE[mode]), scale
+def _random_quantized(key: jax.Array, shape: tuple[int, int], mode: str) -> tuple[jax.Array, jax.Array]:
+    """A random quantized kernel [n_in, n_out] (initialisation, and the shapes `nnx.eval_shape` reads): integers
+    uniform on the grid, scaled so the weights have standard deviation 0.02 like the float layers' init."""
+    n_in, n_out = shape
+    qmax = _QMAX[mode]
+    q = jax.random.randint(key, shape, -qmax, qmax + 1).astype(_STORAGE[mode])
+    scale = jnp.full((n_in // group_size(n_in, mode), n_out), 0.02 * 3 ** 0.5 / qmax, jnp.float32)
+    return q, scale

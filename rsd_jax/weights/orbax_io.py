@@ -71,7 +71,7 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
             config = config.replace(dtype=dtype)
     if isinstance(shardings, nnx.State):
         shardings = nnx.to_pure_dict(shardings)
-    saved = read_config(directory).quantize
+    saved = read_config(directory).quantize if (directory / CONFIG_FILE).is_file() else config.quantize
     if config.quantize != saved:
         return _restore_quantizing(directory, config, saved, shardings)
     abstract = nnx.to_pure_dict(Model.abstract(config).params)
