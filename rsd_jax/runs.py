@@ -42,6 +42,9 @@ NOT_RESULT_KEYS = ("output", "data.n", "data.sources", "rsd.method", "rsd.method
                    "mesh.distributed",
                    "models.draft.path", "models.target.path", "models.prm.path")
 ROLES = ("draft", "target", "prm")
+# keys added to the config after runs were recorded, each with the value that reproduces what an older run did: an
+# older run.json without the key resumes when the key has that value now (keys whose default is None need no entry)
+ADDED_KEYS = {"data.format": "auto"}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -90,6 +93,7 @@ def model_identities(cfg: RunConfig, config_file: str | None, prefix: str = "") 
 
 def differences(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """'key: X there, Y now' for every key whose value differs."""
+    was = {**{k: v for k, v in ADDED_KEYS.items() if k in now}, **was}
     return [f"{k}: {was.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(was) | set(now))
             if was.get(k) != now.get(k)]
 

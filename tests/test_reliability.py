@@ -533,6 +533,14 @@ def test_run_identity_leaves_out_only_keys_that_do_not_change_results(tiny):
     assert runs.differences(a, c) == ["decoding.batch_size: 64 there, 3 now", "mesh.model: 1 there, 2 now"]
 
 
+def test_a_run_recorded_before_a_key_was_added_resumes_only_at_the_value_it_ran_with(tiny):
+    now = runs.run_identity(load_config(RunConfig, None, model_args(tiny)), None)
+    older = {k: v for k, v in now.items() if k != "data.format"}  # run.json written before data.format existed
+    assert runs.differences(older, now) == []
+    other = runs.run_identity(load_config(RunConfig, None, model_args(tiny) + ["data.format=math500"]), None)
+    assert runs.differences(older, other) == ["data.format: 'auto' there, 'math500' now"]
+
+
 # ------------------------------------------------------------------------------------------------ subprocesses
 @pytest.fixture(scope="module")
 def sub_env(tmp_path_factory):
