@@ -15,7 +15,6 @@ ConfigError that names the setting and the value that would work.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import jax

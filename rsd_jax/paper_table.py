@@ -169,7 +169,7 @@ def markdown(table: Table) -> str:
                                                                                       else ""),
                  problems, str(r.errors)]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"δ* per set: " + ", ".join(f"{SET_TITLES.get(k, k)} {v:g}" for k, v in r.chosen.items())
+    notes = ["δ* per set: " + ", ".join(f"{SET_TITLES.get(k, k)} {v:g}" for k, v in r.chosen.items())
              for r in table.rows if r.chosen]
     return "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
 

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -28,6 +28,7 @@ from rsd_jax.errors import CheckpointError
 from rsd_jax.models.config import HeadKind, ModelConfig
 from rsd_jax.models.model import Model
 from rsd_jax.weights.integrity import verify_files
+from rsd_jax.weights.param_paths import Path_, leaves, nest
 
 _SUPPORTED_DTYPES = {"F32", "F16", "BF16"}
 _PREFIXES = ("pretrained_model.", "base_model.")
@@ -36,7 +37,6 @@ _LAYER_MODULES = {
     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm",
 }
 
-Path_ = tuple[str, ...]  # a parameter's path in the params tree, e.g. ("layers", "mlp", "up_proj", "kernel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,11 +190,11 @@ def load_hf_model(folder: str | Path, *, dtype: str = "float32", head: HeadKind 
         raise CheckpointError(f"model folder not found: {folder}")
     if config is None:
         config = ModelConfig.from_hf_folder(folder, dtype=dtype, head=head, **config_overrides)
-    targets = dict(_leaves(nnx.to_pure_dict(Model.abstract(config.replace(quantize="none")).params)))
+    targets = dict(leaves(nnx.to_pure_dict(Model.abstract(config.replace(quantize="none")).params)))
     files = safetensors_files(folder)
     verify_files(folder, files)  # SHA-256 against the hub cache or checksums.sha256, where known
     sources = plan_sources(read_headers(files), targets, config.num_layers, folder)
-    placement = dict(_leaves(nnx.to_pure_dict(shardings) if isinstance(shardings, nnx.State) else shardings or {}))
+    placement = dict(leaves(nnx.to_pure_dict(shardings) if isinstance(shardings, nnx.State) else shardings or {}))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     if config.quantize != "none":  # each shard quantized on the host as it is read (rsd_jax.weights.quantized)
         from rsd_jax.weights.quantized import quantized_params
@@ -209,22 +209,5 @@ def load_hf_model(folder: str | Path, *, dtype: str = "float32", head: HeadKind 
         arrays[path] = jax.make_array_from_callback(
             target.shape, placement.get(path, device),
             lambda index, source=source, dtype=target.dtype: read_block(source, index, dtype))
-    return Model.from_pure_dict(config, _nest(arrays))
+    return Model.from_pure_dict(config, nest(arrays))
 
-
-def _leaves(tree: Any, prefix: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
-    if not isinstance(tree, dict):
-        yield prefix, tree
-        return
-    for key, value in tree.items():
-        yield from _leaves(value, prefix + (key,))
-
-
-def _nest(flat: dict[Path_, Any]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return tree

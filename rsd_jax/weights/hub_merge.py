@@ -106,7 +106,6 @@ def write_shards(tensors, out: Path, shard_bytes: int) -> int:
     from safetensors.flax import save_file
 
     shards: list[dict[str, Any]] = [{}]
-    names: list[list[str]] = [[]]
     size, total, files, count = 0, 0, [], 0
 
     def flush() -> None:

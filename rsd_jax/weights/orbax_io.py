@@ -96,7 +96,8 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
 def _restore_quantizing(directory: Path, config: ModelConfig, saved: str, shardings: Any) -> Model:
     """A float checkpoint restored into host memory, then quantized parameter by parameter into `shardings`
     (rsd_jax.weights.quantized); a quantized checkpoint cannot be restored at another precision."""
-    from rsd_jax.weights.quantized import _leaves, quantized_params
+    from rsd_jax.weights.param_paths import leaves
+    from rsd_jax.weights.quantized import quantized_params
 
     if saved != "none":
         raise CheckpointError(f"checkpoint {directory} holds {saved}-quantized weights and the run asks for "
@@ -106,8 +107,8 @@ def _restore_quantizing(directory: Path, config: ModelConfig, saved: str, shardi
     float_config = config.replace(quantize="none")
     floats = restore_model(directory, config=float_config,
                            shardings=jax.tree.map(lambda _: host, nnx.to_pure_dict(Model.abstract(float_config).params)))
-    flat = dict(_leaves(floats.pure_dict()))
-    placement = dict(_leaves(shardings or {}))
+    flat = dict(leaves(floats.pure_dict()))
+    placement = dict(leaves(shardings or {}))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     pure = quantized_params(config, lambda path, index: np.asarray(flat[path][index], np.float32), placement, device)
     return Model.from_pure_dict(config, pure)

@@ -15,7 +15,7 @@ path -> Sharding (missing: `device`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -24,15 +24,15 @@ from flax import nnx
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
 from rsd_jax.models.quantize import quantize_columns, quantize_rows
+from rsd_jax.weights.param_paths import Path_, leaves, nest
 
-Path_ = tuple[str, ...]
 Reader = Callable[[Path_, tuple[slice, ...]], np.ndarray]
 QUANTIZED_LEAVES = ("kernel", "embedding")  # the integer leaves; each has a float32 "scale" beside it
 
 
 def flat_params(config: ModelConfig) -> dict[Path_, jax.ShapeDtypeStruct]:
     """path -> shape and dtype of every parameter of a model with this config (nothing allocated)."""
-    return dict(_leaves(nnx.to_pure_dict(Model.abstract(config).params)))
+    return dict(leaves(nnx.to_pure_dict(Model.abstract(config).params)))
 
 
 def is_quantized(path: Path_, dtype: Any) -> bool:
@@ -57,7 +57,7 @@ def quantized_params(config: ModelConfig, read: Reader, placement: dict[Path_, A
         scale_shape = targets[scale_path].shape
         arrays[scale_path] = jax.make_array_from_callback(scale_shape, placement.get(scale_path, device),
                                                           blocks.scales)
-    return _nest(arrays)
+    return nest(arrays)
 
 
 class _QuantizedBlocks:
@@ -106,20 +106,3 @@ class _QuantizedBlocks:
         cut[self.axis] = index[self.axis]
         return scale[tuple(cut)]
 
-
-def _leaves(tree: Any, prefix: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
-    if not isinstance(tree, dict):
-        yield prefix, tree
-        return
-    for key, value in tree.items():
-        yield from _leaves(value, prefix + (key,))
-
-
-def _nest(flat: dict[Path_, Any]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return tree
