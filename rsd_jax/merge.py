@@ -45,11 +45,16 @@ def _manifest_of(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def check_weight(weight: float) -> None:
+    """Before any model is read: w in [0, 1] (NaN fails this too)."""
+    if not 0.0 <= weight <= 1.0:
+        raise InputError(f"--weight must be in [0, 1], got {weight}")
+
+
 def merge_checkpoints(a: Path, b: Path, weight: float, out: Path, *, overwrite: bool = False,
                       command: str = "") -> dict:
     """Merges the orbax checkpoints a and b into out; returns the manifest written beside the model."""
-    if not 0.0 <= weight <= 1.0:  # before any model is read (NaN fails this too)
-        raise InputError(f"--weight must be in [0, 1], got {weight}")
+    check_weight(weight)
     check_destination(out, "--out", overwrite, "--overwrite")
     model = merge_models(restore_model(a), restore_model(b), weight)
     sources = {side: {"path": str(path), "command": (_manifest_of(path) or {}).get("command")}
@@ -71,6 +76,7 @@ def merge_hub(a: Path, b: Path, weight: float, out: Path, *, overwrite: bool = F
     """Merges the hub-layout folders a and b into the hub-layout folder out; returns the manifest written beside."""
     from rsd_jax.weights.hub_merge import merge_hub_folders
 
+    check_weight(weight)
     check_destination(out, "--out", overwrite, "--overwrite")
     with staged_folder(out, overwrite) as tmp:
         merged = merge_hub_folders(a, b, weight, tmp)
@@ -78,6 +84,7 @@ def merge_hub(a: Path, b: Path, weight: float, out: Path, *, overwrite: bool = F
                     "merge": {"weight_a": weight, "weight_b": 1.0 - weight,
                               "a": {"source": sources[0], "path": str(a)}, "b": {"source": sources[1], "path": str(b)}}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        write_checksums(tmp)  # checksums.sha256: the loaders check every file against it (weights.integrity)
     return manifest
 
 
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "python -m rsd_jax.merge " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     try:
+        check_weight(args.weight)
         (a, kind_a), (b, kind_b) = resolve_input(args.a, "--a"), resolve_input(args.b, "--b")
         if kind_a != kind_b:
             raise CheckpointError(f"--a is {kind_a} ({a}) and --b is {kind_b} ({b}): give two of a kind (an orbax "

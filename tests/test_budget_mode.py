@@ -28,7 +28,7 @@ def test_the_calibration_split_is_never_the_evaluated_one():
     assert (data.source, data.seed, data.n) == ("arith", 777, 8) and cfg.data.seed == 12345
     with pytest.raises(ConfigError, match="rsd.calibration='dev' is the evaluated split itself"):
         load_config(RunConfig, None, ["rsd.budget=0.2", "rsd.calibration=dev", "data.seed=777"])
-    with pytest.raises(ConfigError, match="rsd.calibration='gsm8k' is the evaluated dataset"):
+    with pytest.raises(ConfigError, match="rsd.calibration='gsm8k' is an evaluated dataset"):
         load_config(RunConfig, None, ["rsd.calibration=gsm8k", "data.source=gsm8k"])
     with pytest.raises(ConfigError, match="embedded task's development split"):
         load_config(RunConfig, None, ["rsd.calibration=dev", "data.source=gsm8k"])

@@ -108,7 +108,11 @@ def test_the_paper_notebook_picks_the_config_that_fits(devices, setting, config,
     assert SINGLE_CHIP_CONFIG == "configs/paper/qwen25_math_1.5b_7b_skywork1.5b_v5e1.yaml"
     if (ROOT / plan.config).is_file():  # the single-chip config ships with the quantization work: checked once there
         cfg = load_config(RunConfig, ROOT / plan.config, plan.overrides)
-        assert cfg.mesh.model == int(dict(o.split("=") for o in overrides).get("mesh.model", cfg.mesh.model))
+        pinned = dict(o.split("=") for o in overrides).get("mesh.model")
+        if pinned:
+            assert cfg.mesh.model == int(pinned)
+        else:  # the one-chip config: every model whole on each device (mesh.model auto up to 1)
+            assert (cfg.mesh.model, cfg.mesh.model_max) == ("auto", 1)
 
 
 def test_the_paper_notebook_refuses_real_models_on_a_cpu():

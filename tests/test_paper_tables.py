@@ -49,7 +49,8 @@ def test_there_is_a_config_per_paper_setting():
         "qwen25_math_7b_72b_skywork7b", "qwen25_1.5b_7b_skywork1.5b", "qwen25_1.5b_7b_skywork7b",
         "llama_1b_8b_skywork1.5b", "llama_1b_8b_skywork7b", "qwen25_math_1.5b_72b_skywork1.5b",
         "qwen25_math_1.5b_72b_skywork7b", "qwen25_math_1.5b_7b_skywork7b_table_b1",
-        "qwen25_math_1.5b_7b_merged_target_prm7b", "qwen25_math_1.5b_7b_merged_draft_prm1.5b"}
+        "qwen25_math_1.5b_7b_merged_target_prm7b", "qwen25_math_1.5b_7b_merged_draft_prm1.5b",
+        "qwen25_math_1.5b_7b_skywork1.5b_v5e1"}  # the main setting, int8, on one 16 GB chip (docs/quantization.md)
 
 
 @pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
@@ -69,6 +70,10 @@ def test_a_paper_config_prints_resolves_and_has_the_papers_settings(path, capsys
         4096, True, 100, 0.0)
     assert cfg.rsd.delta == 0.7 and cfg.rsd.weighting == "binary" and cfg.data.template == "qwen25-math-cot"
     methods = cfg.rsd.methods
+    if path.stem.endswith("_v5e1"):  # one chip, batch 8: RSD and the two models alone on MATH500 (decode's set)
+        assert cfg.data.source == "math500" and set(methods) == {"rsd", "target", "draft"}
+        assert {getattr(cfg.models, role).quantize for role in ROLES} == {"int8"}
+        return
     if "table_b1" in path.stem:
         assert cfg.data.sources == ("cn_middle_school", "college_math")
         assert set(methods) == {"rsd", "target", "draft", "speculative"}

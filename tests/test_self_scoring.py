@@ -57,7 +57,10 @@ def test_the_reward_is_the_value_head_of_a_full_forward_at_the_step_end(setup):
 
 def test_mixed_decisions_equal_the_slow_reference_with_the_draft_as_its_own_prm(setup):
     engine, host, batch, ids = setup
-    delta = float(np.median(run(engine, batch, 0.0).trace.reward[:, :3]))
+    # δ halfway between the two first-step rewards either side of the median: a δ equal to some reward (the median
+    # itself) lets float noise between the jitted loop and the reference flip that step's decision
+    first = np.unique(run(engine, batch, 0.0).trace.reward[:, :3])
+    delta = float((first[len(first) // 2 - 1] + first[len(first) // 2]) / 2)
     out = run(engine, batch, delta)
     assert (out.trace.source == DRAFT).any() and (out.trace.source == TARGET).any(), "the test needs mixed decisions"
     for i in range(len(LENGTHS)):
