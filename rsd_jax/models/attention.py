@@ -72,7 +72,9 @@ def attend(q: jax.Array, keys: jax.Array, values: jax.Array, layer: jax.Array, v
         piece = jax.lax.dynamic_slice(cache, (layer, 0, 0, start, 0), (1, cache_rows, k_heads, block, d))[0]
         if rows is not None:
             piece = jnp.take(piece, rows, axis=0)
-        return jnp.take(piece, kv_of_head, axis=1).astype(q.dtype)
+        if k_heads != h:  # grouped-query: each KV head repeated to its query heads (a copy; none when K = H)
+            piece = jnp.take(piece, kv_of_head, axis=1)
+        return piece.astype(q.dtype)
 
     def visit(j, carry: OnlineSoftmax) -> OnlineSoftmax:
         top, norm, acc = carry.top, carry.norm, carry.acc
