@@ -325,14 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (("--batch", args.batch), ("--layers", args.layers)):  # before any work
         if value is not None and value < 1:
             return exits.error(f"{flag} must be a positive integer, got {value}")
+    low, _, high = (args.search or "1:1").partition(":")
+    if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high)):  # before any work, with the others
+        return exits.error(f"--search takes LOW:HIGH with 0 < LOW <= HIGH, got {args.search!r}")
     global LAYERS, SEARCH
     LAYERS = {role: args.layers for role in ("draft", "target", "prm")} if args.layers else None
-    if args.search:
-        low, _, high = args.search.partition(":")
-        if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high)):
-            print(f"error: --search takes LOW:HIGH with 0 < LOW <= HIGH, got {args.search!r}", file=sys.stderr)
-            return 2
-        SEARCH = (int(low), int(high))
+    SEARCH = (int(low), int(high)) if args.search else None
     root = Path(__file__).resolve().parents[1]
     rows = []
     try:
