@@ -55,10 +55,6 @@ class Model:
         """The params as a nested dict of arrays (what orbax saves)."""
         return nnx.to_pure_dict(self.params)
 
-    def with_params(self, params: Any) -> "Model":
-        """New weights (any layer copies, now stale, dropped)."""
-        return dataclasses.replace(self, params=params, layer_copies=None)
-
     def with_layer_copies(self) -> "Model":
         """This model with a per-layer copy of its layer weights, which its forward passes then read instead of the
         stacked ones: on a CPU, where the product of a stacked weight's slice first copies the slice out, batch-1
