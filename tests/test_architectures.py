@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hf_models import qwen2_config, qwen3_config, save_causal_lm, save_skywork_prm
-from rsd_jax import decode, flops
+from rsd_jax import decode, flops, hub_layout
 from rsd_jax.errors import ConfigError
 from rsd_jax.models import Model, ModelConfig, architectures
 from rsd_jax.models.architectures import HFName, config_from_hf
@@ -51,6 +51,16 @@ def test_qwen3_config_weights_cache_and_flops_come_from_its_entry():
     assert cache.k.shape == (2, 3, 2, 16, 24)  # [L, B, KVH, S, D], D the config's own head_dim
     e, d, f = 64, 24, 112
     assert flops.matmul_flops_per_token(cfg) == 2 * 2 * (e * 4 * d * 2 + 2 * e * 2 * d + 3 * e * f)
+
+
+def test_hub_layouts_are_named_by_each_architectures_map():
+    qwen3 = dict(hub_layout.tensor_shapes({**qwen3_config().to_dict(), "architectures": ["Qwen3ForCausalLM"]}))
+    assert qwen3["model.layers.1.self_attn.q_norm.weight"] == (24,) and qwen3["lm_head.weight"] == (97, 64)
+    assert qwen3["model.layers.0.self_attn.q_proj.weight"] == (4 * 24, 64)  # [out, in], head_dim 24
+    assert not [n for n in qwen3 if n.endswith("proj.bias")]
+    llama = dict(hub_layout.tensor_shapes(hub_layout.Layout("Llama-3.1-8B-Instruct",
+                                                            (("num_hidden_layers", 1),)).hf_config()))
+    assert "lm_head.weight" in llama and not [n for n in llama if n.endswith("bias")]  # untied, no biases
 
 
 @pytest.fixture(scope="module")
