@@ -25,7 +25,6 @@ VARIANTS = {
         "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 64}),
     "qwen3_qk_norm_untied": lambda: qwen3_config(),
-    "qwen3_bias_tied": lambda: qwen3_config(attention_bias=True, tie_word_embeddings=True),
 }
 
 
