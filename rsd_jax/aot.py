@@ -284,7 +284,8 @@ def compile_report(fn: Callable, args: Sequence[Any], in_shardings: Any = None, 
 @dataclasses.dataclass(frozen=True)
 class BatchSearch:
     """The outcome of a search for the largest batch that fits (rsd_jax.capacity): largest (None: not even `low`
-    fits), smallest_failing (None: `high` fits), exact (no untested multiple between them), and every probe's report in the order compiled."""
+    fits), smallest_failing (None: `high` fits), exact (no untested multiple between them), and every probe's
+    report in the order compiled."""
 
     largest: int | None
     smallest_failing: int | None

@@ -117,7 +117,8 @@ def dense_cache_layout(cfg: ModelConfig) -> tuple[int, int, int]:
 
 
 def dense_matmul_flops(cfg: ModelConfig) -> float:
-    """2 · L · (E·H·D + 2·E·K·D + H·D·E + 3·E·F): q, k, v and o projections and the SwiGLU MLP (multiply-add = 2)."""
+    """2 · L · (E·H·D + 2·E·K·D + H·D·E + 3·E·F): the q, k, v and o projections and the SwiGLU MLP (a multiply-add
+    is 2 FLOPs)."""
     e, d, f = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
     attn_proj = e * cfg.num_heads * d * 2 + 2 * e * cfg.num_kv_heads * d
     return float(2 * cfg.num_layers * (attn_proj + 3 * e * f))
