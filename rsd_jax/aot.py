@@ -283,8 +283,9 @@ def compile_report(fn: Callable, args: Sequence[Any], in_shardings: Any = None, 
 
 @dataclasses.dataclass(frozen=True)
 class BatchSearch:
-    """The outcome of `largest_batch`: largest (None: not even `low` fits), smallest_failing (None: `high`
-    fits), exact (no untested multiple between them), and every probe's report in the order compiled."""
+    """The outcome of a search for the largest batch that fits (rsd_jax.capacity): largest (None: not even `low`
+    fits), smallest_failing (None: `high` fits), exact (no untested multiple between them), and every probe's
+    report in the order compiled."""
 
     largest: int | None
     smallest_failing: int | None
@@ -311,25 +312,3 @@ def bisect_largest(fits: Callable[[int], bool], low: int, high: int, *, multiple
         lo, hi = (mid, hi) if fits(mid * multiple) else (lo, mid)
         probes += 1
     return lo * multiple, hi * multiple, hi - lo == 1
-
-
-def largest_batch(fn: Callable, make_args: Callable[[int], Sequence[Any]], target: Target | str, *, low: int,
-                  high: int, multiple: int = 1, max_probes: int = 8,
-                  out_shardings: Callable[[int], Any] | None = None, donate_argnums: int | Sequence[int] = (),
-                  chip: Chip | str | None = None) -> BatchSearch:
-    """The largest batch in [low, high] (a multiple of `multiple`, e.g. the mesh's data size) whose compile
-    fits the chip's HBM, by bisection; make_args(batch) gives the abstract sharded arguments, out_shardings(batch)
-    (optional) the output shardings. Compiles once per probe, at most max_probes times."""
-    target = compile_target(target) if isinstance(target, str) else target
-    if _chip(chip, target) is None:
-        raise ConfigError(f"largest_batch on target {target.name!r} needs a chip to compare with (chip='v5e', ...)")
-    probes: list[tuple[int, Report]] = []
-
-    def fits(batch: int) -> bool:
-        report = compile_report(fn, make_args(batch), None, out_shardings(batch) if out_shardings else None,
-                                target, donate_argnums=donate_argnums, chip=chip)
-        probes.append((batch, report))
-        return bool(report.fits)
-
-    largest, failing, exact = bisect_largest(fits, low, high, multiple=multiple, max_probes=max_probes)
-    return BatchSearch(largest, failing, exact, tuple(probes))

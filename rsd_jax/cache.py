@@ -14,13 +14,9 @@ Always built with zeros (`jnp.empty` is uninitialised memory in recent JAX).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
-
-if TYPE_CHECKING:
-    from rsd_jax.models.config import ModelConfig
 
 from rsd_jax.mesh_axes import DATA as DATA_AXIS, has_data_axis, split, widths
 
@@ -33,9 +29,11 @@ class KVCache:
     lengths: jax.Array  # [B] int32
 
     @classmethod
-    def zeros(cls, config: ModelConfig, batch: int, capacity: int, dtype=None) -> "KVCache":
-        shape = (config.num_layers, batch, config.num_kv_heads, capacity, config.head_dim)
-        dtype = dtype or config.jnp_dtype
+    def zeros(cls, layout: tuple[int, int, int], batch: int, capacity: int, dtype) -> "KVCache":
+        """Zeros for `batch` rows of `capacity` slots; layout (L, KVH, D): a model's
+        `Architecture.cache_layout` (rsd_jax.models.architectures)."""
+        layers, kv_heads, head_dim = layout
+        shape = (layers, batch, kv_heads, capacity, head_dim)
         cache = cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), lengths=jnp.zeros((batch,), jnp.int32))
         return cache.on_current_mesh()
 

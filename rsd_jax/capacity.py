@@ -33,7 +33,7 @@ import numpy as np
 from rsd_jax import exits, flops
 from rsd_jax.aot import CHIPS, GiB
 from rsd_jax.errors import ConfigError, RSDError
-from rsd_jax.models import catalog
+from rsd_jax.models import architectures, catalog
 from rsd_jax.models.config import ModelConfig
 
 CONFIGS = ("configs/paper/qwen25_math_1.5b_7b_skywork1.5b.yaml", "configs/paper/qwen25_math_1.5b_7b_skywork7b.yaml",
@@ -283,7 +283,9 @@ MODELS = {name.removesuffix("-Instruct"): catalog.model_config(name) for name in
 
 
 def kv_bytes_per_token(cfg: ModelConfig) -> int:
-    return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * BYTES
+    """K and V of one token in the cache layout of the config's architecture."""
+    layers, kv_heads, head_dim = architectures.of(cfg).cache_layout(cfg)
+    return 2 * layers * kv_heads * head_dim * BYTES
 
 
 def params(cfg: ModelConfig) -> int:

@@ -1,7 +1,8 @@
 """Analytic forward FLOPs of a decoder, per token (multiply-add = 2 FLOPs).
 
 For one token at context length c (keys it attends to, itself included):
-    matmuls   = 2 · L · (E·H·D + 2·E·K·D + H·D·E + 3·E·F)
+    matmuls   = its architecture's formula (rsd_jax.models.architectures); the dense ones:
+                2 · L · (E·H·D + 2·E·K·D + H·D·E + 3·E·F)
     attention = 4 · L · H · D · c            (q·kᵀ and p·v)
     head      = 2 · E · V  (LM head)  or  2 · E  (value head)
 These functions accept Python numbers or jnp arrays, so the decoding loop counts work with them as arrays. The
@@ -11,15 +12,14 @@ and JAX refuses a Python int above 2^31 - 1 inside traced arithmetic.
 
 from __future__ import annotations
 
+from rsd_jax.models import architectures
 from rsd_jax.models.config import ModelConfig
 
 
 def matmul_flops_per_token(cfg: ModelConfig) -> float:
-    """Projection and MLP FLOPs of one token through all layers (no attention scores, no head)."""
-    e, d, f = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
-    attn_proj = e * cfg.num_heads * d * 2 + 2 * e * cfg.num_kv_heads * d
-    mlp = 3 * e * f
-    return float(2 * cfg.num_layers * (attn_proj + mlp))
+    """Projection and MLP FLOPs of one token through all layers (no attention scores, no head): the formula of the
+    config's architecture (`Architecture.matmul_flops`)."""
+    return architectures.of(cfg).matmul_flops(cfg)
 
 
 def attention_flops_per_key(cfg: ModelConfig) -> float:

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from rsd_jax.models import catalog
+from rsd_jax.models import architectures, catalog
 
 GiB = 2**30
 
@@ -35,29 +35,40 @@ class Layout:
         return {**catalog.HF_CONFIGS[self.name], **dict(self.overrides)}
 
 
+#: the order of a layer's tensors in a transformers checkpoint file (weight before bias)
+_LAYER_ORDER = ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.q_norm",
+                "self_attn.k_norm", "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj",
+                "mlp.down_proj")
+
+
 def tensor_shapes(config: dict[str, Any]) -> Iterator[tuple[str, tuple[int, ...]]]:
-    """(name, shape) of every tensor of a transformers Qwen2 checkpoint of this config, in file order."""
-    e, f, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
-    d = e // config["num_attention_heads"]
-    q, kv = config["num_attention_heads"] * d, config["num_key_value_heads"] * d
-    yield "model.embed_tokens.weight", (v, e)
-    for i in range(config["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        yield p + "input_layernorm.weight", (e,)
-        for name, out in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
-            yield p + f"self_attn.{name}.weight", (out, e)
-            yield p + f"self_attn.{name}.bias", (out,)
-        yield p + "self_attn.o_proj.weight", (e, q)
-        yield p + "post_attention_layernorm.weight", (e,)
-        yield p + "mlp.gate_proj.weight", (f, e)
-        yield p + "mlp.up_proj.weight", (f, e)
-        yield p + "mlp.down_proj.weight", (e, f)
-    yield "model.norm.weight", (e,)
-    if not config["tie_word_embeddings"] and config["architectures"][0] == "Qwen2ForCausalLM":
-        yield "lm_head.weight", (v, e)
-    if config["architectures"][0] == "Qwen2ForPrmModel":
-        yield "v_head.summary.weight", (1, e)
-        yield "v_head.summary.bias", (1,)
+    """(name, shape) of every tensor of a transformers checkpoint of this config.json, in file order: the parameters
+    of its architecture's model (rsd_jax.models.architectures), each named as the architecture's weight-name map
+    reads it back (HF Linear weights [out, in])."""
+    from flax import nnx
+
+    from rsd_jax.models.model import Model
+    from rsd_jax.weights.param_paths import leaves
+
+    cfg = architectures.config_from_hf(config)
+    read_back = architectures.of(cfg).weight_names
+    tensors = []
+    for path, target in leaves(nnx.to_pure_dict(Model.abstract(cfg).params)):
+        for layer in (range(cfg.num_layers) if path[0] == "layers" else (None,)):
+            name, place = architectures.transformers_name(path, layer)
+            if read_back(name) != place:
+                raise ValueError(f"{cfg.architecture}: parameter {'.'.join(path)} has no transformers name its "
+                                 "weight-name map reads back")
+            shape = tuple(target.shape[1:] if layer is not None else target.shape)
+            tensors.append((_file_order(path, layer), name, tuple(reversed(shape)) if place.transpose else shape))
+    yield from ((name, shape) for _, name, shape in sorted(tensors))
+
+
+def _file_order(path: tuple[str, ...], layer: int | None) -> tuple:
+    """Embeddings, then layer by layer (_LAYER_ORDER), then the final norm and the heads."""
+    if path[0] == "layers":
+        return (1, layer, _LAYER_ORDER.index(".".join(path[1:-1])), path[-1] == "bias")
+    return ({"embed_tokens": 0, "norm": 2, "lm_head": 3}.get(path[0], 4), 0, 0, path[-1] == "bias")
 
 
 def random_tensor(name: str, shape: tuple[int, ...], rng: np.random.Generator, scale: float) -> np.ndarray:

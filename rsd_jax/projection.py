@@ -93,14 +93,14 @@ def schedule_traces(batch: int, *, problems: int, acceptance: float, quorums: tu
     return traces
 
 
-def project(*, settings: Sequence[str] = tuple(SETTINGS), hardware: Sequence[str] = HARDWARE,
+def project(*, settings: Sequence[str] = tuple(SETTINGS), hardware: Sequence[str | roofline.Hardware] = HARDWARE,
             batches: Sequence[int] = BATCHES, quorums: Sequence[int] = QUORUMS, acceptance: float = ACCEPTANCE,
-            problems: int = 128, chunk: int = CHUNK, seed: int = 0,
-            hardware_overrides: Mapping[str, float] | None = None) -> dict[str, dict[str, float]]:
+            problems: int = 128, chunk: int = CHUNK, seed: int = 0) -> dict[str, dict[str, float]]:
     """Case "SETTING HARDWARE bB" -> projected target-only seconds for the `problems` problems, RSD's speedup over
     target-only for the synchronous schedule and the asynchronous one at each k <= B, the target's passes relative
     to target-only's, and whether the setting fits the slice's HBM (1/0). Same problems and acceptance draws for
-    every case."""
+    every case. hardware: slice names, or `roofline.Hardware` values (a slice with changed figures, e.g.
+    `roofline.Hardware.of_slice("8x H100", collective_latency_s=3e-6)`)."""
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise ConfigError(f"unknown settings {unknown}; known: {', '.join(SETTINGS)}")
@@ -111,8 +111,9 @@ def project(*, settings: Sequence[str] = tuple(SETTINGS), hardware: Sequence[str
         longest = max(p.context + p.tokens for t in traces["target_only"] for p in t)
         for name in settings:
             setting = SETTINGS[name]
-            for slice_name in hardware:
-                hw = roofline.Hardware.of_slice(slice_name, **dict(hardware_overrides or {}))
+            for slice_ in hardware:
+                hw = roofline.Hardware.of_slice(slice_) if isinstance(slice_, str) else slice_
+                slice_name = hw.name
                 seconds = {sched: sum(sum(trace_seconds(t, setting, hw).values()) for t in ts)
                            for sched, ts in traces.items()}
                 base = seconds["target_only"]
@@ -141,30 +142,6 @@ def assumptions(*, acceptance: float = ACCEPTANCE, chunk: int = CHUNK, problems:
                     f"{name} tflop_s_per_chip": hw.flops_per_s / 1e12,
                     f"{name} link_gb_s_per_chip": hw.link_bytes_per_s / 1e9,
                     f"{name} collective_latency_us": hw.collective_latency_s * 1e6})
-    return out
-
-
-def project_measured(batch_passes: Mapping[str, Mapping[str, int] | tuple[int, int]], setting: str, hardware: str,
-                     *, context: float, tokens: float = 1.0) -> dict[str, float]:
-    """Projected seconds of a real run from its pass counts: `batch_passes` is an accounting's
-    {"draft"|"target"|"prm": {"passes": P, "rows": R}} (rsd_jax.results), or the (P, R) pairs rsd_jax.bench's
-    batch_passes sums over batches. A run's counts do not say how many tokens a pass fed or at what
-    context: every pass is taken to carry R/P rows of `tokens` tokens at mean context `context`, the draft's and
-    target's rows each sampling a token."""
-    if setting not in SETTINGS:
-        raise ConfigError(f"unknown setting {setting!r}; known: {', '.join(SETTINGS)}")
-    hw = roofline.Hardware.of_slice(hardware)
-    configs = SETTINGS[setting].configs
-    out = {}
-    for role, counts in batch_passes.items():
-        if role not in configs:
-            raise ConfigError(f"batch_passes names {role!r}; the models are {', '.join(configs)}")
-        passes, rows = (counts if isinstance(counts, tuple) else (counts["passes"], counts["rows"]))
-        per_pass = rows / passes if passes else 0.0
-        out[role] = passes * float(roofline.pass_seconds(configs[role], hw, rows=per_pass, tokens=tokens,
-                                                         context=context,
-                                                         head_rows=per_pass if role != "prm" else 0.0))
-    out["total"] = sum(out.values())
     return out
 
 

@@ -35,7 +35,7 @@ from rsd_jax.paths import resolve_path
 from rsd_jax.training import held_out, lm, prm, run_dir, self_scoring
 from rsd_jax.training.backbone import initial_params
 from rsd_jax.training.loop import train, trim_padding
-from rsd_jax.training.prm_data import prm_dataset
+from rsd_jax.training.prm_data import Labelling, prm_dataset
 from rsd_jax.weights import restore_model, save_model
 
 TOKENIZER_FILE = "char_tokenizer.json"
@@ -85,10 +85,10 @@ def run_prm(cfg: TrainConfig, tok: CharTokenizer, config: ModelConfig, work: Pat
     n_perturbed = round(len(problems) * data.perturbed)
     print(f"sampling {len(problems) * len(lms) * copies} solutions to label"
           f"{f', and {n_perturbed} perturbed references' if n_perturbed else ''} ...")
-    tokens, mask, labels = prm_dataset(tok, problems, lms, seed=data.seed, temperature=data.temperature,
-                                       copies=data.samples_per_problem, sequence_length=data.sequence_length,
-                                       greedy=data.greedy, cuts=data.prefix_cuts, perturbed=data.perturbed,
-                                       perturb_kinds=data.perturb_kinds)
+    labelling = Labelling(copies=data.samples_per_problem, temperature=data.temperature, greedy=data.greedy,
+                          cuts=data.prefix_cuts, perturbed=data.perturbed, perturb_kinds=data.perturb_kinds)
+    tokens, mask, labels = prm_dataset(tok, problems, lms, labelling, seed=data.seed,
+                                       sequence_length=data.sequence_length)
     print(f"{int(mask.sum())} labelled steps, {labels[mask > 0].mean():.1%} correct")
     arrays = (tokens, mask, labels)
     if cfg.lm_loss_weight:

@@ -3,6 +3,8 @@ step-delimiter tokens, EOS and PRM text parts are chosen by hand (no tokenizer n
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +28,11 @@ def config(layers: int, hidden: int, head: str = "lm") -> ModelConfig:
                        max_position_embeddings=4096)
 
 
+def with_params(model: Model, params) -> Model:
+    """The model with new weights (any per-layer copies, now stale, dropped)."""
+    return dataclasses.replace(model, params=params, layer_copies=None)
+
+
 def random_model(cfg: ModelConfig, seed: int, scale: float = 0.35) -> Model:
     """Weights with a larger spread than the default init, so logits are well separated (no argmax ties)."""
     model = Model.init(cfg, seed)
@@ -33,7 +40,7 @@ def random_model(cfg: ModelConfig, seed: int, scale: float = 0.35) -> Model:
     keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
     new = [jax.random.normal(k, x.shape, x.dtype) * scale + (1.0 if x.ndim == 1 and x.shape[0] == cfg.hidden_size
                                                               else 0.0) for k, x in zip(keys, leaves)]
-    return model.with_params(jax.tree.unflatten(treedef, new))
+    return with_params(model, jax.tree.unflatten(treedef, new))
 
 
 def models():

@@ -22,12 +22,22 @@ def llama_config(**kw) -> transformers.LlamaConfig:
     return transformers.LlamaConfig(**args)
 
 
+def qwen3_config(**kw) -> transformers.Qwen3Config:
+    """Qwen3: q/k RMSNorm per head, no q/k/v bias, and a head_dim (24) that is not hidden / heads (16)."""
+    args = {**TINY, "num_key_value_heads": 2, "head_dim": 24, "rope_theta": 1_000_000.0,
+            "tie_word_embeddings": False, **kw}
+    return transformers.Qwen3Config(**args)
+
+
+CAUSAL_LMS = {"qwen2": transformers.Qwen2ForCausalLM, "llama": transformers.LlamaForCausalLM,
+              "qwen3": transformers.Qwen3ForCausalLM}
+
+
 def save_causal_lm(config, folder: Path, seed: int = 0, max_shard_size: str | None = None):
     """Builds a random model of the config's family, perturbs its norms and biases (zero/one defaults
     would hide bugs), saves it with safetensors, returns the torch model in eval mode."""
     torch.manual_seed(seed)
-    cls = transformers.Qwen2ForCausalLM if config.model_type == "qwen2" else transformers.LlamaForCausalLM
-    model = cls(config).eval()
+    model = CAUSAL_LMS[config.model_type](config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rsd_jax import aot, aot_demo
+from rsd_jax import aot
 from rsd_jax.errors import ConfigError
 
 needs_libtpu = pytest.mark.skipif(not aot.tpu_compiler_available(),
@@ -77,28 +77,6 @@ def test_bisect_largest(limit, expected):
 def test_bisect_stops_at_the_probe_cap():
     largest, failing, exact = aot.bisect_largest(lambda n: n <= 1000, 1, 4096, max_probes=4)
     assert largest <= 1000 < failing and not exact
-
-
-def test_largest_batch_against_a_small_chip():
-    """x * 2 with x [batch, 1024] f32 over 8 data shards: batch/8 rows in and out per device, 1 KiB per batch row."""
-    target = aot.compile_target("cpu:8")
-    mesh = target.mesh()
-    chip = aot.Chip("test chip", "none", hbm_bytes=100 * 1024, chip_hbm_gib=0)
-    search = aot.largest_batch(lambda x: x * 2, lambda b: (sds(mesh, (b, 1024), P("data", None)),), target,
-                               low=8, high=256, multiple=8, chip=chip)
-    assert (search.largest, search.smallest_failing, search.exact) == (96, 104, True)
-    for batch, report in search.probes:
-        assert report.memory.arguments == batch // 8 * 1024 * 4
-        assert report.fits == (batch <= 96)
-    with pytest.raises(ConfigError, match="needs a chip"):
-        aot.largest_batch(lambda x: x, lambda b: (sds(mesh, (b,), P("data")),), target, low=8, high=16)
-
-
-def test_demo_runs_small(capsys):
-    args = ["--target", "cpu:8", "--layers", "2", "--hidden", "64", "--mlp", "128", "--batch", "8", "--tokens", "4"]
-    assert aot_demo.main(args + ["--chip", "v5e", "--search", "8:64"]) == 0
-    out = capsys.readouterr().out
-    assert "cpu:8 (8 devices)" in out and ": fits" in out and "largest batch that fits: 64" in out
 
 
 @needs_libtpu

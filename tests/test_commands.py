@@ -18,7 +18,7 @@ from rsd_jax.records import read_records
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_CONFIG = str(ROOT / "configs" / "paper" / "qwen25_math_1.5b_7b_skywork1.5b.yaml")
 COMMANDS = ("decode", "evaluate", "train", "theory", "bench", "capacity", "rehearse", "protocol_check", "convert",
-            "aot_demo", "merge", "doctor")
+            "merge", "doctor")
 #: The commands that read a config: their schema, the flags that pick a config, an override to print, and the
 #: config file's keys (with that override) that --print-config must show.
 CONFIGURED = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,19 @@ def test_the_readme_python_api_example_runs_as_written(capsys, monkeypatch):
     assert "The answer is" in printed and "draft" in printed
     best = namespace["best"]
     assert best.accounting["samples"] == 4 and best.steps and all(s.source == "draft" for s in best.steps)
+
+
+def relative_links(markdown: str) -> list[str]:
+    """The targets of a markdown text's links that are paths in this repository (no scheme, no bare anchor)."""
+    return [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", markdown)
+            if "://" not in t and not t.startswith("#")]
+
+
+def test_the_readme_is_for_users_and_every_page_it_or_docs_links_exists():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 400, "the README holds at most 400 lines: move measurements to docs/"
+    pages = [(ROOT / "README.md", readme)] + [(p, p.read_text()) for p in sorted((ROOT / "docs").glob("*.md"))]
+    missing = [f"{page.relative_to(ROOT)} -> {link}" for page, text in pages for link in relative_links(text)
+               if not (page.parent / link).exists()]
+    assert not missing, "links to nothing: " + ", ".join(missing)
+    assert relative_links("[a](docs/x.md#y) [b](https://h/z) [c](#tests)") == ["docs/x.md"]

@@ -47,7 +47,6 @@ def test_layer_copies_are_the_stacked_rows_and_never_go_stale():
         assert len(rows) == len(stacked)
         for row, stack in zip(rows, stacked):
             np.testing.assert_array_equal(row, stack[i])
-    assert copied.with_params(model.params).layer_copies is None  # new weights: the old copies are dropped
     assert copied.without_layer_copies().layer_copies is None
     assert copied.num_params() == model.num_params()  # the copies are not parameters
 

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from engine_world import with_params
 from rsd_jax.errors import InputError
 from rsd_jax.merge import main
 from rsd_jax.models import Model, ModelConfig, full_forward
@@ -26,8 +27,8 @@ def randomised(config: ModelConfig, seed: int) -> Model:
     model = Model.init(config, seed)
     leaves, treedef = jax.tree.flatten(model.params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return model.with_params(jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype)
-                                                         for k, x in zip(keys, leaves)]))
+    return with_params(model, jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype)
+                                                       for k, x in zip(keys, leaves)]))
 
 
 def flat(model: Model) -> dict[str, np.ndarray]:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from hf_models import llama_config, qwen2_config, save_causal_lm, save_skywork_prm
-from rsd_jax.models import Model, ModelConfig, forward, full_forward
+from hf_models import llama_config, qwen2_config, qwen3_config, save_causal_lm, save_skywork_prm
+from rsd_jax.models import Model, forward, full_forward
+from rsd_jax.models.architectures import config_from_hf
 from rsd_jax.weights import load_hf_model
 
 VARIANTS = {
@@ -23,6 +24,7 @@ VARIANTS = {
     "llama3_rope_scaling": lambda: llama_config(rope_scaling={
         "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 64}),
+    "qwen3_qk_norm_untied": lambda: qwen3_config(),
 }
 
 
@@ -55,7 +57,7 @@ def test_config_reads_both_rope_spellings():
     assert "rope_parameters" in base  # transformers 5
     hub = {k: v for k, v in base.items() if k != "rope_parameters"}
     hub["rope_theta"] = 1_000_000.0  # a hub config.json of transformers 4
-    assert ModelConfig.from_hf_dict(base).rope.theta == ModelConfig.from_hf_dict(hub).rope.theta == 1e6
+    assert config_from_hf(base).rope.theta == config_from_hf(hub).rope.theta == 1e6
 
 
 def test_full_forward_matches_transformers(pair):

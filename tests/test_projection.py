@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Mapping
 
 import pytest
 
@@ -171,7 +172,8 @@ def test_the_projection_is_monotone_in_acceptance_and_hardware():
         assert by_acceptance[0][case]["target_only_s"] == by_acceptance[-1][case]["target_only_s"]
     one = by_acceptance[1]
     assert one["1.5B/7B/1.5B 8x H100 b8"]["target_only_s"] < one["1.5B/7B/1.5B v5e-8 b8"]["target_only_s"]
-    slower = projection.project(acceptance=0.7, hardware_overrides={"collective_latency_s": 50e-6}, **kw)
+    slow = [roofline.Hardware.of_slice(n, collective_latency_s=50e-6) for n in kw["hardware"]]
+    slower = projection.project(acceptance=0.7, **{**kw, "hardware": slow})
     assert slower["1.5B/7B/1.5B v5e-8 b8"]["target_only_s"] > one["1.5B/7B/1.5B v5e-8 b8"]["target_only_s"]
 
 
@@ -186,6 +188,30 @@ def test_batching_amortises_the_target_and_the_table_has_every_case():
     assert len(lines) == 4 and "| 7B/72B/7B | 8x H100 | 8 | yes |" in lines[3]
 
 
+def project_measured(batch_passes: Mapping[str, Mapping[str, int] | tuple[int, int]], setting: str, hardware: str,
+                     *, context: float, tokens: float = 1.0) -> dict[str, float]:
+    """(test-side) Projected seconds of a real run from its pass counts: `batch_passes` is an accounting's
+    {"draft"|"target"|"prm": {"passes": P, "rows": R}} (rsd_jax.results), or the (P, R) pairs rsd_jax.bench's
+    batch_passes sums over batches. A run's counts do not say how many tokens a pass fed or at what
+    context: every pass is taken to carry R/P rows of `tokens` tokens at mean context `context`, the draft's and
+    target's rows each sampling a token."""
+    if setting not in projection.SETTINGS:
+        raise ConfigError(f"unknown setting {setting!r}; known: {', '.join(projection.SETTINGS)}")
+    hw = roofline.Hardware.of_slice(hardware)
+    configs = projection.SETTINGS[setting].configs
+    out = {}
+    for role, counts in batch_passes.items():
+        if role not in configs:
+            raise ConfigError(f"batch_passes names {role!r}; the models are {', '.join(configs)}")
+        passes, rows = (counts if isinstance(counts, tuple) else (counts["passes"], counts["rows"]))
+        per_pass = rows / passes if passes else 0.0
+        out[role] = passes * float(roofline.pass_seconds(configs[role], hw, rows=per_pass, tokens=tokens,
+                                                         context=context,
+                                                         head_rows=per_pass if role != "prm" else 0.0))
+    out["total"] = sum(out.values())
+    return out
+
+
 def test_a_measured_pass_count_is_projected_like_the_trace_it_came_from():
     rows = _rows(0.9, 8)
     trace = [p for p in pass_trace.target_only(rows, chunk=32) if p.head_rows]  # one-token passes only
@@ -193,15 +219,15 @@ def test_a_measured_pass_count_is_projected_like_the_trace_it_came_from():
     simulated = projection.trace_seconds(trace, setting, V5E_8)["target"]
     counts = {"target": {"passes": len(trace), "rows": sum(p.rows for p in trace)}}
     mean_context = sum(p.context * p.rows for p in trace) / counts["target"]["rows"]
-    measured = projection.project_measured(counts, "1.5B/7B/1.5B", "v5e-8", context=mean_context)
+    measured = project_measured(counts, "1.5B/7B/1.5B", "v5e-8", context=mean_context)
     assert measured["total"] == measured["target"] == pytest.approx(simulated, rel=0.05)
-    doubled = projection.project_measured({"target": {"passes": 2 * len(trace), "rows": 2 * counts["target"]["rows"]}},
+    doubled = project_measured({"target": {"passes": 2 * len(trace), "rows": 2 * counts["target"]["rows"]}},
                                           "1.5B/7B/1.5B", "v5e-8", context=mean_context)
     assert doubled["total"] == pytest.approx(2 * measured["total"])
     as_bench_sums = {"target": (len(trace), counts["target"]["rows"])}  # rsd_jax.bench.batch_passes' form
-    assert projection.project_measured(as_bench_sums, "1.5B/7B/1.5B", "v5e-8", context=mean_context) == measured
+    assert project_measured(as_bench_sums, "1.5B/7B/1.5B", "v5e-8", context=mean_context) == measured
     with pytest.raises(ConfigError, match="batch_passes names 'verifier'"):
-        projection.project_measured({"verifier": {"passes": 1, "rows": 1}}, "1.5B/7B/1.5B", "v5e-8", context=10)
+        project_measured({"verifier": {"passes": 1, "rows": 1}}, "1.5B/7B/1.5B", "v5e-8", context=10)
 
 
 # ------------------------------------------------------------------------------------------------ against the loop

@@ -26,7 +26,7 @@ def close_draft(target, noise: float, seed: int = 7):
     """A draft that agrees with the target most of the time: the target's weights plus noise."""
     leaves, treedef = jax.tree.flatten(target.params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return target.with_params(jax.tree.unflatten(
+    return world.with_params(target, jax.tree.unflatten(
         treedef, [x + noise * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)]))
 
 

@@ -20,7 +20,7 @@ from rsd_jax.train import main, prm
 from rsd_jax.training import lm, run_dir
 from rsd_jax.training.backbone import initial_params
 from rsd_jax.training.loop import trim_padding
-from rsd_jax.training.prm_data import prm_dataset
+from rsd_jax.training.prm_data import Labelling, prm_dataset
 from rsd_jax.weights import load_model, save_model
 
 TINY = ["model.hidden_size=16", "model.intermediate_size=32", "optim.warmup_steps=1", "optim.batch_size=4",
@@ -138,7 +138,8 @@ def test_the_auxiliary_lm_loss_needs_tied_embeddings_and_says_so_before_sampling
 
 def prm_data(problems, lms, **options):
     """The PRM's training arrays of `problems` from `lms` at temperature 1 (seed 5, 160 tokens a row)."""
-    return prm_dataset(CharTokenizer(), problems, lms, seed=5, temperature=1.0, sequence_length=160, **options)
+    return prm_dataset(CharTokenizer(), problems, lms, Labelling(temperature=1.0, **options), seed=5,
+                       sequence_length=160)
 
 
 def test_prm_data_holds_sampled_and_greedy_solutions_of_every_lm(monkeypatch):

@@ -1,4 +1,4 @@
-"""Decoder models (Qwen2 / Llama family) and PRM heads."""
+"""Decoder models (the architectures of rsd_jax.models.architectures: Qwen2, Llama, Qwen3) and PRM heads."""
 
 from rsd_jax.models.config import ModelConfig, RopeConfig
 from rsd_jax.models.decoder import Decoder

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rsd_jax.models import architectures
 from rsd_jax.models.config import ModelConfig
 
 QWEN_BOS, QWEN_EOS, QWEN_IM_END = 151643, 151643, 151645  # <|endoftext|> doubles as BOS id and pad; <|im_end|>
@@ -103,8 +104,8 @@ QWEN25_MATH_CHAT_TEMPLATE = (
 
 def model_config(name: str, *, dtype: str = "bfloat16", **overrides: Any) -> ModelConfig:
     """The ModelConfig of a catalogued architecture (overrides: e.g. num_layers for a shallower copy)."""
-    return ModelConfig.from_hf_dict(HF_CONFIGS[name], dtype=dtype, **overrides)
+    return architectures.config_from_hf(HF_CONFIGS[name], dtype=dtype, **overrides)
 
 
 def is_prm(name: str) -> bool:
-    return HF_CONFIGS[name]["architectures"][0] == "Qwen2ForPrmModel"
+    return architectures.resolve(HF_CONFIGS[name]["architectures"][0])[1] == "value"

@@ -1,4 +1,4 @@
-"""Static description of one decoder: the Qwen2 / Llama family, optionally with a PRM head.
+"""Static description of one decoder (an architecture of rsd_jax.models.architectures), optionally with a PRM head.
 
 `ModelConfig` is a frozen, hashable dataclass: it is safe as a static argument of `jax.jit`, and two
 equal configs hash equally, so they share compiled code.
@@ -7,8 +7,6 @@ equal configs hash equally, so they share compiled code.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any, Literal
 
 import jax.numpy as jnp
@@ -16,18 +14,6 @@ import jax.numpy as jnp
 from rsd_jax.errors import ConfigError
 
 HeadKind = Literal["lm", "value", "token_logit", "lm+value"]
-
-#: HF `architectures` entries we know how to load, and the head each one implies.
-SUPPORTED_ARCHITECTURES: dict[str, HeadKind] = {
-    "Qwen2ForCausalLM": "lm",
-    "LlamaForCausalLM": "lm",
-    "Qwen2ForPrmModel": "value",
-    "Qwen2ForRewardModel": "value",
-    "Qwen2ForProcessRewardModel": "value",
-    # an LM merged with a value-head PRM (python -m rsd_jax.merge on hub folders; rsd_jax.weights.hub_merge)
-    "Qwen2ForCausalLMWithValueHead": "lm+value",
-    "LlamaForCausalLMWithValueHead": "lm+value",
-}
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -76,6 +62,7 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: tuple[int, ...] = ()
     quantize: str = "none"  # weight-only: "none", "int8" or "int4" (rsd_jax.models.quantize)
+    architecture: str = "Qwen2ForCausalLM"  # its entry of rsd_jax.models.architectures (module, weights, cache, FLOPs)
 
     def __post_init__(self) -> None:
         positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
@@ -117,68 +104,15 @@ class ModelConfig:
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 
-    # ---------------------------------------------------------------- HF config.json
-    @classmethod
-    def from_hf_dict(cls, hf: dict[str, Any], *, dtype: str = "float32", head: HeadKind | None = None,
-                     **overrides: Any) -> "ModelConfig":
-        """Reads an HF `config.json` dict (transformers 4.x `rope_theta` or 5.x `rope_parameters`);
-        `overrides` replace fields (e.g. good_token_id / bad_token_id of a token-logit PRM)."""
-        arch = (hf.get("architectures") or [None])[0]
-        if arch is None:  # a bare config (e.g. from transformers' to_dict): infer from model_type
-            arch = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}.get(hf.get("model_type"))
-        if head is None:
-            if arch not in SUPPORTED_ARCHITECTURES:
-                raise ConfigError(f"unknown architecture {arch!r}; supported: "
-                                  f"{', '.join(sorted(SUPPORTED_ARCHITECTURES))}")
-            head = SUPPORTED_ARCHITECTURES[arch]
-        try:
-            num_heads = int(hf["num_attention_heads"])
-            is_qwen2 = hf.get("model_type") == "qwen2" or str(arch).startswith("Qwen2")
-            hidden = int(hf["hidden_size"])
-            eos = hf.get("eos_token_id")
-            eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
-            fields = dict(
-                vocab_size=int(hf["vocab_size"]),
-                hidden_size=hidden,
-                intermediate_size=int(hf["intermediate_size"]),
-                num_layers=int(hf["num_hidden_layers"]),
-                num_heads=num_heads,
-                num_kv_heads=int(hf.get("num_key_value_heads") or num_heads),
-                head_dim=int(hf.get("head_dim") or hidden // num_heads),
-                rope=_rope_from_hf(hf),
-                rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-                # Qwen2 always has q/k/v biases and none on o_proj; Llama's `attention_bias` covers all four.
-                qkv_bias=is_qwen2 or bool(hf.get("attention_bias", False)),
-                out_bias=not is_qwen2 and bool(hf.get("attention_bias", False)),
-                mlp_bias=bool(hf.get("mlp_bias", False)),
-                tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-                head=head,
-                dtype=dtype,
-                max_position_embeddings=int(hf.get("max_position_embeddings", 32768)),
-                bos_token_id=hf.get("bos_token_id"),
-                eos_token_id=eos_ids,
-            )
-        except KeyError as e:
-            raise ConfigError(f"config.json lacks the key {e.args[0]!r}") from None
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown model config field(s): {', '.join(sorted(unknown))}")
-        return cls(**{**fields, **overrides})
-
-    @classmethod
-    def from_hf_folder(cls, folder: str | Path, **kw: Any) -> "ModelConfig":
-        path = Path(folder) / "config.json"
-        if not path.is_file():
-            raise ConfigError(f"no config.json in {folder}")
-        return cls.from_hf_dict(json.loads(path.read_text()), **kw)
-
     # ---------------------------------------------------------------- our own json
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict (what model_config.json stores); quantize only when the weights are quantized, so
-        float checkpoints keep the record they always had."""
+        """The fields as a dict (what model_config.json stores); quantize only when the weights are quantized and
+        architecture only when not Qwen2, so float Qwen2 checkpoints keep the record they always had."""
         d = dataclasses.asdict(self)
         if d["quantize"] == "none":
             del d["quantize"]
+        if d["architecture"] == "Qwen2ForCausalLM":
+            del d["architecture"]
         return d
 
     @classmethod
@@ -188,20 +122,3 @@ class ModelConfig:
         d["eos_token_id"] = tuple(d.get("eos_token_id", ()))
         return cls(**d)
 
-
-def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:
-    params = dict(hf.get("rope_parameters") or {})
-    scaling = dict(hf.get("rope_scaling") or {})
-    theta = hf.get("rope_theta", params.get("rope_theta", 10000.0))
-    spec = {**scaling, **params}
-    kind = spec.get("rope_type", spec.get("type", "default")) or "default"
-    if kind not in ("default", "llama3", "linear"):
-        raise ConfigError(f"rope type {kind!r} is not supported (default, llama3, linear)")
-    return RopeConfig(
-        theta=float(theta),
-        kind=kind,
-        factor=float(spec.get("factor", 1.0)),
-        low_freq_factor=float(spec.get("low_freq_factor", 1.0)),
-        high_freq_factor=float(spec.get("high_freq_factor", 4.0)),
-        original_max_position=int(spec.get("original_max_position_embeddings", 8192)),
-    )

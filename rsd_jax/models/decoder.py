@@ -98,10 +98,15 @@ class Attention(nnx.Module):
         q = self.q_proj(x).reshape(b, t, cfg.num_heads, cfg.head_dim)
         k = self.k_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         v = self.v_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+        q, k = self.normalize(q, k)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         cache = cache.write_layer(layer, slots, k, v, rows).on_current_mesh()  # pinned: the loop keeps its layout
         out = attend(q, cache.k, cache.v, layer, visible, rows)
         return self.o_proj(out.reshape(b, t, cfg.num_heads * cfg.head_dim)), cache
+
+    def normalize(self, q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """q [B, T, H, D], k [B, T, K, D] before RoPE: unchanged here (an architecture with q/k norms overrides it)."""
+        return q, k
 
 
 class MLP(nnx.Module):
@@ -116,9 +121,11 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
+    attention = Attention  # the attention module of its architecture (a subclass overrides it)
+
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
-        self.self_attn = Attention(cfg, rngs)
+        self.self_attn = self.attention(cfg, rngs)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
         self.mlp = MLP(cfg, rngs)
 
@@ -180,6 +187,8 @@ class DecoderOutput:
 class Decoder(nnx.Module):
     """Backbone plus the configured head. Build it with `nnx.eval_shape` when weights come from a file."""
 
+    block = Block  # the layer of its architecture (a subclass overrides it; rsd_jax.models.architectures)
+
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.cfg = cfg
         if cfg.quantize != "none":  # embeddings and LM head: int8 in both modes (rsd_jax.models.quantize)
@@ -188,7 +197,7 @@ class Decoder(nnx.Module):
             self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype,
                                           param_dtype=cfg.jnp_dtype, embedding_init=nnx.initializers.normal(0.02),
                                           rngs=rngs, embedding_metadata={"axes": ("vocab", None)})
-        self.layers = stack_layers([Block(cfg, rngs) for _ in range(cfg.num_layers)])
+        self.layers = stack_layers([self.block(cfg, rngs) for _ in range(cfg.num_layers)])
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
         if cfg.has_lm_head and not cfg.tie_word_embeddings:
             self.lm_head = _linear(cfg.hidden_size, cfg.vocab_size, False, cfg, rngs, (None, "vocab"),

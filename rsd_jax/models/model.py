@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rsd_jax.cache import KVCache
+from rsd_jax.models import architectures
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.decoder import Decoder, DecoderOutput, unstack_layers
 
@@ -33,14 +34,15 @@ class Model:
     # ------------------------------------------------------------ construction
     @classmethod
     def init(cls, config: ModelConfig, seed: int = 0) -> "Model":
-        """Randomly initialised weights (tests and training)."""
-        graphdef, params = nnx.split(Decoder(config, rngs=nnx.Rngs(seed)))
+        """Randomly initialised weights (tests and training), of the config's architecture."""
+        graphdef, params = nnx.split(architectures.of(config).module(config, rngs=nnx.Rngs(seed)))
         return cls(config, graphdef, params)
 
     @classmethod
     def abstract(cls, config: ModelConfig) -> "Model":
         """Shapes and dtypes only (no memory): the target for loading and restoring weights."""
-        graphdef, params = nnx.split(nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0))))
+        module = architectures.of(config).module
+        graphdef, params = nnx.split(nnx.eval_shape(lambda: module(config, rngs=nnx.Rngs(0))))
         return cls(config, graphdef, params)
 
     @classmethod
@@ -54,10 +56,6 @@ class Model:
     def pure_dict(self) -> dict:
         """The params as a nested dict of arrays (what orbax saves)."""
         return nnx.to_pure_dict(self.params)
-
-    def with_params(self, params: Any) -> "Model":
-        """New weights (any layer copies, now stale, dropped)."""
-        return dataclasses.replace(self, params=params, layer_copies=None)
 
     def with_layer_copies(self) -> "Model":
         """This model with a per-layer copy of its layer weights, which its forward passes then read instead of the
@@ -76,7 +74,9 @@ class Model:
 
     # ------------------------------------------------------------ pure functions
     def init_cache(self, batch: int, capacity: int) -> KVCache:
-        return KVCache.zeros(self.config, batch, capacity)
+        """Zeros in the layout of the config's architecture (`Architecture.cache_layout`)."""
+        layout = architectures.of(self.config).cache_layout(self.config)
+        return KVCache.zeros(layout, batch, capacity, self.config.jnp_dtype)
 
     def backbone(self, tokens: jax.Array, starts: jax.Array, cache: KVCache,
                  n_valid: jax.Array | None = None, all_blocks: bool = False,

@@ -9,7 +9,7 @@ import numpy as np
 from rsd_jax.data import arith
 from rsd_jax.models.model import Model
 from rsd_jax.training import prm
-from rsd_jax.training.prm_data import continue_prefixes, prm_dataset, reference_cuts
+from rsd_jax.training.prm_data import Labelling, continue_prefixes, prm_dataset, reference_cuts
 
 if TYPE_CHECKING:
     from rsd_jax.tokenizer import Tokenizer
@@ -41,7 +41,8 @@ def prm_metrics(model: Model, tok: "Tokenizer", lms: Sequence[Model], problems: 
     metrics = {}
     for name, lm in zip(LM_NAMES, lms):
         for label, temp in (("greedy", 0.0), ("sampled", temperature)):
-            tokens, mask, labels = prm_dataset(tok, problems, [lm], seed=seed, temperature=temp, copies=1,
+            labelling = Labelling(copies=1, temperature=temp)
+            tokens, mask, labels = prm_dataset(tok, problems, [lm], labelling, seed=seed,
                                                sequence_length=sequence_length)
             steps = labels[mask > 0]
             metrics[f"auroc_{name}_{label}"] = prm.auroc(prm.score_examples(model, tokens, mask), steps)

@@ -70,11 +70,10 @@ def _train_step_fn(config: ModelConfig, loss_fn: LossFn, tx: optax.GradientTrans
 
 
 def train(config: ModelConfig, init_params: dict, loss_fn: LossFn, batch_at: Callable[[int], Any],
-          optim: OptimizerSettings, state_dir: Path, *, checkpoint_every: int = 200,
-          on_checkpoint: Callable[[int, Model], None] | None = None, desc: str = "train") -> Model:
+          optim: OptimizerSettings, state_dir: Path, *, checkpoint_every: int = 200, desc: str = "train") -> Model:
     """Runs optim.total_steps steps from scratch or from the latest checkpoint in state_dir; returns the model.
 
-    batch_at(step) -> batch. on_checkpoint(step, model) runs after each checkpoint (e.g. a quick eval).
+    batch_at(step) -> batch; the state is saved every `checkpoint_every` steps and at the end.
     """
     tx = make_optimizer(optim)
     step_fn = _train_step_fn(config, loss_fn, tx)
@@ -98,7 +97,5 @@ def train(config: ModelConfig, init_params: dict, loss_fn: LossFn, batch_at: Cal
         if done % checkpoint_every == 0 or done == optim.total_steps:
             manager.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
             manager.wait_until_finished()
-            if on_checkpoint is not None:
-                on_checkpoint(done, Model.from_pure_dict(config, params))
     manager.close()
     return Model.from_pure_dict(config, jax.tree.map(jnp.asarray, params))

@@ -8,6 +8,7 @@ give the same arrays (rsd_jax.training.prm encodes them).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -43,14 +44,27 @@ def perturbed_share(problems: list[arith.Problem], share: float, rng: np.random.
     return [problems[i] for i in sorted(picked)]
 
 
-def prm_dataset(tok: "Tokenizer", problems: list[arith.Problem], lms: Sequence[Model], *, seed: int,
-                temperature: float, copies: int, sequence_length: int, greedy: bool = False, cuts: int = 0,
-                perturbed: float = 0.0, perturb_kinds: tuple[str, ...] = arith.PERTURBATIONS):
-    """Token, mask and label arrays [N, sequence_length] of `copies` solutions per problem sampled from each LM at
-    `temperature`, plus each LM's greedy solution when `greedy`, every step labelled by the exact checker; with
-    `cuts`, the same again for each of `cuts` reference prefixes per problem, the LM continuing it and only its own
-    steps labelled; with `perturbed`, that many reference solutions per problem cut after one near-miss wrong step
-    of one of `perturb_kinds` (its fractional part: one for that share of the problems, drawn at random)."""
+@dataclasses.dataclass(frozen=True)
+class Labelling:
+    """Which solutions a PRM's training set holds, per problem and LM: `copies` sampled at `temperature`, plus the
+    greedy one when `greedy`; the same again continuing each of `cuts` reference prefixes (only the LM's own steps
+    labelled); and `perturbed` reference solutions cut after one near-miss wrong step of one of `perturb_kinds` (its
+    fractional part: one for that share of the problems, drawn at random)."""
+
+    copies: int = 1
+    temperature: float = 1.0
+    greedy: bool = False
+    cuts: int = 0
+    perturbed: float = 0.0
+    perturb_kinds: tuple[str, ...] = arith.PERTURBATIONS
+
+
+def prm_dataset(tok: "Tokenizer", problems: list[arith.Problem], lms: Sequence[Model], labelling: Labelling, *,
+                seed: int, sequence_length: int):
+    """Token, mask and label arrays [N, sequence_length] of the solutions `labelling` names, from each LM, every
+    step labelled by the exact checker; every draw seeded from `seed`."""
+    copies, temperature, cuts = labelling.copies, labelling.temperature, labelling.cuts
+    greedy, perturbed = labelling.greedy, labelling.perturbed
     rows_p, rows_t, rows_first = [], [], []
     for cut in range(cuts + 1):
         ks = reference_cuts(problems, seed, cut)
@@ -64,7 +78,7 @@ def prm_dataset(tok: "Tokenizer", problems: list[arith.Problem], lms: Sequence[M
     whole, part = divmod(perturbed, 1.0)
     for copy in range(int(whole) + (part > 0)):  # the whole copies first: their draws do not depend on `part`
         chosen = problems if copy < whole else perturbed_share(problems, part, rng)
-        rows_t += [arith.perturbed_solution(p, rng, perturb_kinds) for p in chosen]
+        rows_t += [arith.perturbed_solution(p, rng, labelling.perturb_kinds) for p in chosen]
         rows_p += chosen
         rows_first += [0] * len(chosen)
     return prm.encode_prm_examples(tok, rows_p, rows_t, sequence_length, rows_first)

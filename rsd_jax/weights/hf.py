@@ -1,7 +1,8 @@
 """Load HF snapshot folders (`config.json` + `*.safetensors`) into a `Model`, straight into its shardings.
 
-Architectures: Qwen2ForCausalLM, LlamaForCausalLM, and the Skywork-o1-Open-PRM layout (a Qwen2 backbone plus
-`v_head.summary.{weight,bias}`). Tensors are read with the safetensors library (no torch, no pickle, no remote
+Architectures: those of rsd_jax.models.architectures (Qwen2ForCausalLM, LlamaForCausalLM, Qwen3ForCausalLM, and the
+Skywork-o1-Open-PRM layout: a Qwen2 backbone plus `v_head.summary.{weight,bias}`), each tensor placed by its
+architecture's weight-name map. Tensors are read with the safetensors library (no torch, no pickle, no remote
 code). Loading happens in two passes:
   1. the headers of every file name each tensor, its dtype and shape; each parameter of the model is matched to
      its tensors (one per layer for the stacked layer parameters) and every mismatch is reported before any data
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,53 +25,13 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 
 from rsd_jax.errors import CheckpointError
+from rsd_jax.models import architectures
 from rsd_jax.models.config import HeadKind, ModelConfig
 from rsd_jax.models.model import Model
 from rsd_jax.weights.integrity import verify_files
 from rsd_jax.weights.param_paths import Path_, leaves, nest
 
 _SUPPORTED_DTYPES = {"F32", "F16", "BF16"}
-_PREFIXES = ("pretrained_model.", "base_model.")
-_LAYER_MODULES = {
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm",
-}
-
-
-
-@dataclasses.dataclass(frozen=True)
-class HFName:
-    """Where an HF tensor goes: the parameter path, the layer (stacked parameters) and whether it is transposed
-    (HF Linear weights are [out, in], our kernels [in, out])."""
-
-    path: Path_
-    layer: int | None
-    transpose: bool
-
-
-def hf_name_to_path(name: str) -> HFName | None:
-    """Maps an HF tensor name to its place in our params tree. None: not a tensor we use."""
-    for prefix in _PREFIXES:
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    if name.startswith("v_head.summary."):
-        leaf = name.rsplit(".", 1)[1]
-        return HFName(("v_head", "summary", "kernel" if leaf == "weight" else "bias"), None, leaf == "weight")
-    if name == "lm_head.weight":
-        return HFName(("lm_head", "kernel"), None, True)
-    name = name.removeprefix("model.")
-    if name == "embed_tokens.weight":
-        return HFName(("embed_tokens", "embedding"), None, False)
-    if name == "norm.weight":
-        return HFName(("norm", "weight"), None, False)
-    m = re.fullmatch(r"layers\.(\d+)\.(.+)\.(weight|bias)", name)
-    if m is None or m.group(2) not in _LAYER_MODULES:
-        return None
-    module, leaf = m.group(2), m.group(3)
-    if module.endswith("layernorm"):
-        return HFName(("layers", module, "weight"), int(m.group(1)), False) if leaf == "weight" else None
-    return HFName(("layers", *module.split("."), "kernel" if leaf == "weight" else "bias"), int(m.group(1)),
-                  leaf == "weight")
 
 
 def safetensors_files(folder: Path) -> list[Path]:
@@ -126,13 +86,15 @@ class Source:
     stacked: bool
 
 
-def plan_sources(tensors: dict[str, TensorInfo], targets: dict[Path_, Any], num_layers: int,
+def plan_sources(tensors: dict[str, TensorInfo], targets: dict[Path_, Any], config: ModelConfig,
                  folder: Path) -> dict[Path_, Source]:
-    """Matches every parameter (targets: path -> ShapeDtypeStruct) to its tensors; reports what is missing, the
-    wrong shapes and the unsupported dtypes before anything is read."""
+    """Matches every parameter (targets: path -> ShapeDtypeStruct) to its tensors by the weight-name map of the
+    config's architecture; reports what is missing, the wrong shapes and the unsupported dtypes before anything is
+    read."""
+    weight_names, num_layers = architectures.of(config).weight_names, config.num_layers
     found: dict[Path_, dict[int | None, tuple[TensorInfo, bool]]] = {}
     for info in tensors.values():
-        mapped = hf_name_to_path(info.name)
+        mapped = weight_names(info.name)
         if mapped is None or mapped.path not in targets:  # e.g. lm_head of a value-head PRM, a tied head stored
             continue
         if info.dtype not in _SUPPORTED_DTYPES:
@@ -189,11 +151,11 @@ def load_hf_model(folder: str | Path, *, dtype: str = "float32", head: HeadKind 
     if not folder.is_dir():
         raise CheckpointError(f"model folder not found: {folder}")
     if config is None:
-        config = ModelConfig.from_hf_folder(folder, dtype=dtype, head=head, **config_overrides)
+        config = architectures.config_from_folder(folder, dtype=dtype, head=head, **config_overrides)
     targets = dict(leaves(nnx.to_pure_dict(Model.abstract(config.replace(quantize="none")).params)))
     files = safetensors_files(folder)
     verify_files(folder, files)  # SHA-256 against the hub cache or checksums.sha256, where known
-    sources = plan_sources(read_headers(files), targets, config.num_layers, folder)
+    sources = plan_sources(read_headers(files), targets, config, folder)
     placement = dict(leaves(nnx.to_pure_dict(shardings) if isinstance(shardings, nnx.State) else shardings or {}))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     if config.quantize != "none":  # each shard quantized on the host as it is read (rsd_jax.weights.quantized)

@@ -35,13 +35,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from rsd_jax.errors import CheckpointError, InputError
-from rsd_jax.models.config import ModelConfig
-from rsd_jax.weights.hf import _PREFIXES, TensorInfo, read_headers, safetensors_files
+from rsd_jax.models import architectures
+from rsd_jax.models.architectures import CHECKPOINT_PREFIXES
+from rsd_jax.weights.hf import TensorInfo, read_headers, safetensors_files
 from rsd_jax.weights.merging import merged_config, writer
 
 GiB = 2**30
-#: the `architectures` entry of an LM merged with a value head, by config.json's model_type
-WITH_VALUE_HEAD = {"qwen2": "Qwen2ForCausalLMWithValueHead", "llama": "LlamaForCausalLMWithValueHead"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "vocab.json", "merges.txt")
 PRM_TOKENIZER_DIR = "prm_tokenizer"
@@ -54,7 +53,7 @@ def is_hub_folder(folder: Path) -> bool:
 
 def canonical(name: str) -> str:
     """A tensor's name without the prefix some PRM checkpoints carry (`pretrained_model.`, `base_model.`)."""
-    for prefix in _PREFIXES:
+    for prefix in CHECKPOINT_PREFIXES:
         if name.startswith(prefix):
             return name[len(prefix):]
     return name
@@ -140,7 +139,7 @@ def merge_hub_folders(a: Path, b: Path, weight: float, out: Path, *, shard_bytes
     what was merged: the head, the side whose config and special tokens were kept, the tensor count."""
     if not 0.0 <= weight <= 1.0:
         raise InputError(f"merge weight must be in [0, 1], got {weight}")
-    cfg_a, cfg_b = ModelConfig.from_hf_folder(a), ModelConfig.from_hf_folder(b)
+    cfg_a, cfg_b = architectures.config_from_folder(a), architectures.config_from_folder(b)
     merged = merged_config(cfg_a, cfg_b)
     check_vocabularies(a, b)
     side = writer(cfg_a, cfg_b)
@@ -148,10 +147,12 @@ def merge_hub_folders(a: Path, b: Path, weight: float, out: Path, *, shard_bytes
     count = write_shards(merged_tensors(a, b, weight), out, shard_bytes)
     hf = json.loads((src / "config.json").read_text())
     if merged.head == "lm+value":
-        if hf.get("model_type") not in WITH_VALUE_HEAD:
+        entry = architectures.with_value_head(hf.get("model_type"))
+        if entry is None:
+            known = ", ".join(a.model_type for a in architectures.ARCHITECTURES.values())
             raise CheckpointError(f"{src}/config.json: model_type {hf.get('model_type')!r} has no LM-with-value-head "
-                                  f"architecture (known: {', '.join(WITH_VALUE_HEAD)})")
-        hf["architectures"] = [WITH_VALUE_HEAD[hf["model_type"]]]
+                                  f"architecture (known: {known})")
+        hf["architectures"] = [entry]
     (out / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
     for name in ("generation_config.json",) + TOKENIZER_FILES:
         if (src / name).is_file():

@@ -18,6 +18,7 @@ from flax import nnx
 
 from rsd_jax import signals
 from rsd_jax.errors import CheckpointError
+from rsd_jax.models import architectures
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
 from rsd_jax.weights.integrity import verify_files
@@ -147,7 +148,7 @@ def model_config(path: str | Path, *, dtype: str | None = None, head: str | None
     if is_orbax_checkpoint(path):
         config = read_config(path).replace(**overrides)
         return config.replace(dtype=dtype) if dtype is not None else config
-    return ModelConfig.from_hf_folder(path, dtype=dtype or "float32", head=head, **overrides)
+    return architectures.config_from_folder(path, dtype=dtype or "float32", head=head, **overrides)
 
 
 def load_model(path: str | Path, *, config: ModelConfig | None = None, shardings: Any = None, **kw: Any) -> Model:
