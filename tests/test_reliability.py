@@ -480,10 +480,12 @@ def test_train_refuses_an_existing_out_before_training(tmp_path, capsys):
 def test_a_truncated_orbax_checkpoint_is_one_checkpoint_error_line(tiny, tmp_path, capsys):
     bad = tmp_path / "draft"
     shutil.copytree(tiny / "draft", bad)
+    (bad / "checksums.sha256").unlink()  # saved before checksums: orbax's own read error (with one, the file is named)
     data_file = next(p for p in (bad / "params" / "d").iterdir())
     data_file.write_bytes(data_file.read_bytes()[:50])
     with pytest.raises(CheckpointError, match="is incomplete or corrupt"):
         restore_model(bad)
+    capsys.readouterr()  # the notice that it has no checksums (once per folder)
     rc = decode.main([f"models.draft.path={bad}"] + model_args(tiny)[1:])
     one_line_error(capsys, 2, rc, f"checkpoint {bad} is incomplete or corrupt")
 
@@ -1047,3 +1049,31 @@ def test_a_program_answers_sigterm_at_once_from_its_own_thread(mode, sub_env, tm
     assert err.strip() == f"t: interrupted by SIGTERM; kept in {path}"
     if mode == "swallowed":
         assert path.read_text() == "half whole"
+
+
+def test_every_orbax_checkpoint_is_saved_with_checksums_and_a_flipped_byte_is_named(tiny, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """save_model (so train, convert, merge and every test fixture) writes checksums.sha256 over the config and
+    the params: a flipped byte in the array data used to load silently or as orbax's own read error. A
+    checkpoint without the file (saved before) loads with one notice, once."""
+    from rsd_jax import checksums
+    from rsd_jax.weights.integrity import CHECKSUM_FILE
+
+    monkeypatch.setenv("RSD_VERIFIED_CACHE", "")
+    ckpt = tmp_path / "draft"
+    shutil.copytree(tiny / "draft", ckpt)
+    listed = (ckpt / CHECKSUM_FILE).read_text()
+    assert "model_config.json" in listed and "params/manifest.ocdbt" in listed
+    data = max((p for p in (ckpt / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    _flip_a_byte(data, at=len(data.read_bytes()) // 2)
+    with pytest.raises(CheckpointError, match=f"^{data} is corrupt: its SHA-256 is .*; download or convert it again"):
+        restore_model(ckpt)
+    assert checksums.main([str(ckpt)]) == 2 and f"error: {data} is corrupt" in capsys.readouterr().err
+    (ckpt / CHECKSUM_FILE).unlink()
+    shutil.copy(tiny / "draft" / data.relative_to(ckpt), data)
+    restore_model(ckpt)
+    restore_model(ckpt)
+    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("notice:")]
+    assert notices == [f"notice: {ckpt} has no {CHECKSUM_FILE} (saved before rsd_jax wrote one), so a damaged byte "
+                       f"in it would go unnoticed; add one with `python -m rsd_jax.checksums --write {ckpt}`"]
+    assert checksums.main(["--write", str(ckpt)]) == 0 and checksums.main([str(ckpt)]) == 0
