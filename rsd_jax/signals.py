@@ -206,8 +206,11 @@ def on_signals_while_starting(command: str) -> None:
 
 
 def _note(signum: int, frame) -> None:
-    """The Python-level handler in process mode: only notes the signal (the answering thread acts on it)."""
+    """The Python-level handler in process mode: notes the signal and tells the answering thread once more (in
+    case a library moved the wakeup fd: the thread ends the process on the first number it reads)."""
     _state["received"] = signum
+    with contextlib.suppress(Exception):
+        _process["writer"].send(bytes([signum]))
 
 
 def _answer(sock: socket.socket) -> None:
