@@ -89,10 +89,9 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
     params_dir = directory / PARAMS_DIR
     if not params_dir.is_dir():
         raise CheckpointError(f"checkpoint {directory} has no {PARAMS_DIR}/ folder")
-    if (directory / CHECKSUM_FILE).is_file():
+    checked = (directory / CHECKSUM_FILE).is_file()
+    if checked:
         verify_files(directory)  # against its checksums.sha256 (save_model writes one)
-    else:
-        _notice_unchecked(directory)
     _quiet_closed_loop_errors()
     try:
         pure = ocp.StandardCheckpointer().restore(params_dir, target)
@@ -100,6 +99,8 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
         signals.raise_if_interrupted()  # a restore cut by SIGINT / SIGTERM is an interruption, not a corrupt file
         raise CheckpointError(f"checkpoint {directory} is incomplete or corrupt ({_first_line(e)}): convert or "
                               f"copy it again") from None
+    if not checked:
+        _notice_unchecked(directory)  # after the restore: a failed one is its error line alone
     return Model.from_pure_dict(config, pure)
 
 
