@@ -23,6 +23,7 @@ from flax import nnx
 
 from rsd_jax import signals
 from rsd_jax.errors import CheckpointError
+from rsd_jax.outputs import write_text_atomic
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
 from rsd_jax.weights.integrity import CHECKSUM_FILE, verify_files, write_checksums
@@ -36,7 +37,7 @@ def save_model(model: Model, directory: str | Path, *, metadata: dict[str, Any] 
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     record = {"model": model.config.to_dict(), **({"metadata": metadata} if metadata else {})}
-    (directory / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(directory / CONFIG_FILE, json.dumps(record, indent=2) + "\n")
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(directory / PARAMS_DIR, model.pure_dict(), force=True)
     checkpointer.wait_until_finished()
