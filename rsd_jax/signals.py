@@ -234,5 +234,15 @@ def _answer(sock: socket.socket) -> None:
             line = message(_process["command"], data[0], _process["kept"]())
         with contextlib.suppress(Exception):
             sys.stdout.flush()
-        os.write(2, (line + "\n").encode())
+        os.write(2, (_line_start() + line + "\n").encode())
         os._exit(EXIT_CODES[data[0]])
+
+
+def _line_start() -> str:
+    """A newline when a tqdm progress bar is open (it ends its line with a carriage return, and the main thread,
+    which would close it, is not asked): the line then starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    with contextlib.suppress(Exception):
+        if tqdm is not None and len(tqdm.tqdm._instances):
+            return "\n"
+    return ""

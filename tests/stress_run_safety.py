@@ -5,8 +5,11 @@
     python tests/stress_run_safety.py sigterm [KILLS] [KEY=VALUE ...]  # SIGTERM at KILLS (default 20) random
                                                 # moments from process start to the end, each run resumed; the
                                                 # overrides replace the defaults below (e.g. 'rsd.methods=[majority]')
+    python tests/stress_run_safety.py after MARK [KILLS] [KEY=VALUE ...]  # SIGTERM 0-3 s after MARK first shows
+                                                # on stderr (e.g. 'majority:', the bar of majority voting), then
+                                                # the folder resumed to the end and compared
 
-Both use configs/arith_tiny.yaml (the shipped tiny models, CPU) with data.n=48 and `rsd.methods=[rsd]`. concurrent
+All use configs/arith_tiny.yaml (the shipped tiny models, CPU) with data.n=48 and `rsd.methods=[rsd]`. concurrent
 prints, per offset, each run's exit code and last stderr line, the records in rsd.jsonl and their distinct δ;
 sigterm (with decoding.batch_size=4: 12 batches) prints each kill's moment, exit code and the seconds from the
 signal to the process's end, then whether the resumed folder's records equal an uninterrupted run's (every field
@@ -110,12 +113,45 @@ def sigterm(kills: int, work: Path, extra: list[str], seed: int = 36) -> None:
           f"wall_seconds): {equal}")
 
 
+def after(mark: str, kills: int, work: Path, extra: list[str], seed: int = 36) -> None:
+    """Kills each run 0-3 s after `mark` first shows on its stderr (a phase: 'majority:' is majority voting's
+    progress bar), all into one folder, then resumes it to the end and compares with an uninterrupted run."""
+    args = [*SIGTERM_ARGS, *extra]
+    ref = _start(["--out", str(work / "reference"), *args], work / "reference.txt")
+    assert ref.wait() == 0, _last_line(work / "reference.txt")
+    reference, rng, out, codes, latencies = _records(work / "reference"), random.Random(seed), work / "run", [], []
+    for k in range(kills):
+        err = work / f"kill-{k}.txt"
+        proc = _start(["--out", str(out), *args], err)
+        while mark not in err.read_text() and proc.poll() is None:
+            time.sleep(0.05)
+        delay = rng.uniform(0.0, 3.0)
+        time.sleep(delay)
+        sent = time.time()
+        proc.send_signal(15)
+        rc = proc.wait()
+        latencies.append(time.time() - sent)
+        codes.append(rc)
+        text = err.read_text()
+        bad = [w for w in ("Traceback", "Fatal Python error") if w in text]
+        print(f"kill {k + 1}: SIGTERM {delay:.1f} s after {mark!r} -> exit {rc} {latencies[-1]:.2f} s later; "
+              f"{len(_records(out))} records{'; ' + ', '.join(bad) if bad else ''}", flush=True)
+    last = _start(["--out", str(out), *args], work / "last.txt")
+    assert last.wait() == 0, _last_line(work / "last.txt")
+    print(f"exit codes: {sorted(set(codes))}; from the signal to the end: at most {max(latencies):.2f} s; "
+          f"temporary files left: {sorted(str(p.relative_to(work)) for p in work.rglob('.*.tmp'))}")
+    print(f"resumed to the end: records equal the uninterrupted run's (every field but wall_seconds): "
+          f"{_records(out) == reference}")
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rsd_run_safety-"))
     if sys.argv[1:2] == ["concurrent"]:
         concurrent([float(x) for x in sys.argv[2:]] or [0, 0.5, 2, 5, 10], work)
     elif sys.argv[1:2] == ["sigterm"]:
         sigterm(int(sys.argv[2]) if len(sys.argv) > 2 else 20, work, sys.argv[3:])
+    elif sys.argv[1:2] == ["after"] and len(sys.argv) > 2:
+        after(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 10, work, sys.argv[4:])
     else:
         sys.exit(__doc__)
     print(f"(files in {work})")
