@@ -1003,7 +1003,7 @@ def test_a_sigterm_after_the_command_is_done_does_not_turn_exit_0_into_a_kill():
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
 
 
-# ------------------------------------------------------------------------------------------------ round three (issue 36)
+# --------------------------------------------------------------------------------------------- round three (issue 36)
 _ANSWERED_AT_ONCE = """
 import sys, time
 from rsd_jax.signals import interruptible, on_signals_while_starting, writing
