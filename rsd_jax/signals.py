@@ -169,6 +169,7 @@ def interruptible(command: str, kept: Callable[[], str], grace: float = 3.0) -> 
         signal.set_wakeup_fd(old_fd)
         writer.close()  # the watchdog reads EOF and returns
         watchdog.join(timeout=1.0)
+        _state.update(pending=None, received=None)  # a later error outside is not this interruption
 
 
 def leave(code: int) -> None:
