@@ -32,7 +32,7 @@ from rsd_jax.data.problems import load_items
 from rsd_jax.errors import InputError, RSDError
 from rsd_jax.loading import kv_heads_of, load_engine, load_tokenizers, start_devices
 from rsd_jax.summary import health_warning
-from rsd_jax.outputs import check_output_dir, write_text_atomic
+from rsd_jax.outputs import check_output_dir, save_figure, write_text_atomic
 from rsd_jax.run_lock import claim_locked
 from rsd_jax.runs import run_identity
 from rsd_jax.signals import Interrupted, interruptible
@@ -87,7 +87,7 @@ def plot(summaries: dict, out: Path) -> None:
     ax.set_xlabel("useful FLOPs relative to target-only")
     ax.set_ylabel("accuracy (%)")
     fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_flops.png", dpi=120)
+    save_figure(fig, out / "accuracy_vs_flops.png")  # whole or not at all
     plt.close(fig)
     sweep = sorted(((s["delta"], s) for k, s in graded.items() if (k == "rsd" or k.startswith("rsd@"))
                     and s.get("delta") is not None), key=lambda pair: pair[0])
@@ -100,7 +100,7 @@ def plot(summaries: dict, out: Path) -> None:
         ax.set_ylabel("%")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out / "accuracy_vs_delta.png", dpi=120)
+        save_figure(fig, out / "accuracy_vs_delta.png")  # whole or not at all
         plt.close(fig)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rsd_jax.errors import OutputError
+from rsd_jax.signals import writing
 
 
 def _reason(e: OSError) -> str:
@@ -95,19 +96,21 @@ def _write_file(f, text: str) -> None:
     os.fsync(f.fileno())
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Replaces `path` by `text` in one step: a temporary sibling, fsynced, renamed over it. On failure (a full
-    disk) the old file is untouched and the temporary one removed: OutputError."""
+def write_text_atomic(path: str | Path, text: str | bytes) -> Path:
+    """Replaces `path` by `text` (str, or bytes written as they are) in one step: a temporary sibling, fsynced,
+    renamed over it, inside `signals.writing()` (a SIGINT / SIGTERM waits for the rename: no temporary file is
+    left). On failure (a full disk) the old file is untouched and the temporary one removed: OutputError."""
     path = Path(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            _write_file(f, text)
-        honour_umask(Path(tmp))
-        os.replace(tmp, path)
-        tmp = None
-        fsync_dir(path.parent)
+        with writing():
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            with (os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as f:
+                _write_file(f, text)
+            honour_umask(Path(tmp))
+            os.replace(tmp, path)
+            tmp = None
+            fsync_dir(path.parent)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {_reason(e)}") from None
     finally:
@@ -115,6 +118,15 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     return path
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """A matplotlib figure as a PNG at `path`, rendered in memory and then written whole (write_text_atomic)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return write_text_atomic(path, buffer.getvalue())
 
 
 def fsync_dir(folder: Path) -> None:

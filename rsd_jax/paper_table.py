@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from rsd_jax.outputs import save_figure
 from rsd_jax.summary import summarize
 
 #: how the paper's tables head each set's column
@@ -191,7 +192,7 @@ def plot(table: Table, out: Path) -> None:
         ax.set_xlabel("useful FLOPs relative to target-only")
         ax.set_ylabel(f"average accuracy over {len(table.sets)} sets (%)")
         fig.tight_layout()
-        fig.savefig(out / "accuracy_vs_flops.png", dpi=120)
+        save_figure(fig, out / "accuracy_vs_flops.png")  # whole or not at all
         plt.close(fig)
     graded = [r for r in table.rows if any(v is not None for v in r.accuracy.values())]
     if graded:
@@ -205,5 +206,5 @@ def plot(table: Table, out: Path) -> None:
         ax.set_ylabel("accuracy (%)")
         ax.legend(fontsize=6)
         fig.tight_layout()
-        fig.savefig(out / "accuracy_by_set.png", dpi=120)
+        save_figure(fig, out / "accuracy_by_set.png")  # whole or not at all
         plt.close(fig)

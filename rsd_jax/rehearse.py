@@ -32,6 +32,8 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from rsd_jax.outputs import write_text_atomic  # noqa: E402
+
 ROLES = ("draft", "target", "prm")
 NAMES = {"draft": "Qwen2.5-Math-1.5B-Instruct", "target": "Qwen2.5-Math-7B-Instruct",
          "prm": "Skywork-o1-Open-PRM-Qwen-2.5-1.5B"}
@@ -240,7 +242,7 @@ def run_all(args) -> int:
         if section != "write":
             result.update(json.loads(out.read_text()))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")  # whole or not at all
     print(report(result))
     return 0
 
@@ -293,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         return exits.os_error(e)
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")  # whole or not at all
     print(json.dumps(result, indent=2))
     return 0
 

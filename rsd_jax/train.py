@@ -37,6 +37,7 @@ from rsd_jax.training.backbone import initial_params
 from rsd_jax.training.loop import train, trim_padding
 from rsd_jax.training.prm_data import Labelling, prm_dataset
 from rsd_jax.weights import restore_model, save_model
+from rsd_jax.weights.integrity import write_checksums
 
 TOKENIZER_FILE = "char_tokenizer.json"
 # keys that may change between an interruption and its resume
@@ -154,6 +155,7 @@ def write_model(out: Path, model: Model, tok: CharTokenizer, manifest: dict, ove
         save_model(model, tmp, metadata={"data_version": arith.DATA_VERSION})
         tok.save(tmp / TOKENIZER_FILE)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        write_checksums(tmp)  # checksums.sha256 over everything: the loaders check every file (weights.integrity)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -480,6 +480,7 @@ def test_train_refuses_an_existing_out_before_training(tmp_path, capsys):
 def test_a_truncated_orbax_checkpoint_is_one_checkpoint_error_line(tiny, tmp_path, capsys):
     bad = tmp_path / "draft"
     shutil.copytree(tiny / "draft", bad)
+    (bad / "checksums.sha256").unlink()  # saved before checksums: orbax's own read error (with one, the file is named)
     data_file = next(p for p in (bad / "params" / "d").iterdir())
     data_file.write_bytes(data_file.read_bytes()[:50])
     with pytest.raises(CheckpointError, match="is incomplete or corrupt"):
@@ -1000,3 +1001,78 @@ def test_a_sigterm_after_the_command_is_done_does_not_turn_exit_0_into_a_kill():
     done = subprocess.run([sys.executable, "-c", _SIGTERM_IN_TEARDOWN], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+
+
+# --------------------------------------------------------------------------------------------- round three (issue 36)
+_ANSWERED_AT_ONCE = """
+import sys, time
+from rsd_jax.signals import interruptible, on_signals_while_starting, writing
+on_signals_while_starting("t")
+mode, path = sys.argv[1], sys.argv[2]
+with interruptible("t", lambda: "kept in " + path, grace=600.0):  # a grace the old watchdog would wait out
+    if mode == "xla":
+        import jax, jax.numpy as jnp
+        body = lambda c: (c[0] + 1, jnp.sin(c[1]) + 1.0)
+        spin = jax.jit(lambda n: jax.lax.while_loop(lambda c: c[0] < n, body, (0, jnp.ones(256))))
+        spin(10)[1].block_until_ready()
+        print("ready", flush=True)
+        spin(2_000_000_000)[1].block_until_ready()  # minutes inside XLA: no Python handler runs
+    else:
+        with writing():
+            open(path, "w").write("half ")
+            print("ready", flush=True)
+            time.sleep(1.0)  # the signal comes here: the write is finished first
+            open(path, "a").write("whole")
+        while True:  # a library that swallows whatever is raised in the main thread
+            try:
+                time.sleep(0.01)
+            except BaseException:
+                pass
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["xla", "swallowed"])
+def test_a_program_answers_sigterm_at_once_from_its_own_thread(mode, sub_env, tmp_path):
+    """Run as a program (on_signals_while_starting), a command is ended by a dedicated thread, without the main
+    thread: inside XLA or in a library that swallows exceptions, SIGTERM used to wait out the watchdog's grace
+    (3 s by default; here 600 s). A write in progress is finished first."""
+    path = tmp_path / "file.txt"
+    proc = subprocess.Popen([sys.executable, "-c", _ANSWERED_AT_ONCE, mode, str(path)], env=sub_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)  # the old code: the 600 s grace, past this timeout
+    assert proc.returncode == 143 and "finished" not in out, (proc.returncode, err)
+    assert err.strip() == f"t: interrupted by SIGTERM; kept in {path}"
+    if mode == "swallowed":
+        assert path.read_text() == "half whole"
+
+
+def test_every_orbax_checkpoint_is_saved_with_checksums_and_a_flipped_byte_is_named(tiny, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """save_model (so train, convert, merge and every test fixture) writes checksums.sha256 over the config and
+    the params: a flipped byte in the array data used to load silently or as orbax's own read error. A
+    checkpoint without the file (saved before) loads with one notice, once."""
+    from rsd_jax import checksums
+    from rsd_jax.weights.integrity import CHECKSUM_FILE
+
+    monkeypatch.setenv("RSD_VERIFIED_CACHE", "")
+    ckpt = tmp_path / "draft"
+    shutil.copytree(tiny / "draft", ckpt)
+    listed = (ckpt / CHECKSUM_FILE).read_text()
+    assert "model_config.json" in listed and "params/manifest.ocdbt" in listed
+    data = max((p for p in (ckpt / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    _flip_a_byte(data, at=len(data.read_bytes()) // 2)
+    with pytest.raises(CheckpointError, match=f"^{data} is corrupt: its SHA-256 is .*; download or convert it again"):
+        restore_model(ckpt)
+    assert checksums.main([str(ckpt)]) == 2 and f"error: {data} is corrupt" in capsys.readouterr().err
+    (ckpt / CHECKSUM_FILE).unlink()
+    shutil.copy(tiny / "draft" / data.relative_to(ckpt), data)
+    restore_model(ckpt)
+    restore_model(ckpt)
+    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("notice:")]
+    assert notices == [f"notice: {ckpt} has no {CHECKSUM_FILE} (saved before rsd_jax wrote one), so a damaged byte "
+                       f"in it would go unnoticed; add one with `python -m rsd_jax.checksums --write {ckpt}`"]
+    assert checksums.main(["--write", str(ckpt)]) == 0 and checksums.main([str(ckpt)]) == 0

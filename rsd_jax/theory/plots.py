@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rsd_jax.outputs import save_figure
 from rsd_jax.theory.analytic import FAMILIES, RATES, Frontiers, cell_name
 from rsd_jax.theory.empirical import DRAFT_ONLY, TARGET_ONLY, Empirical, reward_histograms
 from rsd_jax.theory.empirical import accuracy_by_level as levels_of
@@ -40,7 +41,7 @@ def frontiers(result: Frontiers, path: Path) -> None:
             ax.set_ylabel("E_RSD[r]")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)  # whole or not at all
     plt.close(fig)
 
 
@@ -72,7 +73,7 @@ def predicted_vs_measured(result: Empirical, path: Path) -> None:
     fig.suptitle(f"{result.n_problems} problems, temperature {result.temperature:g}; 95% bootstrap intervals",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)  # whole or not at all
     plt.close(fig)
 
 
@@ -102,7 +103,7 @@ def reward_distributions(result: Empirical, contexts: dict | None, delta: float,
                      f"[{100 * win['low']:.1f}, {100 * win['high']:.1f}]", fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)  # whole or not at all
     plt.close(fig)
 
 
@@ -128,7 +129,7 @@ def accuracy_by_level(result: Empirical, deltas: list[float], path: Path) -> Non
     alone_ax.set_xlabel("level (operations)"), alone_ax.set_ylabel("solved with no target step (%)")
     alone_ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)  # whole or not at all
     plt.close(fig)
 
 
@@ -152,7 +153,7 @@ def oracle_frontier(curves: dict, comparison: dict, path: Path) -> None:
     axes[2].legend(fontsize=8)
     fig.suptitle(f"{comparison['n_contexts']} step contexts of {comparison['n_problems']} problems", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)  # whole or not at all
     plt.close(fig)
 
 
@@ -173,5 +174,5 @@ def accuracy_vs_target_rate(result: EndToEnd, path: Path) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)  # whole or not at all
     plt.close(fig)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rsd_jax.data import arith
 from rsd_jax.errors import ConfigError
+from rsd_jax.outputs import write_text_atomic
 
 RUN_FILE = "run.json"  # in the work folder: what run its checkpoints belong to
 
@@ -66,4 +67,4 @@ def claim_work_dir(work: Path, identity: dict) -> None:
                               f"pass another work_dir=... to start afresh")
         return
     work.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(identity, indent=2) + "\n")
+    write_text_atomic(record, json.dumps(identity, indent=2) + "\n")  # whole or not at all

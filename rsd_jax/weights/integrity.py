@@ -4,11 +4,14 @@ Two sources of expected digests, each used where it exists:
   * the Hugging Face cache: a snapshot's large files are symlinks to `blobs/<sha256 of the content>` (the LFS
     object id huggingface_hub stored them under), so a file reached through such a link is checked against its
     blob's name;
-  * `checksums.sha256` in the folder (`sha256sum` format: `<hex>  <relative path>` a line), which
-    `python -m rsd_jax.convert` and `python -m rsd_jax.merge` write over everything they publish; check one by
-    hand with `sha256sum -c checksums.sha256`.
+  * `checksums.sha256` in the folder (`sha256sum` format: `<hex>  <relative path>` a line): every orbax
+    checkpoint gets one when it is saved (`save_model`: its config and every file of its params), and
+    `python -m rsd_jax.convert`, `merge` and `train` write one over everything they publish; check one by
+    hand with `sha256sum -c checksums.sha256`, or write one for an older folder with
+    `python -m rsd_jax.checksums --write DIR`.
 A file whose digest differs is one CheckpointError line naming it and what to do. A folder with neither source
-(a hand-made snapshot, the checkpoints shipped in the repository) is read unchecked, as before.
+(a hand-made HF snapshot) is read unchecked; an orbax checkpoint saved before checksums existed loads with a
+one-line notice saying how to add them (rsd_jax.weights.orbax_io).
 
 Hashing 15 GB takes seconds to a minute, so a file that passed is remembered (its real path, size, mtime and
 inode) in `$XDG_CACHE_HOME/rsd_jax/verified-sha256.json` (RSD_VERIFIED_CACHE overrides the path; an empty value
@@ -39,14 +42,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_checksums(folder: Path) -> Path:
-    """Writes `folder/checksums.sha256` over every other file under `folder` (sorted, relative paths)."""
+def write_checksums(folder: Path, files: list[Path] | None = None) -> Path:
+    """Writes `folder/checksums.sha256` (whole or not at all) over `files` (default: every other file under
+    `folder`), sorted, as paths relative to `folder`."""
+    from rsd_jax.outputs import write_text_atomic
+
     folder = Path(folder)
+    files = sorted(folder.rglob("*")) if files is None else sorted(Path(f) for f in files)
     lines = [f"{sha256_of(p)}  {p.relative_to(folder).as_posix()}\n"
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != CHECKSUM_FILE]
-    path = folder / CHECKSUM_FILE
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
+             for p in files if p.is_file() and p.name != CHECKSUM_FILE]
+    return write_text_atomic(folder / CHECKSUM_FILE, "".join(lines))
 
 
 def listed_checksums(folder: Path) -> dict[Path, str]:
@@ -114,16 +119,17 @@ def _write_memo(memo: Path | None, stamps: set[str]) -> None:
         pass
 
 
-def verify_files(folder: Path, files: list[Path] | None = None) -> int:
+def verify_files(folder: Path, files: list[Path] | None = None, use_memo: bool = True) -> int:
     """Checks `files` (default: every file listed in the folder's checksums.sha256) against their expected
-    digests (the checksum file, else the hub blob name); returns how many were checked. CheckpointError naming the
+    digests (the checksum file, else the hub blob name); returns how many were checked. use_memo=False hashes every
+    file, even one remembered as checked. CheckpointError naming the
     first file whose bytes differ, or a listed file that is missing."""
     folder = Path(folder)
     listed = listed_checksums(folder)
     candidates = list(listed) if files is None else [Path(f) for f in files]
     if files is not None:
         candidates += [p for p in listed if p not in candidates and p.suffix == ".safetensors"]
-    memo_path = _memo_path()
+    memo_path = _memo_path() if use_memo else None
     memo, checked, new = _read_memo(memo_path), 0, False
     for path in candidates:
         expected = listed.get(path) or hub_checksum(path)
@@ -146,3 +152,4 @@ def verify_files(folder: Path, files: list[Path] | None = None) -> int:
     if new:
         _write_memo(memo_path, memo)
     return checked
+

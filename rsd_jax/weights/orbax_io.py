@@ -2,6 +2,11 @@
 
 Restore builds the abstract tree from the config (shapes, dtypes and, when given, shardings), so arrays are
 read straight into their target devices, never whole onto one device first.
+
+Save writes `DIR/checksums.sha256` over the config and every file of the params; restore checks the files
+against it before reading any (rsd_jax.weights.integrity): a flipped byte is one line naming the file. A
+checkpoint saved before checksums existed loads as before, with a one-line notice (once per folder) saying how
+to write them.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from flax import nnx
 from rsd_jax import signals
 from rsd_jax.errors import CheckpointError
 from rsd_jax.models import architectures
+from rsd_jax.outputs import write_text_atomic
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.model import Model
-from rsd_jax.weights.integrity import verify_files
+from rsd_jax.weights.integrity import CHECKSUM_FILE, verify_files, write_checksums
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
@@ -32,10 +38,12 @@ def save_model(model: Model, directory: str | Path, *, metadata: dict[str, Any] 
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     record = {"model": model.config.to_dict(), **({"metadata": metadata} if metadata else {})}
-    (directory / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(directory / CONFIG_FILE, json.dumps(record, indent=2) + "\n")
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(directory / PARAMS_DIR, model.pure_dict(), force=True)
     checkpointer.wait_until_finished()
+    if jax.process_index() == 0:  # restore verifies every file against it
+        write_checksums(directory, [directory / CONFIG_FILE, *(directory / PARAMS_DIR).rglob("*")])
     return directory
 
 
@@ -83,7 +91,9 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
     params_dir = directory / PARAMS_DIR
     if not params_dir.is_dir():
         raise CheckpointError(f"checkpoint {directory} has no {PARAMS_DIR}/ folder")
-    verify_files(directory)  # against its checksums.sha256 (convert and merge write one), when there is one
+    checked = (directory / CHECKSUM_FILE).is_file()
+    if checked:
+        verify_files(directory)  # against its checksums.sha256 (save_model writes one)
     _quiet_closed_loop_errors()
     try:
         pure = ocp.StandardCheckpointer().restore(params_dir, target)
@@ -91,7 +101,21 @@ def restore_model(directory: str | Path, *, shardings: Any = None, dtype: str | 
         signals.raise_if_interrupted()  # a restore cut by SIGINT / SIGTERM is an interruption, not a corrupt file
         raise CheckpointError(f"checkpoint {directory} is incomplete or corrupt ({_first_line(e)}): convert or "
                               f"copy it again") from None
+    if not checked:
+        _notice_unchecked(directory)  # after the restore: a failed one is its error line alone
     return Model.from_pure_dict(config, pure)
+
+
+_NOTICED: set[Path] = set()
+
+
+def _notice_unchecked(directory: Path) -> None:
+    """One line on stderr, once per folder: a checkpoint saved before save_model wrote checksums loads unchecked."""
+    if directory not in _NOTICED:
+        _NOTICED.add(directory)
+        print(f"notice: {directory} has no {CHECKSUM_FILE} (saved before rsd_jax wrote one), so a damaged byte in it "
+              f"would go unnoticed; add one with `python -m rsd_jax.checksums --write {directory}`",
+              file=sys.stderr)
 
 
 def _restore_quantizing(directory: Path, config: ModelConfig, saved: str, shardings: Any) -> Model:
