@@ -58,10 +58,15 @@ def _is_result_key(key: str) -> bool:
     return key not in NOT_RESULT_KEYS
 
 
+# the checksum file a save adds (rsd_jax.weights.integrity.CHECKSUM_FILE) describes the weights without being part of
+# them: a folder keeps its digest, and its earlier runs their identity, when `python -m rsd_jax.checksums --write` adds it
+CHECKSUM_FILE = "checksums.sha256"
+
+
 def model_digest(path: Path) -> str:
     """A digest of a model folder (see the module doc): 16 hex digits."""
     digest = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE):
         stat = f.stat()
         digest.update(str(f.relative_to(path)).encode() + b"\0")
         if stat.st_size <= SMALL_FILE:

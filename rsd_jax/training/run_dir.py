@@ -17,11 +17,12 @@ from rsd_jax.errors import ConfigError
 from rsd_jax.outputs import write_text_atomic
 
 RUN_FILE = "run.json"  # in the work folder: what run its checkpoints belong to
+CHECKSUM_FILE = "checksums.sha256"  # rsd_jax.weights.integrity's: not part of a source's identity (see runs.model_digest)
 
 
 def folder_digest(path: Path) -> str | None:
     """SHA-256 over the relative names and bytes of every file under `path` (None: no files, or not a folder)."""
-    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else []
+    files = sorted(f for f in path.rglob("*") if f.is_file() and f.name != CHECKSUM_FILE) if path.is_dir() else []
     digest = hashlib.sha256()
     for f in files:
         digest.update(str(f.relative_to(path)).encode() + b"\0" + f.read_bytes())
