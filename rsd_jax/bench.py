@@ -4,7 +4,10 @@ decode   tokens/s of our jitted decoder and of transformers' `generate` (torch C
          GPT-2-small-sized Qwen2 config at batch 1 and 16, their ratio, and our fraction of the memory-bandwidth
          roofline (bytes read per step over a copy bandwidth measured in the same run); transformers' fraction
          of the same roofline and of the machine's matmul peak (a large f32 GEMM timed in the same run) say how
-         far either could still go: `ceiling_ratio_vs_hf` is the largest ratio the roofline allows.
+         far either could still go: `ceiling_ratio_vs_hf` is the largest ratio the roofline allows. The share
+         counts the prompt's prefill as decode time; `step_roofline_fraction` is the decode steps alone (a run of
+         one new token subtracted), and `matvec_roofline_fraction` the same weights' matrix products alone, one
+         step's worth after another (`weight_stream`): the most any f32 decoder built on XLA's dot gets here.
 rsd      the embedded benchmark at batch 1, 8 and 64: wall-clock speedup of RSD over target-only decoding of the
          same problems, with the synchronous and the asynchronous schedule (`async_*`: decoding.schedule async,
          quorum a quarter of the batch, passes gathered up to 16 rows in six sizes, catch-up chunk 8), next to the useful- and executed-FLOPs
@@ -120,12 +123,15 @@ def bench_decode(quick: bool) -> dict:
                           jax.numpy.zeros((batch, 1), jax.numpy.int32), jax.numpy.ones((batch,), jax.numpy.int32))
         runs = {name: functools.partial(_decode, m, prompts, no_ends, spec)
                 for name, m in (("ours", copied), ("scan", model))}
+        runs["one"] = functools.partial(_decode, copied, prompts, no_ends, spec.replace(max_new_tokens=1))
+        runs["matvecs"] = functools.partial(weight_stream, copied, batch, new)
         tokens = {name: run() for name, run in runs.items()}  # compiles
         best = {name: float("inf") for name in runs}
         for _ in range(2 if quick else 3):  # interleaved rounds, the fastest of each
             for name, run in runs.items():
                 best[name] = min(best[name], _timed(run))
         ours, scan = best["ours"], best["scan"]
+        step = (ours - best["one"]) / (new - 1)  # one decode step, the prefill and the loop's entry taken out
         with torch.no_grad():
             t_ids = torch.tensor(ids)
             gen = lambda: hf.generate(t_ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,  # noqa
@@ -138,6 +144,9 @@ def bench_decode(quick: bool) -> dict:
         out[f"batch_{batch}"] = {"ours_tok_s": batch * new / ours, "hf_tok_s": batch * new / theirs,
                                  "ratio_vs_hf": theirs / ours,
                                  "roofline_fraction": bytes_per_step / (ours / new) / bandwidth,
+                                 "step_roofline_fraction": bytes_per_step / step / bandwidth,
+                                 "matvec_roofline_fraction": weight_bytes / (best["matvecs"] / new) / bandwidth,
+                                 "prefill_share": 1 - step * (new - 1) / ours,
                                  "hf_roofline_fraction": bytes_per_step / (theirs / new) / bandwidth,
                                  "matmul_peak_fraction": flops_per_step / (ours / new) / peak,
                                  "hf_matmul_peak_fraction": flops_per_step / (theirs / new) / peak,
@@ -149,6 +158,36 @@ def bench_decode(quick: bool) -> dict:
     out["matmul_peak_gflop_s"] = peak / 1e9
     out["params"] = model.num_params()
     return out
+
+
+def weight_stream(model, batch: int, steps: int) -> np.ndarray:
+    """`steps` times, one after the other, the products of a [batch, E] activation with every weight matrix of
+    `model` (its layer copies, then the tied embedding as the LM head, as `Decoder.logits` takes it), each product's
+    input the previous one's output: the weights streamed from memory by XLA's dot alone, nothing else a decode
+    step does. Returns the last activation [batch, E] (run it to time it)."""
+    names = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+             "mlp.up_proj", "mlp.down_proj")
+    kernels = [layer[outer][inner]["kernel"][...] for layer in model.layer_copies
+               for outer, inner in (n.split(".") for n in names)]
+    x = jax.numpy.full((batch, model.config.hidden_size), 0.01, jax.numpy.float32)
+    return np.asarray(jax.block_until_ready(_stream(kernels, model.params["embed_tokens"]["embedding"][...], x, steps)))
+
+
+@functools.partial(jax.jit, static_argnames="steps")
+def _stream(kernels, table, x, steps: int):
+    jnp = jax.numpy
+
+    def fit(y, n):  # the activation to width n (the products' widths differ), no copy of a weight
+        return y[:, :n] if y.shape[1] >= n else jnp.tile(y, (1, -(-n // y.shape[1])))[:, :n]
+
+    def step(_, x):
+        y = x
+        for w in kernels:
+            y = jnp.tanh(fit(y, w.shape[0]) @ w)
+        logits = jax.lax.dot_general(table, fit(y, table.shape[1]), (((1,), (1,)), ((), ())))  # [V, batch]
+        return x + 1e-3 * fit(logits.T, x.shape[1])
+
+    return jax.lax.fori_loop(0, steps, step, x)
 
 
 def _decode(model, prompts, tables, spec) -> np.ndarray:
