@@ -13,6 +13,11 @@ rsd      the embedded benchmark at batch 1, 8 and 64: wall-clock speedup of RSD 
          quorum a quarter of the batch, passes gathered up to 16 rows in six sizes, catch-up chunk 8), next to the useful- and executed-FLOPs
          ratios, each model's sequential passes, and what the draft and PRM loops alone (every step accepted) cost
          relative to target-only. Each is timed in interleaved rounds, the fastest round kept.
+layouts  the embedded engine's loops alone (target-only, RSD sync and async; jitted calls, no host results) with
+         the layer copies a CPU gets (`Engine.create`) against the stacked layers, the rsd section's problems:
+         wall time (fastest round) and process CPU time (median round) of each; run it with
+         XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" on a shared machine, where
+         the CPU time of one thread is what stays comparable.
 compile  seconds to compile the RSD loop, and the compilations over a δ sweep and over new prompts of the same
          length bucket; seconds to compile (and run) the asynchronous loop with 3 and 6 pass sizes.
 projection  a projection, not a measurement (rsd_jax.projection): RSD's speedup over target-only for the paper's
@@ -27,6 +32,7 @@ On a CPU our decoder runs with per-layer weight copies (`Model.with_layer_copies
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import functools
 import json
@@ -262,6 +268,43 @@ def bench_rsd(engine: Engine, delta: float, quick: bool) -> dict:
     return out
 
 
+def bench_layouts(engine: Engine, delta: float, quick: bool) -> dict:
+    """Target-only and RSD loops with the engine as built against its stacked layers (see the module's doc)."""
+    from rsd_jax.decoding.single import single_decode
+
+    spec = DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24, chunk=32)
+    roles = ("draft", "target", "prm")
+    engines = {"copies": engine,
+               "stacked": dataclasses.replace(engine, **{r: getattr(engine, r).without_layer_copies() for r in roles})}
+    method, out = RSD(delta=delta), {}
+    for batch in (1,) if quick else (1, 8):
+        problems = arith.generate_problems(2 * batch, seed=777)  # the rsd section's problems, two batches
+        sets = [encode_prompts(engine.models, [arith.format_prompt(p) for p in problems[s:s + batch]],
+                               [p.question for p in problems[s:s + batch]], method.spec(spec), batch_multiple=batch)
+                for s in (0, batch)]
+        loops = {"target": lambda e, b: single_decode(e, role="target", prompts=b, key=jax.random.key(0), spec=spec)}
+        for name, sp in (("rsd", spec), ("rsd_async", async_spec(spec, batch))):
+            loops[name] = functools.partial(_rsd_call, knobs=method.knobs(sp, batch), spec=method.spec(sp))
+        cases = [(e, name) for name in loops for e in engines]
+        wall = {c: float("inf") for c in cases}
+        cpu = {c: [] for c in cases}
+        for round_ in range(8 if quick else 12):  # round 0 compiles
+            for e, name in cases:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                for b in sets:
+                    jax.block_until_ready(loops[name](engines[e], b))
+                if round_:
+                    wall[e, name] = min(wall[e, name], time.perf_counter() - start)
+                    cpu[e, name].append(time.process_time() - start_cpu)
+        out[f"batch_{batch}"] = {**{f"{e}_{name}_wall_ms": 1e3 * wall[e, name] for e, name in cases},
+                                 **{f"{e}_{name}_cpu_ms": 1e3 * float(np.median(cpu[e, name])) for e, name in cases}}
+    return out
+
+
+def _rsd_call(engine: Engine, prompts, *, knobs, spec: DecodeSpec):
+    return rsd_decode(engine, prompts=prompts, knobs=knobs, key=jax.random.key(0), spec=spec)
+
+
 def batch_passes(firsts: list) -> dict[str, tuple[int, int]]:
     """Each model's (passes, rows carried) summed over batches, from the first result of each batch."""
     total: dict[str, tuple[int, int]] = {}
@@ -333,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="JSON file for the results")
     parser.add_argument("--quick", action="store_true", help="fewer tokens and problems (under five minutes)")
-    parser.add_argument("--only", choices=("decode", "rsd", "compile", "projection"), action="append", help="sections to run")
+    parser.add_argument("--only", choices=("decode", "rsd", "layouts", "compile", "projection"), action="append", help="sections to run")
     args = parser.parse_args(argv)
     try:
         out = check_output_file(args.out)  # before any benchmarking
@@ -348,10 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         result["decode"] = bench_decode(args.quick)
     if "projection" in sections:
         result["projection"] = bench_projection()
-    if "rsd" in sections or "compile" in sections:
+    if {"rsd", "layouts", "compile"} & set(sections):
         engine, delta = embedded_engine(root)
         if "rsd" in sections:
             result["rsd"] = bench_rsd(engine, delta, args.quick)
+        if "layouts" in sections:
+            result["layouts"] = bench_layouts(engine, delta, args.quick)
         if "compile" in sections:
             result["compile"] = bench_compile(engine)
     print(table(result))
