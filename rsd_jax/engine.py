@@ -97,18 +97,15 @@ class Engine:
         copied onto the mesh (`models` keeps the originals: load straight into the shardings to avoid that,
         rsd_jax.loading.load_engine, which on TPU/GPU also moves them into the layouts the compiler picks).
         layer_copies: give each model a per-layer copy of its layer weights (`Model.with_layer_copies`: a CPU decodes
-        about twice as fast, for the layer weights' memory once more); default: on a CPU without a mesh, to the
-        models whose layers are large enough for it to pay (`Model.copies_pay`); False: none; True: every model."""
+        about twice as fast, for the layer weights' memory once more); default: on a CPU without a mesh."""
         if layer_copies and mesh is not None:
             raise InputError("layer_copies=True is for one device (a mesh's loops scan the stacked layers): leave "
                              "layer_copies unset with a mesh")
         tables, prm_view = host_tables(models)
         host = _Host(tokenizer=models.tokenizer, prm_tokenizer=models.prm_tokenizer, delimiter=models.delimiter)
         roles = {"draft": models.draft, "target": models.target, "prm": models.prm}
-        on_cpu = mesh is None and jax.default_backend() == "cpu"
-        if layer_copies or (layer_copies is None and on_cpu):
-            copied = {id(m): m.with_layer_copies() if layer_copies or m.copies_pay() else m.without_layer_copies()
-                      for m in roles.values()}  # a model in two roles: one copy
+        if layer_copies if layer_copies is not None else (mesh is None and jax.default_backend() == "cpu"):
+            copied = {id(m): m.with_layer_copies() for m in roles.values()}  # a model in two roles: one copy
             roles = {role: copied[id(m)] for role, m in roles.items()}
         engine = cls(**roles, tables=tables, prm_view=prm_view, host=host, self_scoring=models.self_scoring)
         return engine.on_mesh(mesh) if mesh is not None else engine

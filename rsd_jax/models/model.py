@@ -22,12 +22,6 @@ from rsd_jax.cache import KVCache
 from rsd_jax.models.config import ModelConfig
 from rsd_jax.models.decoder import Decoder, DecoderOutput, unstack_layers
 
-# A CPU gives a model layer copies (`Engine.create`) when one layer's weights take at least this many bytes. Measured
-# (docs/performance.md, `python -m rsd_jax.bench --only layouts`): the embedded target (1.9 MB a layer) decodes 2.4x
-# faster with copies; the embedded draft and PRM (52 and 120 KB a layer), whose slices cost next to nothing to copy,
-# made the RSD loop 6-30% slower with them (more unrolled code, no copy saved).
-LAYER_COPY_MIN_BYTES = 1 << 20
-
 
 @dataclasses.dataclass(frozen=True)
 class Model:
@@ -73,15 +67,6 @@ class Model:
         if self.layer_copies is not None:
             return self
         return dataclasses.replace(self, layer_copies=unstack_layers(self.module().layers))
-
-    def layer_bytes(self) -> int:
-        """Bytes of one layer's weights (the stacked layers' bytes over the depth)."""
-        layers = jax.tree.leaves(self.params["layers"])
-        return sum(int(a.size) * a.dtype.itemsize for a in layers) // self.config.num_layers
-
-    def copies_pay(self) -> bool:
-        """Whether layer copies speed this model up on a CPU: layers of at least LAYER_COPY_MIN_BYTES."""
-        return self.layer_bytes() >= LAYER_COPY_MIN_BYTES
 
     def without_layer_copies(self) -> "Model":
         return dataclasses.replace(self, layer_copies=None)
