@@ -4,12 +4,20 @@ decode   tokens/s of our jitted decoder and of transformers' `generate` (torch C
          GPT-2-small-sized Qwen2 config at batch 1 and 16, their ratio, and our fraction of the memory-bandwidth
          roofline (bytes read per step over a copy bandwidth measured in the same run); transformers' fraction
          of the same roofline and of the machine's matmul peak (a large f32 GEMM timed in the same run) say how
-         far either could still go: `ceiling_ratio_vs_hf` is the largest ratio the roofline allows.
+         far either could still go: `ceiling_ratio_vs_hf` is the largest ratio the roofline allows. The share
+         counts the prompt's prefill as decode time; `step_roofline_fraction` is the decode steps alone (a run of
+         one new token subtracted), and `matvec_roofline_fraction` the same weights' matrix products alone, one
+         step's worth after another (`weight_stream`): the most any f32 decoder built on XLA's dot gets here.
 rsd      the embedded benchmark at batch 1, 8 and 64: wall-clock speedup of RSD over target-only decoding of the
          same problems, with the synchronous and the asynchronous schedule (`async_*`: decoding.schedule async,
          quorum a quarter of the batch, passes gathered up to 16 rows in six sizes, catch-up chunk 8), next to the useful- and executed-FLOPs
          ratios, each model's sequential passes, and what the draft and PRM loops alone (every step accepted) cost
          relative to target-only. Each is timed in interleaved rounds, the fastest round kept.
+layouts  the embedded engine's loops alone (target-only, RSD sync and async; jitted calls, no host results) with
+         the layer copies a CPU gets (`Engine.create`) against the stacked layers, the rsd section's problems:
+         wall time (fastest round) and process CPU time (median round) of each; run it with
+         XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" on a shared machine, where
+         the CPU time of one thread is what stays comparable.
 compile  seconds to compile the RSD loop, and the compilations over a δ sweep and over new prompts of the same
          length bucket; seconds to compile (and run) the asynchronous loop with 3 and 6 pass sizes.
 projection  a projection, not a measurement (rsd_jax.projection): RSD's speedup over target-only for the paper's
@@ -24,6 +32,7 @@ On a CPU our decoder runs with per-layer weight copies (`Model.with_layer_copies
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import functools
 import json
@@ -120,12 +129,15 @@ def bench_decode(quick: bool) -> dict:
                           jax.numpy.zeros((batch, 1), jax.numpy.int32), jax.numpy.ones((batch,), jax.numpy.int32))
         runs = {name: functools.partial(_decode, m, prompts, no_ends, spec)
                 for name, m in (("ours", copied), ("scan", model))}
+        runs["one"] = functools.partial(_decode, copied, prompts, no_ends, spec.replace(max_new_tokens=1))
+        runs["matvecs"] = functools.partial(weight_stream, copied, batch, new)
         tokens = {name: run() for name, run in runs.items()}  # compiles
         best = {name: float("inf") for name in runs}
         for _ in range(2 if quick else 3):  # interleaved rounds, the fastest of each
             for name, run in runs.items():
                 best[name] = min(best[name], _timed(run))
         ours, scan = best["ours"], best["scan"]
+        step = (ours - best["one"]) / (new - 1)  # one decode step, the prefill and the loop's entry taken out
         with torch.no_grad():
             t_ids = torch.tensor(ids)
             gen = lambda: hf.generate(t_ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,  # noqa
@@ -138,6 +150,9 @@ def bench_decode(quick: bool) -> dict:
         out[f"batch_{batch}"] = {"ours_tok_s": batch * new / ours, "hf_tok_s": batch * new / theirs,
                                  "ratio_vs_hf": theirs / ours,
                                  "roofline_fraction": bytes_per_step / (ours / new) / bandwidth,
+                                 "step_roofline_fraction": bytes_per_step / step / bandwidth,
+                                 "matvec_roofline_fraction": weight_bytes / (best["matvecs"] / new) / bandwidth,
+                                 "prefill_share": 1 - step * (new - 1) / ours,
                                  "hf_roofline_fraction": bytes_per_step / (theirs / new) / bandwidth,
                                  "matmul_peak_fraction": flops_per_step / (ours / new) / peak,
                                  "hf_matmul_peak_fraction": flops_per_step / (theirs / new) / peak,
@@ -149,6 +164,36 @@ def bench_decode(quick: bool) -> dict:
     out["matmul_peak_gflop_s"] = peak / 1e9
     out["params"] = model.num_params()
     return out
+
+
+def weight_stream(model, batch: int, steps: int) -> np.ndarray:
+    """`steps` times, one after the other, the products of a [batch, E] activation with every weight matrix of
+    `model` (its layer copies, then the tied embedding as the LM head, as `Decoder.logits` takes it), each product's
+    input the previous one's output: the weights streamed from memory by XLA's dot alone, nothing else a decode
+    step does. Returns the last activation [batch, E] (run it to time it)."""
+    names = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+             "mlp.up_proj", "mlp.down_proj")
+    kernels = [layer[outer][inner]["kernel"][...] for layer in model.layer_copies
+               for outer, inner in (n.split(".") for n in names)]
+    x = jax.numpy.full((batch, model.config.hidden_size), 0.01, jax.numpy.float32)
+    return np.asarray(jax.block_until_ready(_stream(kernels, model.params["embed_tokens"]["embedding"][...], x, steps)))
+
+
+@functools.partial(jax.jit, static_argnames="steps")
+def _stream(kernels, table, x, steps: int):
+    jnp = jax.numpy
+
+    def fit(y, n):  # the activation to width n (the products' widths differ), no copy of a weight
+        return y[:, :n] if y.shape[1] >= n else jnp.tile(y, (1, -(-n // y.shape[1])))[:, :n]
+
+    def step(_, x):
+        y = x
+        for w in kernels:
+            y = jnp.tanh(fit(y, w.shape[0]) @ w)
+        logits = jax.lax.dot_general(table, fit(y, table.shape[1]), (((1,), (1,)), ((), ())))  # [V, batch]
+        return x + 1e-3 * fit(logits.T, x.shape[1])
+
+    return jax.lax.fori_loop(0, steps, step, x)
 
 
 def _decode(model, prompts, tables, spec) -> np.ndarray:
@@ -223,6 +268,43 @@ def bench_rsd(engine: Engine, delta: float, quick: bool) -> dict:
     return out
 
 
+def bench_layouts(engine: Engine, delta: float, quick: bool) -> dict:
+    """Target-only and RSD loops with the engine as built against its stacked layers (see the module's doc)."""
+    from rsd_jax.decoding.single import single_decode
+
+    spec = DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24, chunk=32)
+    roles = ("draft", "target", "prm")
+    engines = {"copies": engine,
+               "stacked": dataclasses.replace(engine, **{r: getattr(engine, r).without_layer_copies() for r in roles})}
+    method, out = RSD(delta=delta), {}
+    for batch in (1,) if quick else (1, 8):
+        problems = arith.generate_problems(2 * batch, seed=777)  # the rsd section's problems, two batches
+        sets = [encode_prompts(engine.models, [arith.format_prompt(p) for p in problems[s:s + batch]],
+                               [p.question for p in problems[s:s + batch]], method.spec(spec), batch_multiple=batch)
+                for s in (0, batch)]
+        loops = {"target": lambda e, b: single_decode(e, role="target", prompts=b, key=jax.random.key(0), spec=spec)}
+        for name, sp in (("rsd", spec), ("rsd_async", async_spec(spec, batch))):
+            loops[name] = functools.partial(_rsd_call, knobs=method.knobs(sp, batch), spec=method.spec(sp))
+        cases = [(e, name) for name in loops for e in engines]
+        wall = {c: float("inf") for c in cases}
+        cpu = {c: [] for c in cases}
+        for round_ in range(8 if quick else 12):  # round 0 compiles
+            for e, name in cases:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                for b in sets:
+                    jax.block_until_ready(loops[name](engines[e], b))
+                if round_:
+                    wall[e, name] = min(wall[e, name], time.perf_counter() - start)
+                    cpu[e, name].append(time.process_time() - start_cpu)
+        out[f"batch_{batch}"] = {**{f"{e}_{name}_wall_ms": 1e3 * wall[e, name] for e, name in cases},
+                                 **{f"{e}_{name}_cpu_ms": 1e3 * float(np.median(cpu[e, name])) for e, name in cases}}
+    return out
+
+
+def _rsd_call(engine: Engine, prompts, *, knobs, spec: DecodeSpec):
+    return rsd_decode(engine, prompts=prompts, knobs=knobs, key=jax.random.key(0), spec=spec)
+
+
 def batch_passes(firsts: list) -> dict[str, tuple[int, int]]:
     """Each model's (passes, rows carried) summed over batches, from the first result of each batch."""
     total: dict[str, tuple[int, int]] = {}
@@ -294,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rsd_jax.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="JSON file for the results")
     parser.add_argument("--quick", action="store_true", help="fewer tokens and problems (under five minutes)")
-    parser.add_argument("--only", choices=("decode", "rsd", "compile", "projection"), action="append", help="sections to run")
+    parser.add_argument("--only", choices=("decode", "rsd", "layouts", "compile", "projection"), action="append", help="sections to run")
     args = parser.parse_args(argv)
     try:
         out = check_output_file(args.out)  # before any benchmarking
@@ -309,10 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         result["decode"] = bench_decode(args.quick)
     if "projection" in sections:
         result["projection"] = bench_projection()
-    if "rsd" in sections or "compile" in sections:
+    if {"rsd", "layouts", "compile"} & set(sections):
         engine, delta = embedded_engine(root)
         if "rsd" in sections:
             result["rsd"] = bench_rsd(engine, delta, args.quick)
+        if "layouts" in sections:
+            result["layouts"] = bench_layouts(engine, delta, args.quick)
         if "compile" in sections:
             result["compile"] = bench_compile(engine)
     print(table(result))

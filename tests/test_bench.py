@@ -32,3 +32,35 @@ def test_the_commit_and_date_are_printed_and_written(tmp_path, monkeypatch, caps
     written = json.loads((tmp_path / "b.json").read_text())
     assert written["measured"] == {"commit": "abc1234", "date": "2026-12-07 23:00 UTC"}
     assert written["decode"] == {"batch_1": {"ratio_vs_hf": 1.0}}
+
+
+def test_weight_stream_streams_every_weight_of_the_model_once_a_step():
+    """The bench's matvec ceiling (`weight_stream`): every layer kernel, then the tied embedding, one after the other
+    per step, as a NumPy chain computes it; a kernel changed changes the result (each is read)."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from engine_world import config, random_model
+
+    model = random_model(config(layers=2, hidden=16), seed=0).with_layer_copies()
+    names = [("self_attn", p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")] + [
+        ("mlp", p) for p in ("gate_proj", "up_proj", "down_proj")]
+    kernels = [np.asarray(layer[a][b]["kernel"][...]) for layer in model.layer_copies for a, b in names]
+    table = np.asarray(model.params["embed_tokens"]["embedding"][...])
+
+    def fit(y, n):
+        return y[:, :n] if y.shape[1] >= n else np.tile(y, (1, -(-n // y.shape[1])))[:, :n]
+
+    x = np.full((2, 16), 0.01, np.float32)
+    for _ in range(3):
+        y = x
+        for w in kernels:
+            y = np.tanh(fit(y, w.shape[0]) @ w)
+        x = x + 1e-3 * fit((table @ fit(y, table.shape[1]).T).T, 16)
+    got = bench.weight_stream(model, 2, 3)
+    np.testing.assert_allclose(got, x, rtol=1e-5, atol=1e-6)
+    doubled = jax.tree.map(lambda a: a * 2, model.layer_copies[-1])  # the last layer's weights, twice as large
+    other = dataclasses.replace(model, layer_copies=model.layer_copies[:-1] + (doubled,))
+    assert not np.allclose(bench.weight_stream(other, 2, 3), got)

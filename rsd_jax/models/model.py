@@ -29,7 +29,7 @@ class Model:
     config: ModelConfig
     graphdef: Any
     params: Any  # nnx.State of arrays (or ShapeDtypeStructs for an abstract model)
-    layer_copies: tuple | None = None  # L per-layer states equal to params["layers"] (with_layer_copies), or None
+    layer_copies: tuple | None = None  # L per-layer dicts equal to params["layers"] (with_layer_copies), or None
 
     # ------------------------------------------------------------ construction
     @classmethod
