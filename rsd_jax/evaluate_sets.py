@@ -11,7 +11,7 @@ record is one line, nothing decoded; so is a method that runs on one device only
 run on a mesh). The engine is loaded once, and not at all when every record is on disk (the table is only
 recomputed); a budget-mode RSD is calibrated once per method (its calibration split is never one of the evaluated
 sets: rsd_jax.config.calibration_data). Batches hold decoding.batch_size rows (a sampling method's problems take n rows
-each) and never more problems than the set has (rsd_jax.evaluation_runs).
+each: rsd_jax.evaluation_runs.in_batches_of_rows).
 """
 
 from __future__ import annotations
@@ -75,8 +75,7 @@ def evaluate_sets(cfg: RunConfig, out: Path, config_file: str | None) -> paper_t
     for run, s in todo:
         key = run[0]
         if needs_calibration(run) and key not in calibrations:
-            split_cfg = single.at_most(run[2], run[2].rsd.calibration_n)  # no padding past the split's problems
-            calibrations[key] = calibrate_budget(engine, split_cfg, tokenizer=engine.models.tokenizer)
+            calibrations[key] = calibrate_budget(engine, run[2], tokenizer=engine.models.tokenizer)
         set_run = (key, run[1], dataclasses.replace(run[2], data=s.cfg.data), run[3])
         single.decode_into(logs[s.name][key], engine, s.items, set_run, calibrations.get(key), label=f"{s.name} {key}")
     return summarize_sets(cfg, out, sets)

@@ -47,15 +47,6 @@ def in_batches_of_rows(method: str, cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, decoding=dataclasses.replace(cfg.decoding, batch_size=problems))
 
 
-def at_most(cfg: RunConfig, problems: int) -> RunConfig:
-    """`cfg` with decoding.batch_size no larger than `problems`: a set (or a split) smaller than a batch is decoded
-    as one batch of its own size instead of being padded to batch_size with empty rows (each a full row of work:
-    data.n=2 at batch 32 was 16 times the work). A set of batch_size problems or more keeps its batches."""
-    if cfg.decoding.batch_size <= problems:
-        return cfg
-    return dataclasses.replace(cfg, decoding=dataclasses.replace(cfg.decoding, batch_size=max(1, problems)))
-
-
 def method_keys(cfg: RunConfig) -> list[tuple[str, str, RunConfig, float | None]]:
     """(key, method, config, δ) for each run: the methods (with their overrides; a sampling method's batch counted
     in rows, `in_batches_of_rows`), then "rsd@δ" per threshold."""
@@ -103,7 +94,6 @@ def decode_into(log: RecordLog, engine, items: list[Item], run: tuple, calibrati
     """Decodes the problems of `items` that `log` does not hold yet with one run of method_keys (key, method,
     config, δ), appending each batch's records (their wall seconds shared out) as it finishes."""
     key, method, run_cfg, delta = run
-    run_cfg = at_most(run_cfg, len(items))
     done = frozenset(log.uids)
     with tqdm(total=len(items), initial=sum(i.uid in done for i in items), desc=label or key) as bar:
         start = time.time()
