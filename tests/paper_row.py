@@ -52,12 +52,12 @@ def hub_folders(root: Path) -> dict[str, Path]:
             "prm": paper_models.skywork_prm(root / "prm")}
 
 
-def command(folders: dict, out: Path, methods: list[str], n: int = 1) -> list[str]:
-    """The main setting's command on the folders: two sets, n problems each, a short budget (300 tokens counting
-    the prompt, 3 steps), one problem a batch, one device, Minerva Math's first problem as a calibration split."""
+def command(folders: dict, out: Path, methods: list[str], n: int = 1, tokens: int = 300) -> list[str]:
+    """The main setting's command on the folders: two sets, n problems each, a short budget (`tokens` counting the
+    prompt, 3 steps), one problem a batch, one device, Minerva Math's first problem as a calibration split."""
     return [sys.executable, "-m", "rsd_jax.evaluate", "--config", str(MAIN),
             *(f"models.{k}.path={v}" for k, v in folders.items()), "data.sources=[math500,gsm8k]", f"data.n={n}",
-            "decoding.max_new_tokens=300", "decoding.max_steps=3", "decoding.patience=0", "decoding.batch_size=1",
+            f"decoding.max_new_tokens={tokens}", "decoding.max_steps=3", "decoding.patience=0", "decoding.batch_size=1",
             "mesh.model=1", "rsd.calibration_n=1", f"rsd.methods=[{','.join(json.dumps(m) for m in methods)}]",
             "--out", str(out)]
 

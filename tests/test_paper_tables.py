@@ -313,7 +313,7 @@ def test_sampling_methods_batch_their_rows_not_their_problems():
 
 def test_a_table_2_row_runs_end_to_end_offline_and_prints_the_papers_layout(hub_folders, tmp_path, capsys):
     """The main setting's command, its model paths replaced by hub-layout folders, on two sets (one problem each,
-    a short budget, one problem a batch), offline, on one device: the paper's table with Table B.2's sweep and its
+    160 tokens counting the prompt, one problem a batch), offline, on one device: the paper's table with Table B.2's sweep and its
     δ* row; then, in this process (eight devices), a resume that decodes nothing, loads no model and prints the
     same table (SD is refused on a mesh only with problems left); then export + compare of the run against itself.
     Every method of the row (the sampling baselines, the budget row): `python tests/paper_row.py OUT
@@ -324,7 +324,7 @@ def test_a_table_2_row_runs_end_to_end_offline_and_prints_the_papers_layout(hub_
 
     methods = ["rsd", "target", "draft", "speculative"]
     run = tmp_path / "run"
-    command = paper_row.command(hub_folders, run, methods)
+    command = paper_row.command(hub_folders, run, methods, tokens=160)  # the prompts take 74 and 92 of them
     done = subprocess.run(command, env=paper_row.environment(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("|")]
