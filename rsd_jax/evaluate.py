@@ -36,13 +36,15 @@ from rsd_jax.outputs import check_output_dir, save_figure, write_text_atomic
 from rsd_jax.run_lock import claim_locked
 from rsd_jax.runs import run_identity
 from rsd_jax.signals import Interrupted, interruptible
-from rsd_jax.evaluation_runs import decode_into, method_keys, open_logs, summarize_log, versus_target
+from rsd_jax.evaluation_runs import (check_one_device, decode_into, method_keys, open_logs, summarize_log,
+                                     versus_target)
 
 def evaluate(cfg: RunConfig, out: Path, config_file: str | None) -> dict:
     """Every method's records into `out` (a folder claimed and locked for this run: rsd_jax.run_lock), resuming
     what is there; the summaries, recomputed from the records on disk."""
     # multi-host: joins the other processes before anything else uses JAX
     mesh = start_devices(cfg.mesh, kv_heads_of(cfg, config_file))
+    check_one_device(method_keys(cfg), mesh)  # before any work
     tokenizers = load_tokenizers(cfg, config_file)
     items = load_items(cfg.data, config_file, tokenizers[0])
     logs = open_logs(cfg, out, items)

@@ -7,8 +7,11 @@ DIR/<set>/summary.json (that set's summaries, as a one-set run writes them). At 
 DIR/summary.json, DIR/summary.md and DIR/accuracy_vs_flops.png in the paper's layout (rsd_jax.paper_table).
 
 Every set's problems are read and every record file is checked before any model loads (a bad set name, file or
-record is one line, nothing decoded). The engine is loaded once; a budget-mode RSD is calibrated once per method
-(its calibration split is never one of the evaluated sets: rsd_jax.config.calibration_data).
+record is one line, nothing decoded; so is a method that runs on one device only with problems left to decode, in a
+run on a mesh). The engine is loaded once, and not at all when every record is on disk (the table is only
+recomputed); a budget-mode RSD is calibrated once per method (its calibration split is never one of the evaluated
+sets: rsd_jax.config.calibration_data). Batches hold decoding.batch_size rows (a sampling method's problems take n rows
+each: rsd_jax.evaluation_runs.in_batches_of_rows).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from rsd_jax import paper_table
 from rsd_jax.config import RunConfig
 from rsd_jax.configlib import to_yaml
 from rsd_jax.data.problems import Item, load_items
-from rsd_jax.errors import InputError
 from rsd_jax.loading import kv_heads_of, load_engine, load_tokenizers, start_devices
 from rsd_jax.outputs import write_text_atomic
 from rsd_jax.records import read_records
@@ -43,19 +45,6 @@ def set_configs(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
     return [(data.source, dataclasses.replace(cfg, data=data)) for data in cfg.data.sets()]
 
 
-#: methods that run on one device only for now (rsd_jax.methods: an engine without a mesh)
-ONE_DEVICE = ("speculative", "beam_search")
-
-
-def check_one_device(runs: list[tuple], mesh) -> None:
-    """A method that runs on one device only, in a run on a mesh, is refused before anything is decoded."""
-    refused = [key for key, method, _, _ in runs if method in ONE_DEVICE]
-    if mesh is not None and refused:
-        raise InputError(f"{', '.join(refused)} run(s) on one device only for now, and this run has a mesh "
-                         f"({dict(mesh.shape)}): run them apart on one device (mesh.model=1 with one visible device) "
-                         "or drop them from rsd.methods")
-
-
 def needs_calibration(run: tuple) -> bool:
     _, method, run_cfg, _ = run
     return method == "rsd" and run_cfg.rsd.budget is not None and (run_cfg.rsd.calibration
@@ -69,7 +58,6 @@ def evaluate_sets(cfg: RunConfig, out: Path, config_file: str | None) -> paper_t
 
     mesh = start_devices(cfg.mesh, kv_heads_of(cfg, config_file))
     runs = single.method_keys(cfg)
-    check_one_device(runs, mesh)
     tokenizers = load_tokenizers(cfg, config_file)
     sets = [EvaluationSet(name, set_cfg, load_items(set_cfg.data, config_file, tokenizers[0]), out / name)
             for name, set_cfg in set_configs(cfg)]
@@ -77,18 +65,19 @@ def evaluate_sets(cfg: RunConfig, out: Path, config_file: str | None) -> paper_t
     for s in sets:
         s.folder.mkdir(parents=True, exist_ok=True)
         logs[s.name] = single.open_logs(s.cfg, s.folder, s.items)
-    engine = load_engine(cfg, config_file, mesh, tokenizers)
+    todo = [(run, s) for run in runs for s in sets if any(i.uid not in logs[s.name][run[0]].uids for i in s.items)]
+    single.check_one_device([run for run, _ in todo], mesh)  # a finished run's table prints on any devices
     write_text_atomic(out / "config.yaml", to_yaml(cfg))
+    if not todo:  # a finished run: the table from its records, no model loaded
+        return summarize_sets(cfg, out, sets)
+    engine = load_engine(cfg, config_file, mesh, tokenizers)
     calibrations = {}
-    for run in runs:
+    for run, s in todo:
         key = run[0]
-        for s in sets:
-            pending = any(i.uid not in logs[s.name][key].uids for i in s.items)
-            if pending and needs_calibration(run) and key not in calibrations:
-                calibrations[key] = calibrate_budget(engine, run[2], tokenizer=engine.models.tokenizer)
-            set_run = (key, run[1], dataclasses.replace(run[2], data=s.cfg.data), run[3])
-            single.decode_into(logs[s.name][key], engine, s.items, set_run, calibrations.get(key),
-                               label=f"{s.name} {key}")
+        if needs_calibration(run) and key not in calibrations:
+            calibrations[key] = calibrate_budget(engine, run[2], tokenizer=engine.models.tokenizer)
+        set_run = (key, run[1], dataclasses.replace(run[2], data=s.cfg.data), run[3])
+        single.decode_into(logs[s.name][key], engine, s.items, set_run, calibrations.get(key), label=f"{s.name} {key}")
     return summarize_sets(cfg, out, sets)
 
 

@@ -6,6 +6,7 @@ and the summaries recomputed from the records on disk. Used by rsd_jax.evaluate 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -20,13 +21,51 @@ from rsd_jax.runs import check_records_match
 from rsd_jax.summary import summarize
 
 DEFAULT_METHODS = ("rsd", "target", "draft")
+#: methods that run on one device only for now (rsd_jax.methods: an engine without a mesh)
+ONE_DEVICE = ("speculative", "beam_search")
+
+
+def rows_per_problem(method: str, cfg: RunConfig) -> int:
+    """How many rows of the decoding batch one problem takes: its samples (best_of_n, majority: rsd.n), its beams'
+    expansions (beam_search: rsd.beam_width * rsd.beam_expansions), else 1."""
+    if method in ("best_of_n", "majority"):
+        return cfg.rsd.n
+    if method == "beam_search":
+        return cfg.rsd.beam_width * cfg.rsd.beam_expansions
+    return 1
+
+
+def in_batches_of_rows(method: str, cfg: RunConfig) -> RunConfig:
+    """`cfg` with decoding.batch_size counted in rows: a method that takes k rows per problem decodes
+    batch_size // k problems a batch (at least 1), so its batches hold batch_size rows as every other method's do
+    (the memory rsd_jax.capacity estimates) instead of k times as many, most of them padding where a set has fewer
+    problems than a batch."""
+    rows = rows_per_problem(method, cfg)
+    if rows == 1:
+        return cfg
+    problems = max(1, cfg.decoding.batch_size // rows)
+    return dataclasses.replace(cfg, decoding=dataclasses.replace(cfg.decoding, batch_size=problems))
 
 
 def method_keys(cfg: RunConfig) -> list[tuple[str, str, RunConfig, float | None]]:
-    """(key, method, config, δ) for each run: the methods (with their overrides), then "rsd@δ" per threshold."""
-    runs = [(m, *parse_method(m, cfg), None) for m in (cfg.rsd.methods or DEFAULT_METHODS)]
+    """(key, method, config, δ) for each run: the methods (with their overrides; a sampling method's batch counted
+    in rows, `in_batches_of_rows`), then "rsd@δ" per threshold."""
+    runs = []
+    for text in cfg.rsd.methods or DEFAULT_METHODS:
+        method, run_cfg = parse_method(text, cfg)
+        runs.append((text, method, in_batches_of_rows(method, run_cfg), None))
     runs += [(f"rsd@{d:g}", "rsd", cfg, d) for d in cfg.rsd.thresholds]
     return runs
+
+
+def check_one_device(runs: list[tuple], mesh) -> None:
+    """A method that runs on one device only, in a run on a mesh, is refused before anything is decoded (one line
+    naming the two ways out)."""
+    refused = [key for key, method, _, _ in runs if method in ONE_DEVICE]
+    if mesh is not None and refused:
+        raise InputError(f"{', '.join(refused)} run(s) on one device only for now, and this run has a mesh "
+                         f"({dict(mesh.shape)}): drop them from rsd.methods, or run them apart with mesh.model=1 and "
+                         "one visible device (e.g. CUDA_VISIBLE_DEVICES=0)")
 
 
 def open_logs(cfg: RunConfig, out: Path, items: list[Item]) -> dict[str, RecordLog]:

@@ -22,6 +22,7 @@ from rsd_jax.paper_table import DELTA_STAR, RowSpec, build
 from rsd_jax.weights.sources import parse_source
 
 ROOT = Path(__file__).resolve().parents[1]
+MAIN = ROOT / "configs" / "paper" / "qwen25_math_1.5b_7b_skywork1.5b.yaml"
 PAPER = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
 TABLE2_SETS = ("math500", "gsm8k", "gaokao2023en", "olympiadbench", "gpqa", "mmlu_stem")
 #: a merged model (Table 4) has the architecture of the models merged: the estimate reads theirs
@@ -132,7 +133,7 @@ def test_one_device_methods_are_refused_on_a_mesh_before_any_work():
     import jax
     import numpy as np
 
-    from rsd_jax.evaluate_sets import check_one_device
+    from rsd_jax.evaluation_runs import check_one_device
 
     config = ROOT / "configs" / "paper" / "qwen25_math_1.5b_7b_skywork7b.yaml"
     runs = evaluate.method_keys(load_config(RunConfig, config))
@@ -294,49 +295,67 @@ def test_compare_agrees_with_itself_and_reports_exactly_the_differences(tmp_path
 # ------------------------------------------------------------------------------------------------ a Table 2 row
 @pytest.fixture(scope="module")
 def hub_folders(tmp_path_factory):
-    """Tiny models in the hub's layout of the main setting's checkpoints (tests/paper_models.py)."""
-    import paper_models
-    from rsd_jax.qwen_vocabulary import qwen_tokenizer
+    """Tiny models in the hub's layout of the main setting's checkpoints (tests/paper_row.py)."""
+    import paper_row
 
-    root = tmp_path_factory.mktemp("hub")
-    tok = qwen_tokenizer()
-    return {"draft": paper_models.cycle_lm("Qwen2.5-Math-1.5B-Instruct", root / "draft", paper_models.DRAFT_CYCLE, tok),
-            "target": paper_models.cycle_lm("Qwen2.5-Math-7B-Instruct", root / "target", paper_models.TARGET_CYCLE,
-                                            tok),
-            "prm": paper_models.skywork_prm(root / "prm")}
+    return paper_row.hub_folders(tmp_path_factory.mktemp("hub"))
 
 
-def test_a_table_2_row_runs_end_to_end_offline_and_prints_the_papers_layout(hub_folders, tmp_path):
-    """The main setting's command, its model paths replaced by hub-layout folders, on two sets (two problems each,
-    a short budget), offline, on one device: the paper's table, then a resume that decodes nothing, then export +
-    compare of the run against itself. The row's methods but the sampling baselines and the budget row (each a
-    further compile of minutes on a CI core: majority voting and Best-of-N are covered by tests/test_search.py),
-    with Table B.2's sweep and its δ* row."""
-    import os
+def test_sampling_methods_batch_their_rows_not_their_problems():
+    """majority:n=16 at batch 32 decodes 2 problems (32 rows) a batch, not 32 (512 rows)."""
+    runs = {key: run_cfg for key, _, run_cfg, _ in evaluate.method_keys(load_config(
+        RunConfig, MAIN, ["rsd.methods=[rsd,majority:n=16,best_of_n:n=64,beam_search]", "rsd.beam_width=2",
+                          "rsd.beam_expansions=4"]))}
+    assert {key: c.decoding.batch_size for key, c in runs.items()} == {
+        "rsd": 32, "majority:n=16": 2, "best_of_n:n=64": 1, "beam_search": 4, "rsd@0.6": 32, "rsd@0.8": 32,
+        "rsd@0.9": 32}
+
+
+def test_a_table_2_row_runs_end_to_end_offline_and_prints_the_papers_layout(hub_folders, tmp_path, capsys):
+    """The main setting's command, its model paths replaced by hub-layout folders, on two sets (one problem each,
+    160 tokens counting the prompt, one problem a batch), offline, on one device: the paper's table with Table B.2's sweep and its
+    δ* row; then, in this process (eight devices), a resume that decodes nothing, loads no model and prints the
+    same table (SD is refused on a mesh only with problems left); then export + compare of the run against itself.
+    Every method of the row (the sampling baselines, the budget row): `python tests/paper_row.py OUT
+    --every-method` (docs/paper-tables.md: compiling their loops takes about a minute more on a CI core)."""
     import subprocess
-    import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device: SD runs on one device only
-    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", RSD_OFFLINE="1", HF_HUB_OFFLINE="1")
-    config = ROOT / "configs" / "paper" / "qwen25_math_1.5b_7b_skywork1.5b.yaml"
-    command = [sys.executable, "-m", "rsd_jax.evaluate", "--config", str(config),
-               *(f"models.{k}.path={v}" for k, v in hub_folders.items()), "data.sources=[math500,gsm8k]",
-               "data.n=2", "decoding.max_new_tokens=300", "decoding.max_steps=3", "decoding.patience=0",
-               "mesh.model=1", "rsd.methods=[rsd,target,draft,speculative]", "--out", str(tmp_path / "run")]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    import paper_row
+
+    methods = ["rsd", "target", "draft", "speculative"]
+    run = tmp_path / "run"
+    command = paper_row.command(hub_folders, run, methods, tokens=160)  # the prompts take 74 and 92 of them
+    done = subprocess.run(command, env=paper_row.environment(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("|")]
     assert lines[0].startswith("| method | run | MATH500 | GSM8K | Avg | FLOPs vs target-only |")
     keys = [line.split(" | ")[1] for line in lines[2:]]
-    assert keys == ["rsd", "target", "draft", "speculative", "rsd@0.6", "rsd@0.8", "rsd@0.9", DELTA_STAR]
-    run = tmp_path / "run"
+    assert keys == [*methods, "rsd@0.6", "rsd@0.8", "rsd@0.9", DELTA_STAR]
+    for line in lines[2:]:  # every row: both sets' accuracy, the average, one problem per set, no error
+        cells = line.split(" | ")
+        assert all(0 <= float(c) <= 100 for c in cells[2:5]) and cells[-2:] == ["1/1", "0 |"], line
     summary = json.loads((run / "summary.json").read_text())
     assert summary["sets"] == ["math500", "gsm8k"] and summary["rows"]["target"]["flops_vs_target_only"] == 1.0
     for name in ("math500", "gsm8k"):
         assert {p.stem for p in (run / name).glob("*.jsonl")} == set(keys[:-1])
     assert (run / "summary.md").read_text().splitlines()[0] == lines[0]
     assert (run / "accuracy_by_set.png").is_file() and (run / "accuracy_vs_flops.png").is_file()
-    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)  # resumes: all done
-    assert again.returncode == 0 and [line for line in again.stdout.splitlines() if line.startswith("|")] == lines
+    capsys.readouterr()
+    assert evaluate.main(command[3:]) == 0  # resumes: all done, nothing loaded, on this process's eight devices
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")] == lines
     exported = export.export(run, tmp_path / "exported", ["rsd"])
     assert compare.main([str(run), *map(str, exported)]) == 0
+
+
+def test_a_one_device_method_on_a_mesh_is_one_line_before_any_model_loads(hub_folders, tmp_path, capsys):
+    """In this process (eight devices): SD with problems to decode, in a run on a mesh, is refused before anything
+    loads or is decoded, in a multi-set run and in a one-set run alike."""
+    base = ["--config", str(MAIN), *(f"models.{k}.path={v}" for k, v in hub_folders.items()), "data.n=1",
+            "mesh.model=1", "rsd.methods=[target,speculative]", "rsd.thresholds=[]"]
+    for data in (["data.sources=[math500,gsm8k]"], ["data.sources=[]", "data.source=math500"]):
+        out = tmp_path / str(len(data))
+        assert evaluate.main([*base, *data, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "speculative run(s) on one device only" in err, err
+        assert "drop them from rsd.methods, or run them apart with mesh.model=1" in err
+        assert not list(out.rglob("*.jsonl")) and not (out / "config.yaml").exists()
