@@ -199,7 +199,10 @@ class Decoder(nnx.Module):
 
     block = Block  # the layer of its architecture (a subclass overrides it; rsd_jax.models.architectures)
 
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, *, shapes_only: bool = False):
+        """shapes_only (under `nnx.eval_shape`): one layer is built and its shapes repeated down the stack, the same
+        shapes as L layers' without tracing L layers' initialisers (an 80-layer model took 43 s to trace that way:
+        each traced initialiser costs more the longer the trace already is)."""
         self.cfg = cfg
         if cfg.quantize != "none":  # embeddings and LM head: int8 in both modes (rsd_jax.models.quantize)
             self.embed_tokens = QuantizedEmbed(cfg.vocab_size, cfg.hidden_size, cfg.jnp_dtype, rngs)
@@ -207,7 +210,8 @@ class Decoder(nnx.Module):
             self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype,
                                           param_dtype=cfg.jnp_dtype, embedding_init=nnx.initializers.normal(0.02),
                                           rngs=rngs, embedding_metadata={"axes": ("vocab", None)})
-        self.layers = stack_layers([self.block(cfg, rngs) for _ in range(cfg.num_layers)])
+        built = [self.block(cfg, rngs) for _ in range(1 if shapes_only else cfg.num_layers)]
+        self.layers = stack_layers(built * (cfg.num_layers // len(built)))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
         if cfg.has_lm_head and not cfg.tie_word_embeddings:
             self.lm_head = _linear(cfg.hidden_size, cfg.vocab_size, False, cfg, rngs, (None, "vocab"),

@@ -42,7 +42,7 @@ class Model:
     def abstract(cls, config: ModelConfig) -> "Model":
         """Shapes and dtypes only (no memory): the target for loading and restoring weights."""
         module = architectures.of(config).module
-        graphdef, params = nnx.split(nnx.eval_shape(lambda: module(config, rngs=nnx.Rngs(0))))
+        graphdef, params = nnx.split(nnx.eval_shape(lambda: module(config, rngs=nnx.Rngs(0), shapes_only=True)))
         return cls(config, graphdef, params)
 
     @classmethod
