@@ -10,7 +10,6 @@ import pytest
 
 import engine_world as world
 from rsd_jax.data.char_tokenizer import CharTokenizer
-from rsd_jax.decoding import acceptance
 from reference import reference_rsd
 from rsd_jax.decoding.rsd import rsd_decode
 from rsd_jax.decoding.rsd_state import DRAFT, TARGET, Knobs

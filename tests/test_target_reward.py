@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import engine_world as world
-from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.rsd import rsd_decode
 from rsd_jax.decoding.rsd_state import DRAFT, TARGET, Knobs
 from rsd_jax.decoding.sampling import Sampling

@@ -74,16 +74,15 @@ def weight(kind: str, params: AcceptanceParams, rewards: jax.Array) -> jax.Array
 
 
 def accept(kind: str, params: AcceptanceParams, rewards: jax.Array, key: jax.Array) -> jax.Array:
-    """A_ω: bool of the shape of rewards [...], True where the draft step is kept.
+    """A_ω: bool of the shape of rewards [...], True where the draft step is kept (`decide` without a budget, its
+    uniforms drawn from key).
 
     binary is deterministic (r >= δ; key unused). The others draw u ~ U(0,1] and accept iff u <= ω(r), so
     P(accept) = ω(r) exactly at the ends too: ω = 0 never accepts, ω = 1 always does.
     """
-    if kind == "binary":
-        return jnp.asarray(rewards, jnp.float32) >= params.delta
-    omega = weight(kind, params, rewards)
-    u = 1.0 - jax.random.uniform(key, omega.shape, jnp.float32)  # in (0, 1]
-    return u <= omega
+    r = jnp.asarray(rewards, jnp.float32)
+    rule = Rule(weighting=kind, mode="none", params=params, budget=jnp.float32(0.0), mu_target=jnp.float32(jnp.inf))
+    return decide(rule, r, jax.random.uniform(key, r.shape, jnp.float32), histogram=None, live=None)[0]
 
 
 @jax.tree_util.register_dataclass
@@ -222,14 +221,15 @@ class Rule:
     mu_target: jax.Array  # [] the target's mean step reward μ_M (+inf: unknown; online)
 
 
-def decide(rule: Rule, rewards: jax.Array, u: jax.Array, *, histogram: RewardHistogram,
-           live: jax.Array) -> tuple[jax.Array, jax.Array, RewardHistogram]:
+def decide(rule: Rule, rewards: jax.Array, u: jax.Array, *, histogram: RewardHistogram | None,
+           live: jax.Array | None) -> tuple[jax.Array, jax.Array, RewardHistogram | None]:
     """The acceptance of the live rows' rewards [B] with one uniform in [0, 1) per row u [B]: (accepted [B] bool,
     δ in force [B], the histogram).
 
     mode "none": A_ω of the weighting family, accept iff 1 - u <= ω(r) (binary: r >= δ, u unused); "calibrated": the
     randomised threshold (δ, q) set on the host (rule_of_rewards): r > δ, or r == δ and u < q; "online": the rule of
-    the running histogram after counting the live rewards, with the budget and μ_M (histogram_rule)."""
+    the running histogram after counting the live rewards [B] bool, with the budget and μ_M (histogram_rule; the
+    other modes ignore histogram and live)."""
     params, histogram_out = rule.params, histogram
     delta = jnp.broadcast_to(params.delta, rewards.shape)
     if rule.mode == "none":

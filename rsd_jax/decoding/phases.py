@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from rsd_jax.decoding import acceptance, in_place, passes
-from rsd_jax.decoding.generator import commit, last_committed, step_ends, token_logits
+from rsd_jax.decoding.generator import Rows, Seat, StepRules, commit, last_committed, step_ends, token_logits
 from rsd_jax.decoding.prm_view import fit_view
 from rsd_jax.decoding.rsd_state import (DONE, DRAFT, DRAFTING, HELD, REWRITING, SCORING, TARGET, WAITING, Knobs,
                                         LoopState, StepInProgress)
@@ -47,6 +47,11 @@ def _room(spec: DecodeSpec, s: LoopState) -> jax.Array:
     return jnp.minimum(spec.end_of(s.prompt_length) - s.length, spec.step_tokens)
 
 
+def _sizes(spec: DecodeSpec, rows: jax.Array) -> tuple[int, ...]:
+    """The row counts of the PRM's and the target's passes over a batch like rows [B] (spec.pass_rows)."""
+    return passes.pass_sizes(spec.pass_rows, rows.shape[0], spec.pass_sizes)
+
+
 @dataclasses.dataclass(frozen=True)
 class Writer:
     """The model writing a step token by token (static parts): which model, its key tag, its pass's rows."""
@@ -63,12 +68,13 @@ def _write_token(engine: "Engine", spec: DecodeSpec, writer: Writer, s: LoopStat
     whose step ended [B], the cache and the usage."""
     model = writer.model
     starting = select & (step.written == 0)
+    sizes = passes.pass_sizes(writer.group, s.phase.shape[0], spec.pass_sizes)
     cache, _, usage = passes.feed(model, cache, view=s.tokens, upto=s.length - 1, select=starting,
-                                  chunk=spec.chunk, group=writer.group, usage=usage, sizes=spec.pass_sizes)
+                                  chunk=spec.chunk, sizes=sizes, usage=usage)
     cache = cache.with_lengths(jnp.where(starting, s.length - 1, cache.lengths))
     current = jnp.where(starting, last_committed(s.tokens, s.length), step.current)
-    advanced, hidden, cache, usage = passes.decode(model, cache, current=current, select=select, group=writer.group,
-                                                   usage=usage, sizes=spec.pass_sizes)
+    advanced, hidden, cache, usage = passes.decode(model, cache, current=current, select=select, sizes=sizes,
+                                                   usage=usage)
     tables = engine.step_tables(spec)
     logits = token_logits(model, hidden, tables)
     token = sample_rows(spec.sampling, logits, row_keys(s.row_keys, writer.key_tag, s.n_steps, step.written))
@@ -127,14 +133,14 @@ def _score(engine: "Engine", spec: DecodeSpec, s: LoopState, scoring: jax.Array,
     if engine.self_scoring:
         with_step = commit(s.tokens, s.length, s.drafted.out, s.drafted.written)
         cache, hidden, usage = passes.feed(engine.draft, s.caches.draft, view=with_step,
-                                           upto=s.length + s.drafted.written, select=scoring, chunk=1, group=0,
+                                           upto=s.length + s.drafted.written, select=scoring, chunk=1,
                                            usage=s.stats.draft)
         usage = usage.add_head(engine.draft.config, scoring)
         return dataclasses.replace(s, caches=dataclasses.replace(s.caches, draft=cache),
                                    stats=dataclasses.replace(s.stats, draft=usage)), engine.draft.rewards(hidden)
     cache, hidden, usage = passes.feed(engine.prm, s.caches.prm, view=prm_tokens, upto=s.prm_length + width,
-                                       select=scoring, chunk=spec.chunk, group=spec.pass_rows, usage=s.stats.prm,
-                                       sizes=spec.pass_sizes)
+                                       select=scoring, chunk=spec.chunk, sizes=_sizes(spec, scoring),
+                                       usage=s.stats.prm)
     usage = usage.add_head(engine.prm.config, scoring)
     return dataclasses.replace(s, caches=dataclasses.replace(s.caches, prm=cache),
                                stats=dataclasses.replace(s.stats, prm=usage)), engine.prm.rewards(hidden)
@@ -190,10 +196,9 @@ def _rewrite(engine: "Engine", spec: DecodeSpec, s: LoopState) -> tuple[LoopStat
     if spec.speculative_gamma:
         key = jax.random.fold_in(s.row_keys[0], s.stats.target_invocations)
         step, draft_cache, draft_usage, _ = speculative_write(
-            engine.draft, engine.target, s.caches.draft, s.caches.target, tokens=s.tokens, length=s.length,
-            active=waiting, room=_room(spec, s), key=key, tables=engine.step_tables(spec), sampling=spec.sampling,
-            gamma=spec.speculative_gamma, max_step_tokens=spec.step_tokens, chunk=spec.chunk,
-            draft_usage=s.stats.draft, target_usage=s.stats.target)
+            Seat(engine.draft, s.caches.draft, s.stats.draft), Seat(engine.target, s.caches.target, s.stats.target),
+            Rows(s.tokens, s.length, waiting, _room(spec, s)), key=key, gamma=spec.speculative_gamma,
+            rules=StepRules(engine.step_tables(spec), spec.sampling, spec.step_tokens, spec.chunk))
         rewritten = StepInProgress(out=step.tokens, written=step.length, current=s.rewritten.current,
                                    eos=step.ended_eos, nonfinite=step.nonfinite)
         caches = dataclasses.replace(s.caches, draft=draft_cache, target=step.cache)
@@ -215,8 +220,7 @@ def _score_target_steps(engine: "Engine", spec: DecodeSpec, s: LoopState, scored
     accounting) and the PRM cache's lengths go back, so the loop goes on exactly as without it."""
     start = s.prm_length
     cache, hidden, _ = passes.feed(engine.prm, s.caches.prm, view=s.prm_tokens, upto=start + width, select=scored,
-                                   chunk=spec.chunk, group=spec.pass_rows, usage=Usage.zeros(scored.shape[0]),
-                                   sizes=spec.pass_sizes)
+                                   chunk=spec.chunk, sizes=_sizes(spec, scored), usage=Usage.zeros(scored.shape[0]))
     cache = cache.with_lengths(jnp.where(scored, start, cache.lengths))
     return dataclasses.replace(s, caches=dataclasses.replace(s.caches, prm=cache),
                                scored=jnp.where(scored, engine.prm.rewards(hidden), jnp.nan))

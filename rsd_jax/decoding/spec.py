@@ -60,7 +60,7 @@ class DecodeSpec:
     speculative_gamma: int = 0
     schedule: str = "async"
     quorum: int = 0
-    pass_rows: int = 0
+    pass_rows: int = 16
     pass_sizes: int = 3
     stop_on_split_delimiter: bool = False
     patience: int = 0
