@@ -9,8 +9,9 @@ decode   tokens/s of our jitted decoder and of transformers' `generate` (torch C
          one new token subtracted), and `matvec_roofline_fraction` the same weights' matrix products alone, one
          step's worth after another (`weight_stream`): the most any f32 decoder built on XLA's dot gets here.
 rsd      the embedded benchmark at batch 1, 8 and 64: wall-clock speedup of RSD over target-only decoding of the
-         same problems, with the synchronous and the asynchronous schedule (`async_*`: decoding.schedule async,
-         quorum a quarter of the batch, passes gathered up to 16 rows in six sizes, catch-up chunk 8), next to the useful- and executed-FLOPs
+         same problems with the shipped defaults (the asynchronous schedule), next to the lock-step setting
+         (`sync_*`: decoding.schedule sync) and a CPU-tuned one (`async_*`: quorum a quarter of the batch, passes
+         gathered up to 16 rows in six sizes, catch-up chunk 8), next to the useful- and executed-FLOPs
          ratios, each model's sequential passes, and what the draft and PRM loops alone (every step accepted) cost
          relative to target-only. Each is timed in interleaved rounds, the fastest round kept.
 layouts  the embedded engine's loops alone (target-only, RSD sync and async; jitted calls, no host results) with
@@ -227,6 +228,7 @@ def bench_rsd(engine: Engine, delta: float, quick: bool) -> dict:
         prompts, questions = [arith.format_prompt(p) for p in problems], [p.question for p in problems]
         # "rsd@0" accepts every draft step: the draft and PRM loops alone, what RSD pays before any target work
         variants = {"target": (TargetOnly(), spec), "rsd": (RSD(delta=delta), spec),
+                    "rsd-sync": (RSD(delta=delta), spec.replace(schedule="sync")),
                     "rsd-async": (RSD(delta=delta), async_spec(spec, batch)), "rsd@0": (RSD(delta=0.0), spec)}
 
         def run(method, decoding):
@@ -247,6 +249,7 @@ def bench_rsd(engine: Engine, delta: float, quick: bool) -> dict:
         passes = {name: batch_passes([rs[s] for s in range(0, n, batch)]) for name, rs in results.items()}
         target_only_passes = passes["target"]["target"][0]
         out[f"batch_{batch}"] = {"wall_speedup": timings["target"] / timings["rsd"],
+                                 "sync_wall_speedup": timings["target"] / timings["rsd-sync"],
                                  "async_wall_speedup": timings["target"] / timings["rsd-async"],
                                  "useful_flops_ratio": flops["target"][0] / flops["rsd"][0],
                                  "executed_flops_ratio": flops["target"][1] / flops["rsd"][1],

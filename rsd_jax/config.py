@@ -105,12 +105,7 @@ class RSDConfig:
                      extract=None) -> method_values.Method:
         """The method `name` (default: `method`) as a value of rsd_jax.methods, with this section's options that
         apply to it (δ overridden by `delta`; `extract`: the problems' answer reader, for majority voting)."""
-        return method_values.from_options(name or self.method, delta=self.delta if delta is None else delta,
-                                    weighting=self.weighting, p=self.p, alpha=self.alpha, budget=self.budget,
-                                    online_budget=self.online_budget, speculative_gamma=self.speculative_gamma,
-                                    n=self.n, aggregate=self.aggregate, beam_width=self.beam_width,
-                                    beam_expansions=self.beam_expansions, sample_temperature=self.sample_temperature,
-                                    extract=extract)
+        return method_values.from_options(name or self.method, self, delta=delta, extract=extract)
 
 
 def split_method_variant(text: str, key: str = "method") -> tuple[str, dict[str, str]]:
@@ -148,33 +143,31 @@ class DecodingConfig:
     batch_size: int = doc(64, "problems decoded together", (1, 1_000_000))
     seed: int = doc(0, "PRNG seed of sampling and stochastic acceptance")
     delimiter: str = doc("\n\n", "the text that ends a reasoning step")
-    target_rows: int = doc(0, "the target writes the rejected rows' step this many rows at a time, gathered into "
-                              "a smaller batch (compute-bound devices); 0: the whole batch, the others masked "
-                              "(memory-bound decoding, no gathered cache copy)", (0, 1_000_000))
     schedule: Literal["sync", "async"] = doc(
-        "sync", "RSD's schedule: sync (every model runs until the longest row's step ends, the target whenever a "
-                "row rejected) or async (each row has its own phase; the models run token by token for the rows in "
-                "theirs, the target when `quorum` rows wait for it)")
+        "async", "RSD's schedule: async (each row has its own phase; the models run token by token for the rows in "
+                 "theirs, the target when `quorum` rows wait for it) or sync (the same loop in lock-step rounds: "
+                 "rows held at step boundaries, the PRM and the target for the whole batch, as the official code)")
     quorum: int = doc(0, "async: the target starts when this many rows wait for it or nothing else can advance "
                          "(0: a quarter of the batch)", (0, 1_000_000))
-    pass_rows: int = doc(0, "async: the target's and the PRM's passes carry at most this many rows, gathered, in the "
-                            "smallest of `pass_sizes` sizes that holds them (compute-bound devices, CPUs); 0: the "
-                            "whole batch, the others masked (memory-bound accelerators)", (0, 1_000_000))
-    pass_sizes: int = doc(3, "async with pass_rows: the sizes a gathered pass may take (1, 2, 3, 4 or 6; each a "
-                             "compiled copy of the model: more sizes, less padding, longer compiles)", (1, 6))
+    pass_rows: int = doc(16, "the target's and the PRM's passes carry at most this many rows, gathered, in the smallest of "
+                             "`pass_sizes` sizes that holds them (compute-bound devices, CPUs); 0: the whole batch, the "
+                             "others masked (memory-bound accelerators: the paper configs)", (0, 1_000_000))
+    pass_sizes: int = doc(3, "with pass_rows: the sizes a gathered pass may take (1, 2, 3, 4 or 6; each a compiled copy "
+                             "of the model: more sizes, less padding, longer compiles)", (1, 6))
     stop_on_split_delimiter: bool = doc(False, "a step also ends where its last two tokens write the delimiter across "
                                                "their boundary (\"\\n\" then \"\\n\"), as the official code's stop "
                                                "string does; off: only a token containing the delimiter ends a step")
-    patience: int = doc(0, "the official code's batch-wide cut-off: after patience - 1 consecutive iterations in "
+    patience: int = doc(0, "the official code's batch-wide cut-off: after patience - 1 consecutive rounds in "
                            "which no row of the batch finished, every running row writes one more step and is cut "
-                           "off (RSD only; the official default is 5; 0: off)", (0, 1_000_000))
+                           "off (RSD only; it runs the loop in lock-step rounds; the official default is 5; 0: off)",
+                        (0, 1_000_000))
 
     def spec(self, rsd: RSDConfig | None = None) -> DecodeSpec:
         """The decoding settings as the loops' static spec; with `rsd`, that of its RSD loop (its weighting, budget
         mode and speculative target steps: rsd_jax.methods.RSD.spec)."""
         spec = DecodeSpec(max_new_tokens=self.max_new_tokens, budget_includes_prompt=self.budget_includes_prompt,
                           max_steps=self.max_steps, max_step_tokens=self.max_step_tokens, chunk=self.chunk,
-                          sampling=Sampling(self.temperature, self.top_k, self.top_p), target_rows=self.target_rows,
+                          sampling=Sampling(self.temperature, self.top_k, self.top_p),
                           schedule=self.schedule, quorum=self.quorum, pass_rows=self.pass_rows,
                           pass_sizes=self.pass_sizes, stop_on_split_delimiter=self.stop_on_split_delimiter,
                           patience=self.patience)

@@ -252,22 +252,22 @@ NAMES = tuple(BY_NAME)
 SCORED = tuple(name for name, cls in BY_NAME.items() if cls.scored)
 
 
-def from_options(name: str, *, delta, weighting: str, p: float, alpha: float, budget: float | None,
-                 online_budget: bool, speculative_gamma: int, n: int, aggregate: str, beam_width: int,
-                 beam_expansions: int, sample_temperature: float, extract: Callable | None = None) -> Method:
-    """The method `name` with the config's options (the rsd section's keys) that apply to it."""
+def from_options(name: str, options, *, delta=None, extract: Callable | None = None) -> Method:
+    """The method `name` with the options that apply to it: `options` holds the config's rsd section's keys
+    (rsd_jax.config.RSDConfig); delta overrides its δ; extract: the problems' answer reader (majority voting)."""
+    o = options
     if name not in BY_NAME:
         raise ConfigError(f"method {name!r} is not one of {', '.join(NAMES)}")
     if name == "rsd":
-        return RSD(delta=delta, weighting=weighting, p=p, alpha=alpha, budget=budget, online_budget=online_budget,
-                   speculative_gamma=speculative_gamma)
+        return RSD(delta=o.delta if delta is None else delta, weighting=o.weighting, p=o.p, alpha=o.alpha,
+                   budget=o.budget, online_budget=o.online_budget, speculative_gamma=o.speculative_gamma)
     if name == "speculative":
-        return Speculative(gamma=speculative_gamma or Speculative.gamma)
+        return Speculative(gamma=o.speculative_gamma or Speculative.gamma)
     if name == "best_of_n":
-        return BestOfN(n=n, temperature=sample_temperature, select=aggregate)
+        return BestOfN(n=o.n, temperature=o.sample_temperature, select=o.aggregate)
     if name == "majority":
-        return Majority(n=n, temperature=sample_temperature, extract=extract)
+        return Majority(n=o.n, temperature=o.sample_temperature, extract=extract)
     if name == "beam_search":
-        return Beam(width=beam_width, expand=beam_expansions, temperature=sample_temperature)
+        return Beam(width=o.beam_width, expand=o.beam_expansions, temperature=o.sample_temperature)
     return BY_NAME[name]()
 

@@ -11,7 +11,7 @@ all but the last committed token). Three schedules:
   the longest proposal), the PRM scores every live row (chunked over the longest view it misses), and if a row
   rejected, the target catches up on the rejected rows (chunked) and writes their steps (passes: the longest
   rejected step); a rejected proposal is rolled back in the draft's and the PRM's cache.
-- asynchronous (issue 26, rsd_jax.decoding.rsd_async): each row has a phase DRAFTING -> SCORING -> (accepted:
+- asynchronous (issue 26, rsd_jax.decoding.rsd): each row has a phase DRAFTING -> SCORING -> (accepted:
   DRAFTING | rejected: WAITING -> TARGET -> DRAFTING) -> DONE. One tick runs each model at most once for the rows
   in its phase, in order, each seeing the phases the previous left: the draft writes one token for every DRAFTING
   row (rows starting a step first catch up, in passes of their own); the PRM scores the SCORING rows (their views,
@@ -161,7 +161,7 @@ def _write_token(model: str, rows: list[_Row], trace: list[Pass], *, chunk: int)
 
 
 def asynchronous(scripts: Sequence[RowScript], *, chunk: int, k: int) -> list[Pass]:
-    """The pass trace of the per-row phase schedule for one batch (rsd_jax.decoding.rsd_async.target_fires): the
+    """The pass trace of the per-row phase schedule for one batch (rsd_jax.decoding.phases.target_fires): the
     target runs while a row is writing with it, or to start when >= k rows wait or nothing else can advance; when
     it runs, every waiting row joins."""
     if k < 1:

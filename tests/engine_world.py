@@ -11,7 +11,7 @@ import numpy as np
 
 from rsd_jax.decoding.generator import TokenTables
 from rsd_jax.decoding.prm_view import PRMTables
-from rsd_jax.decoding.reference import HostTables
+from reference import HostTables
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.engine import Engine
 from rsd_jax.models import Model, ModelConfig

@@ -197,9 +197,10 @@ def test_online_rule_spends_the_budget(budget):
         def body(carry, r):
             hist, key = carry
             key, sub = jax.random.split(key)
-            accepted, _, hist = acceptance.decide(
-                "binary", AcceptanceParams.create(), r, sub, mode="online", budget=jnp.float32(budget),
-                mu_target=jnp.float32(np.inf), histogram=hist, live=jnp.ones(r.shape, bool))
+            rule = acceptance.Rule(weighting="binary", mode="online", params=AcceptanceParams.create(),
+                                   budget=jnp.float32(budget), mu_target=jnp.float32(np.inf))
+            accepted, _, hist = acceptance.decide(rule, r, jax.random.uniform(sub, r.shape), histogram=hist,
+                                                  live=jnp.ones(r.shape, bool))
             return (hist, key), ~accepted
         return jax.lax.scan(body, (RewardHistogram.create(num_bins), key), rewards)
 
@@ -212,8 +213,9 @@ def test_online_rule_spends_the_budget(budget):
 def test_no_budget_is_the_plain_binary_rule():
     rewards = jnp.asarray([0.0, 0.4999, 0.5, 0.9, jnp.nan], jnp.float32)
     params = AcceptanceParams.create(delta=0.5, q=0.0)  # q is ignored without a budget
-    accepted, delta, _ = acceptance.decide("binary", params, rewards, jax.random.key(0), mode="none",
-                                           budget=jnp.float32(0.3), mu_target=jnp.float32(np.inf),
-                                           histogram=RewardHistogram.create(4), live=jnp.ones(5, bool))
+    rule = acceptance.Rule(weighting="binary", mode="none", params=params, budget=jnp.float32(0.3),
+                           mu_target=jnp.float32(np.inf))
+    accepted, delta, _ = acceptance.decide(rule, rewards, jnp.zeros(5), histogram=RewardHistogram.create(4),
+                                           live=jnp.ones(5, bool))
     np.testing.assert_array_equal(np.asarray(accepted), [False, False, True, True, False])
-    assert float(delta) == 0.5
+    np.testing.assert_array_equal(np.asarray(delta), [0.5] * 5)

@@ -17,7 +17,7 @@ from rsd_jax.config import RunConfig
 from rsd_jax.configlib import load_config
 from rsd_jax.data.char_tokenizer import SPECIALS, CharTokenizer
 from rsd_jax.decoding.prm_view import PRMTables
-from rsd_jax.decoding.reference import HostTables, reference_rsd
+from reference import HostTables, reference_rsd
 from rsd_jax.decoding.rsd import rsd_decode
 from rsd_jax.decoding.rsd_state import DRAFT, TARGET, Knobs
 from rsd_jax.decoding.spec import DecodeSpec

@@ -284,7 +284,7 @@ def test_the_synchronous_simulation_makes_the_jitted_loops_passes():
 
 @pytest.mark.parametrize("k", [1, 4])
 def test_the_asynchronous_simulation_makes_about_the_async_loops_passes(k):
-    """The same for the asynchronous loop (rsd_jax.decoding.rsd_async, quorum k): the simulated passes of each model
+    """The same for the asynchronous loop (rsd_jax.decoding.rsd, quorum k): the simulated passes of each model
     are within 10% of the loop's (the shared-out proposal lengths move when rows hand over to each other)."""
     from rsd_jax.methods import RSD
 

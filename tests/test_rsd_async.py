@@ -1,5 +1,6 @@
-"""The asynchronous RSD loop (decoding.schedule "async"): exactly the synchronous loop's and the slow reference's
-results for greedy decoding at any quorum and pass size, per-row sampling, the same accounting, clear errors."""
+"""The RSD loop: the asynchronous schedule (the default) commits exactly what its lock-step setting (decoding.schedule
+"sync") and the slow reference commit for greedy decoding at any quorum and pass size, with every option; per-row
+sampling, the same accounting, clear errors."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 import engine_world as world
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.passes import pass_sizes
-from rsd_jax.decoding.reference import reference_rsd
+from reference import reference_rsd
+from rsd_jax.decoding.phases import target_fires
 from rsd_jax.decoding.rsd import rsd_decode
-from rsd_jax.decoding.rsd_async import DONE, DRAFTING, REWRITING, SCORING, WAITING, target_fires
+from rsd_jax.decoding.rsd_state import DONE, DRAFTING, REWRITING, SCORING, WAITING
 from rsd_jax.decoding.rsd_state import Knobs
 from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.decoding.spec import DecodeSpec
@@ -53,7 +55,7 @@ def committed(out, i):
 
 @pytest.fixture(scope="module")
 def sync_out(setup):
-    return run(setup, SPEC)
+    return run(setup, SPEC.replace(schedule="sync"))
 
 
 @pytest.mark.parametrize("quorum, pass_rows, sizes", [(1, 0, 3), (6, 0, 3), (1, 4, 3), (2, 5, 6)])
@@ -155,12 +157,11 @@ def test_bad_schedule_options_are_named():
         DecodeSpec(pass_sizes=5)
 
 
-def test_async_refuses_speculative_target_steps(setup):
-    with pytest.raises(ConfigError, match="speculative_gamma"):
-        run(setup, SPEC.replace(schedule="async", speculative_gamma=2))
-
-
-def test_async_refuses_the_patience_cut_off(setup):
-    with pytest.raises(ConfigError, match="patience"):
-        run(setup, SPEC.replace(schedule="async", patience=5))
-
+def test_async_speculative_target_steps_commit_what_the_lock_step_setting_commits(setup, sync_out):
+    """rsd.speculative_gamma in the asynchronous schedule: the target's greedy steps by speculative decoding with the
+    draft, the records of the plain loop."""
+    out = run(setup, SPEC.replace(schedule="async", quorum=2, pass_rows=4, speculative_gamma=2))
+    for i in range(len(LENGTHS)):
+        assert committed(out, i) == committed(sync_out, i)
+    np.testing.assert_array_equal(out.trace.source, sync_out.trace.source)
+    np.testing.assert_allclose(out.trace.reward, sync_out.trace.reward, rtol=1e-5, atol=1e-6)

@@ -11,7 +11,7 @@ import pytest
 
 import engine_world as world
 from rsd_jax.decoding import acceptance
-from rsd_jax.decoding.reference import reference_rsd
+from reference import reference_rsd
 from rsd_jax.compilations import compilations
 from rsd_jax.decoding.rsd import rsd_decode
 from rsd_jax.decoding.rsd_state import DRAFT, NO_STEP, TARGET, Knobs
@@ -197,9 +197,9 @@ def test_calibrated_budget_mode_is_the_binary_rule_off_the_atom_and_q_on_it(setu
 
 
 def test_target_on_a_gathered_sub_batch_gives_the_same_result(setup):
-    plain = run_rsd(setup, 0.5)
-    for rows in (1, 2):  # one row at a time, and two (the last group shifted back to fit the batch of three)
-        gathered = run_rsd(setup, 0.5, spec=SPEC.replace(target_rows=rows))
+    plain = run_rsd(setup, 0.5, spec=SPEC.replace(pass_rows=0))
+    for rows in (1, 2):  # passes of one row, and of two
+        gathered = run_rsd(setup, 0.5, spec=SPEC.replace(pass_rows=rows))
         np.testing.assert_array_equal(gathered.tokens, plain.tokens)
         np.testing.assert_array_equal(gathered.trace.source, plain.trace.source)
         np.testing.assert_array_equal(gathered.stats.target.useful_flops, plain.stats.target.useful_flops)

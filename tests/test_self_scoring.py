@@ -10,8 +10,7 @@ import pytest
 
 import engine_world as world
 from rsd_jax.data.char_tokenizer import CharTokenizer
-from rsd_jax.decoding import acceptance
-from rsd_jax.decoding.reference import reference_rsd
+from reference import reference_rsd
 from rsd_jax.decoding.rsd import rsd_decode
 from rsd_jax.decoding.rsd_state import DRAFT, TARGET, Knobs
 from rsd_jax.decoding.single import single_decode
@@ -125,11 +124,14 @@ def test_training_examples_are_the_draft_view_with_labels_at_each_step_end():
     assert weights[1].sum() > 0 and np.flatnonzero(weights[1])[-1] == wrong_ends[0]  # only the first (right) step
 
 
-def test_the_asynchronous_schedule_refuses_a_self_scoring_draft(setup):
+def test_both_schedules_of_a_self_scoring_draft_commit_the_same(setup):
     import dataclasses
 
     engine, _, batch, _ = setup
     knobs = Knobs.create(delta=0.5, histogram_bins=SPEC.histogram_bins)
-    with pytest.raises(InputError, match="synchronous schedule"):
-        rsd_decode(engine, prompts=batch, knobs=knobs, key=jax.random.key(0),
-                   spec=dataclasses.replace(SPEC, schedule="async"))
+    runs = [jax.device_get(rsd_decode(engine, prompts=batch, knobs=knobs, key=jax.random.key(0),
+                                      spec=dataclasses.replace(SPEC, schedule=schedule, quorum=1)))
+            for schedule in ("sync", "async")]
+    np.testing.assert_array_equal(runs[0].tokens, runs[1].tokens)
+    np.testing.assert_array_equal(runs[0].trace.source, runs[1].trace.source)
+    np.testing.assert_allclose(runs[0].trace.reward, runs[1].trace.reward, rtol=1e-5, atol=1e-6)

@@ -105,3 +105,17 @@ def test_the_loops_take_the_engine_then_keywords():
         params = list(inspect.signature(loop).parameters.values())
         assert params[0].name == "engine" and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, loop
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:]), loop
+
+
+def test_the_decoding_functions_take_at_most_eight_parameters():
+    """rsd_jax.decoding and the method values: per-model state travels grouped (generator.Seat, Rows, StepRules),
+    not as parameters of its own."""
+    def count(node) -> int:
+        a = node.args
+        return len([x for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")])
+
+    paths = sorted((PACKAGE / "decoding").glob("*.py")) + [PACKAGE / "methods.py"]
+    offenders = [f"{path.name}:{node.lineno} {node.name} ({count(node)})" for path in paths
+                 for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and count(node) > 8]
+    assert not offenders, "more than eight parameters: " + ", ".join(offenders)

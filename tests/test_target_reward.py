@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import engine_world as world
-from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.rsd import rsd_decode
 from rsd_jax.decoding.rsd_state import DRAFT, TARGET, Knobs
 from rsd_jax.decoding.sampling import Sampling
@@ -70,10 +69,3 @@ def test_recording_changes_nothing_else(setup, sampling):
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(recorded)):  # tokens, trace, stats, FLOPs: all equal
         np.testing.assert_array_equal(a, b)
     assert np.isfinite(scored).any()
-
-
-def test_only_the_synchronous_loop_records_target_rewards():
-    from rsd_jax.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="record_target_reward"):
-        SPEC.replace(record_target_reward=True, schedule="async")

@@ -74,16 +74,15 @@ def weight(kind: str, params: AcceptanceParams, rewards: jax.Array) -> jax.Array
 
 
 def accept(kind: str, params: AcceptanceParams, rewards: jax.Array, key: jax.Array) -> jax.Array:
-    """A_ω: bool of the shape of rewards [...], True where the draft step is kept.
+    """A_ω: bool of the shape of rewards [...], True where the draft step is kept (`decide` without a budget, its
+    uniforms drawn from key).
 
     binary is deterministic (r >= δ; key unused). The others draw u ~ U(0,1] and accept iff u <= ω(r), so
     P(accept) = ω(r) exactly at the ends too: ω = 0 never accepts, ω = 1 always does.
     """
-    if kind == "binary":
-        return jnp.asarray(rewards, jnp.float32) >= params.delta
-    omega = weight(kind, params, rewards)
-    u = 1.0 - jax.random.uniform(key, omega.shape, jnp.float32)  # in (0, 1]
-    return u <= omega
+    r = jnp.asarray(rewards, jnp.float32)
+    rule = Rule(weighting=kind, mode="none", params=params, budget=jnp.float32(0.0), mu_target=jnp.float32(jnp.inf))
+    return decide(rule, r, jax.random.uniform(key, r.shape, jnp.float32), histogram=None, live=None)[0]
 
 
 @jax.tree_util.register_dataclass
@@ -208,20 +207,41 @@ def budget_accept(rewards: jax.Array, delta: jax.Array, q: jax.Array, key: jax.A
     return above | (at & (u < q))
 
 
-def decide(kind: str, params: AcceptanceParams, rewards: jax.Array, key: jax.Array, *, mode: str,
-           budget: jax.Array, mu_target: jax.Array, histogram: RewardHistogram,
-           live: jax.Array) -> tuple[jax.Array, jax.Array, RewardHistogram]:
-    """One iteration's acceptance of the rewards [B]: (accepted [B] bool, δ in force, the histogram).
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """The acceptance rule, one value: the weighting family and the budget mode (static: they pick the code), ω's
+    parameters (δ, p, α) with the atom's acceptance q of the calibrated budget optimum, the budget and μ_M of the
+    online optimum (traced [] float32: a sweep compiles once). Built by Knobs.rule."""
 
-    mode (static): "none", A_ω of the family `kind` (binary: r >= δ, as ever); "calibrated", the randomised
-    threshold (params.delta, params.q) set on the host (rule_of_rewards); "online", the rule of the running
-    histogram after counting this iteration's live rewards, with the traced budget and μ_M (+inf: unknown)."""
-    if mode == "none":
-        return accept(kind, params, rewards, key), params.delta, histogram
-    if mode == "calibrated":
-        return budget_accept(rewards, params.delta, params.q, key), params.delta, histogram
-    if mode != "online":
-        raise ValueError(f"budget mode {mode!r} is not one of none, calibrated, online")
-    histogram = update(histogram, rewards, live)
-    delta, q, binned = histogram_rule(histogram, budget, mu_target=mu_target, default_delta=params.delta)
-    return budget_accept(rewards, delta, q, key, num_bins=histogram.num_bins, binned=binned), delta, histogram
+    weighting: str = dataclasses.field(metadata=dict(static=True))
+    mode: str = dataclasses.field(metadata=dict(static=True))  # "none" (ω), "calibrated" or "online"
+    params: AcceptanceParams
+    budget: jax.Array  # [] the fraction of steps the target may write (online)
+    mu_target: jax.Array  # [] the target's mean step reward μ_M (+inf: unknown; online)
+
+
+def decide(rule: Rule, rewards: jax.Array, u: jax.Array, *, histogram: RewardHistogram | None,
+           live: jax.Array | None) -> tuple[jax.Array, jax.Array, RewardHistogram | None]:
+    """The acceptance of the live rows' rewards [B] with one uniform in [0, 1) per row u [B]: (accepted [B] bool,
+    δ in force [B], the histogram).
+
+    mode "none": A_ω of the weighting family, accept iff 1 - u <= ω(r) (binary: r >= δ, u unused); "calibrated": the
+    randomised threshold (δ, q) set on the host (rule_of_rewards): r > δ, or r == δ and u < q; "online": the rule of
+    the running histogram after counting the live rewards [B] bool, with the budget and μ_M (histogram_rule; the
+    other modes ignore histogram and live)."""
+    params, histogram_out = rule.params, histogram
+    delta = jnp.broadcast_to(params.delta, rewards.shape)
+    if rule.mode == "none":
+        if rule.weighting == "binary":
+            return jnp.asarray(rewards, jnp.float32) >= params.delta, delta, histogram
+        return (1.0 - u) <= weight(rule.weighting, params, rewards), delta, histogram
+    if rule.mode == "calibrated":
+        return budget_accept(rewards, params.delta, params.q, None, u=u), delta, histogram
+    if rule.mode != "online":
+        raise ValueError(f"budget mode {rule.mode!r} is not one of none, calibrated, online")
+    histogram_out = update(histogram, rewards, live)
+    rule_delta, q, binned = histogram_rule(histogram_out, rule.budget, mu_target=rule.mu_target,
+                                           default_delta=params.delta)
+    accepted = budget_accept(rewards, rule_delta, q, None, num_bins=histogram.num_bins, binned=binned, u=u)
+    return accepted, jnp.broadcast_to(rule_delta, rewards.shape), histogram_out

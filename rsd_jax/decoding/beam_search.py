@@ -19,8 +19,8 @@ import jax.numpy as jnp
 from rsd_jax.cache import KVCache
 from rsd_jax.decoding.best_of_n import tile_prompts
 from rsd_jax.decoding.prompts import Prompts
-from rsd_jax.decoding.rsd import initial_state, rsd_iteration
-from rsd_jax.decoding.rsd_state import Knobs, RSDOutput, RSDState, output
+from rsd_jax.decoding.rsd import initial_state, output, passes_of_tick, release, running
+from rsd_jax.decoding.rsd_state import DONE, Knobs, LoopState, RSDCaches, RSDOutput
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.placement import on_mesh
 
@@ -36,8 +36,9 @@ class BeamOutput:
     scores: jax.Array  # [B * K] final score of each row
 
 
-def gather_rows(state: RSDState, rows: jax.Array) -> RSDState:
-    """State with its batch rows replaced by state rows `rows` [B] (scalars and the histogram untouched)."""
+def gather_rows(state: LoopState, rows: jax.Array) -> LoopState:
+    """State with its batch rows replaced by state rows `rows` [B] (scalars, the histogram and each slot's own key
+    untouched: copies of a candidate draw their next steps independently)."""
     batch = state.length.shape[0]
 
     def take(x):
@@ -48,10 +49,10 @@ def gather_rows(state: RSDState, rows: jax.Array) -> RSDState:
         return x
 
     gathered = jax.tree.map(take, state, is_leaf=lambda x: isinstance(x, KVCache))
-    return dataclasses.replace(gathered, histogram=state.histogram, key=state.key)
+    return dataclasses.replace(gathered, histogram=state.histogram, rounds=state.rounds, row_keys=state.row_keys)
 
 
-def newest_reward(state: RSDState) -> jax.Array:
+def newest_reward(state: LoopState) -> jax.Array:
     """Reward of each row's newest step [B] (-inf before the first step)."""
     last = jnp.take_along_axis(state.trace.reward, jnp.maximum(state.n_steps - 1, 0)[:, None], axis=1)[:, 0]
     return jnp.where(state.n_steps > 0, jnp.nan_to_num(last, nan=-jnp.inf), -jnp.inf)
@@ -73,21 +74,28 @@ def beam_search_impl(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec
     """Beam search over `width` x `expansions` candidates per prompt (the engine's target is never used)."""
     k = width * expansions
     engine = engine.drafting_only()
-    spec = spec.replace(weighting="binary", budget=False, online_budget=False, patience=0)  # the official cut-off is RSD's alone
+    # one step for every candidate per round (the loop's lock-step setting); the official cut-off is RSD's alone
+    spec = spec.replace(weighting="binary", budget=False, online_budget=False, patience=0, schedule="sync")
     knobs = Knobs.accept_all(spec)
-    state = initial_state(engine, prompts=tile_prompts(prompts, k), histogram=knobs.histogram, key=key, spec=spec)
-    step = functools.partial(rsd_iteration, engine, knobs, spec)
+    tiled = tile_prompts(prompts, k)
+    state = initial_state(engine, prompts=tiled, knobs=knobs, key=key, spec=spec, caches=RSDCaches.zeros(engine, tiled))
+    batch = tiled.tokens.shape[0]
 
-    def useful(s: RSDState) -> jax.Array:
+    def step(s: LoopState) -> LoopState:
+        """One round: every running candidate writes and scores one step, then waits at its boundary."""
+        tick = functools.partial(passes_of_tick, engine, knobs, spec, batch)
+        return jax.lax.while_loop(lambda s: jnp.any(running(s.phase)), tick, release(spec, s))
+
+    def useful(s: LoopState) -> jax.Array:
         return jnp.sum(s.stats.draft.useful_flops) + jnp.sum(s.stats.prm.useful_flops)
 
     def body(carry: Beams) -> Beams:
         before = useful(carry.state)
         s = step(carry.state)
-        return Beams(state=gather_rows(s, select_beams(newest_reward(s), s.done, width, expansions)),
+        return Beams(state=gather_rows(s, select_beams(newest_reward(s), s.phase == DONE, width, expansions)),
                      useful_flops=carry.useful_flops + useful(s) - before)
 
-    final = jax.lax.while_loop(lambda c: jnp.any(~c.state.done), body, Beams(state, jnp.float32(0)))
+    final = jax.lax.while_loop(lambda c: jnp.any(c.state.phase != DONE), body, Beams(state, jnp.float32(0)))
     return BeamOutput(beams=output(final.state), useful_flops=final.useful_flops, scores=newest_reward(final.state))
 
 
@@ -96,7 +104,7 @@ def beam_search_impl(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec
 class Beams:
     """The beam search's loop state: the candidates' RSD state and the useful FLOPs of all candidates so far."""
 
-    state: RSDState
+    state: LoopState
     useful_flops: jax.Array  # []
 
 

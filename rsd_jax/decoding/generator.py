@@ -85,7 +85,7 @@ def catch_up(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, 
     view [B, T] tokens; upto [B]; active [B] bool. Returns the cache (lengths = upto on active rows), the last
     hidden state of each row's final fed token [B, E] (zeros if none), the usage.
     """
-    return passes.feed(model, cache, view=view, upto=upto, select=active, chunk=chunk, group=0, usage=usage)
+    return passes.feed(model, cache, view=view, upto=upto, select=active, chunk=chunk, usage=usage)
 
 
 @jax.tree_util.register_dataclass
@@ -122,22 +122,51 @@ class Writing:
     probs: jax.Array | None  # [B, M, V] with record_probs, else None
 
 
-def write_step(model: Model, cache: KVCache, *, tokens: jax.Array, length: jax.Array, active: jax.Array,
-               room: jax.Array, key: jax.Array, tables: TokenTables, sampling: Sampling, max_step_tokens: int,
-               chunk: int, usage: Usage, record_probs: bool = False) -> Step:
+@dataclasses.dataclass(frozen=True)
+class Seat:
+    """One model's side of a pass: the model, its KV cache and its usage so far."""
+
+    model: Model
+    cache: KVCache
+    usage: Usage
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """The rows that write, from where: committed tokens [B, T], their length [B] (>= 1), the rows writing [B] bool,
+    the tokens each may still write [B] int32."""
+
+    tokens: jax.Array
+    length: jax.Array
+    active: jax.Array
+    room: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRules:
+    """How a step is written (static but the tables): where steps end (tables), sampling, the cap on a step's
+    tokens, the tokens per forward when a cache catches up."""
+
+    tables: TokenTables
+    sampling: Sampling
+    max_step_tokens: int
+    chunk: int
+
+
+def write_step(seat: Seat, at: Rows, *, key: jax.Array, rules: StepRules, record_probs: bool = False) -> Step:
     """Writes at most min(room, max_step_tokens) tokens per active row, stopping a row where its step ends
     (`step_ends`), at EOS, or when its room is spent (inner `lax.while_loop`, one token per iteration).
-
-    tokens [B, T] committed tokens, length [B] committed length (>= 1), active [B] bool, room [B] int32 tokens the
-    row may still write. record_probs: also return the distribution of every drawn token (speculative decoding
-    needs q).
+    record_probs: also return the distribution of every drawn token (speculative decoding needs q).
     """
+    model, tokens, length, active = seat.model, at.tokens, at.length, at.active
+    tables, sampling, max_step_tokens = rules.tables, rules.sampling, rules.max_step_tokens
     batch = tokens.shape[0]
     rows = jnp.arange(batch)
-    cache, _, usage = catch_up(model, cache, view=tokens, upto=length - 1, active=active, chunk=chunk, usage=usage)
+    cache, _, usage = catch_up(model, seat.cache, view=tokens, upto=length - 1, active=active, chunk=rules.chunk,
+                               usage=seat.usage)
     # a cache that already holds the last committed token (right after a rollback) re-feeds it
     cache = cache.with_lengths(jnp.where(active, length - 1, cache.lengths))
-    room = jnp.minimum(room, max_step_tokens)
+    room = jnp.minimum(at.room, max_step_tokens)
     no = jnp.zeros((batch,), bool)
     init = Writing(current=last_committed(tokens, length), live=active & (room > 0), written=jnp.zeros((batch,), jnp.int32),
                    out=jnp.zeros((batch, max_step_tokens), jnp.int32), eos=no, stop=no, nonfinite=no, cache=cache,

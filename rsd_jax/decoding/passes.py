@@ -69,10 +69,10 @@ class CatchingUp:
 
 
 def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, select: jax.Array, chunk: int,
-         group: int, usage: Usage, sizes: int = 3) -> tuple[KVCache, jax.Array, Usage]:
+         sizes: tuple[int, ...] | None = None, usage: Usage) -> tuple[KVCache, jax.Array, Usage]:
     """Feeds view[b, cache.lengths[b] : upto[b]] into the cache for the selected rows, `chunk` tokens per pass and
-    at most `group` rows per pass (0: all rows, masked). Every row's chunks start where its cache ends, so a row's
-    computation does not depend on the others.
+    in passes of `sizes` rows (`pass_sizes`; None: all rows, masked). Every row's chunks start where its cache ends,
+    so a row's computation does not depend on the others.
 
     view [B, T]; upto [B]; select [B] bool. Returns the cache (lengths = upto on selected rows), each row's last
     fed hidden state [B, E] (zeros where none), the usage.
@@ -98,7 +98,7 @@ def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, sele
             usage = c.usage.add_forward(model.config, start, n, chunk, c.cache.capacity, head_tokens=0, rows=rows)
             return CatchingUp(cache=out.cache, last=last, usage=usage)
 
-        return by_size(jnp.sum(behind), pass_sizes(group, batch, sizes), run, c)
+        return by_size(jnp.sum(behind), sizes or (batch,), run, c)
 
     last = jnp.zeros((batch, model.config.hidden_size), model.config.jnp_dtype)
     final = jax.lax.while_loop(lambda c: jnp.any(c.cache.lengths < goal), body,
@@ -106,11 +106,10 @@ def feed(model: Model, cache: KVCache, *, view: jax.Array, upto: jax.Array, sele
     return final.cache, final.last, final.usage
 
 
-def decode(model: Model, cache: KVCache, *, current: jax.Array, select: jax.Array, group: int,
-           usage: Usage, sizes: int = 3) -> tuple[jax.Array, jax.Array, KVCache, Usage]:
-    """One token for the selected rows (at most `group` of them, in a pass of `pass_sizes`; 0: all, masked): feeds
-    current [B] at each row's
-    cache length. Returns the rows advanced [B] bool, their last hidden state [B, E] (zeros elsewhere), the cache and
+def decode(model: Model, cache: KVCache, *, current: jax.Array, select: jax.Array, sizes: tuple[int, ...],
+           usage: Usage) -> tuple[jax.Array, jax.Array, KVCache, Usage]:
+    """One token for the selected rows, in a pass of the smallest of `sizes` rows that holds them (`pass_sizes`;
+    (B,): all, masked): feeds current [B] at each row's cache length. Returns the rows advanced [B] bool, their last hidden state [B, E] (zeros elsewhere), the cache and
     the usage (the LM head counted for the advanced rows)."""
     batch = current.shape[0]
 
@@ -130,4 +129,4 @@ def decode(model: Model, cache: KVCache, *, current: jax.Array, select: jax.Arra
         return advanced, hidden, out.cache, usage_
 
     nothing = (jnp.zeros((batch,), bool), jnp.zeros((batch, model.config.hidden_size), model.config.jnp_dtype))
-    return by_size(jnp.sum(select), pass_sizes(group, batch, sizes), run, nothing + (cache, usage))
+    return by_size(jnp.sum(select), sizes, run, nothing + (cache, usage))

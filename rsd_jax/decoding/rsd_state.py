@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from rsd_jax.engine import Engine
     from rsd_jax.models.model import Model
 
-DRAFT, TARGET, NO_STEP = 0, 1, -1
+DRAFT, TARGET, NO_STEP = 0, 1, -1  # a step's source in the trace
+DRAFTING, SCORING, WAITING, REWRITING, DONE, HELD = 0, 1, 2, 3, 4, 5  # a row's phase
 
 
 @jax.tree_util.register_dataclass
@@ -48,6 +49,11 @@ class Knobs:
                    budget=jnp.float32(budget if budget is not None else 0.0),
                    histogram=acceptance.RewardHistogram.create(histogram_bins, calibration_rewards),
                    mu_target=jnp.float32(mu_target if mu_target is not None else jnp.inf))
+
+    def rule(self, spec: DecodeSpec) -> acceptance.Rule:
+        """The acceptance rule these knobs set for the spec's weighting and budget mode."""
+        return acceptance.Rule(weighting=spec.weighting, mode=spec.budget_mode, params=self.acceptance,
+                               budget=self.budget, mu_target=self.mu_target)
 
     @classmethod
     def accept_all(cls, spec: DecodeSpec) -> "Knobs":
@@ -134,22 +140,68 @@ class RSDCaches:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class RSDState:
-    tokens: jax.Array  # [B, T]
+class StepInProgress:
+    """A step one model is writing, per row: its tokens so far and how it ended."""
+
+    out: jax.Array  # [B, M] int32
+    written: jax.Array  # [B] int32 tokens written (0: the step has not started)
+    current: jax.Array  # [B] int32 the token fed next (after the step ended: its last token, not yet fed)
+    eos: jax.Array  # [B] bool ended at EOS
+    nonfinite: jax.Array  # [B] bool some logits were NaN or inf
+
+    @classmethod
+    def empty(cls, batch: int, width: int) -> "StepInProgress":
+        no = jnp.zeros((batch,), bool)
+        return cls(out=jnp.zeros((batch, width), jnp.int32), written=jnp.zeros((batch,), jnp.int32),
+                   current=jnp.zeros((batch,), jnp.int32), eos=no, nonfinite=no)
+
+    def restart(self, rows: jax.Array) -> "StepInProgress":
+        """The rows [B] bool start a new step."""
+        return dataclasses.replace(self, written=jnp.where(rows, 0, self.written), eos=self.eos & ~rows,
+                                   nonfinite=self.nonfinite & ~rows)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Rounds:
+    """The lock-step setting's batch-wide counters [] (spec.rounds; unused otherwise): a round ends when every
+    running row is HELD at a step boundary. unchanged: consecutive rounds, up to the last, in which no row
+    finished; finished: some row finished in this round; last: this round is the patience cut-off's last."""
+
+    unchanged: jax.Array  # [] int32
+    finished: jax.Array  # [] bool
+    last: jax.Array  # [] bool
+
+    @classmethod
+    def start(cls, patience: int) -> "Rounds":
+        return cls(unchanged=jnp.zeros((), jnp.int32), finished=jnp.bool_(False),
+                   last=jnp.bool_(patience > 0 and patience - 1 <= 0))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LoopState:
+    """The RSD loop's state between ticks (rsd_jax.decoding.rsd)."""
+
+    phase: jax.Array  # [B] int32: DRAFTING, SCORING, WAITING, REWRITING, HELD or DONE
+    tokens: jax.Array  # [B, T] committed tokens
     length: jax.Array  # [B]
     prompt_length: jax.Array  # [B]
-    done: jax.Array  # [B] bool
-    n_steps: jax.Array  # [B]
+    n_steps: jax.Array  # [B] committed steps
     prm_tokens: jax.Array  # [B, Tp]
     prm_length: jax.Array  # [B]
-    draft_cache: KVCache
-    target_cache: KVCache
-    prm_cache: KVCache
+    drafted: StepInProgress
+    rewritten: StepInProgress
+    reward: jax.Array  # [B] float32 the PRM's reward of the draft's step now decided or waiting for the target
+    delta: jax.Array  # [B] float32 the threshold it was decided with
+    scored: jax.Array  # [B] float32 the PRM's reward of the target's step just written (record_target_reward)
+    overflow: jax.Array  # [B] bool the draft's step did not fit the PRM's view (the row ends after this step)
+    caches: "RSDCaches"
     histogram: acceptance.RewardHistogram
     trace: Trace
     stats: RSDStats
-    key: jax.Array
-    unchanged: jax.Array  # [] int32 consecutive iterations, up to the last, in which no row finished (patience)
+    rounds: Rounds
+    row_keys: jax.Array  # [B] a PRNG key per row
 
 
 @jax.tree_util.register_dataclass
@@ -166,16 +218,6 @@ class RSDOutput:
     trace: Trace
     stats: RSDStats
     histogram: acceptance.RewardHistogram
-
-
-def output(final: RSDState) -> RSDOutput:
-    return RSDOutput(tokens=final.tokens, length=final.length, prompt_length=final.prompt_length,
-                     n_steps=final.n_steps, prm_tokens=final.prm_tokens, prm_length=final.prm_length,
-                     trace=final.trace, stats=final.stats, histogram=final.histogram)
-
-
-def final_caches(final: RSDState) -> RSDCaches:
-    return RSDCaches(draft=final.draft_cache, target=final.target_cache, prm=final.prm_cache)
 
 
 def new_caches(engine: "Engine", prompts: Prompts) -> RSDCaches:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import jax
 
-from rsd_jax.decoding.generator import TokenTables, commit, write_step
+from rsd_jax.decoding.generator import Rows, Seat, StepRules, TokenTables, commit, write_step
 from rsd_jax.decoding.prompts import Prompts
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.decoding.usage import Usage
@@ -38,10 +38,10 @@ def single_decode_impl(model: Model, *, prompts: Prompts, tables: TokenTables, k
     """Decodes each row up to its token budget (spec.end_of) with one model, stopping rows at EOS."""
     batch, t_cap = prompts.tokens.shape
     no_steps = tables.without_steps()
-    step = write_step(model, model.init_cache(batch, t_cap), tokens=prompts.tokens, length=prompts.length,
-                      active=prompts.length > 0, room=spec.end_of(prompts.length) - prompts.length, key=key,
-                      tables=no_steps, sampling=spec.sampling, max_step_tokens=spec.max_new_tokens,
-                      chunk=spec.chunk, usage=Usage.zeros(batch))
+    step = write_step(Seat(model, model.init_cache(batch, t_cap), Usage.zeros(batch)),
+                      Rows(prompts.tokens, prompts.length, prompts.length > 0,
+                           spec.end_of(prompts.length) - prompts.length),
+                      key=key, rules=StepRules(no_steps, spec.sampling, spec.max_new_tokens, spec.chunk))
     return SingleOutput(tokens=commit(prompts.tokens, prompts.length, step.tokens, step.length),
                         length=prompts.length + step.length, prompt_length=prompts.length,
                         ended_eos=step.ended_eos, nonfinite=step.nonfinite, usage=step.usage)

@@ -29,19 +29,18 @@ class DecodeSpec:
     rule set inside the loop from a running histogram of the draft's rewards (implies the budget mode).
     speculative_gamma: when > 0, the target writes its steps by token-level speculative decoding with the
     draft proposing this many tokens per round (greedy output unchanged, fewer target forwards).
-    target_rows: the target writes the rejected rows' step this many rows at a time, gathered (one compiled copy,
-    a loop over the groups; 0: over the whole batch, rows that accepted masked).
-    schedule: "sync" (every model runs until the longest row's step ends; the target whenever a row rejected) or
-    "async" (each row has its own phase and the models run token by token for the rows in theirs:
-    rsd_jax.decoding.rsd_async). quorum (async): the target runs when this many rows wait for it, or nothing else
-    can advance (0: a quarter of the batch). pass_rows (async): the target's and the PRM's passes carry at most this
-    many rows, gathered (0: the whole batch, the others masked); the draft's, any number of rows. pass_sizes (async):
-    how many sizes a gathered pass may take (1, 2, 3, 4 or 6: rsd_jax.decoding.passes.pass_sizes); each is a compiled
-    copy of the model.
+    schedule: "async" (each row has its own phase and the models run token by token for the rows in theirs:
+    rsd_jax.decoding.rsd) or "sync" (the lock-step setting of the same loop: rows held at step boundaries, the PRM
+    and the target for the whole batch, as the official code's loop). quorum (async): the target runs when this many
+    rows wait for it, or nothing else can advance (0: a quarter of the batch). pass_rows: the target's and the PRM's
+    passes carry at most this many rows, gathered (0: the whole batch, the others masked); the draft's, any number of
+    rows. pass_sizes: how many sizes a gathered pass may take (1, 2, 3, 4 or 6: rsd_jax.decoding.passes.pass_sizes);
+    each is a compiled copy of the model.
     stop_on_split_delimiter: a step also ends where its last two tokens write the delimiter across their boundary
     ("\\n" then "\\n"), as the official code's stop string does; off: only a token whose text contains it ends a step.
-    patience: the official code's batch-wide cut-off: once `patience - 1` consecutive iterations have passed in which
-    no row of the batch finished, every row still running writes one more step and is cut off (0: off).
+    patience: the official code's batch-wide cut-off: once `patience - 1` consecutive rounds have passed in which
+    no row of the batch finished, every row still running writes one more step and is cut off (0: off). It counts
+    the lock-step setting's rounds, so it implies it (`rounds`).
     record_target_reward: the RSD loop also scores each step the target wrote with the PRM, in its context, into
     Trace.target_reward (for the theory experiments; one more PRM catch-up over the target's step for rejected rows
     in each iteration that rejects, left out of every FLOPs count; the committed tokens, rewards and accounting are
@@ -59,10 +58,9 @@ class DecodeSpec:
     online_budget: bool = False
     histogram_bins: int = 256
     speculative_gamma: int = 0
-    target_rows: int = 0
-    schedule: str = "sync"
+    schedule: str = "async"
     quorum: int = 0
-    pass_rows: int = 0
+    pass_rows: int = 16
     pass_sizes: int = 3
     stop_on_split_delimiter: bool = False
     patience: int = 0
@@ -78,15 +76,18 @@ class DecodeSpec:
                 raise ConfigError(f"decoding.{name} must be >= 1, got {getattr(self, name)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"decoding.schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        for name in ("quorum", "pass_rows", "target_rows"):
+        for name in ("quorum", "pass_rows"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"decoding.{name} must be >= 0, got {getattr(self, name)}")
         if self.pass_sizes not in (1, 2, 3, 4, 6):
             raise ConfigError(f"decoding.pass_sizes must be 1, 2, 3, 4 or 6, got {self.pass_sizes}")
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"rsd.weighting {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
-        if self.record_target_reward and self.schedule != "sync":
-            raise ConfigError("record_target_reward is recorded by the synchronous loop only (decoding.schedule: sync)")
+
+    @property
+    def rounds(self) -> bool:
+        """The loop runs in lock-step rounds (rows held at step boundaries): schedule "sync", or patience on."""
+        return self.schedule == "sync" or self.patience > 0
 
     @property
     def budget_mode(self) -> str:

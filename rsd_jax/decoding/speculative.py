@@ -19,12 +19,12 @@ import jax
 import jax.numpy as jnp
 
 from rsd_jax.cache import KVCache
-from rsd_jax.decoding.generator import Step, TokenTables, catch_up, commit, step_ends, token_logits, write_step
+from rsd_jax.decoding.generator import (Rows, Seat, Step, StepRules, catch_up, commit, step_ends, token_logits,
+                                        write_step)
 from rsd_jax.decoding.prompts import Prompts
-from rsd_jax.decoding.sampling import Sampling, token_probs
+from rsd_jax.decoding.sampling import token_probs
 from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.decoding.usage import Usage
-from rsd_jax.models.model import Model
 
 if TYPE_CHECKING:
     from rsd_jax.engine import Engine
@@ -51,28 +51,27 @@ def first_false(ok: jax.Array) -> jax.Array:
     return jnp.sum(jnp.cumprod(ok.astype(jnp.int32), axis=1), axis=1)
 
 
-def speculative_round(draft: Model, target: Model, draft_cache: KVCache, target_cache: KVCache, *,
-                      tokens: jax.Array, length: jax.Array, active: jax.Array, room: jax.Array, key: jax.Array,
-                      tables: TokenTables, sampling: Sampling, gamma: int, chunk: int,
-                      draft_usage: Usage, target_usage: Usage, step_start: jax.Array | None = None) -> Round:
+def speculative_round(draft: Seat, target: Seat, at: Rows, *, key: jax.Array, rules: StepRules, gamma: int,
+                      step_start: jax.Array | None = None) -> Round:
     """One propose / verify round. Commits between 1 and min(γ + 1, room) tokens per active row, cut after
     the first EOS or end of step (`step_ends`). step_start [B]: the committed length at which the row's step
-    began (default: `length`, the round starts the step)."""
+    began (default: `length`, the round starts the step). rules.max_step_tokens is not used (γ caps a round)."""
+    tokens, length, active, room = at.tokens, at.length, at.active, at.room
+    tables, sampling, chunk = rules.tables, rules.sampling, rules.chunk
     batch = tokens.shape[0]
     k_draft, k_accept, k_residual = jax.random.split(key, 3)
-    d = write_step(draft, draft_cache, tokens=tokens, length=length, active=active, room=jnp.minimum(room, gamma),
-                   key=k_draft, tables=tables.without_ends(), sampling=sampling, max_step_tokens=gamma, chunk=chunk,
-                   usage=draft_usage, record_probs=True)
+    d = write_step(draft, dataclasses.replace(at, room=jnp.minimum(room, gamma)), key=k_draft,
+                   rules=StepRules(tables.without_ends(), sampling, gamma, chunk), record_probs=True)
 
-    target_cache, _, target_usage = catch_up(target, target_cache, view=tokens, upto=length - 1, active=active,
-                                            chunk=chunk, usage=target_usage)
+    target_cache, _, target_usage = catch_up(target.model, target.cache, view=tokens, upto=length - 1, active=active,
+                                            chunk=chunk, usage=target.usage)
     target_cache = target_cache.with_lengths(jnp.where(active, length - 1, target_cache.lengths))
     last = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], axis=1)
     n_in = jnp.where(active, d.length + 1, 0)
-    out = target.backbone(jnp.concatenate([last, d.tokens], axis=1), target_cache.lengths, target_cache, n_in)
-    target_usage = target_usage.add_forward(target.config, target_cache.lengths, n_in, gamma + 1,
+    out = target.model.backbone(jnp.concatenate([last, d.tokens], axis=1), target_cache.lengths, target_cache, n_in)
+    target_usage = target_usage.add_forward(target.model.config, target_cache.lengths, n_in, gamma + 1,
                                           target_cache.capacity, gamma + 1)
-    p = token_probs(sampling, token_logits(target, out.hidden, tables))  # [B, γ+1, V]
+    p = token_probs(sampling, token_logits(target.model, out.hidden, tables))  # [B, γ+1, V]
     q = d.probs  # [B, γ, V]
     p_x = jnp.take_along_axis(p[:, :gamma], d.tokens[..., None], axis=2)[..., 0]
     q_x = jnp.take_along_axis(q, d.tokens[..., None], axis=2)[..., 0]
@@ -130,28 +129,27 @@ class Speculating:
     key: jax.Array
 
 
-def speculative_write(draft: Model, target: Model, draft_cache: KVCache, target_cache: KVCache, *,
-                      tokens: jax.Array, length: jax.Array, active: jax.Array, room: jax.Array, key: jax.Array,
-                      tables: TokenTables, sampling: Sampling, gamma: int, max_step_tokens: int, chunk: int,
-                      draft_usage: Usage, target_usage: Usage) -> tuple[Step, KVCache, Usage, jax.Array]:
+def speculative_write(draft: Seat, target: Seat, at: Rows, *, key: jax.Array, rules: StepRules,
+                      gamma: int) -> tuple[Step, KVCache, Usage, jax.Array]:
     """Writes one step per active row with speculative rounds until a delimiter, EOS or its room is spent.
 
     Returns the target's Step (tokens [B, max_step_tokens]), the draft cache and usage, and the draft
     tokens kept [B] (those the target did not have to decode itself).
     """
-    room = jnp.minimum(room, max_step_tokens)
+    tokens, length, active, max_step_tokens = at.tokens, at.length, at.active, rules.max_step_tokens
+    room = jnp.minimum(at.room, max_step_tokens)
     batch = tokens.shape[0]
     no = jnp.zeros((batch,), bool)
     init = Speculating(tokens=tokens, length=length, live=active, eos=no, stop=no, kept=jnp.zeros((batch,), jnp.int32),
-                       draft_cache=draft_cache, target_cache=target_cache, draft_usage=draft_usage,
-                       target_usage=target_usage, key=key)
+                       draft_cache=draft.cache, target_cache=target.cache, draft_usage=draft.usage,
+                       target_usage=target.usage, key=key)
 
     def body(s: Speculating) -> Speculating:
         key, sub = jax.random.split(s.key)
-        r = speculative_round(draft, target, s.draft_cache, s.target_cache, tokens=s.tokens, length=s.length,
-                              active=s.live, room=room - (s.length - length), key=sub, tables=tables,
-                              sampling=sampling, gamma=gamma, chunk=chunk, draft_usage=s.draft_usage,
-                              target_usage=s.target_usage, step_start=length)
+        r = speculative_round(Seat(draft.model, s.draft_cache, s.draft_usage),
+                              Seat(target.model, s.target_cache, s.target_usage),
+                              Rows(s.tokens, s.length, s.live, room - (s.length - length)), key=sub, rules=rules,
+                              gamma=gamma, step_start=length)
         finished = r.ended_eos | r.ended_stop | (r.length - length >= room)
         return Speculating(tokens=r.tokens, length=r.length, live=s.live & ~finished, eos=s.eos | r.ended_eos,
                            stop=s.stop | r.ended_stop, kept=s.kept + r.kept, draft_cache=r.draft_cache,
@@ -185,11 +183,10 @@ def speculative_decode_impl(engine: "Engine", *, prompts: Prompts, key: jax.Arra
     batch, t_cap = prompts.tokens.shape
     no_steps = engine.tables.without_steps()
     step, _, draft_usage, kept = speculative_write(
-        engine.draft, engine.target, engine.draft.init_cache(batch, t_cap), engine.target.init_cache(batch, t_cap),
-        tokens=prompts.tokens, length=prompts.length, active=prompts.length > 0,
-        room=spec.end_of(prompts.length) - prompts.length, key=key, tables=no_steps, sampling=spec.sampling,
-        gamma=gamma, max_step_tokens=spec.max_new_tokens, chunk=spec.chunk, draft_usage=Usage.zeros(batch),
-        target_usage=Usage.zeros(batch))
+        Seat(engine.draft, engine.draft.init_cache(batch, t_cap), Usage.zeros(batch)),
+        Seat(engine.target, engine.target.init_cache(batch, t_cap), Usage.zeros(batch)),
+        Rows(prompts.tokens, prompts.length, prompts.length > 0, spec.end_of(prompts.length) - prompts.length),
+        key=key, rules=StepRules(no_steps, spec.sampling, spec.max_new_tokens, spec.chunk), gamma=gamma)
     return SpeculativeOutput(tokens=commit(prompts.tokens, prompts.length, step.tokens, step.length),
                              length=prompts.length + step.length, prompt_length=prompts.length,
                              ended_eos=step.ended_eos, draft_kept=kept, draft=draft_usage, target=step.usage)
