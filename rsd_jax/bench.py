@@ -286,7 +286,7 @@ def bench_layouts(engine: Engine, delta: float, quick: bool) -> dict:
                                [p.question for p in problems[s:s + batch]], method.spec(spec), batch_multiple=batch)
                 for s in (0, batch)]
         loops = {"target": lambda e, b: single_decode(e, role="target", prompts=b, key=jax.random.key(0), spec=spec)}
-        for name, sp in (("rsd", spec), ("rsd_async", async_spec(spec, batch))):
+        for name, sp in (("rsd", spec), ("rsd_cpu_tuned", async_spec(spec, batch))):
             loops[name] = functools.partial(_rsd_call, knobs=method.knobs(sp, batch), spec=method.spec(sp))
         cases = [(e, name) for name in loops for e in engines]
         wall = {c: float("inf") for c in cases}
