@@ -8,6 +8,7 @@ Many tests run the commands in fresh processes (decode, evaluate, train, the not
 compiling the same loops for the embedded models: JAX's persistent compilation cache, in one folder for the run
 (inherited by those processes and by every pytest-xdist worker), compiles each program once."""
 
+import gc
 import os
 import tempfile
 from pathlib import Path
@@ -22,5 +23,39 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+# Each compiled RSD loop maps about 1,600 memory regions (XLA:CPU's kernels), held while JAX's caches hold the
+# executable. A test worker that kept every program of the suite passed Linux's default vm.max_map_count (65,530)
+# and crashed inside XLA (a segfault in a compile, an abort in a cache write), at a different test each time. The
+# programs of a test file are released when it ends, and sooner should one file approach the limit.
+MAP_COUNT_LIMIT = 40_000
+
+
+def _map_count() -> int:
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return sum(1 for _ in maps)
+    except OSError:  # not Linux
+        return 0
+
+
+def _release_compiled_programs() -> None:
+    jax.clear_caches()
+    gc.collect()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_programs_after_each_file():
+    yield
+    _release_compiled_programs()
+
+
+@pytest.fixture(autouse=True)
+def release_programs_near_the_map_limit():
+    yield
+    if _map_count() > MAP_COUNT_LIMIT:
+        _release_compiled_programs()
