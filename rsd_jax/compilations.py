@@ -11,6 +11,7 @@ calls, and the small programs eager operations compile the first time they meet 
 from __future__ import annotations
 
 import contextlib
+import gc
 from typing import Callable, Iterator
 
 import jax
@@ -33,3 +34,14 @@ def compilations() -> Iterator[Callable[[], int]]:
         yield lambda: seen[0]
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def release_programs() -> None:
+    """Drops every compiled program JAX holds, on a CPU backend (elsewhere: nothing). An XLA:CPU executable maps its
+    kernels into memory region by region (about 1,600 regions for an RSD loop of the embedded models), and a
+    process that keeps every program it compiled passes Linux's default limit of 65,530 regions after a few dozen
+    (then XLA crashes in a compile). Call it where the programs compiled so far are done with, e.g. between the
+    methods of an evaluation; a program needed again is compiled again (or read from the persistent cache)."""
+    if jax.default_backend() == "cpu":
+        jax.clear_caches()
+        gc.collect()

@@ -55,6 +55,7 @@ def evaluate_sets(cfg: RunConfig, out: Path, config_file: str | None) -> paper_t
     """Every method on every set into `out` (claimed for this run), resuming what is there; the table recomputed
     from the records on disk."""
     from rsd_jax.calibration import calibrate_budget
+    from rsd_jax.compilations import release_programs
 
     mesh = start_devices(cfg.mesh, kv_heads_of(cfg, config_file))
     runs = single.method_keys(cfg)
@@ -71,9 +72,12 @@ def evaluate_sets(cfg: RunConfig, out: Path, config_file: str | None) -> paper_t
     if not todo:  # a finished run: the table from its records, no model loaded
         return summarize_sets(cfg, out, sets)
     engine = load_engine(cfg, config_file, mesh, tokenizers)
-    calibrations = {}
+    calibrations, previous = {}, None
     for run, s in todo:
         key = run[0]
+        if previous not in (None, key):  # the previous method is done on every set: its programs too
+            release_programs()
+        previous = key
         if needs_calibration(run) and key not in calibrations:
             calibrations[key] = calibrate_budget(engine, run[2], tokenizer=engine.models.tokenizer)
         set_run = (key, run[1], dataclasses.replace(run[2], data=s.cfg.data), run[3])

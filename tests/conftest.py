@@ -44,7 +44,7 @@ def _map_count() -> int:
 
 
 def _release_compiled_programs() -> None:
-    jax.clear_caches()
+    jax.clear_caches()  # (rsd_jax.compilations.release_programs; not imported before the settings above)
     gc.collect()
 
 

@@ -359,3 +359,22 @@ def test_a_one_device_method_on_a_mesh_is_one_line_before_any_model_loads(hub_fo
         assert len(err.splitlines()) == 1 and "speculative run(s) on one device only" in err, err
         assert "drop them from rsd.methods, or run them apart with mesh.model=1" in err
         assert not list(out.rglob("*.jsonl")) and not (out / "config.yaml").exists()
+
+
+def test_programs_are_released_between_the_methods_of_an_evaluation():
+    """rsd_jax.compilations.release_programs drops the compiled programs on a CPU (each holds its memory maps), and
+    the multi-set evaluate calls it when it moves on to the next method."""
+    import inspect
+
+    import jax
+    import jax.numpy as jnp
+
+    from rsd_jax import evaluate_sets
+    from rsd_jax.compilations import release_programs
+
+    step = jax.jit(lambda x: x + 1)
+    step(jnp.ones(2))
+    assert step._cache_size() == 1
+    release_programs()
+    assert step._cache_size() == 0
+    assert "release_programs()" in inspect.getsource(evaluate_sets.evaluate_sets)
