@@ -269,7 +269,7 @@ def test_the_synchronous_simulation_makes_the_jitted_loops_passes():
     engine, delta = _embedded()
     for method in (RSD(delta=delta), TargetOnly()):
         scripts, measured = _decoded(engine, method, DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24,
-                                                                chunk=8))
+                                                                chunk=8, schedule="sync"))
         if isinstance(method, TargetOnly):
             simulated = pass_trace.counts(pass_trace.target_only(scripts, chunk=8))
             assert measured["target"] == {k: simulated["target"][k] for k in ("passes", "rows")}

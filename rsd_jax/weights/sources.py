@@ -36,7 +36,7 @@ from rsd_jax.paths import resolve_path
 #: tokenizer files, and an rsd_jax orbax checkpoint (model_config.json, params/, char_tokenizer.json).
 MODEL_FILES = ("*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-               "model_config.json", "params/*", "char_tokenizer.json")
+               "model_config.json", "params/*", "char_tokenizer.json", "checksums.sha256")
 #: What a tokenizer reads (config.json and generation_config.json name EOS ids): no weights.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "config.json", "generation_config.json", "char_tokenizer.json")
