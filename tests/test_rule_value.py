@@ -16,7 +16,7 @@ from rsd_jax.config import RunConfig
 from rsd_jax.configlib import load_config
 from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.rsd_state import Knobs
-from rsd_jax.decoding.spec import DecodeSpec
+from rsd_jax.decoding.spec import GATHERED_CHUNK, DecodeSpec
 from rsd_jax.errors import ConfigError
 from rsd_jax.methods import RSD
 from rsd_jax.theory import mixture
@@ -96,3 +96,9 @@ def test_the_theory_and_the_loop_accept_with_the_same_threshold_weight():
     accepted = jax.vmap(lambda ui: acceptance.budget_accept(rewards, 0.5, 0.25, None, u=jnp.full(5, ui)))(u)
     np.testing.assert_allclose(np.mean(np.asarray(accepted), axis=0), omega, atol=1e-3)
 
+
+
+def test_gathered_passes_catch_up_in_short_chunks():
+    assert DecodeSpec(chunk=32).catch_up_chunk == GATHERED_CHUNK
+    assert DecodeSpec(chunk=4).catch_up_chunk == 4
+    assert DecodeSpec(chunk=32, pass_rows=0).catch_up_chunk == 32

@@ -19,6 +19,10 @@ from rsd_jax.errors import ConfigError
 SCHEDULES = ("sync", "async")
 
 
+#: The catch-up chunk of gathered passes (DecodeSpec.catch_up_chunk).
+GATHERED_CHUNK = 8
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
     """max_new_tokens: response token budget per row (with budget_includes_prompt: the budget of prompt +
@@ -93,6 +97,13 @@ class DecodeSpec:
     def budget_mode(self) -> str:
         """How the loop decides (acceptance.decide): "none" (ω), "calibrated" or "online"."""
         return "online" if self.online_budget else "calibrated" if self.budget else "none"
+
+    @property
+    def catch_up_chunk(self) -> int:
+        """Tokens per forward when the RSD loop's caches catch up (a row starting a step, the PRM's pass): chunk,
+        at most GATHERED_CHUNK when the passes are gathered (pass_rows > 0: such a pass pads every row it carries to
+        the chunk, and a step's catch-up is a few tokens; whole-batch passes, pass_rows 0, keep chunk)."""
+        return min(self.chunk, GATHERED_CHUNK) if self.pass_rows else self.chunk
 
     @property
     def step_tokens(self) -> int:
