@@ -160,8 +160,9 @@ class DecodingConfig:
     pass_rows: int = doc(16, "the target's and the PRM's passes carry at most this many rows, gathered, in the smallest of "
                              "`pass_sizes` sizes that holds them (compute-bound devices, CPUs); 0: the whole batch, the "
                              "others masked (memory-bound accelerators: the paper configs)", (0, 1_000_000))
-    pass_sizes: int = doc(3, "with pass_rows: the sizes a gathered pass may take (1, 2, 3, 4 or 6; each a compiled copy "
-                             "of the model: more sizes, less padding, longer compiles)", (1, 6))
+    pass_sizes: int = doc(0, "with pass_rows: the sizes a gathered pass may take (1, 2, 3, 4 or 6; each a compiled copy "
+                             "of the model: more sizes, less padding, longer compiles); 0: 6 where the batch holds "
+                             "4 passes of pass_rows, else 3", (0, 6))
     stop_on_split_delimiter: bool = doc(False, "a step also ends where its last two tokens write the delimiter across "
                                                "their boundary (\"\\n\" then \"\\n\"), as the official code's stop "
                                                "string does; off: only a token containing the delimiter ends a step")
