@@ -25,7 +25,7 @@ import numpy as np
 from rsd_jax.api import generate
 from rsd_jax.config import RunConfig, calibration_data
 from rsd_jax.data.problems import load_items
-from rsd_jax.decoding.acceptance import rule_of_rewards
+from rsd_jax.decoding import acceptance
 from rsd_jax.errors import ConfigError, NumericalError
 from rsd_jax.methods import RSD
 
@@ -46,22 +46,25 @@ class CalibrationSplit:
 
 @dataclasses.dataclass(frozen=True)
 class BudgetCalibration:
-    """The budget's rule: delta, q (δ and the acceptance at it); mu_target: the μ_M it used (None: δ_γ alone);
-    rewards [n]: the draft proposals' rewards it was computed from (they also seed the online histogram); shares:
-    the target share RSD realised on the split in each round; problems: the split's size."""
+    """The budget's rule: rule, the calibrated acceptance.Rule (its δ, q and μ_M: None when δ_γ alone; the budget
+    mode's base rule with the threshold replaced); rewards [n]: the draft proposals' rewards it was computed from
+    (they also seed the online histogram); shares: the target share RSD realised on the split in each round;
+    problems: the split's size."""
 
-    budget: float
-    delta: float
-    q: float
-    mu_target: float | None
+    rule: acceptance.Rule
     rewards: np.ndarray
     shares: tuple[float, ...]
     problems: int
 
+    budget = property(lambda self: self.rule.budget, doc="the fraction of steps the target may write")
+    delta = property(lambda self: self.rule.params.delta, doc="the calibrated threshold δ")
+    q = property(lambda self: self.rule.params.q, doc="the acceptance of a reward equal to δ")
+    mu_target = property(lambda self: self.rule.mu_target, doc="the μ_M the rule used (None: δ_γ alone)")
+
     def method(self, rsd: RSD) -> RSD:
         """`rsd` (a budget-mode RSD) with this calibration's threshold, q, μ_M and histogram seed."""
-        return dataclasses.replace(rsd, delta=self.delta, q=self.q, mu_target=self.mu_target,
-                                   calibration_rewards=self.rewards if rsd.online_budget else None)
+        rule = rsd.rule.updated(delta=self.delta, q=self.q, mu_target=self.mu_target)
+        return dataclasses.replace(rsd, rule=rule, calibration_rewards=self.rewards if rsd.online_budget else None)
 
 
 def decode_steps(engine: "Engine", items: Sequence["Item"], cfg: RunConfig, method: RSD) -> list[dict]:
@@ -106,17 +109,15 @@ def calibrate_budget(engine: "Engine", cfg: RunConfig, split: CalibrationSplit |
     at RSD's own contexts (none once the rule is slack, δ* = μ_M). split: computed once and shared (default:
     calibration_split); use_mu: apply μ_M when the split measured it (False: δ_γ alone)."""
     split = split or calibration_split(engine, cfg, tokenizer)
-    budget = cfg.rsd.budget
-    mu_target = split.mu_target if use_mu else None
+    rule = acceptance.Rule.create(budget=cfg.rsd.budget, mu_target=split.mu_target if use_mu else None)
     rewards = split.draft_rewards
-    delta, q = rule_of_rewards(rewards, budget, mu_target=mu_target)
+    rule = acceptance.calibrated(rule, rewards)
     shares = []
     for _ in range(cfg.rsd.calibration_rounds):
-        if mu_target is not None and delta == mu_target:
+        if rule.mu_target is not None and rule.params.delta == rule.mu_target:
             break  # the budget does not bind: δ* = μ_M whatever the rewards' quantile (rounds would not move it)
-        steps = decode_steps(engine, split.items, cfg, RSD(budget=budget, delta=delta, q=q, mu_target=mu_target))
+        steps = decode_steps(engine, split.items, cfg, RSD(rule=rule))
         shares.append(float(np.mean([s["source"] == "target" for s in steps])))
         rewards = np.asarray([s["reward"] for s in steps], np.float64)
-        delta, q = rule_of_rewards(rewards, budget, mu_target=mu_target)
-    return BudgetCalibration(budget=budget, delta=delta, q=q, mu_target=mu_target, rewards=rewards,
-                             shares=tuple(shares), problems=len(split.items))
+        rule = acceptance.calibrated(rule, rewards)
+    return BudgetCalibration(rule=rule, rewards=rewards, shares=tuple(shares), problems=len(split.items))

@@ -17,6 +17,7 @@ from rsd_jax.configlib import doc
 from rsd_jax.data import arith
 from rsd_jax.data.sources import NAMES as PAPER_DATASETS
 from rsd_jax import methods as method_values
+from rsd_jax.decoding import acceptance
 from rsd_jax.decoding.acceptance import WEIGHTINGS
 from rsd_jax.decoding.sampling import Sampling
 from rsd_jax.decoding.spec import DecodeSpec
@@ -64,12 +65,12 @@ class RSDConfig:
     method: Literal[METHODS] = doc("rsd", "what decode runs")
     methods: tuple[str, ...] = doc((), "evaluate: the methods to compare, each 'name' or 'name:key=value,...' "
                                        "with keys of this section (e.g. best_of_n:n=16); default rsd, target, draft")
-    weighting: Literal[WEIGHTINGS] = doc(method_values.RSD.weighting, "the weighting function ω of the acceptance "
+    weighting: Literal[WEIGHTINGS] = doc(acceptance.Rule.create().weighting, "the weighting function ω of the acceptance "
                                                                       "criterion")
-    delta: float = doc(method_values.RSD.delta, "threshold δ of binary and logistic ω (> 1 rejects every step)",
+    delta: float = doc(acceptance.DEFAULT_DELTA, "threshold δ of binary and logistic ω (> 1 rejects every step)",
                        (0.0, 2.0))
-    p: float = doc(method_values.RSD.p, "acceptance probability of the constant ω", (0.0, 1.0))
-    alpha: float = doc(method_values.RSD.alpha, "slope α of the logistic ω", (0.0, 1000.0))
+    p: float = doc(acceptance.DEFAULT_P, "acceptance probability of the constant ω", (0.0, 1.0))
+    alpha: float = doc(acceptance.DEFAULT_ALPHA, "slope α of the logistic ω", (0.0, 1000.0))
     budget: float | None = doc(None, "fraction of steps the target may write, spent by the theory's optimum (the "
                                      "randomised threshold (δ, q) calibrated on rsd.calibration; binary only)",
                                (0.0, 1.0))
@@ -100,6 +101,13 @@ class RSDConfig:
             raise ConfigError(f"rsd.method must be one of {', '.join(METHODS)}; got {self.method!r}")
         for i, text in enumerate(self.methods):
             split_method_variant(text, f"rsd.methods[{i}]")
+        self.rule()  # the acceptance rule's own checks (e.g. a budget needs the binary weighting), before any work
+
+    def rule(self) -> acceptance.Rule:
+        """The acceptance rule of this section's flat keys (weighting, delta, p, alpha, budget, online_budget): the
+        one place the config's keys become an acceptance.Rule (q and μ_M are set by the budget's calibration)."""
+        return acceptance.Rule.create(self.weighting, delta=self.delta, p=self.p, alpha=self.alpha,
+                                      budget=self.budget, online_budget=self.online_budget)
 
     def method_value(self, name: str | None = None, *, delta: float | None = None,
                      extract=None) -> method_values.Method:
@@ -152,8 +160,9 @@ class DecodingConfig:
     pass_rows: int = doc(16, "the target's and the PRM's passes carry at most this many rows, gathered, in the smallest of "
                              "`pass_sizes` sizes that holds them (compute-bound devices, CPUs); 0: the whole batch, the "
                              "others masked (memory-bound accelerators: the paper configs)", (0, 1_000_000))
-    pass_sizes: int = doc(3, "with pass_rows: the sizes a gathered pass may take (1, 2, 3, 4 or 6; each a compiled copy "
-                             "of the model: more sizes, less padding, longer compiles)", (1, 6))
+    pass_sizes: int = doc(0, "with pass_rows: the sizes a gathered pass may take (1, 2, 3, 4 or 6; each a compiled copy "
+                             "of the model: more sizes, less padding, longer compiles); 0: 6 where the batch holds "
+                             "4 passes of pass_rows, else 3", (0, 6))
     stop_on_split_delimiter: bool = doc(False, "a step also ends where its last two tokens write the delimiter across "
                                                "their boundary (\"\\n\" then \"\\n\"), as the official code's stop "
                                                "string does; off: only a token containing the delimiter ends a step")

@@ -41,53 +41,67 @@ class Method(Protocol):
         """Results for the first len(prompts) rows of `batch` (the rest are padding)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class RSD:
-    """Reward-guided speculative decoding. delta, p, alpha: the weighting ω's parameters (traced: a sweep compiles
-    once); delta may be one threshold per prompt. budget: the fraction of steps the target may write, spent by the
-    theory's optimum (acceptance.threshold_rule; binary weighting only): calibrated, the randomised threshold
-    (delta, q) set from a calibration split's rewards (rsd_jax.calibration); with online_budget, the same rule
-    over a running histogram of the draft's rewards seeded by calibration_rewards, with δ* = min(mu_target, δ_γ)
-    when mu_target (the target's mean step reward μ_M) is known.
-    speculative_gamma > 0: the target writes its steps by speculative decoding with γ draft tokens a round."""
+_RULE_KEYWORDS = ("delta", "weighting", "p", "alpha", "q", "budget", "online_budget", "mu_target")
 
-    delta: float | Sequence[float] = acceptance.DEFAULT_DELTA
-    weighting: str = "binary"
-    p: float = acceptance.DEFAULT_P
-    alpha: float = acceptance.DEFAULT_ALPHA
-    budget: float | None = None
-    online_budget: bool = False
-    calibration_rewards: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+
+@dataclasses.dataclass(frozen=True, init=False)
+class RSD:
+    """Reward-guided speculative decoding: one acceptance rule (acceptance.Rule, held on the host; its values traced
+    in the loop, so a sweep compiles once) and how the target writes its steps.
+
+    rule: the weighting ω and its parameters (δ may be one threshold per prompt), or the budget mode: the fraction
+    of steps the target may write spent by the theory's optimum (acceptance.threshold_rule; binary only),
+    calibrated (the randomised threshold (δ, q) set from a calibration split's rewards, rsd_jax.calibration) or
+    online (the same rule over a running histogram of the draft's rewards seeded by calibration_rewards [n], with
+    δ* = min(μ_M, δ_γ) when μ_M is known). The keywords delta, weighting, p, alpha, q, budget, online_budget and
+    mu_target set the rule's fields (acceptance.Rule.create; given with `rule`, they change that rule); the
+    attributes of the same names read them back: RSD(delta=0.8).delta == 0.8. speculative_gamma > 0: the target
+    writes its steps by speculative decoding with γ draft tokens a round."""
+
+    rule: acceptance.Rule = dataclasses.field(default_factory=acceptance.Rule.create)
     speculative_gamma: int = 0
-    q: float = 1.0
-    mu_target: float | None = None
+    calibration_rewards: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
     name: ClassVar[str] = "rsd"
     scored: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        if self.budget is not None and self.weighting != "binary":
-            raise ConfigError(f"rsd.budget spends the budget with the randomised threshold (the theory's optimum), "
-                              f"which replaces ω; rsd.weighting must be binary, got {self.weighting!r}")
-        if not 0.0 <= self.q <= 1.0:
-            raise ConfigError(f"RSD q (the acceptance at δ) must be in [0, 1], got {self.q}")
+    def __init__(self, rule: acceptance.Rule | None = None, speculative_gamma: int = 0,
+                 calibration_rewards: np.ndarray | None = None, **keywords) -> None:
+        """keywords: acceptance.Rule.create's (_RULE_KEYWORDS), setting the fields of `rule` (default: the default
+        rule)."""
+        unknown = sorted(set(keywords) - set(_RULE_KEYWORDS))
+        if unknown:
+            raise ConfigError(f"RSD got unknown keyword(s) {', '.join(unknown)}; the rule's are "
+                              f"{', '.join(_RULE_KEYWORDS)}")
+        rule = acceptance.Rule.create() if rule is None else rule
+        if not isinstance(rule, acceptance.Rule):
+            raise ConfigError(f"RSD rule must be an acceptance.Rule (acceptance.Rule.create(...)), got "
+                              f"{type(rule).__name__}")
+        object.__setattr__(self, "rule", rule.updated(**keywords) if keywords else rule)
+        object.__setattr__(self, "speculative_gamma", speculative_gamma)
+        object.__setattr__(self, "calibration_rewards", calibration_rewards)
 
     def spec(self, decoding: DecodeSpec) -> DecodeSpec:
-        return decoding.replace(weighting=self.weighting, budget=self.budget is not None,
-                                online_budget=self.online_budget, speculative_gamma=self.speculative_gamma)
+        rule = self.rule
+        return decoding.replace(weighting=rule.weighting, budget=rule.budget is not None,
+                                online_budget=rule.mode == "online", speculative_gamma=self.speculative_gamma)
 
     def knobs(self, spec: DecodeSpec, rows: int) -> Knobs:
-        delta = self.delta
-        if np.ndim(delta) == 1:  # one threshold per prompt (per-context δ): padding rows take the last value
-            delta = np.pad(np.asarray(delta, np.float32), (0, rows - len(delta)), mode="edge")
-        return Knobs.create(delta=delta, p=self.p, alpha=self.alpha, budget=self.budget,
-                            histogram_bins=spec.histogram_bins, calibration_rewards=self.calibration_rewards,
-                            q=self.q, mu_target=self.mu_target)
+        return Knobs.of_rule(self.rule, rows=rows, histogram_bins=spec.histogram_bins,
+                             calibration_rewards=self.calibration_rewards)
 
     def run(self, engine: Engine, batch: Prompts, *, prompts: Sequence[str], key: jax.Array,
             spec: DecodeSpec) -> list[GenerationResult]:
         out = rsd_decode(engine, prompts=batch, knobs=self.knobs(spec, batch.length.shape[0]), key=key, spec=spec)
         return res.rsd_results(engine.models, prompts, to_host(out))
+
+
+def _rule_field(name: str) -> property:
+    return property(lambda self: self.rule.settings()[name], doc=f"the rule's {name} (acceptance.Rule.create)")
+
+
+for _name in _RULE_KEYWORDS:  # read access to the rule's fields (the dataclass's fields are rule and the others)
+    setattr(RSD, _name, _rule_field(_name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,8 +273,8 @@ def from_options(name: str, options, *, delta=None, extract: Callable | None = N
     if name not in BY_NAME:
         raise ConfigError(f"method {name!r} is not one of {', '.join(NAMES)}")
     if name == "rsd":
-        return RSD(delta=o.delta if delta is None else delta, weighting=o.weighting, p=o.p, alpha=o.alpha,
-                   budget=o.budget, online_budget=o.online_budget, speculative_gamma=o.speculative_gamma)
+        rule = o.rule() if delta is None else o.rule().updated(delta=delta)
+        return RSD(rule=rule, speculative_gamma=o.speculative_gamma)
     if name == "speculative":
         return Speculative(gamma=o.speculative_gamma or Speculative.gamma)
     if name == "best_of_n":

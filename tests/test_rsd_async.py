@@ -146,6 +146,7 @@ def test_pass_sizes():
     assert pass_sizes(16, 64, 6) == (2, 4, 6, 8, 12, 16)
     assert pass_sizes(100, 8, 4) == (1, 2, 4, 8)
     assert pass_sizes(2, 8, 6) == (1, 2)
+    assert pass_sizes(16, 64, 0) == pass_sizes(16, 64, 6) and pass_sizes(16, 32, 0) == pass_sizes(16, 32, 3)
 
 
 def test_bad_schedule_options_are_named():

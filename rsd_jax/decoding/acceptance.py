@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -188,23 +189,33 @@ def histogram_rule(hist: RewardHistogram, budget: jax.Array, *, mu_target: jax.A
             binding & ~empty)
 
 
+def threshold_weight(r, delta, q, *, xp=jnp):
+    """ω(r) of the randomised threshold (δ, q), the probability of keeping a step: 1 where r > δ, q where r == δ, 0
+    below or for a non-finite reward; r [...] with the array namespace xp (jax.numpy in the loop, numpy in
+    rsd_jax.theory)."""
+    return xp.where(r > delta, 1.0, xp.where(r == delta, q, 0.0))
+
+
 def budget_accept(rewards: jax.Array, delta: jax.Array, q: jax.Array, key: jax.Array | None, *,
                   num_bins: int = 0, binned: jax.Array | bool = False, u: jax.Array | None = None) -> jax.Array:
-    """The randomised threshold: bool [B], True for r > δ, for r == δ with probability q (u ~ U[0,1) < q), never
-    below or for a non-finite reward. binned (with num_bins, static): compare bins instead (the online
-    histogram's atoms: r in a higher bin than δ's accepted, in δ's bin with probability q). u [B]: the uniforms
-    in [0, 1) to use (e.g. one per row from per-row keys) instead of drawing them from key."""
+    """The randomised threshold: bool [B], True where u < threshold_weight(r, δ, q) with u ~ U[0,1) (r > δ always,
+    r == δ with probability q, never below or for a non-finite reward). binned (with num_bins, static): compare
+    bins instead (the online histogram's atoms: r in a higher bin than δ's accepted, in δ's bin with probability q).
+    u [B]: the uniforms in [0, 1) to use (e.g. one per row from per-row keys) instead of drawing them from key."""
     r = jnp.asarray(rewards, jnp.float32)
     delta = jnp.asarray(delta, jnp.float32)
-    above, at = r > delta, r == delta
-    if num_bins:
-        rb = _bin_index(num_bins, r)
-        db = jnp.where(jnp.isfinite(delta), jnp.round(jnp.where(jnp.isfinite(delta), delta, 0.0) * num_bins),
-                       num_bins).astype(jnp.int32)  # +inf: past every bin
-        above = jnp.where(binned, jnp.isfinite(r) & (rb > db), above)
-        at = jnp.where(binned, jnp.isfinite(r) & (rb == db), at)
     u = jax.random.uniform(key, r.shape, jnp.float32) if u is None else u
-    return above | (at & (u < q))
+    accepted = u < threshold_weight(r, delta, jnp.asarray(q, jnp.float32))
+    if not num_bins:
+        return accepted
+    rb = _bin_index(num_bins, r)
+    db = jnp.where(jnp.isfinite(delta), jnp.round(jnp.where(jnp.isfinite(delta), delta, 0.0) * num_bins),
+                   num_bins).astype(jnp.int32)  # +inf: past every bin
+    in_bins = jnp.isfinite(r) & ((rb > db) | ((rb == db) & (u < q)))
+    return jnp.where(binned, in_bins, accepted)
+
+
+MODES = ("none", "calibrated", "online")
 
 
 @jax.tree_util.register_dataclass
@@ -212,13 +223,74 @@ def budget_accept(rewards: jax.Array, delta: jax.Array, q: jax.Array, key: jax.A
 class Rule:
     """The acceptance rule, one value: the weighting family and the budget mode (static: they pick the code), ω's
     parameters (δ, p, α) with the atom's acceptance q of the calibrated budget optimum, the budget and μ_M of the
-    online optimum (traced [] float32: a sweep compiles once). Built by Knobs.rule."""
+    online optimum.
+
+    Two forms of the same value: on the host (`Rule.create`: Python floats, δ a float or a tuple of one per
+    prompt, budget and μ_M None when unset; what methods.RSD and the config hold, and the calibration replaces)
+    and traced (`traced`: [] / [B] float32 arrays, budget 0 and μ_M +inf when unset; what `decide` runs on, so a
+    sweep compiles once). mode: "none" (ω), "calibrated" (the randomised threshold (δ, q) set on the host) or
+    "online" (the same rule over a running histogram)."""
 
     weighting: str = dataclasses.field(metadata=dict(static=True))
-    mode: str = dataclasses.field(metadata=dict(static=True))  # "none" (ω), "calibrated" or "online"
+    mode: str = dataclasses.field(metadata=dict(static=True))
     params: AcceptanceParams
-    budget: jax.Array  # [] the fraction of steps the target may write (online)
-    mu_target: jax.Array  # [] the target's mean step reward μ_M (+inf: unknown; online)
+    budget: Any  # [] the fraction of steps the target may write (None on the host: no budget)
+    mu_target: Any  # [] the target's mean step reward μ_M (None on the host, +inf traced: unknown)
+
+    @classmethod
+    def create(cls, weighting: str = "binary", *, delta=DEFAULT_DELTA, p: float = DEFAULT_P,
+               alpha: float = DEFAULT_ALPHA, q: float = 1.0, budget: float | None = None, online_budget: bool = False,
+               mu_target: float | None = None) -> "Rule":
+        """The host rule, checked (ConfigError naming the setting). budget: spent by the randomised threshold
+        (binary weighting only), calibrated, or with online_budget set inside the loop from a running histogram;
+        delta: a float, or one per prompt (a sequence)."""
+        if weighting not in WEIGHTINGS:
+            raise ConfigError(f"rsd.weighting {weighting!r} is not one of {', '.join(WEIGHTINGS)}")
+        if budget is not None and weighting != "binary":
+            raise ConfigError(f"rsd.budget spends the budget with the randomised threshold (the theory's optimum), "
+                              f"which replaces ω; rsd.weighting must be binary, got {weighting!r}")
+        if budget is not None:
+            _check_budget(budget)
+        if not 0.0 <= q <= 1.0:
+            raise ConfigError(f"RSD q (the acceptance at δ) must be in [0, 1], got {q}")
+        delta = tuple(float(d) for d in np.asarray(delta).ravel()) if np.ndim(delta) == 1 else float(delta)
+        mode = "online" if online_budget else "calibrated" if budget is not None else "none"
+        return cls(weighting=weighting, mode=mode,
+                   params=AcceptanceParams(delta=delta, p=float(p), alpha=float(alpha), q=float(q)),
+                   budget=None if budget is None else float(budget),
+                   mu_target=None if mu_target is None else float(mu_target))
+
+    def settings(self) -> dict:
+        """The keywords of `create` that rebuild this host rule."""
+        pa = self.params
+        return dict(weighting=self.weighting, delta=pa.delta, p=pa.p, alpha=pa.alpha, q=pa.q, budget=self.budget,
+                    online_budget=self.mode == "online", mu_target=self.mu_target)
+
+    def updated(self, **changes) -> "Rule":
+        """This host rule with some of `create`'s keywords changed (None is a value: budget=None drops the
+        budget), checked again."""
+        return Rule.create(**{**self.settings(), **changes})
+
+    def traced(self, rows: int | None = None) -> "Rule":
+        """The rule as float32 arrays for the loop: δ [] or, one per prompt, [rows] (padding rows take the last
+        value); budget 0 and μ_M +inf where unset."""
+        delta = self.params.delta
+        if isinstance(delta, tuple) and rows is not None:
+            delta = np.pad(np.asarray(delta, np.float32), (0, rows - len(delta)), mode="edge")
+        return Rule(weighting=self.weighting, mode=self.mode,
+                    params=AcceptanceParams.create(delta=delta, p=self.params.p, alpha=self.params.alpha,
+                                                   q=self.params.q),
+                    budget=jnp.float32(0.0 if self.budget is None else self.budget),
+                    mu_target=jnp.float32(math.inf if self.mu_target is None else self.mu_target))
+
+
+def calibrated(rule: Rule, rewards: np.ndarray) -> Rule:
+    """The host `rule` (a budget mode) with the (δ, q) of its budget over a calibration run's draft rewards [n]
+    (rule_of_rewards, with the rule's μ_M when set)."""
+    if rule.budget is None:
+        raise ConfigError("the budget's threshold needs rsd.budget (the fraction of steps the target may write)")
+    delta, q = rule_of_rewards(rewards, rule.budget, mu_target=rule.mu_target)
+    return rule.updated(delta=delta, q=q)
 
 
 def decide(rule: Rule, rewards: jax.Array, u: jax.Array, *, histogram: RewardHistogram | None,

@@ -29,9 +29,13 @@ EIGHTHS = {1: (8,), 2: (4, 8), 3: (2, 4, 8), 4: (1, 2, 4, 8), 6: (1, 2, 3, 4, 6,
 def pass_sizes(group: int, batch: int, count: int = 3) -> tuple[int, ...]:
     """The row counts a pass may take, ascending: `count` sizes (1, 2, 3, 4 or 6) of G (capped at B): G; G/2, G;
     G/4, G/2, G; G/8, G/4, G/2, G; G/8, G/4, 3G/8, G/2, 3G/4, G (rounded down, at least 1). (B,) for group 0. Each
-    size is one compiled copy of the model: more sizes, less padding, longer compiles."""
+    size is one compiled copy of the model: more sizes, less padding, longer compiles. count 0: chosen from the
+    batch, 6 where it holds at least four full passes (B >= 4G: there each pass's padding adds up over many passes;
+    at batch 64 with G = 16 it brings the executed FLOPs to 1.46x the useful, docs/rsd-loop.md), else 3."""
     if group <= 0:
         return (batch,)
+    if count == 0:
+        count = 6 if batch >= 4 * group else 3
     group = min(group, batch)
     return tuple(sorted({max(1, group * e // 8) for e in EIGHTHS[count]}))
 

@@ -70,7 +70,7 @@ def _write_token(engine: "Engine", spec: DecodeSpec, writer: Writer, s: LoopStat
     starting = select & (step.written == 0)
     sizes = passes.pass_sizes(writer.group, s.phase.shape[0], spec.pass_sizes)
     cache, _, usage = passes.feed(model, cache, view=s.tokens, upto=s.length - 1, select=starting,
-                                  chunk=spec.chunk, sizes=sizes, usage=usage)
+                                  chunk=spec.catch_up_chunk, sizes=sizes, usage=usage)
     cache = cache.with_lengths(jnp.where(starting, s.length - 1, cache.lengths))
     current = jnp.where(starting, last_committed(s.tokens, s.length), step.current)
     advanced, hidden, cache, usage = passes.decode(model, cache, current=current, select=select, sizes=sizes,
@@ -139,7 +139,7 @@ def _score(engine: "Engine", spec: DecodeSpec, s: LoopState, scoring: jax.Array,
         return dataclasses.replace(s, caches=dataclasses.replace(s.caches, draft=cache),
                                    stats=dataclasses.replace(s.stats, draft=usage)), engine.draft.rewards(hidden)
     cache, hidden, usage = passes.feed(engine.prm, s.caches.prm, view=prm_tokens, upto=s.prm_length + width,
-                                       select=scoring, chunk=spec.chunk, sizes=_sizes(spec, scoring),
+                                       select=scoring, chunk=spec.catch_up_chunk, sizes=_sizes(spec, scoring),
                                        usage=s.stats.prm)
     usage = usage.add_head(engine.prm.config, scoring)
     return dataclasses.replace(s, caches=dataclasses.replace(s.caches, prm=cache),
@@ -220,7 +220,7 @@ def _score_target_steps(engine: "Engine", spec: DecodeSpec, s: LoopState, scored
     accounting) and the PRM cache's lengths go back, so the loop goes on exactly as without it."""
     start = s.prm_length
     cache, hidden, _ = passes.feed(engine.prm, s.caches.prm, view=s.prm_tokens, upto=start + width, select=scored,
-                                   chunk=spec.chunk, sizes=_sizes(spec, scored), usage=Usage.zeros(scored.shape[0]))
+                                   chunk=spec.catch_up_chunk, sizes=_sizes(spec, scored), usage=Usage.zeros(scored.shape[0]))
     cache = cache.with_lengths(jnp.where(scored, start, cache.lengths))
     return dataclasses.replace(s, caches=dataclasses.replace(s.caches, prm=cache),
                                scored=jnp.where(scored, engine.prm.rewards(hidden), jnp.nan))

@@ -42,13 +42,23 @@ class Knobs:
     mu_target: jax.Array
 
     @classmethod
+    def of_rule(cls, rule: acceptance.Rule, *, rows: int | None = None, histogram_bins: int = 256,
+                calibration_rewards=None) -> "Knobs":
+        """The traced leaves of a host rule (acceptance.Rule.create; δ per prompt padded to `rows`), with the
+        histogram empty or seeded by a calibration run's rewards [n]. The rule's static half (weighting, budget
+        mode) goes into the spec (methods.RSD.spec): it picks the code, these values are traced."""
+        traced = rule.traced(rows)
+        return cls(acceptance=traced.params, budget=traced.budget, mu_target=traced.mu_target,
+                   histogram=acceptance.RewardHistogram.create(histogram_bins, calibration_rewards))
+
+    @classmethod
     def create(cls, delta=acceptance.DEFAULT_DELTA, p: float = acceptance.DEFAULT_P,
                alpha: float = acceptance.DEFAULT_ALPHA, budget: float | None = None, histogram_bins: int = 256,
                calibration_rewards=None, *, q: float = 1.0, mu_target: float | None = None) -> "Knobs":
-        return cls(acceptance=acceptance.AcceptanceParams.create(delta=delta, p=p, alpha=alpha, q=q),
-                   budget=jnp.float32(budget if budget is not None else 0.0),
-                   histogram=acceptance.RewardHistogram.create(histogram_bins, calibration_rewards),
-                   mu_target=jnp.float32(mu_target if mu_target is not None else jnp.inf))
+        """of_rule of the binary rule with these values (a per-row δ [B] kept as given)."""
+        return cls.of_rule(acceptance.Rule.create(delta=delta, p=p, alpha=alpha, q=q, budget=budget,
+                                                  mu_target=mu_target),
+                           histogram_bins=histogram_bins, calibration_rewards=calibration_rewards)
 
     def rule(self, spec: DecodeSpec) -> acceptance.Rule:
         """The acceptance rule these knobs set for the spec's weighting and budget mode."""

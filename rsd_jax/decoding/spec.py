@@ -19,6 +19,10 @@ from rsd_jax.errors import ConfigError
 SCHEDULES = ("sync", "async")
 
 
+#: The catch-up chunk of gathered passes (DecodeSpec.catch_up_chunk).
+GATHERED_CHUNK = 8
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
     """max_new_tokens: response token budget per row (with budget_includes_prompt: the budget of prompt +
@@ -34,7 +38,8 @@ class DecodeSpec:
     and the target for the whole batch, as the official code's loop). quorum (async): the target runs when this many
     rows wait for it, or nothing else can advance (0: a quarter of the batch). pass_rows: the target's and the PRM's
     passes carry at most this many rows, gathered (0: the whole batch, the others masked); the draft's, any number of
-    rows. pass_sizes: how many sizes a gathered pass may take (1, 2, 3, 4 or 6: rsd_jax.decoding.passes.pass_sizes);
+    rows. pass_sizes: how many sizes a gathered pass may take (1, 2, 3, 4 or 6, 0: chosen from the batch:
+    rsd_jax.decoding.passes.pass_sizes);
     each is a compiled copy of the model.
     stop_on_split_delimiter: a step also ends where its last two tokens write the delimiter across their boundary
     ("\\n" then "\\n"), as the official code's stop string does; off: only a token whose text contains it ends a step.
@@ -61,7 +66,7 @@ class DecodeSpec:
     schedule: str = "async"
     quorum: int = 0
     pass_rows: int = 16
-    pass_sizes: int = 3
+    pass_sizes: int = 0
     stop_on_split_delimiter: bool = False
     patience: int = 0
     record_target_reward: bool = False
@@ -79,8 +84,9 @@ class DecodeSpec:
         for name in ("quorum", "pass_rows"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"decoding.{name} must be >= 0, got {getattr(self, name)}")
-        if self.pass_sizes not in (1, 2, 3, 4, 6):
-            raise ConfigError(f"decoding.pass_sizes must be 1, 2, 3, 4 or 6, got {self.pass_sizes}")
+        if self.pass_sizes not in (0, 1, 2, 3, 4, 6):
+            raise ConfigError(f"decoding.pass_sizes must be 1, 2, 3, 4 or 6 (0: chosen from the batch), got "
+                              f"{self.pass_sizes}")
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"rsd.weighting {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
 
@@ -93,6 +99,13 @@ class DecodeSpec:
     def budget_mode(self) -> str:
         """How the loop decides (acceptance.decide): "none" (ω), "calibrated" or "online"."""
         return "online" if self.online_budget else "calibrated" if self.budget else "none"
+
+    @property
+    def catch_up_chunk(self) -> int:
+        """Tokens per forward when the RSD loop's caches catch up (a row starting a step, the PRM's pass): chunk,
+        at most GATHERED_CHUNK when the passes are gathered (pass_rows > 0: such a pass pads every row it carries to
+        the chunk, and a step's catch-up is a few tokens; whole-batch passes, pass_rows 0, keep chunk)."""
+        return min(self.chunk, GATHERED_CHUNK) if self.pass_rows else self.chunk
 
     @property
     def step_tokens(self) -> int:

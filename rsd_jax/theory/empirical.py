@@ -27,7 +27,7 @@ from rsd_jax.decoding.spec import DecodeSpec
 from rsd_jax.engine import Engine
 from rsd_jax.methods import RSD
 from rsd_jax.results import GenerationResult
-from rsd_jax.theory import bootstrap
+from rsd_jax.theory import bootstrap, mixture
 from rsd_jax.theory.contexts import Context, sample_steps
 from rsd_jax.theory.decoded import generate
 
@@ -103,14 +103,17 @@ def global_prediction(draft_only: SweepRun, target_only: SweepRun, delta: float)
     set of problem indices (bootstrapped jointly: the same problems in both runs)."""
     r, mu = draft_only.draft_reward, target_only.target_reward
 
-    def acceptance(idx) -> float:
+    def kept(idx) -> tuple[np.ndarray, np.ndarray]:  # the steps' rewards and the engine's binary ω of them
         steps = np.concatenate([r[i] for i in idx])
-        return float(np.mean(steps >= delta))
+        return steps, mixture.weighting_values("binary", steps, delta=delta)
+
+    def acceptance(idx) -> float:
+        return float(np.mean(kept(idx)[1]))
 
     def reward(idx) -> float:
-        steps = np.concatenate([r[i] for i in idx])
+        steps, omega = kept(idx)
         mu_target = float(np.nanmean(np.concatenate([mu[i] for i in idx])))
-        return float(np.mean(np.where(steps >= delta, steps, mu_target)))
+        return float(np.mean(np.where(omega == 1.0, steps, mu_target)))
 
     return acceptance, reward
 

@@ -45,7 +45,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
-from rsd_jax.decoding.acceptance import DEFAULT_ALPHA, DEFAULT_DELTA, DEFAULT_P, omega, threshold_rule
+from rsd_jax.decoding.acceptance import (DEFAULT_ALPHA, DEFAULT_DELTA, DEFAULT_P, omega, threshold_rule,
+                                         threshold_weight)
 
 _PROB_TOLERANCE = 1e-6  # |sum(probs) - 1| allowed
 
@@ -125,9 +126,9 @@ def optimal_threshold(rewards: np.ndarray, probs: np.ndarray, gamma: float) -> T
 
 
 def threshold_omega(rewards: np.ndarray, delta: float, q: float) -> np.ndarray:
-    """ω [n] of the randomised threshold: 1 where r > delta, q where r == delta, 0 below."""
-    r = np.asarray(rewards, np.float64)
-    return np.where(r > delta, 1.0, np.where(r == delta, float(q), 0.0))
+    """ω [n] of the randomised threshold: 1 where r > delta, q where r == delta, 0 below (the engine's
+    acceptance.threshold_weight, with numpy in float64)."""
+    return threshold_weight(np.asarray(rewards, np.float64), delta, float(q), xp=np)
 
 
 def slack_optimum(rewards: np.ndarray, probs: np.ndarray, mu_target: float) -> tuple[float, float]:
