@@ -2,20 +2,23 @@
 
 decode   tokens/s of our jitted decoder and of transformers' `generate` (torch CPU, the same weights) on a
          GPT-2-small-sized Qwen2 config at batch 1 and 16, their ratio, and our fraction of the memory-bandwidth
-         roofline (bytes read per step over a copy bandwidth measured in the same run); transformers' fraction
+         roofline (bytes read per step over the best copy bandwidth of the run, timed before and between the
+         rounds of runs: `copy_bandwidth_spread` is how far it moved); transformers' fraction
          of the same roofline and of the machine's matmul peak (a large f32 GEMM timed in the same run) say how
          far either could still go: `ceiling_ratio_vs_hf` is the largest ratio the roofline allows. The share
          counts the prompt's prefill as decode time; `step_roofline_fraction` is the decode steps alone (a run of
          one new token subtracted), and `matvec_roofline_fraction` the same weights' matrix products alone, one
-         step's worth after another (`weight_stream`): the most any f32 decoder built on XLA's dot gets here.
+         step's worth after another (`weight_stream`): the most any f32 decoder built on XLA's dot gets here;
+         `step_vs_matvec` is the decode step against those products (no bandwidth figure in it).
 rsd      the embedded benchmark at batch 1, 8 and 64: wall-clock speedup of RSD over target-only decoding of the
          same problems with the shipped defaults (the asynchronous schedule), next to the lock-step setting
          (`sync_*`: decoding.schedule sync) and a CPU-tuned one (`async_*`: quorum a quarter of the batch, passes
          gathered up to 16 rows in six sizes, catch-up chunk 8), next to the useful- and executed-FLOPs
          ratios, each model's sequential passes, and what the draft and PRM loops alone (every step accepted) cost
          relative to target-only. Each is timed in interleaved rounds, the fastest round kept.
-layouts  the embedded engine's loops alone (target-only, RSD sync and async; jitted calls, no host results) with
-         the layer copies a CPU gets (`Engine.create`) against the stacked layers, the rsd section's problems:
+layouts  the embedded engine's loops alone (target-only, speculative, best-of-n, beam search, RSD as shipped and
+         CPU-tuned; their jitted calls, no host results) with the layer copies a CPU gets (`Engine.create`) against
+         the stacked layers (which `rsd_decode` and `beam_search` pick), the rsd section's problems:
          wall time (fastest round) and process CPU time (median round) of each; run it with
          XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" on a shared machine, where
          the CPU time of one thread is what stays comparable.
@@ -115,7 +118,7 @@ def bench_decode(quick: bool) -> dict:
     hf.save_pretrained(folder)
     model = load_hf_model(folder)
     copied = model.with_layer_copies()
-    bandwidth, peak = copy_bandwidth(), matmul_peak()
+    bandwidths, peak = [copy_bandwidth()], matmul_peak()
     weight_bytes = model.num_params() * 4
     cfg = model.config
     kv_per_token = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4
@@ -137,6 +140,8 @@ def bench_decode(quick: bool) -> dict:
         for _ in range(2 if quick else 3):  # interleaved rounds, the fastest of each
             for name, run in runs.items():
                 best[name] = min(best[name], _timed(run))
+            bandwidths.append(copy_bandwidth(repeats=2))  # timed between the runs: the same machine's moments
+        bandwidth = max(bandwidths)
         ours, scan = best["ours"], best["scan"]
         step = (ours - best["one"]) / (new - 1)  # one decode step, the prefill and the loop's entry taken out
         with torch.no_grad():
@@ -153,6 +158,8 @@ def bench_decode(quick: bool) -> dict:
                                  "roofline_fraction": bytes_per_step / (ours / new) / bandwidth,
                                  "step_roofline_fraction": bytes_per_step / step / bandwidth,
                                  "matvec_roofline_fraction": weight_bytes / (best["matvecs"] / new) / bandwidth,
+                                 # the decode step against XLA's dot streaming the same weights (no bandwidth timed)
+                                 "step_vs_matvec": bytes_per_step / step / (weight_bytes / (best["matvecs"] / new)),
                                  "prefill_share": 1 - step * (new - 1) / ours,
                                  "hf_roofline_fraction": bytes_per_step / (theirs / new) / bandwidth,
                                  "matmul_peak_fraction": flops_per_step / (ours / new) / peak,
@@ -161,7 +168,8 @@ def bench_decode(quick: bool) -> dict:
                                  "scan_tok_s": batch * new / scan, "scan_ratio_vs_hf": theirs / scan,
                                  "scan_roofline_fraction": bytes_per_step / (scan / new) / bandwidth,
                                  "scan_same_tokens": float(np.mean(tokens["ours"] == tokens["scan"]))}
-    out["copy_bandwidth_gb_s"] = bandwidth / 1e9
+    out["copy_bandwidth_gb_s"] = max(bandwidths) / 1e9  # the best of the run's timings, each between runs
+    out["copy_bandwidth_spread"] = max(bandwidths) / min(bandwidths)  # how much the machine moved during the run
     out["matmul_peak_gflop_s"] = peak / 1e9
     out["params"] = model.num_params()
     return out
@@ -272,26 +280,32 @@ def bench_rsd(engine: Engine, delta: float, quick: bool) -> dict:
 
 
 def bench_layouts(engine: Engine, delta: float, quick: bool) -> dict:
-    """Target-only and RSD loops with the engine as built against its stacked layers (see the module's doc)."""
-    from rsd_jax.decoding.single import single_decode
+    """Each loop's jitted call with the engine's layer copies (what `Engine.create` gives a CPU) against the stacked
+    layers (see the module's doc): the loops' inner jitted functions, so the layout an entry picks is bypassed."""
+    from rsd_jax.decoding.beam_search import _beam_search
+    from rsd_jax.decoding.best_of_n import tile_prompts
+    from rsd_jax.decoding.speculative import speculative_decode
 
-    spec = DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24, chunk=32)
-    roles = ("draft", "target", "prm")
-    engines = {"copies": engine,
-               "stacked": dataclasses.replace(engine, **{r: getattr(engine, r).without_layer_copies() for r in roles})}
-    method, out = RSD(delta=delta), {}
+    spec = RSD(delta=delta).spec(DecodeSpec(max_new_tokens=112, max_steps=12, max_step_tokens=24, chunk=32))
+    engines = {"copies": engine.with_layer_copies(), "stacked": engine.stacked()}
+    key, out = jax.random.key(0), {}
     for batch in (1,) if quick else (1, 8):
         problems = arith.generate_problems(2 * batch, seed=777)  # the rsd section's problems, two batches
         sets = [encode_prompts(engine.models, [arith.format_prompt(p) for p in problems[s:s + batch]],
-                               [p.question for p in problems[s:s + batch]], method.spec(spec), batch_multiple=batch)
+                               [p.question for p in problems[s:s + batch]], spec, batch_multiple=batch)
                 for s in (0, batch)]
-        loops = {"target": lambda e, b: single_decode(e, role="target", prompts=b, key=jax.random.key(0), spec=spec)}
+        loops = {"target": lambda e, b: decode_model(e.target, prompts=b, tables=e.tables, key=key, spec=spec),
+                 "speculative": lambda e, b: speculative_decode(e, prompts=b, key=key, spec=spec, gamma=4),
+                 # best-of-n's loop: the RSD loop over n = 4 samples a prompt, every step accepted, no target
+                 "best_of_n": lambda e, b: _rsd_loop_call(e.drafting_only(), tile_prompts(b, 4),
+                                                          Knobs.accept_all(spec), spec),
+                 "beam": lambda e, b: _beam_search(e, prompts=b, key=key, spec=spec, width=2, expansions=2)}
         for name, sp in (("rsd", spec), ("rsd_cpu_tuned", async_spec(spec, batch))):
-            loops[name] = functools.partial(_rsd_call, knobs=method.knobs(sp, batch), spec=method.spec(sp))
+            loops[name] = functools.partial(_rsd_loop_call, knobs=RSD(delta=delta).knobs(sp, batch), spec=sp)
         cases = [(e, name) for name in loops for e in engines]
         wall = {c: float("inf") for c in cases}
         cpu = {c: [] for c in cases}
-        for round_ in range(8 if quick else 12):  # round 0 compiles
+        for round_ in range(6 if quick else 12):  # round 0 compiles
             for e, name in cases:
                 start, start_cpu = time.perf_counter(), time.process_time()
                 for b in sets:
@@ -304,8 +318,13 @@ def bench_layouts(engine: Engine, delta: float, quick: bool) -> dict:
     return out
 
 
-def _rsd_call(engine: Engine, prompts, *, knobs, spec: DecodeSpec):
-    return rsd_decode(engine, prompts=prompts, knobs=knobs, key=jax.random.key(0), spec=spec)
+def _rsd_loop_call(engine: Engine, prompts, knobs, spec: DecodeSpec):
+    """The RSD loop's jitted call on the engine as given (`rsd_decode` picks the stacked layers itself)."""
+    from rsd_jax.decoding.rsd import _rsd_loop
+    from rsd_jax.decoding.rsd_state import new_caches
+
+    return _rsd_loop(engine, prompts=prompts, knobs=knobs, key=jax.random.key(0), caches=new_caches(engine, prompts),
+                     spec=spec)
 
 
 def batch_passes(firsts: list) -> dict[str, tuple[int, int]]:

@@ -97,18 +97,19 @@ class Engine:
         copied onto the mesh (`models` keeps the originals: load straight into the shardings to avoid that,
         rsd_jax.loading.load_engine, which on TPU/GPU also moves them into the layouts the compiler picks).
         layer_copies: give each model a per-layer copy of its layer weights (`Model.with_layer_copies`: a CPU decodes
-        about twice as fast, for the layer weights' memory once more); default: on a CPU without a mesh."""
+        about twice as fast, for the layer weights' memory once more); default: on a CPU without a mesh. Single-model
+        and speculative decoding read them; the RSD loop, best-of-N and beam search run on `stacked()`."""
         if layer_copies and mesh is not None:
             raise InputError("layer_copies=True is for one device (a mesh's loops scan the stacked layers): leave "
                              "layer_copies unset with a mesh")
         tables, prm_view = host_tables(models)
         host = _Host(tokenizer=models.tokenizer, prm_tokenizer=models.prm_tokenizer, delimiter=models.delimiter)
         roles = {"draft": models.draft, "target": models.target, "prm": models.prm}
-        if layer_copies if layer_copies is not None else (mesh is None and jax.default_backend() == "cpu"):
-            copied = {id(m): m.with_layer_copies() for m in roles.values()}  # a model in two roles: one copy
-            roles = {role: copied[id(m)] for role, m in roles.items()}
         engine = cls(**roles, tables=tables, prm_view=prm_view, host=host, self_scoring=models.self_scoring)
-        return engine.on_mesh(mesh) if mesh is not None else engine
+        if mesh is not None:
+            return engine.on_mesh(mesh)
+        copies = layer_copies if layer_copies is not None else jax.default_backend() == "cpu"
+        return engine.with_layer_copies() if copies else engine
 
     def shardings(self, mesh: jax.sharding.Mesh) -> "Engine":
         """Where each array of this engine lives on `mesh`, as an engine of NamedShardings: the weights as they
@@ -121,9 +122,27 @@ class Engine:
 
     def on_mesh(self, mesh: jax.sharding.Mesh) -> "Engine":
         """This engine with its arrays placed on `mesh` (`shardings`; layer copies dropped: a mesh scans the stack)."""
-        bare = dataclasses.replace(self, draft=self.draft.without_layer_copies(),
-                                   target=self.target.without_layer_copies(), prm=self.prm.without_layer_copies())
+        bare = self.stacked()
         return dataclasses.replace(place(bare, bare.shardings(mesh)), mesh=mesh)
+
+    def stacked(self) -> "Engine":
+        """This engine with every model reading its stacked layers (layer copies dropped; no weight is copied): the
+        layout of the loops that run as fast or faster without the copies on a CPU (the RSD loop, best-of-N and beam
+        search: docs/performance.md); single-model and speculative decoding keep the copies."""
+        if all(m.layer_copies is None for m in (self.draft, self.target, self.prm)):
+            return self
+        return dataclasses.replace(self, draft=self.draft.without_layer_copies(),
+                                   target=self.target.without_layer_copies(), prm=self.prm.without_layer_copies())
+
+    def with_layer_copies(self) -> "Engine":
+        """This engine with every model's per-layer copies (`Model.with_layer_copies`; a model in two roles copied
+        once). One device only: a mesh's loops scan the stack."""
+        if self.mesh is not None:
+            raise InputError("layer copies are for one device (a mesh's loops scan the stacked layers): use the "
+                             "engine as it is on a mesh")
+        roles = {"draft": self.draft, "target": self.target, "prm": self.prm}
+        copied = {id(m): m.with_layer_copies() for m in roles.values()}
+        return dataclasses.replace(self, **{role: copied[id(m)] for role, m in roles.items()})
 
     def drafting_only(self) -> "Engine":
         """The draft in the target's place: loops that never call the target (Best-of-N, beam search) compile no

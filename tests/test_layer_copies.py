@@ -58,16 +58,18 @@ def test_engine_create_refuses_layer_copies_on_a_mesh_before_any_work():
         Engine.create(None, mesh=mesh, layer_copies=True)  # models are never read
 
 
-def test_engine_on_a_cpu_gets_layer_copies_and_rsd_decodes_the_same_with_them():
-    import dataclasses
+def test_engine_on_a_cpu_gets_layer_copies_and_the_rsd_loop_runs_on_the_stacked_layers():
+    """Engine.create gives a CPU the copies; rsd_decode drops them (the RSD loop is faster stacked on a CPU), so an
+    engine with copies reuses the stacked engine's compiled loop; forced onto the copies, the loop writes the same."""
     from pathlib import Path
 
     from rsd_jax.api import encode_prompts
+    from rsd_jax.compilations import compilations
     from rsd_jax.config import RunConfig
     from rsd_jax.configlib import load_config
     from rsd_jax.data import arith
-    from rsd_jax.decoding.rsd import rsd_decode
-    from rsd_jax.decoding.rsd_state import Knobs
+    from rsd_jax.decoding.rsd import _rsd_loop, rsd_decode
+    from rsd_jax.decoding.rsd_state import Knobs, new_caches
     from rsd_jax.decoding.spec import DecodeSpec
     from rsd_jax.loading import load_engine
 
@@ -75,14 +77,20 @@ def test_engine_on_a_cpu_gets_layer_copies_and_rsd_decodes_the_same_with_them():
     cfg = load_config(RunConfig, str(config))
     engine = load_engine(cfg, str(config))
     assert all(getattr(engine, role).layer_copies is not None for role in ("draft", "target", "prm"))
-    stacked = dataclasses.replace(engine, **{role: getattr(engine, role).without_layer_copies()
-                                             for role in ("draft", "target", "prm")})
+    stacked = engine.stacked()
+    assert all(getattr(stacked, role).layer_copies is None for role in ("draft", "target", "prm"))
+    assert stacked.stacked() is stacked and stacked.with_layer_copies().target.layer_copies is not None
     spec = DecodeSpec(max_new_tokens=48, max_steps=6, max_step_tokens=16, chunk=16)
     problems = arith.generate_problems(4, seed=5)
     prompts = encode_prompts(engine.models, [arith.format_prompt(p) for p in problems],
                              [p.question for p in problems], spec)
-    runs = [rsd_decode(e, prompts=prompts, knobs=Knobs.create(delta=cfg.rsd.delta), key=jax.random.key(0),
-                       spec=spec) for e in (engine, stacked)]
-    np.testing.assert_array_equal(runs[0].tokens, runs[1].tokens)
-    np.testing.assert_array_equal(runs[0].length, runs[1].length)
-    np.testing.assert_array_equal(runs[0].n_steps, runs[1].n_steps)
+    knobs, key = Knobs.create(delta=cfg.rsd.delta), jax.random.key(0)
+    first = rsd_decode(stacked, prompts=prompts, knobs=knobs, key=key, spec=spec)
+    with compilations() as count:
+        again = rsd_decode(engine, prompts=prompts, knobs=knobs, key=key, spec=spec)
+    assert count() == 0  # the same (stacked) program: the copies were dropped before the jit
+    forced, _ = _rsd_loop(engine, prompts=prompts, knobs=knobs, key=key, caches=new_caches(engine, prompts), spec=spec)
+    for run in (again, forced):
+        np.testing.assert_array_equal(first.tokens, run.tokens)
+        np.testing.assert_array_equal(first.length, run.length)
+        np.testing.assert_array_equal(first.n_steps, run.n_steps)

@@ -114,5 +114,6 @@ _beam_search = jax.jit(beam_search_impl, static_argnames=("spec", "width", "expa
 def beam_search(engine: "Engine", *, prompts: Prompts, key: jax.Array, spec: DecodeSpec, width: int,
                 expansions: int) -> BeamOutput:
     """Process beam search with the PRM (one device; on an engine with a mesh, the batch is split over "data")."""
+    engine = engine.stacked()  # the RSD loop's layout (rsd_decode)
     with on_mesh(engine.mesh, prompts=prompts, replicated=key) as (prompts, key):
         return _beam_search(engine, prompts=prompts, key=key, spec=spec, width=width, expansions=expansions)

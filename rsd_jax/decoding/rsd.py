@@ -140,6 +140,7 @@ def rsd_decode(engine: "Engine", *, prompts: Prompts, knobs: Knobs, key: jax.Arr
 
     knobs (δ, p, α, q, budget, histogram) are traced: a threshold sweep compiles once; spec is static."""
     check_options(engine, spec)
+    engine = engine.stacked()  # the loop scans the stacked layers: faster than the CPU's layer copies (issue 37)
     with on_mesh(engine.mesh, prompts=prompts, replicated=(knobs, key)) as (prompts, (knobs, key)):
         caches = new_caches(engine, prompts)
         out, _ = _rsd_loop(engine, prompts=prompts, knobs=knobs, key=key, caches=caches, spec=spec)
