@@ -14,13 +14,7 @@ import tempfile
 from pathlib import Path
 
 PATIENT_COLLECTIVES = "--xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600"
-# Quick compiles: the suite's programs are tiny models' loops, run for a few steps, and XLA:CPU spent most of the
-# suite's time optimising them. LLVM at -O0 and the classic elemental emitters (instead of the fusion emitters)
-# compile an RSD loop of the test models in 6.4 s instead of 24 s; the programs compute the same values (IEEE
-# arithmetic either way: no fast-math), only their code is slower, which these sizes never notice. Users' runs keep
-# XLA's defaults; the benchmarks measure those.
-QUICK_COMPILES = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
-os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {PATIENT_COLLECTIVES} {QUICK_COMPILES}")
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {PATIENT_COLLECTIVES}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"rsd_jax_tests_xla_{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
