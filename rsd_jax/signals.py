@@ -100,27 +100,34 @@ def writing() -> Iterator[None]:
             raise Interrupted(signum)
 
 
+def _signal_numbers(sock: socket.socket):
+    """The exit signals' numbers as they arrive on `sock` (one byte each; others skipped), until it closes."""
+    while True:
+        try:
+            data = sock.recv(1)
+        except OSError:
+            return
+        if not data:
+            return
+        if data[0] in EXIT_CODES:
+            yield data[0]
+
+
 def _watch(sock: socket.socket, finished: threading.Event, grace: float, command: str,
            kept: Callable[[], str]) -> None:
     """The watchdog: waits for a signal number on `sock`; if the main thread is still busy `grace` seconds
     later, exits the process between two writes."""
     with sock:
-        while True:
-            try:
-                data = sock.recv(1)
-            except OSError:
-                return
-            if not data:
-                return
-            if data[0] not in EXIT_CODES or finished.wait(grace):
+        for signum in _signal_numbers(sock):
+            if finished.wait(grace):
                 continue
             with _write_lock:
                 if finished.is_set():
                     return
                 with contextlib.suppress(Exception):
                     sys.stdout.flush()
-                os.write(2, (message(command, data[0], kept()) + "\n").encode())
-                os._exit(EXIT_CODES[data[0]])
+                os.write(2, (message(command, signum, kept()) + "\n").encode())
+                os._exit(EXIT_CODES[signum])
 
 
 def _unraisable(previous: Callable, unraisable) -> None:
@@ -217,26 +224,20 @@ def _note(signum: int, frame) -> None:
 def _answer(sock: socket.socket) -> None:
     """The answering thread: for each signal number read from `sock`, unless the command is done, waits for the
     write in progress, prints the line and ends the process."""
-    while True:
-        try:
-            data = sock.recv(1)
-        except OSError:
-            return
-        if not data:
-            return
-        if data[0] not in EXIT_CODES or _process["done"]:
+    for signum in _signal_numbers(sock):
+        if _process["done"]:
             continue
         _write_lock.acquire()  # never released: the process ends here, between two writes
         if _process["done"]:
             _write_lock.release()
             continue
-        line = message(_process["command"], data[0], "any file it wrote is complete")
+        line = message(_process["command"], signum, "any file it wrote is complete")
         with contextlib.suppress(Exception):
-            line = message(_process["command"], data[0], _process["kept"]())
+            line = message(_process["command"], signum, _process["kept"]())
         with contextlib.suppress(Exception):
             sys.stdout.flush()
         os.write(2, (_line_start() + line + "\n").encode())
-        os._exit(EXIT_CODES[data[0]])
+        os._exit(EXIT_CODES[signum])
 
 
 def _line_start() -> str:
